@@ -1,0 +1,111 @@
+//! fnhost's own endpoints under `/.fnhost`: the status resource of a background invocation
+//! (its unguessable id is the capability), health, and the admin operations behind the bearer
+//! token — list, replay a dead invocation, cancel a waiting one.
+
+use http::{HeaderMap, Method, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+use crate::engine::Body;
+use crate::error::{ApiError, json};
+
+/// Answers `/.fnhost{rest}`.
+pub async fn handle(app: &App, method: &Method, rest: &str, query: Option<&str>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let internal = |e: crate::queue::QueueError| {
+        let id = crate::app::new_invocation_id();
+        tracing::error!(id, "queue error answering {rest}: {e}");
+        ApiError::Internal { id }
+    };
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => {
+            let queue = app.queue.durability().await.map_err(internal)?;
+            let counts: serde_json::Map<String, serde_json::Value> =
+                app.queue.counts().await.map_err(internal)?.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            Ok(json(StatusCode::OK, &json!({ "status": "ok", "queue": queue, "invocations": counts })))
+        }
+        (&Method::GET, ["invocations", id]) => match app.queue.status(id).await.map_err(internal)? {
+            Some(status) => Ok(json(StatusCode::OK, &status)),
+            None => Err(ApiError::NotFound(format!("no invocation {id}"))),
+        },
+        (&Method::GET, ["invocations"]) => {
+            app.check_admin(headers)?;
+            let q = parse_query(query.unwrap_or(""));
+            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let limit = get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000);
+            let list = app.queue.list(get("function"), get("state"), limit).await.map_err(internal)?;
+            Ok(json(StatusCode::OK, &list))
+        }
+        (&Method::POST, ["invocations", id, action @ ("replay" | "cancel")]) => {
+            app.check_admin(headers)?;
+            let done = if *action == "replay" { app.queue.replay(id).await } else { app.queue.cancel(id).await }.map_err(internal)?;
+            if !done {
+                let state = app.queue.status(id).await.map_err(internal)?.map(|s| s.state);
+                return match state {
+                    None => Err(ApiError::NotFound(format!("no invocation {id}"))),
+                    Some(state) => Err(ApiError::Conflict(format!("cannot {action} an invocation that is {state}"))),
+                };
+            }
+            let status = app.queue.status(id).await.map_err(internal)?;
+            Ok(json(StatusCode::OK, &status))
+        }
+        (_, ["health"] | ["invocations", ..]) => Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
+        }),
+        _ => Err(ApiError::NotFound(format!("{}{rest}", crate::app::API_PREFIX))),
+    }
+}
+
+/// `a=1&b=x%20y` → pairs, percent-decoded, `+` as space.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("function=a%2Db&state=dead&x=1+2&bad=%zz&trail=%4"),
+            vec![
+                ("function".into(), "a-b".into()),
+                ("state".into(), "dead".into()),
+                ("x".into(), "1 2".into()),
+                ("bad".into(), "%zz".into()),
+                ("trail".into(), "%4".into()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! `fnhost.toml`: the site file. Owns parsing and validation of every key, and nothing else —
+//! no I/O beyond [`Config::load`], no runtime types. Errors name the file, the line and column,
+//! the key and what would have been accepted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Built-in defaults, stated once (the README's limits table mirrors these).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Wall-clock budget of a synchronous invocation.
+    pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Wall-clock budget of one background attempt.
+    pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+    /// Linear memory one instance may grow to.
+    pub const MEMORY: u64 = 1024 * 1024 * 1024;
+    /// Largest request body a synchronous function accepts.
+    pub const SYNC_MAX_BODY: u64 = 6 * 1024 * 1024;
+    /// Largest request body a background function accepts (it is stored durably).
+    pub const BACKGROUND_MAX_BODY: u64 = 256 * 1024;
+    /// Synchronous invocations running at once before `503`.
+    pub const MAX_CONCURRENCY: usize = 64;
+    /// Background attempts running at once.
+    pub const BACKGROUND_CONCURRENCY: usize = 8;
+    /// Delays before the second and third attempt of a failed background invocation.
+    pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(60), Duration::from_secs(120)];
+    /// Where `serve` listens.
+    pub const LISTEN: &str = "127.0.0.1:8888";
+    /// Where the embedded queue lives, relative to the working directory.
+    pub const DATA_DIR: &str = ".fnhost";
+    /// Lease on a claimed background attempt.
+    pub const LEASE: Duration = Duration::from_secs(30);
+    /// Time running background attempts get to finish after SIGTERM.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+}
+
+/// A problem with `fnhost.toml`, pointing at the place in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{location}: {message}")]
+pub struct ConfigError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// `:line:column` when known, else empty.
+    pub location: String,
+    /// What is wrong, naming the key or value and what would be accepted.
+    pub message: String,
+}
+
+/// The whole site file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How the host runs: listen address, directories, caps, admin token.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Settings every function starts from.
+    #[serde(default)]
+    pub defaults: FunctionConfig,
+    /// Per-function tables, `[functions.NAME]`.
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address `serve` listens on.
+    pub listen: Option<SocketAddr>,
+    /// Directory holding `NAME.wasm`, relative to the config file.
+    pub functions: Option<PathBuf>,
+    /// Where the queue database lives, relative to the config file.
+    pub data_dir: Option<PathBuf>,
+    /// Where compiled components are cached.
+    pub cache_dir: Option<PathBuf>,
+    /// Synchronous invocations at once; more get `503`.
+    pub max_concurrency: Option<usize>,
+    /// Background attempts at once.
+    pub background_concurrency: Option<usize>,
+    /// Bearer token for the admin endpoints; without one they are off.
+    pub admin_token: Option<String>,
+    /// Queue URL: `sqlite://PATH` or `postgres://…` [default: sqlite in data_dir].
+    pub queue: Option<String>,
+    /// Lease on a claimed background attempt; heartbeats renew it every third.
+    pub lease: Option<Humantime>,
+    /// How long running background attempts may finish after SIGTERM.
+    pub shutdown_grace: Option<Humantime>,
+}
+
+/// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the
+/// function's own `config` export, then to the built-in defaults.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Run as a background function.
+    pub background: Option<bool>,
+    /// Routes replacing `/.netlify/functions/NAME`.
+    #[serde(default, alias = "paths")]
+    pub path: OneOrMany<RoutePath>,
+    /// Allowed methods; empty = all.
+    #[serde(default, alias = "methods")]
+    pub method: OneOrMany<Method>,
+    /// Wall-clock budget of one invocation or attempt.
+    pub timeout: Option<Humantime>,
+    /// Budget of background attempts when set in `[defaults]` (`timeout` there is the sync one).
+    pub background_timeout: Option<Humantime>,
+    /// Linear-memory cap of one instance.
+    pub memory: Option<ByteSize>,
+    /// Largest accepted request body.
+    pub max_body: Option<ByteSize>,
+    /// Largest accepted body for background functions when set in `[defaults]`.
+    pub background_max_body: Option<ByteSize>,
+    /// Fuel (roughly wasm instructions) one invocation may burn; turns fuel metering on.
+    pub fuel: Option<u64>,
+    /// Environment variables the guest sees (and only these).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Outbound HTTP destinations, `scheme://host[:port]`; `*` as host or port matches any.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<OutboundRule>,
+    /// Delays between background attempts; its length + 1 is the attempt count.
+    pub retry_delays: Option<Vec<Humantime>>,
+    /// Count a 5xx answer from a background function as a failed attempt.
+    pub retry_on_5xx: Option<bool>,
+    /// Where background outcomes are POSTed.
+    pub on_success: Option<Url>,
+    /// Where exhausted background invocations are POSTed.
+    pub on_failure: Option<Url>,
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            location: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Parses the text of a site file; `file` only labels errors.
+    pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|span| {
+                    let (line, col) = line_col(text, span.start);
+                    format!(":{line}:{col}")
+                })
+                .unwrap_or_default();
+            ConfigError {
+                file: file.to_owned(),
+                location,
+                message: hint(e.message().trim()),
+            }
+        })?;
+        config.validate().map_err(|message| ConfigError {
+            file: file.to_owned(),
+            location: String::new(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server.max_concurrency == Some(0) {
+            return Err("server.max_concurrency: must be at least 1".into());
+        }
+        if self.server.background_concurrency == Some(0) {
+            return Err("server.background_concurrency: must be at least 1".into());
+        }
+        if !self.defaults.path.0.is_empty() {
+            return Err("defaults.path: routes are per function; set it in [functions.NAME]".into());
+        }
+        for (name, f) in &self.functions {
+            if f.background_timeout.is_some() || f.background_max_body.is_some() {
+                return Err(format!(
+                    "functions.{name}: `background_timeout` and `background_max_body` belong in \
+                     [defaults]; in a function table use `timeout` and `max_body`"
+                ));
+            }
+            for key in f.env.keys() {
+                if key.is_empty() || key.contains('=') {
+                    return Err(format!("functions.{name}.env: invalid variable name {key:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes serde's wording friendlier where it names no alternative.
+fn hint(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message} (check the spelling; see the README's fnhost.toml reference)")
+    } else {
+        message.to_string()
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// A key that takes either one value or a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr<T> {
+            One(T),
+            Many(Vec<T>),
+        }
+        // `untagged` hides the inner error; parse as a generic value first to keep it.
+        let value = toml::Value::deserialize(d)?;
+        let parsed = match value {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(T::deserialize)
+                .collect::<Result<Vec<T>, _>>()
+                .map(Repr::Many),
+            other => T::deserialize(other).map(Repr::One),
+        };
+        match parsed.map_err(serde::de::Error::custom)? {
+            Repr::One(v) => Ok(OneOrMany(vec![v])),
+            Repr::Many(v) => Ok(OneOrMany(v)),
+        }
+    }
+}
+
+/// Implements `Deserialize` from a string through `FromStr`, keeping its error text.
+macro_rules! from_str_deserialize {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A duration written `500ms`, `10s`, `1m`, `2h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Humantime(pub Duration);
+from_str_deserialize!(Humantime);
+
+impl std::str::FromStr for Humantime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "invalid duration {s:?}: expected a whole number followed by ms, s, m or h \
+                 (e.g. \"10s\", \"15m\")"
+            )
+        };
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" | "min" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        Ok(Humantime(d))
+    }
+}
+
+/// A size written `256KB`, `6MB`, `1GB` (binary units: 1 KB = 1024 bytes), or a bare byte count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Integer(n) if n >= 0 => Ok(ByteSize(n as u64)),
+            toml::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid size {other}: expected a string such as \"128MB\" or a byte count"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid size {s:?}: expected a number followed by B, KB, MB or GB (e.g. \"128MB\")");
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1024,
+            "M" | "MB" | "MIB" => 1024 * 1024,
+            "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+/// A route path: starts with `/`; segments may be `:name`; `*` only as the last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePath(pub String);
+from_str_deserialize!(RoutePath);
+
+impl std::str::FromStr for RoutePath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::router::Pattern::parse(s).map_err(|e| e.to_string())?;
+        Ok(RoutePath(s.to_string()))
+    }
+}
+
+/// An HTTP method name, upper-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method(pub String);
+from_str_deserialize!(Method);
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let up = s.trim().to_ascii_uppercase();
+        if up.is_empty() || !up.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("invalid method {s:?}: expected a name such as \"GET\" or \"POST\""));
+        }
+        Ok(Method(up))
+    }
+}
+
+/// An `http://` or `https://` URL (destinations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url(pub http::Uri);
+from_str_deserialize!(Url);
+
+impl std::str::FromStr for Url {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http" | "https"), Some(_)) => Ok(Url(uri)),
+            _ => Err(format!("invalid URL {s:?}: expected http://host[:port]/path or https://...")),
+        }
+    }
+}
+
+/// One `allowed_outbound_hosts` entry: `scheme://host[:port]`, where scheme, host and port may
+/// each be `*`. An entry naming an IP literal or `localhost` also allows that (non-public)
+/// address; names otherwise must resolve to public addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    /// `http`, `https` or `*`.
+    pub scheme: String,
+    /// Host name or IP literal (lower case), or `*`.
+    pub host: String,
+    /// Port; `None` = the scheme's default; `Some(0)` = any.
+    pub port: Option<u16>,
+}
+from_str_deserialize!(OutboundRule);
+
+impl std::str::FromStr for OutboundRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid outbound host {s:?}: {why} (expected \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*:*\")")
+        };
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "http" | "https" | "*") {
+            return Err(bad("scheme must be http, https or *"));
+        }
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(bad("no path allowed"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let port = match port {
+            None => None,
+            Some("*") => Some(0),
+            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))?),
+        };
+        Ok(OutboundRule { scheme, host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl fmt::Display for OutboundRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        match self.port {
+            Some(0) => write!(f, ":*"),
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_str(text, Path::new("fnhost.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            max_concurrency = 4
+            [defaults]
+            timeout = "2s"
+            memory = "64MB"
+            retry_delays = ["1s", "2s"]
+            [functions.items]
+            path = "/api/items/:id"
+            method = ["get", "POST"]
+            env = { A = "1" }
+            allowed_outbound_hosts = ["http://127.0.0.1:8080", "https://*:*"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.max_concurrency, Some(4));
+        assert_eq!(c.defaults.timeout, Some(Humantime(Duration::from_secs(2))));
+        assert_eq!(c.defaults.memory, Some(ByteSize(64 << 20)));
+        let items = &c.functions["items"];
+        assert_eq!(items.path.0, vec![RoutePath("/api/items/:id".into())]);
+        assert_eq!(items.method.0, vec![Method("GET".into()), Method("POST".into())]);
+        assert_eq!(items.allowed_outbound_hosts[0].port, Some(8080));
+        assert_eq!(items.allowed_outbound_hosts[1].port, Some(0));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_key_and_alternatives() {
+        let e = parse("[functions.hello]\ntimout = \"1s\"\n").unwrap_err();
+        assert!(e.starts_with("fnhost.toml:2:1: unknown field `timout`"), "{e}");
+        assert!(e.contains("`timeout`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_quoted() {
+        let e = parse("[defaults]\ntimeout = \"10 sec\"\n").unwrap_err();
+        assert!(e.contains("fnhost.toml:2:11"), "{e}");
+        assert!(e.contains("invalid duration \"10 sec\""), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse("[defaults]\nmemory = \"12 parsecs\"\n").unwrap_err().contains("invalid size"));
+        assert!(parse("[functions.a]\npath = \"nope\"\n").unwrap_err().contains("must start with `/`"));
+        assert!(parse("[functions.a]\nmethod = \"G T\"\n").unwrap_err().contains("invalid method"));
+        assert!(parse("[functions.a]\nallowed_outbound_hosts = [\"example.com\"]\n")
+            .unwrap_err()
+            .contains("missing scheme"));
+        assert!(parse("[server]\nmax_concurrency = 0\n").unwrap_err().contains("at least 1"));
+        assert!(parse("[functions.a]\non_success = \"ftp://x\"\n").unwrap_err().contains("invalid URL"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!("256KB".parse::<ByteSize>().unwrap().0, 256 * 1024);
+        assert_eq!("1GB".parse::<ByteSize>().unwrap().0, 1 << 30);
+        assert_eq!("500ms".parse::<Humantime>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("2m".parse::<Humantime>().unwrap().0, Duration::from_secs(120));
+        assert!("m".parse::<Humantime>().is_err());
+    }
+}

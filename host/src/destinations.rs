@@ -1,0 +1,150 @@
+//! Destinations: the record of a finished background invocation, in the shape of AWS Lambda's
+//! asynchronous-invocation destination record, and the loop that POSTs pending records until
+//! they are delivered (bounded, with backoff). Records are written by the queue in the same
+//! transaction as the outcome, so an outcome is never recorded without its delivery.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::functions::Function;
+use crate::queue::{Claimed, Finish, NewDelivery, Queue, StoredResult, now_ms};
+use crate::retry;
+
+/// The delivery for `finish`, if the function has a destination for it.
+pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
+    let (url, condition, result, error) = match finish {
+        Finish::Succeeded(r) => (function.on_success.as_ref()?, "Success", r, None),
+        Finish::Dead { error, result } => (function.on_failure.as_ref()?, "RetriesExhausted", result, Some(error.as_str())),
+        Finish::Retry { .. } => return None,
+    };
+    Some(NewDelivery { url: url.to_string(), payload: record(&function.name, claim, condition, result, error).to_string() })
+}
+
+/// The record itself.
+fn record(function: &str, claim: &Claimed, condition: &str, result: &StoredResult, error: Option<&str>) -> Value {
+    let mut response_context = json!({ "executedVersion": "$LATEST" });
+    if let Some(status) = result.status {
+        response_context["statusCode"] = json!(status);
+    }
+    let response_payload = match error {
+        Some(e) => {
+            response_context["functionError"] = json!("Unhandled");
+            json!({ "errorMessage": e, "errorType": "FunctionError" })
+        }
+        None => payload(&result.body),
+    };
+    json!({
+        "version": "1.0",
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "requestContext": {
+            "requestId": claim.id,
+            "functionArn": format!("fnhost:function:{function}"),
+            "condition": condition,
+            "approximateInvokeCount": claim.attempt,
+        },
+        "requestPayload": payload(&claim.body),
+        "responseContext": response_context,
+        "responsePayload": response_payload,
+    })
+}
+
+/// A body as JSON when it is JSON, else as a string.
+fn payload(body: &[u8]) -> Value {
+    if body.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// POSTs due records until `shutdown`.
+pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
+    loop {
+        let due = match queue.due_deliveries(16).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("reading pending deliveries failed: {e}");
+                Vec::new()
+            }
+        };
+        let idle = due.is_empty();
+        for d in due {
+            let outcome = match d.url.parse::<http::Uri>() {
+                Ok(url) => crate::engine::post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
+                Err(e) => Err(format!("bad URL: {e}")),
+            };
+            let attempt = d.attempts + 1;
+            let (delivered, error, next_at) = match outcome {
+                Ok(status) if (200..300).contains(&status) => (true, None, None),
+                other => {
+                    let error = match other {
+                        Ok(status) => format!("destination answered {status}"),
+                        Err(e) => e,
+                    };
+                    let next = (attempt < retry::DELIVERY_ATTEMPTS)
+                        .then(|| now_ms() + retry::delivery_backoff(attempt).as_millis() as i64);
+                    if next.is_none() {
+                        tracing::error!(id = d.invocation_id, "giving up delivering to {} after {attempt} attempts: {error}", d.url);
+                    } else {
+                        tracing::warn!(id = d.invocation_id, "delivery to {} failed (attempt {attempt}): {error}", d.url);
+                    }
+                    (false, Some(error), next)
+                }
+            };
+            if let Err(e) = queue.delivery_attempted(&d.id, delivered, error, next_at).await {
+                tracing::error!(id = d.invocation_id, "cannot record the delivery attempt: {e}");
+            }
+        }
+        if !idle {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = queue.work.notified() => {},
+            () = tokio::time::sleep(Duration::from_millis(500)) => {},
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(body: &[u8]) -> Claimed {
+        Claimed {
+            id: "abc".into(),
+            function: "f".into(),
+            attempt: 3,
+            max_attempts: 3,
+            token: 1,
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: vec![],
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn success_record_has_lambda_shape() {
+        let result = StoredResult { status: Some(200), headers: vec![], body: br#"{"ok":true}"#.to_vec() };
+        let r = record("f", &claim(br#"{"n":1}"#), "Success", &result, None);
+        assert_eq!(r["version"], "1.0");
+        assert_eq!(r["requestContext"]["requestId"], "abc");
+        assert_eq!(r["requestContext"]["functionArn"], "fnhost:function:f");
+        assert_eq!(r["requestContext"]["condition"], "Success");
+        assert_eq!(r["requestContext"]["approximateInvokeCount"], 3);
+        assert_eq!(r["requestPayload"]["n"], 1);
+        assert_eq!(r["responseContext"]["statusCode"], 200);
+        assert_eq!(r["responsePayload"]["ok"], true);
+        assert!(r["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn failure_record_carries_the_error() {
+        let r = record("f", &claim(b"plain text"), "RetriesExhausted", &StoredResult::default(), Some("trapped"));
+        assert_eq!(r["requestPayload"], "plain text");
+        assert_eq!(r["responseContext"]["functionError"], "Unhandled");
+        assert_eq!(r["responsePayload"]["errorMessage"], "trapped");
+    }
+}

@@ -1,0 +1,254 @@
+//! The background worker: claim → run → classify → finish (retry, succeed or dead-letter),
+//! as a chain of short steps. Runs up to its concurrency cap of attempts at once, keeps each
+//! lease alive with a heartbeat (a lost lease stops the guest at once), re-queues expired
+//! leases, and on shutdown gives running attempts a grace period before handing them back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{guest_request, invoke_context};
+use crate::destinations;
+use crate::engine::{Engine, Outcome};
+use crate::functions::{Function, FunctionTable};
+use crate::queue::{Claimed, Finish, Queue, StoredResult, now_ms};
+use crate::retry::{self, Next};
+use crate::router::Match;
+
+/// Stored response bodies are cut at this size.
+pub const RESULT_CAP: usize = 256 * 1024;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Attempts at once.
+    pub concurrency: usize,
+    /// Lease length; heartbeats every third of it.
+    pub lease: Duration,
+    /// How long running attempts may go on after shutdown starts.
+    pub grace: Duration,
+}
+
+/// Runs background invocations from the queue.
+pub struct Worker {
+    queue: Queue,
+    engine: Arc<Engine>,
+    table: Arc<FunctionTable>,
+    by_name: HashMap<String, Arc<Function>>,
+    owner: String,
+    opts: WorkerOptions,
+}
+
+impl Worker {
+    /// A worker over `table`'s functions.
+    pub fn new(queue: Queue, engine: Arc<Engine>, table: Arc<FunctionTable>, opts: WorkerOptions) -> Worker {
+        let by_name = table.functions.iter().map(|f| (f.name.clone(), f.clone())).collect();
+        let owner = format!("{}-{}", std::process::id(), &crate::app::new_invocation_id()[..8]);
+        Worker { queue, engine, table, by_name, owner, opts }
+    }
+
+    /// Claims and runs until `shutdown` is cancelled, then waits up to the grace period for
+    /// running attempts and hands back the rest.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.opts.concurrency));
+        let cut_off = CancellationToken::new();
+        let mut running = tokio::task::JoinSet::new();
+        let reaper = tokio::spawn(self.clone().reap(shutdown.clone()));
+        loop {
+            while running.try_join_next().is_some() {}
+            // Register interest before looking, so a commit in between is not missed.
+            let work = self.queue.work.clone();
+            let notified = work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let free = slots.available_permits();
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                match self.queue.claim(&self.owner, free, self.opts.lease).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("claiming background work failed: {e}");
+                        Vec::new()
+                    }
+                }
+            };
+            let idle = claimed.is_empty();
+            for claim in claimed {
+                let permit = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                let (me, cut_off) = (self.clone(), cut_off.clone());
+                running.spawn(async move {
+                    me.attempt(claim, cut_off).await;
+                    drop(permit);
+                });
+            }
+            if !idle && slots.available_permits() > 0 {
+                continue;
+            }
+            let wait = match self.queue.next_due().await {
+                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000)),
+                _ => Duration::from_secs(1),
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = &mut notified => {},
+                () = tokio::time::sleep(wait) => {},
+                Some(_) = running.join_next(), if !running.is_empty() => {},
+            }
+        }
+        if !running.is_empty() {
+            tracing::info!("waiting up to {:?} for {} background attempt(s)", self.opts.grace, running.len());
+            let drained = tokio::time::timeout(self.opts.grace, async { while running.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                cut_off.cancel();
+                while running.join_next().await.is_some() {}
+            }
+        }
+        reaper.abort();
+    }
+
+    /// Re-queues expired leases every few seconds (another node's, or a stalled one's).
+    async fn reap(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = (self.opts.lease / 2).max(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {},
+            }
+            match self.queue.requeue_expired(false).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("re-queued {n} invocation(s) whose lease expired"),
+                Err(e) => tracing::error!("lease reaper failed: {e}"),
+            }
+        }
+    }
+
+    /// One attempt: run with a heartbeat, then record the outcome (fenced by the token).
+    async fn attempt(&self, claim: Claimed, cut_off: CancellationToken) {
+        let lost = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), claim.clone(), self.opts.lease, lost.clone()));
+        let result = tokio::select! {
+            r = self.execute(&claim) => Some(r),
+            () = lost.cancelled() => {
+                tracing::warn!(id = claim.id, "lease lost to another node; abandoning this attempt");
+                None
+            }
+            () = cut_off.cancelled() => {
+                match self.queue.release(&claim).await {
+                    Ok(_) => tracing::warn!(id = claim.id, "shutdown grace over; handed back for a later run"),
+                    Err(e) => tracing::error!(id = claim.id, "cannot hand back after shutdown: {e}"),
+                }
+                None
+            }
+        };
+        heartbeat.abort();
+        let Some((function, result)) = result else { return };
+        let finish = self.classify(&claim, function.as_deref(), result);
+        let delivery = function.as_deref().and_then(|f| destinations::record_for(f, &claim, &finish));
+        match self.queue.finish(&claim, finish, delivery).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(id = claim.id, "result discarded: the lease was taken over meanwhile"),
+            Err(e) => tracing::error!(id = claim.id, "cannot record the outcome (it will run again): {e}"),
+        }
+    }
+
+    /// Runs the guest and drains its response.
+    async fn execute(&self, claim: &Claimed) -> (Option<Arc<Function>>, Result<StoredResult, String>) {
+        let Some(function) = self.by_name.get(&claim.function).cloned() else {
+            return (None, Err(format!("function {:?} is not loaded on this host", claim.function)));
+        };
+        let request = match rebuild_request(claim) {
+            Ok(r) => r,
+            Err(e) => return (Some(function), Err(e)),
+        };
+        let params = match self.table.router.route(&claim.method, request.uri().path()) {
+            Match::Found(_, params) => params,
+            _ => Vec::new(),
+        };
+        let request = guest_request(request, &function.name, &params, &claim.id, Some(claim.attempt));
+        let running = self.engine.invoke(&function.component, request, &invoke_context(&function, &claim.id), ());
+        let stored = match running.response.await {
+            Ok(Ok(resp)) => Some(drain(resp).await),
+            Ok(Err(code)) => return (Some(function), Err(format!("function answered with error code {code}"))),
+            Err(_) => None,
+        };
+        let outcome = running.outcome.await.unwrap_or_else(|e| Outcome::Trap(e.to_string()));
+        let result = match (outcome, stored) {
+            (Outcome::Completed { .. }, Some(r)) => Ok(r),
+            (Outcome::Completed { .. }, None) => Err("function returned without setting a response".to_string()),
+            (Outcome::Timeout, _) => Err(format!("budget of {:?} exceeded", function.timeout)),
+            (Outcome::Trap(detail), _) => Err(format!("trapped: {}", detail.lines().next().unwrap_or("")).trim().to_string()),
+        };
+        (Some(function), result)
+    }
+
+    fn classify(&self, claim: &Claimed, function: Option<&Function>, result: Result<StoredResult, String>) -> Finish {
+        let (error, result) = match result {
+            Ok(r) if function.is_some_and(|f| f.retry_on_5xx) && r.status.is_some_and(|s| s >= 500) => {
+                (format!("function answered {}", r.status.unwrap_or(500)), r)
+            }
+            Ok(r) => return Finish::Succeeded(r),
+            Err(e) => (e, StoredResult::default()),
+        };
+        let delays = function.map(|f| f.retry_delays.as_slice()).unwrap_or(&crate::config::defaults::RETRY_DELAYS);
+        let next = if claim.attempt >= claim.max_attempts { Next::Dead } else { retry::after_failure(claim.attempt, delays) };
+        tracing::warn!(id = claim.id, function = claim.function, attempt = claim.attempt, "attempt failed: {error}");
+        match next {
+            Next::RetryAfter(d) => Finish::Retry { error, result, run_at: now_ms() + d.as_millis() as i64 },
+            Next::Dead => Finish::Dead { error, result },
+        }
+    }
+}
+
+async fn heartbeat(queue: Queue, claim: Claimed, lease: Duration, lost: CancellationToken) {
+    let every = lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match queue.heartbeat(&claim.id, claim.token, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            // A failed heartbeat is not a lost lease; try again next tick.
+            Err(e) => tracing::warn!(id = claim.id, "heartbeat failed: {e}"),
+        }
+    }
+}
+
+fn rebuild_request(claim: &Claimed) -> Result<http::Request<Bytes>, String> {
+    let mut builder = http::Request::builder().method(claim.method.as_str()).uri(claim.uri.as_str());
+    for (k, v) in &claim.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder.body(Bytes::from(claim.body.clone())).map_err(|e| format!("stored request is invalid: {e}"))
+}
+
+/// Reads the response, keeping at most [`RESULT_CAP`] bytes of body (the rest is drained so
+/// the guest is never blocked writing).
+async fn drain(resp: http::Response<crate::engine::Body>) -> StoredResult {
+    let (parts, mut body) = resp.into_parts();
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            let room = RESULT_CAP.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    StoredResult {
+        status: Some(parts.status.as_u16()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: kept,
+    }
+}
