@@ -10,7 +10,13 @@ use crate::engine::Body;
 use crate::error::{ApiError, json};
 
 /// Answers `/.fnhost{rest}`.
-pub async fn handle(app: &App, method: &Method, rest: &str, query: Option<&str>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    app: &App,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let internal = |e: crate::queue::QueueError| {
         let id = crate::app::new_invocation_id();
@@ -20,30 +26,60 @@ pub async fn handle(app: &App, method: &Method, rest: &str, query: Option<&str>,
     match (method, segments.as_slice()) {
         (&Method::GET, ["health"]) => {
             let queue = app.queue.durability().await.map_err(internal)?;
-            let counts: serde_json::Map<String, serde_json::Value> =
-                app.queue.counts().await.map_err(internal)?.into_iter().map(|(k, v)| (k, json!(v))).collect();
-            Ok(json(StatusCode::OK, &json!({ "status": "ok", "queue": queue, "invocations": counts })))
+            let counts: serde_json::Map<String, serde_json::Value> = app
+                .queue
+                .counts()
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|(k, v)| (k, json!(v)))
+                .collect();
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "status": "ok", "queue": queue, "invocations": counts }),
+            ))
         }
-        (&Method::GET, ["invocations", id]) => match app.queue.status(id).await.map_err(internal)? {
-            Some(status) => Ok(json(StatusCode::OK, &status)),
-            None => Err(ApiError::NotFound(format!("no invocation {id}"))),
-        },
+        (&Method::GET, ["invocations", id]) => {
+            match app.queue.status(id).await.map_err(internal)? {
+                Some(status) => Ok(json(StatusCode::OK, &status)),
+                None => Err(ApiError::NotFound(format!("no invocation {id}"))),
+            }
+        }
         (&Method::GET, ["invocations"]) => {
             app.check_admin(headers)?;
             let q = parse_query(query.unwrap_or(""));
             let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-            let limit = get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000);
-            let list = app.queue.list(get("function"), get("state"), limit).await.map_err(internal)?;
+            let limit = get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100)
+                .min(1000);
+            let list = app
+                .queue
+                .list(get("function"), get("state"), limit)
+                .await
+                .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))
         }
         (&Method::POST, ["invocations", id, action @ ("replay" | "cancel")]) => {
             app.check_admin(headers)?;
-            let done = if *action == "replay" { app.queue.replay(id).await } else { app.queue.cancel(id).await }.map_err(internal)?;
+            let done = if *action == "replay" {
+                app.queue.replay(id).await
+            } else {
+                app.queue.cancel(id).await
+            }
+            .map_err(internal)?;
             if !done {
-                let state = app.queue.status(id).await.map_err(internal)?.map(|s| s.state);
+                let state = app
+                    .queue
+                    .status(id)
+                    .await
+                    .map_err(internal)?
+                    .map(|s| s.state);
                 return match state {
                     None => Err(ApiError::NotFound(format!("no invocation {id}"))),
-                    Some(state) => Err(ApiError::Conflict(format!("cannot {action} an invocation that is {state}"))),
+                    Some(state) => Err(ApiError::Conflict(format!(
+                        "cannot {action} an invocation that is {state}"
+                    ))),
                 };
             }
             let status = app.queue.status(id).await.map_err(internal)?;
@@ -53,7 +89,10 @@ pub async fn handle(app: &App, method: &Method, rest: &str, query: Option<&str>,
             method: method.to_string(),
             allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
         }),
-        _ => Err(ApiError::NotFound(format!("{}{rest}", crate::app::API_PREFIX))),
+        _ => Err(ApiError::NotFound(format!(
+            "{}{rest}",
+            crate::app::API_PREFIX
+        ))),
     }
 }
 
@@ -76,7 +115,10 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;

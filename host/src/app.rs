@@ -52,7 +52,13 @@ impl App {
         admin_token: Option<String>,
         max_concurrency: usize,
     ) -> App {
-        App { engine, table, queue, admin_token, sync_permits: Arc::new(Semaphore::new(max_concurrency)) }
+        App {
+            engine,
+            table,
+            queue,
+            admin_token,
+            sync_permits: Arc::new(Semaphore::new(max_concurrency)),
+        }
     }
 
     /// Answers one request. Never fails: errors become responses.
@@ -74,12 +80,16 @@ impl App {
     {
         let path = req.uri().path().to_string();
         if let Some(rest) = path.strip_prefix(API_PREFIX) {
-            return crate::api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await;
+            return crate::api::handle(self, req.method(), rest, req.uri().query(), req.headers())
+                .await;
         }
         let (function, params) = match self.table.router.route(req.method().as_str(), &path) {
             Match::Found(f, params) => (f.clone(), params),
             Match::MethodNotAllowed(allow) => {
-                return Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow });
+                return Err(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow,
+                });
             }
             Match::NotFound => return Err(ApiError::NotFound(path)),
         };
@@ -101,7 +111,11 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let permit = self.sync_permits.clone().try_acquire_owned().map_err(|_| ApiError::Busy)?;
+        let permit = self
+            .sync_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Busy)?;
         let req = read_body(req, function.max_body).await?;
         let req = guest_request(req, &function.name, params, &id, None);
         let ctx = invoke_context(function, &id);
@@ -109,13 +123,21 @@ impl App {
         match running.response.await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => {
-                tracing::warn!(function = function.name, id, "guest answered with error code {code}");
+                tracing::warn!(
+                    function = function.name,
+                    id,
+                    "guest answered with error code {code}"
+                );
                 Err(ApiError::FunctionFailed { id })
             }
             Err(_no_response) => match running.outcome.await {
                 Ok(Outcome::Timeout) => Err(ApiError::Timeout { id }),
                 Ok(Outcome::Completed { .. }) => {
-                    tracing::warn!(function = function.name, id, "guest returned without setting a response");
+                    tracing::warn!(
+                        function = function.name,
+                        id,
+                        "guest returned without setting a response"
+                    );
                     Err(ApiError::FunctionFailed { id })
                 }
                 Ok(Outcome::Trap(_)) | Err(_) => Err(ApiError::FunctionFailed { id }),
@@ -126,26 +148,46 @@ impl App {
 
 impl App {
     /// Checks and durably stores a background request, then answers `202`.
-    async fn accept_background<B>(&self, function: &Function, req: Request<B>, id: String) -> Result<Response<Body>, ApiError>
+    async fn accept_background<B>(
+        &self,
+        function: &Function,
+        req: Request<B>,
+        id: String,
+    ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.max_body).await?;
         let (parts, body) = req.into_parts();
-        let idempotency_key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let idempotency_key = parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let headers = parts
             .headers
             .iter()
-            .filter(|(k, _)| !k.as_str().starts_with("fnhost-") && !HOP_BY_HOP.contains(&k.as_str()))
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .filter(|(k, _)| {
+                !k.as_str().starts_with("fnhost-") && !HOP_BY_HOP.contains(&k.as_str())
+            })
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let inv = NewInvocation {
             id: id.clone(),
             function: function.name.clone(),
             idempotency_key,
             method: parts.method.to_string(),
-            uri: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            uri: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
             headers,
             body: body.to_vec(),
             max_attempts: u32::try_from(function.retry_delays.len() + 1).unwrap_or(u32::MAX),
@@ -155,7 +197,10 @@ impl App {
             ApiError::Internal { id: id.clone() }
         })?;
         let id = enqueued.id();
-        let mut resp = with_id(crate::error::text(http::StatusCode::ACCEPTED, String::new()), id);
+        let mut resp = with_id(
+            crate::error::text(http::StatusCode::ACCEPTED, String::new()),
+            id,
+        );
         resp.headers_mut().remove(http::header::CONTENT_TYPE);
         if let Ok(v) = HeaderValue::from_str(&status_path(id)) {
             resp.headers_mut().insert(http::header::LOCATION, v);
@@ -166,9 +211,14 @@ impl App {
     /// Whether the request carries the admin token. `Err` when admin is off or the token is wrong.
     pub fn check_admin(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else {
-            return Err(ApiError::NotFound("admin endpoints are off (no admin_token configured)".into()));
+            return Err(ApiError::NotFound(
+                "admin endpoints are off (no admin_token configured)".into(),
+            ));
         };
-        let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(ApiError::Unauthorized),
@@ -177,7 +227,15 @@ impl App {
 }
 
 /// Headers that describe one connection, not the request; not stored.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-connection"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -219,7 +277,9 @@ where
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let bytes = match limited.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::PayloadTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
         Err(e) => return Err(ApiError::BadRequest(format!("cannot read body: {e}"))),
     };
     Ok(Request::from_parts(parts, bytes))
@@ -234,7 +294,11 @@ pub fn guest_request(
     attempt: Option<u32>,
 ) -> Request<Bytes> {
     let headers = req.headers_mut();
-    let spoofed: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("fnhost-")).cloned().collect();
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("fnhost-"))
+        .cloned()
+        .collect();
     for name in spoofed {
         headers.remove(name);
     }
@@ -262,7 +326,9 @@ fn encode_form(pairs: &[(String, String)]) -> String {
     fn enc(s: &str, out: &mut String) {
         for b in s.bytes() {
             match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(b as char)
+                }
                 _ => out.push_str(&format!("%{b:02X}")),
             }
         }
@@ -298,7 +364,10 @@ mod tests {
 
     #[test]
     fn params_are_form_encoded() {
-        let p = vec![("id".to_string(), "42".to_string()), ("*".to_string(), "a b/c".to_string())];
+        let p = vec![
+            ("id".to_string(), "42".to_string()),
+            ("*".to_string(), "a b/c".to_string()),
+        ];
         assert_eq!(encode_form(&p), "id=42&%2A=a%20b%2Fc");
     }
 

@@ -19,7 +19,11 @@ use crate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "fnhost", version, about = "Serve WebAssembly components (WASI HTTP) as serverless functions")]
+#[command(
+    name = "fnhost",
+    version,
+    about = "Serve WebAssembly components (WASI HTTP) as serverless functions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +112,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FNHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -129,19 +138,44 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { dir, out, listen, config } => {
+        Command::Dev {
+            dir,
+            out,
+            listen,
+            config,
+        } => {
             crate::builder::build(&dir, &out)?;
             let config = config.or_else(|| Some(dir.join("fnhost.toml")).filter(|p| p.is_file()));
-            let args =
-                ServeArgs { dir: Some(out), listen, config, cache_dir: None, no_cache: false, data_dir: None, queue: None };
+            let args = ServeArgs {
+                dir: Some(out),
+                listen,
+                config,
+                cache_dir: None,
+                no_cache: false,
+                data_dir: None,
+                queue: None,
+            };
             serve(ServeOptions::from_args(args)?, false)
         }
         Command::Status { id, url } => {
-            let url = format!("{}{}", url.trim_end_matches('/'), crate::app::status_path(&id));
+            let url = format!(
+                "{}{}",
+                url.trim_end_matches('/'),
+                crate::app::status_path(&id)
+            );
             print_get(&url, None)
         }
-        Command::Invocations { function, state, url, token } => {
-            let mut url = format!("{}{}/invocations?limit=1000", url.trim_end_matches('/'), crate::app::API_PREFIX);
+        Command::Invocations {
+            function,
+            state,
+            url,
+            token,
+        } => {
+            let mut url = format!(
+                "{}{}/invocations?limit=1000",
+                url.trim_end_matches('/'),
+                crate::app::API_PREFIX
+            );
             for (k, v) in [("function", function), ("state", state)] {
                 if let Some(v) = v {
                     url.push_str(&format!("&{k}={v}"));
@@ -153,7 +187,9 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn print_get(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (status, body) = runtime.block_on(crate::client::get(url, token))?;
     print!("{body}");
     if status == 200 {
@@ -177,7 +213,9 @@ impl ServeOptions {
     fn from_args(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         let (config, base) = match args.config {
             Some(path) => (Config::load(&path)?, parent(&path)),
-            None if Path::new("fnhost.toml").is_file() => (Config::load(Path::new("fnhost.toml"))?, PathBuf::from(".")),
+            None if Path::new("fnhost.toml").is_file() => {
+                (Config::load(Path::new("fnhost.toml"))?, PathBuf::from("."))
+            }
             None => (Config::default(), PathBuf::from(".")),
         };
         let dir = args
@@ -191,7 +229,9 @@ impl ServeOptions {
         let cache_dir = if args.no_cache {
             None
         } else {
-            args.cache_dir.or_else(|| config.server.cache_dir.as_ref().map(|d| base.join(d))).or_else(default_cache_dir)
+            args.cache_dir
+                .or_else(|| config.server.cache_dir.as_ref().map(|d| base.join(d)))
+                .or_else(default_cache_dir)
         };
         let queue_url = match args.queue.or_else(|| config.server.queue.clone()) {
             Some(url) => url,
@@ -200,12 +240,19 @@ impl ServeOptions {
                     .data_dir
                     .or_else(|| config.server.data_dir.as_ref().map(|d| base.join(d)))
                     .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
-                std::fs::create_dir_all(&data_dir)
-                    .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+                std::fs::create_dir_all(&data_dir).with_context(|| {
+                    format!("cannot create the data dir {}", data_dir.display())
+                })?;
                 format!("sqlite://{}", data_dir.join("queue.db").display())
             }
         };
-        Ok(ServeOptions { dir, listen, config, cache_dir, queue_url })
+        Ok(ServeOptions {
+            dir,
+            listen,
+            config,
+            cache_dir,
+            queue_url,
+        })
     }
 }
 
@@ -224,21 +271,34 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn serve(opts: ServeOptions, list_only: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let sync_cap = opts.config.server.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY);
-        let bg_cap = opts.config.server.background_concurrency.unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+        let sync_cap = opts
+            .config
+            .server
+            .max_concurrency
+            .unwrap_or(defaults::MAX_CONCURRENCY);
+        let bg_cap = opts
+            .config
+            .server
+            .background_concurrency
+            .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
         let (max_memory, fuel) = functions::engine_needs(&opts.config);
-        let engine = Arc::new(Engine::new(&EngineOptions {
-            instance_slots: u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX),
+        let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
+        let engine = Arc::new(Engine::new(&EngineOptions::new(
+            slots,
             max_memory,
             fuel,
-            cache_dir: opts.cache_dir.clone(),
-        })?);
+            opts.cache_dir.clone(),
+        ))?);
         let started = std::time::Instant::now();
         let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
             .await
-            .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
+            .with_context(|| {
+                format!("cannot read the functions directory {}", opts.dir.display())
+            })?;
         print!("{}", functions::print_table(&table));
         for r in &table.rejected {
             tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
@@ -252,31 +312,55 @@ fn serve(opts: ServeOptions, list_only: bool) -> anyhow::Result<ExitCode> {
             fuel,
         );
         if list_only {
-            return Ok(if table.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if table.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
-        let queue = Queue::open(&opts.queue_url).await.with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
+        let queue = Queue::open(&opts.queue_url)
+            .await
+            .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
         if queue.backend() == Backend::Sqlite {
             // One process owns an embedded queue: whatever it left running was cut off.
             let n = queue.requeue_expired(true).await?;
             if n > 0 {
-                tracing::warn!("re-queued {n} background invocation(s) interrupted by the last shutdown");
+                tracing::warn!(
+                    "re-queued {n} background invocation(s) interrupted by the last shutdown"
+                );
             }
         }
         let table = Arc::new(table);
         let server_cfg = &opts.config.server;
         let shutdown = CancellationToken::new();
-        let worker = Arc::new(Worker::new(queue.clone(), engine.clone(), table.clone(), WorkerOptions {
-            concurrency: bg_cap,
-            lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
-            grace: server_cfg.shutdown_grace.map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
-        }));
+        let worker = Arc::new(Worker::new(
+            queue.clone(),
+            engine.clone(),
+            table.clone(),
+            WorkerOptions {
+                concurrency: bg_cap,
+                lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
+                grace: server_cfg
+                    .shutdown_grace
+                    .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+            },
+        ));
         let worker = tokio::spawn(worker.run(shutdown.clone()));
-        let deliveries = tokio::spawn(crate::destinations::deliver_loop(queue.clone(), shutdown.clone()));
+        let deliveries = tokio::spawn(crate::destinations::deliver_loop(
+            queue.clone(),
+            shutdown.clone(),
+        ));
 
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
-        let app = Arc::new(App::new(engine, table, queue, server_cfg.admin_token.clone(), sync_cap));
+        let app = Arc::new(App::new(
+            engine,
+            table,
+            queue,
+            server_cfg.admin_token.clone(),
+            sync_cap,
+        ));
         // Tests and scripts read the bound address from this line.
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write as _;

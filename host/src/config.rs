@@ -177,7 +177,9 @@ impl Config {
             return Err("server.background_concurrency: must be at least 1".into());
         }
         if !self.defaults.path.0.is_empty() {
-            return Err("defaults.path: routes are per function; set it in [functions.NAME]".into());
+            return Err(
+                "defaults.path: routes are per function; set it in [functions.NAME]".into(),
+            );
         }
         for (name, f) in &self.functions {
             if f.background_timeout.is_some() || f.background_max_body.is_some() {
@@ -188,7 +190,9 @@ impl Config {
             }
             for key in f.env.keys() {
                 if key.is_empty() || key.contains('=') {
-                    return Err(format!("functions.{name}.env: invalid variable name {key:?}"));
+                    return Err(format!(
+                        "functions.{name}.env: invalid variable name {key:?}"
+                    ));
                 }
             }
         }
@@ -307,7 +311,11 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid size {s:?}: expected a number followed by B, KB, MB or GB (e.g. \"128MB\")");
+        let bad = || {
+            format!(
+                "invalid size {s:?}: expected a number followed by B, KB, MB or GB (e.g. \"128MB\")"
+            )
+        };
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
@@ -346,7 +354,9 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, String> {
         let up = s.trim().to_ascii_uppercase();
         if up.is_empty() || !up.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(format!("invalid method {s:?}: expected a name such as \"GET\" or \"POST\""));
+            return Err(format!(
+                "invalid method {s:?}: expected a name such as \"GET\" or \"POST\""
+            ));
         }
         Ok(Method(up))
     }
@@ -363,7 +373,9 @@ impl std::str::FromStr for Url {
         let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
         match (uri.scheme_str(), uri.authority()) {
             (Some("http" | "https"), Some(_)) => Ok(Url(uri)),
-            _ => Err(format!("invalid URL {s:?}: expected http://host[:port]/path or https://...")),
+            _ => Err(format!(
+                "invalid URL {s:?}: expected http://host[:port]/path or https://..."
+            )),
         }
     }
 }
@@ -386,7 +398,9 @@ impl std::str::FromStr for OutboundRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| {
-            format!("invalid outbound host {s:?}: {why} (expected \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*:*\")")
+            format!(
+                "invalid outbound host {s:?}: {why} (expected \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*:*\")"
+            )
         };
         let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("missing scheme"))?;
         let scheme = scheme.to_ascii_lowercase();
@@ -412,9 +426,18 @@ impl std::str::FromStr for OutboundRule {
         let port = match port {
             None => None,
             Some("*") => Some(0),
-            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad("bad port"))?,
+            ),
         };
-        Ok(OutboundRule { scheme, host: host.to_ascii_lowercase(), port })
+        Ok(OutboundRule {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 }
 
@@ -461,7 +484,10 @@ mod tests {
         assert_eq!(c.defaults.memory, Some(ByteSize(64 << 20)));
         let items = &c.functions["items"];
         assert_eq!(items.path.0, vec![RoutePath("/api/items/:id".into())]);
-        assert_eq!(items.method.0, vec![Method("GET".into()), Method("POST".into())]);
+        assert_eq!(
+            items.method.0,
+            vec![Method("GET".into()), Method("POST".into())]
+        );
         assert_eq!(items.allowed_outbound_hosts[0].port, Some(8080));
         assert_eq!(items.allowed_outbound_hosts[1].port, Some(0));
     }
@@ -469,7 +495,10 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_key_and_alternatives() {
         let e = parse("[functions.hello]\ntimout = \"1s\"\n").unwrap_err();
-        assert!(e.starts_with("fnhost.toml:2:1: unknown field `timout`"), "{e}");
+        assert!(
+            e.starts_with("fnhost.toml:2:1: unknown field `timout`"),
+            "{e}"
+        );
         assert!(e.contains("`timeout`"), "{e}");
     }
 
@@ -482,22 +511,50 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected() {
-        assert!(parse("[defaults]\nmemory = \"12 parsecs\"\n").unwrap_err().contains("invalid size"));
-        assert!(parse("[functions.a]\npath = \"nope\"\n").unwrap_err().contains("must start with `/`"));
-        assert!(parse("[functions.a]\nmethod = \"G T\"\n").unwrap_err().contains("invalid method"));
-        assert!(parse("[functions.a]\nallowed_outbound_hosts = [\"example.com\"]\n")
-            .unwrap_err()
-            .contains("missing scheme"));
-        assert!(parse("[server]\nmax_concurrency = 0\n").unwrap_err().contains("at least 1"));
-        assert!(parse("[functions.a]\non_success = \"ftp://x\"\n").unwrap_err().contains("invalid URL"));
+        assert!(
+            parse("[defaults]\nmemory = \"12 parsecs\"\n")
+                .unwrap_err()
+                .contains("invalid size")
+        );
+        assert!(
+            parse("[functions.a]\npath = \"nope\"\n")
+                .unwrap_err()
+                .contains("must start with `/`")
+        );
+        assert!(
+            parse("[functions.a]\nmethod = \"G T\"\n")
+                .unwrap_err()
+                .contains("invalid method")
+        );
+        assert!(
+            parse("[functions.a]\nallowed_outbound_hosts = [\"example.com\"]\n")
+                .unwrap_err()
+                .contains("missing scheme")
+        );
+        assert!(
+            parse("[server]\nmax_concurrency = 0\n")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        assert!(
+            parse("[functions.a]\non_success = \"ftp://x\"\n")
+                .unwrap_err()
+                .contains("invalid URL")
+        );
     }
 
     #[test]
     fn sizes_and_durations() {
         assert_eq!("256KB".parse::<ByteSize>().unwrap().0, 256 * 1024);
         assert_eq!("1GB".parse::<ByteSize>().unwrap().0, 1 << 30);
-        assert_eq!("500ms".parse::<Humantime>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("2m".parse::<Humantime>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "500ms".parse::<Humantime>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "2m".parse::<Humantime>().unwrap().0,
+            Duration::from_secs(120)
+        );
         assert!("m".parse::<Humantime>().is_err());
     }
 }

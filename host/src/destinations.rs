@@ -16,14 +16,28 @@ use crate::retry;
 pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
     let (url, condition, result, error) = match finish {
         Finish::Succeeded(r) => (function.on_success.as_ref()?, "Success", r, None),
-        Finish::Dead { error, result } => (function.on_failure.as_ref()?, "RetriesExhausted", result, Some(error.as_str())),
+        Finish::Dead { error, result } => (
+            function.on_failure.as_ref()?,
+            "RetriesExhausted",
+            result,
+            Some(error.as_str()),
+        ),
         Finish::Retry { .. } => return None,
     };
-    Some(NewDelivery { url: url.to_string(), payload: record(&function.name, claim, condition, result, error).to_string() })
+    Some(NewDelivery {
+        url: url.to_string(),
+        payload: record(&function.name, claim, condition, result, error).to_string(),
+    })
 }
 
 /// The record itself.
-fn record(function: &str, claim: &Claimed, condition: &str, result: &StoredResult, error: Option<&str>) -> Value {
+fn record(
+    function: &str,
+    claim: &Claimed,
+    condition: &str,
+    result: &StoredResult,
+    error: Option<&str>,
+) -> Value {
     let mut response_context = json!({ "executedVersion": "$LATEST" });
     if let Some(status) = result.status {
         response_context["statusCode"] = json!(status);
@@ -55,7 +69,8 @@ fn payload(body: &[u8]) -> Value {
     if body.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 /// POSTs due records until `shutdown`.
@@ -71,7 +86,9 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
         let idle = due.is_empty();
         for d in due {
             let outcome = match d.url.parse::<http::Uri>() {
-                Ok(url) => crate::engine::post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
+                Ok(url) => {
+                    crate::engine::post_json(&url, d.payload.clone(), Duration::from_secs(10)).await
+                }
                 Err(e) => Err(format!("bad URL: {e}")),
             };
             let attempt = d.attempts + 1;
@@ -85,15 +102,29 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
                     let next = (attempt < retry::DELIVERY_ATTEMPTS)
                         .then(|| now_ms() + retry::delivery_backoff(attempt).as_millis() as i64);
                     if next.is_none() {
-                        tracing::error!(id = d.invocation_id, "giving up delivering to {} after {attempt} attempts: {error}", d.url);
+                        tracing::error!(
+                            id = d.invocation_id,
+                            "giving up delivering to {} after {attempt} attempts: {error}",
+                            d.url
+                        );
                     } else {
-                        tracing::warn!(id = d.invocation_id, "delivery to {} failed (attempt {attempt}): {error}", d.url);
+                        tracing::warn!(
+                            id = d.invocation_id,
+                            "delivery to {} failed (attempt {attempt}): {error}",
+                            d.url
+                        );
                     }
                     (false, Some(error), next)
                 }
             };
-            if let Err(e) = queue.delivery_attempted(&d.id, delivered, error, next_at).await {
-                tracing::error!(id = d.invocation_id, "cannot record the delivery attempt: {e}");
+            if let Err(e) = queue
+                .delivery_attempted(&d.id, delivered, error, next_at)
+                .await
+            {
+                tracing::error!(
+                    id = d.invocation_id,
+                    "cannot record the delivery attempt: {e}"
+                );
             }
         }
         if !idle {
@@ -127,7 +158,11 @@ mod tests {
 
     #[test]
     fn success_record_has_lambda_shape() {
-        let result = StoredResult { status: Some(200), headers: vec![], body: br#"{"ok":true}"#.to_vec() };
+        let result = StoredResult {
+            status: Some(200),
+            headers: vec![],
+            body: br#"{"ok":true}"#.to_vec(),
+        };
         let r = record("f", &claim(br#"{"n":1}"#), "Success", &result, None);
         assert_eq!(r["version"], "1.0");
         assert_eq!(r["requestContext"]["requestId"], "abc");
@@ -142,7 +177,13 @@ mod tests {
 
     #[test]
     fn failure_record_carries_the_error() {
-        let r = record("f", &claim(b"plain text"), "RetriesExhausted", &StoredResult::default(), Some("trapped"));
+        let r = record(
+            "f",
+            &claim(b"plain text"),
+            "RetriesExhausted",
+            &StoredResult::default(),
+            Some("trapped"),
+        );
         assert_eq!(r["requestPayload"], "plain text");
         assert_eq!(r["responseContext"]["functionError"], "Unhandled");
         assert_eq!(r["responsePayload"]["errorMessage"], "trapped");

@@ -6,8 +6,16 @@ use std::net::IpAddr;
 use crate::config::OutboundRule;
 
 /// The rule that lets a request to `scheme://host:port` out, if any.
-pub fn find_rule<'a>(rules: &'a [OutboundRule], scheme: &str, host: &str, port: u16) -> Option<&'a OutboundRule> {
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+pub fn find_rule<'a>(
+    rules: &'a [OutboundRule],
+    scheme: &str,
+    host: &str,
+    port: u16,
+) -> Option<&'a OutboundRule> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     rules.iter().find(|r| {
         (r.scheme == "*" || r.scheme == scheme)
             && (r.host == "*" || r.host == host)
@@ -104,7 +112,15 @@ mod tests {
         let literal: OutboundRule = "http://127.0.0.1:9000".parse().unwrap();
         let localhost: OutboundRule = "http://localhost:9000".parse().unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        for private in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             let ip: IpAddr = private.parse().unwrap();
             assert!(!address_allowed(&wildcard, ip), "{private}");
             assert!(!address_allowed(&named, ip), "{private}");

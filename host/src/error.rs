@@ -75,7 +75,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::FunctionFailed { .. } | ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::FunctionFailed { .. } | ApiError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -95,7 +97,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Timeout { id } | ApiError::FunctionFailed { id } | ApiError::Internal { id } => {
+            ApiError::Timeout { id }
+            | ApiError::FunctionFailed { id }
+            | ApiError::Internal { id } => {
                 if let Ok(v) = HeaderValue::from_str(id) {
                     headers.insert(INVOCATION_ID, v);
                 }
@@ -108,14 +112,19 @@ impl ApiError {
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A `text/plain` response.
 pub fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -125,6 +134,9 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
     body.push(b'\n');
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -119,43 +119,76 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 
 /// Loads every function in `dir` (concurrently) and builds the routing table. A file that
 /// fails is reported in `rejected`; the others are still served.
-pub async fn load(engine: &Engine, dir: &Path, config: &Config, max_memory: u64) -> std::io::Result<FunctionTable> {
+pub async fn load(
+    engine: &Engine,
+    dir: &Path,
+    config: &Config,
+    max_memory: u64,
+) -> std::io::Result<FunctionTable> {
     let files = discover(dir)?;
-    let loads = files.iter().map(|(name, path)| async move { (name, path, engine.load(path).await) });
+    let loads = files
+        .iter()
+        .map(|(name, path)| async move { (name, path, engine.load(path).await) });
     let results = futures::future::join_all(loads).await;
 
-    let mut table = FunctionTable { functions: Vec::new(), router: Router::default(), rejected: Vec::new() };
+    let mut table = FunctionTable {
+        functions: Vec::new(),
+        router: Router::default(),
+        rejected: Vec::new(),
+    };
     for (name, path, loaded) in results {
         let component = match loaded {
             Ok(c) => c,
             Err(e) => {
-                table.rejected.push(Rejected { file: path.clone(), reason: e.to_string() });
+                table.rejected.push(Rejected {
+                    file: path.clone(),
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
         let file_cfg = config.functions.get(name.as_str());
-        let function = match resolve(name, path, component, file_cfg, &config.defaults, max_memory) {
+        let function = match resolve(
+            name,
+            path,
+            component,
+            file_cfg,
+            &config.defaults,
+            max_memory,
+        ) {
             Ok(f) => Arc::new(f),
             Err(reason) => {
-                table.rejected.push(Rejected { file: path.clone(), reason: format!("{}: {reason}", path.display()) });
+                table.rejected.push(Rejected {
+                    file: path.clone(),
+                    reason: format!("{}: {reason}", path.display()),
+                });
                 continue;
             }
         };
         if let Err(e) = add_routes(&mut table.router, &function) {
-            table.rejected.push(Rejected { file: path.clone(), reason: format!("{}: {e}", path.display()) });
+            table.rejected.push(Rejected {
+                file: path.clone(),
+                reason: format!("{}: {e}", path.display()),
+            });
             continue;
         }
         table.functions.push(function);
     }
     for name in config.functions.keys() {
         if !files.iter().any(|(n, _)| n == name) {
-            tracing::warn!("fnhost.toml configures [functions.{name}] but {}/{name}.wasm does not exist", dir.display());
+            tracing::warn!(
+                "fnhost.toml configures [functions.{name}] but {}/{name}.wasm does not exist",
+                dir.display()
+            );
         }
     }
     Ok(table)
 }
 
-fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(), crate::router::RouteError> {
+fn add_routes(
+    router: &mut Router<Arc<Function>>,
+    f: &Arc<Function>,
+) -> Result<(), crate::router::RouteError> {
     for route in &f.routes {
         router.add(Pattern::parse(route)?, f.methods.clone(), f.clone())?;
     }
@@ -174,20 +207,31 @@ fn resolve(
     let empty = FunctionConfig::default();
     let table = table.unwrap_or(&empty);
     let declared = component.declared.clone().unwrap_or_default();
-    let Declared { background, paths, methods, timeout, memory } = declared;
+    let Declared {
+        background,
+        paths,
+        methods,
+        timeout,
+        memory,
+    } = declared;
 
     let background = table
         .background
         .or(background)
         .or(site.background)
         .unwrap_or_else(|| name.ends_with("-background"));
-    let mode = if background { Mode::Background } else { Mode::Sync };
+    let mode = if background {
+        Mode::Background
+    } else {
+        Mode::Sync
+    };
 
     let routes: Vec<String> = if !table.path.0.is_empty() {
         table.path.0.iter().map(|p| p.0.clone()).collect()
     } else if !paths.is_empty() {
         for p in &paths {
-            p.parse::<config::RoutePath>().map_err(|e| format!("config export: {e}"))?;
+            p.parse::<config::RoutePath>()
+                .map_err(|e| format!("config export: {e}"))?;
         }
         paths
     } else {
@@ -197,13 +241,19 @@ fn resolve(
         table.method.0.iter().map(|m| m.0.clone()).collect()
     } else {
         for m in &methods {
-            m.parse::<config::Method>().map_err(|e| format!("config export: {e}"))?;
+            m.parse::<config::Method>()
+                .map_err(|e| format!("config export: {e}"))?;
         }
         methods
     };
 
     let (site_timeout, builtin_timeout, site_body, builtin_body) = match mode {
-        Mode::Sync => (site.timeout, defaults::SYNC_TIMEOUT, site.max_body, defaults::SYNC_MAX_BODY),
+        Mode::Sync => (
+            site.timeout,
+            defaults::SYNC_TIMEOUT,
+            site.max_body,
+            defaults::SYNC_MAX_BODY,
+        ),
         Mode::Background => (
             site.background_timeout,
             defaults::BACKGROUND_TIMEOUT,
@@ -211,10 +261,22 @@ fn resolve(
             defaults::BACKGROUND_MAX_BODY,
         ),
     };
-    let timeout = table.timeout.map(|t| t.0).or(timeout).or(site_timeout.map(|t| t.0)).unwrap_or(builtin_timeout);
-    let mut memory = table.memory.map(|m| m.0).or(memory).or(site.memory.map(|m| m.0)).unwrap_or(defaults::MEMORY);
+    let timeout = table
+        .timeout
+        .map(|t| t.0)
+        .or(timeout)
+        .or(site_timeout.map(|t| t.0))
+        .unwrap_or(builtin_timeout);
+    let mut memory = table
+        .memory
+        .map(|m| m.0)
+        .or(memory)
+        .or(site.memory.map(|m| m.0))
+        .unwrap_or(defaults::MEMORY);
     if table.memory.is_none() && memory > max_memory {
-        tracing::warn!("{name}: declared memory {memory} bytes exceeds the engine's cap; using {max_memory}");
+        tracing::warn!(
+            "{name}: declared memory {memory} bytes exceeds the engine's cap; using {max_memory}"
+        );
         memory = max_memory;
     }
     let max_body = table.max_body.or(site_body).map_or(builtin_body, |b| b.0);
@@ -230,7 +292,10 @@ fn resolve(
         .retry_delays
         .as_ref()
         .or(site.retry_delays.as_ref())
-        .map_or_else(|| defaults::RETRY_DELAYS.to_vec(), |v| v.iter().map(|d| d.0).collect());
+        .map_or_else(
+            || defaults::RETRY_DELAYS.to_vec(),
+            |v| v.iter().map(|d| d.0).collect(),
+        );
 
     Ok(Function {
         name: name.to_string(),
@@ -247,19 +312,42 @@ fn resolve(
         outbound: outbound.into(),
         retry_delays,
         retry_on_5xx: table.retry_on_5xx.or(site.retry_on_5xx).unwrap_or(false),
-        on_success: table.on_success.clone().or_else(|| site.on_success.clone()).map(|u| u.0),
-        on_failure: table.on_failure.clone().or_else(|| site.on_failure.clone()).map(|u| u.0),
+        on_success: table
+            .on_success
+            .clone()
+            .or_else(|| site.on_success.clone())
+            .map(|u| u.0),
+        on_failure: table
+            .on_failure
+            .clone()
+            .or_else(|| site.on_failure.clone())
+            .map(|u| u.0),
     })
 }
 
 /// The startup table: name, mode, routes, methods.
 pub fn print_table(table: &FunctionTable) -> String {
     let mut out = String::new();
-    let width = table.functions.iter().map(|f| f.name.len()).max().unwrap_or(4).max(8);
+    let width = table
+        .functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(8);
     out.push_str(&format!("{:<width$}  {:<10}  ROUTES\n", "FUNCTION", "MODE"));
     for f in &table.functions {
-        let methods = if f.methods.is_empty() { String::new() } else { format!(" [{}]", f.methods.join(",")) };
-        out.push_str(&format!("{:<width$}  {:<10}  {}{methods}\n", f.name, f.mode.to_string(), f.routes.join(", ")));
+        let methods = if f.methods.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", f.methods.join(","))
+        };
+        out.push_str(&format!(
+            "{:<width$}  {:<10}  {}{methods}\n",
+            f.name,
+            f.mode.to_string(),
+            f.routes.join(", ")
+        ));
     }
     for r in &table.rejected {
         out.push_str(&format!("FAILED  {}\n", r.reason));

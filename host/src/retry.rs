@@ -14,7 +14,11 @@ pub enum Next {
 
 /// `delays[i]` is the wait before attempt `i + 2`; so `delays.len() + 1` attempts in all.
 pub fn after_failure(attempt: u32, delays: &[Duration]) -> Next {
-    match usize::try_from(attempt).ok().and_then(|a| a.checked_sub(1)).and_then(|i| delays.get(i)) {
+    match usize::try_from(attempt)
+        .ok()
+        .and_then(|a| a.checked_sub(1))
+        .and_then(|i| delays.get(i))
+    {
         Some(d) => Next::RetryAfter(*d),
         None => Next::Dead,
     }
@@ -35,8 +39,14 @@ mod tests {
     #[test]
     fn netlify_schedule_is_three_attempts() {
         let delays = [Duration::from_secs(60), Duration::from_secs(120)];
-        assert_eq!(after_failure(1, &delays), Next::RetryAfter(Duration::from_secs(60)));
-        assert_eq!(after_failure(2, &delays), Next::RetryAfter(Duration::from_secs(120)));
+        assert_eq!(
+            after_failure(1, &delays),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+        assert_eq!(
+            after_failure(2, &delays),
+            Next::RetryAfter(Duration::from_secs(120))
+        );
         assert_eq!(after_failure(3, &delays), Next::Dead);
         assert_eq!(after_failure(1, &[]), Next::Dead);
     }

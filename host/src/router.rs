@@ -48,9 +48,18 @@ pub enum RouteError {
 impl Pattern {
     /// Parses a pattern such as `/api/items/:id` or `/files/*`.
     pub fn parse(text: &str) -> Result<Pattern, RouteError> {
-        let invalid = |why| RouteError::Invalid { pattern: text.to_string(), why };
-        let rest = text.strip_prefix('/').ok_or_else(|| invalid("must start with `/`"))?;
-        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        let invalid = |why| RouteError::Invalid {
+            pattern: text.to_string(),
+            why,
+        };
+        let rest = text
+            .strip_prefix('/')
+            .ok_or_else(|| invalid("must start with `/`"))?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             let seg = if *part == "*" {
@@ -70,7 +79,10 @@ impl Pattern {
             };
             segments.push(seg);
         }
-        Ok(Pattern { text: text.to_string(), segments })
+        Ok(Pattern {
+            text: text.to_string(),
+            segments,
+        })
     }
 
     /// The pattern as written.
@@ -79,8 +91,16 @@ impl Pattern {
     }
 
     fn specificity(&self) -> (usize, usize, bool, usize) {
-        let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
-        let params = self.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
+        let literals = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        let params = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Param(_)))
+            .count();
         let no_rest = !matches!(self.segments.last(), Some(Segment::Rest));
         (literals, params, no_rest, self.segments.len())
     }
@@ -88,17 +108,25 @@ impl Pattern {
     /// Same shape: would match exactly the same paths.
     fn same_shape(&self, other: &Pattern) -> bool {
         self.segments.len() == other.segments.len()
-            && self.segments.iter().zip(&other.segments).all(|(a, b)| match (a, b) {
-                (Segment::Literal(x), Segment::Literal(y)) => x == y,
-                (Segment::Param(_), Segment::Param(_)) | (Segment::Rest, Segment::Rest) => true,
-                _ => false,
-            })
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                    (Segment::Param(_), Segment::Param(_)) | (Segment::Rest, Segment::Rest) => true,
+                    _ => false,
+                })
     }
 
     /// Matches `path` (no query), returning captured parameters.
     fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let path = path.strip_prefix('/')?;
-        let mut parts = if path.is_empty() { Vec::new() } else { path.split('/').collect::<Vec<_>>() };
+        let mut parts = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect::<Vec<_>>()
+        };
         // A trailing slash is ignored: `/a/` matches `/a`.
         if parts.len() > 1 && parts.last() == Some(&"") {
             parts.pop();
@@ -162,10 +190,17 @@ impl<T> Default for Router<T> {
 
 impl<T: fmt::Display> Router<T> {
     /// Adds a route; refuses one that duplicates an existing route's shape and methods.
-    pub fn add(&mut self, pattern: Pattern, methods: Vec<String>, target: T) -> Result<(), RouteError> {
+    pub fn add(
+        &mut self,
+        pattern: Pattern,
+        methods: Vec<String>,
+        target: T,
+    ) -> Result<(), RouteError> {
         if let Some(other) = self.routes.iter().find(|r| {
             r.pattern.same_shape(&pattern)
-                && (r.methods.is_empty() || methods.is_empty() || r.methods.iter().any(|m| methods.contains(m)))
+                && (r.methods.is_empty()
+                    || methods.is_empty()
+                    || r.methods.iter().any(|m| methods.contains(m)))
         }) {
             return Err(RouteError::Duplicate {
                 pattern: pattern.text.clone(),
@@ -173,9 +208,14 @@ impl<T: fmt::Display> Router<T> {
                 other: other.target.to_string(),
             });
         }
-        self.routes.push(Route { pattern, methods, target });
+        self.routes.push(Route {
+            pattern,
+            methods,
+            target,
+        });
         // Most specific first; stable, so equal specificity keeps insertion order.
-        self.routes.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
+        self.routes
+            .sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
         Ok(())
     }
 }
@@ -185,7 +225,9 @@ impl<T> Router<T> {
     pub fn route(&self, method: &str, path: &str) -> Match<'_, T> {
         let mut allowed: Vec<String> = Vec::new();
         for route in &self.routes {
-            let Some(params) = route.pattern.matches(path) else { continue };
+            let Some(params) = route.pattern.matches(path) else {
+                continue;
+            };
             if route.methods.is_empty() || route.methods.iter().any(|m| m == method) {
                 return Match::Found(&route.target, params);
             }
@@ -202,7 +244,9 @@ impl<T> Router<T> {
 
     /// Every route: pattern, methods, target.
     pub fn iter(&self) -> impl Iterator<Item = (&Pattern, &[String], &T)> {
-        self.routes.iter().map(|r| (&r.pattern, r.methods.as_slice(), &r.target))
+        self.routes
+            .iter()
+            .map(|r| (&r.pattern, r.methods.as_slice(), &r.target))
     }
 }
 
@@ -213,13 +257,20 @@ mod tests {
     fn router(routes: &[(&str, &[&str], &'static str)]) -> Router<&'static str> {
         let mut r = Router::default();
         for (p, m, t) in routes {
-            r.add(Pattern::parse(p).unwrap(), m.iter().map(|s| s.to_string()).collect(), *t).unwrap();
+            r.add(
+                Pattern::parse(p).unwrap(),
+                m.iter().map(|s| s.to_string()).collect(),
+                *t,
+            )
+            .unwrap();
         }
         r
     }
 
     fn params(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -229,11 +280,26 @@ mod tests {
             ("/api/items/:id", &["GET"], "items"),
             ("/files/*", &[], "files"),
         ]);
-        assert_eq!(r.route("GET", "/.netlify/functions/hello"), Match::Found(&"hello", vec![]));
-        assert_eq!(r.route("GET", "/.netlify/functions/hello/"), Match::Found(&"hello", vec![]));
-        assert_eq!(r.route("GET", "/api/items/42"), Match::Found(&"items", params(&[("id", "42")])));
-        assert_eq!(r.route("GET", "/files/a/b.txt"), Match::Found(&"files", params(&[("*", "a/b.txt")])));
-        assert_eq!(r.route("GET", "/files"), Match::Found(&"files", params(&[("*", "")])));
+        assert_eq!(
+            r.route("GET", "/.netlify/functions/hello"),
+            Match::Found(&"hello", vec![])
+        );
+        assert_eq!(
+            r.route("GET", "/.netlify/functions/hello/"),
+            Match::Found(&"hello", vec![])
+        );
+        assert_eq!(
+            r.route("GET", "/api/items/42"),
+            Match::Found(&"items", params(&[("id", "42")]))
+        );
+        assert_eq!(
+            r.route("GET", "/files/a/b.txt"),
+            Match::Found(&"files", params(&[("*", "a/b.txt")]))
+        );
+        assert_eq!(
+            r.route("GET", "/files"),
+            Match::Found(&"files", params(&[("*", "")]))
+        );
         assert_eq!(r.route("GET", "/api/items"), Match::NotFound);
         assert_eq!(r.route("GET", "/api/items/42/x"), Match::NotFound);
         assert_eq!(r.route("GET", "/nope"), Match::NotFound);
@@ -241,8 +307,14 @@ mod tests {
 
     #[test]
     fn method_filter_reports_allowed_methods() {
-        let r = router(&[("/api/items/:id", &["GET", "PUT"], "items"), ("/api/items/:id", &["DELETE"], "del")]);
-        assert_eq!(r.route("DELETE", "/api/items/1"), Match::Found(&"del", params(&[("id", "1")])));
+        let r = router(&[
+            ("/api/items/:id", &["GET", "PUT"], "items"),
+            ("/api/items/:id", &["DELETE"], "del"),
+        ]);
+        assert_eq!(
+            r.route("DELETE", "/api/items/1"),
+            Match::Found(&"del", params(&[("id", "1")]))
+        );
         assert_eq!(
             r.route("POST", "/api/items/1"),
             Match::MethodNotAllowed(vec!["DELETE".into(), "GET".into(), "PUT".into()])
@@ -251,26 +323,66 @@ mod tests {
 
     #[test]
     fn most_specific_route_wins_regardless_of_order() {
-        let r = router(&[("/a/*", &[], "rest"), ("/a/:x", &[], "param"), ("/a/b", &[], "literal")]);
+        let r = router(&[
+            ("/a/*", &[], "rest"),
+            ("/a/:x", &[], "param"),
+            ("/a/b", &[], "literal"),
+        ]);
         assert_eq!(r.route("GET", "/a/b"), Match::Found(&"literal", vec![]));
-        assert_eq!(r.route("GET", "/a/c"), Match::Found(&"param", params(&[("x", "c")])));
-        assert_eq!(r.route("GET", "/a/c/d"), Match::Found(&"rest", params(&[("*", "c/d")])));
+        assert_eq!(
+            r.route("GET", "/a/c"),
+            Match::Found(&"param", params(&[("x", "c")]))
+        );
+        assert_eq!(
+            r.route("GET", "/a/c/d"),
+            Match::Found(&"rest", params(&[("*", "c/d")]))
+        );
     }
 
     #[test]
     fn duplicates_are_refused() {
         let mut r = router(&[("/a/:x", &["GET"], "one")]);
-        let e = r.add(Pattern::parse("/a/:y").unwrap(), vec!["GET".into()], "two").unwrap_err();
-        assert_eq!(e.to_string(), "route \"/a/:y\" of two duplicates the route of one");
+        let e = r
+            .add(Pattern::parse("/a/:y").unwrap(), vec!["GET".into()], "two")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "route \"/a/:y\" of two duplicates the route of one"
+        );
         // Disjoint methods on the same shape are fine.
-        r.add(Pattern::parse("/a/:y").unwrap(), vec!["POST".into()], "three").unwrap();
+        r.add(
+            Pattern::parse("/a/:y").unwrap(),
+            vec!["POST".into()],
+            "three",
+        )
+        .unwrap();
     }
 
     #[test]
     fn malformed_patterns() {
-        assert!(Pattern::parse("a/b").unwrap_err().to_string().contains("must start with `/`"));
-        assert!(Pattern::parse("/a/*/b").unwrap_err().to_string().contains("last segment"));
-        assert!(Pattern::parse("/a/:").unwrap_err().to_string().contains("needs a name"));
-        assert!(Pattern::parse("/a//b").unwrap_err().to_string().contains("empty segment"));
+        assert!(
+            Pattern::parse("a/b")
+                .unwrap_err()
+                .to_string()
+                .contains("must start with `/`")
+        );
+        assert!(
+            Pattern::parse("/a/*/b")
+                .unwrap_err()
+                .to_string()
+                .contains("last segment")
+        );
+        assert!(
+            Pattern::parse("/a/:")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a name")
+        );
+        assert!(
+            Pattern::parse("/a//b")
+                .unwrap_err()
+                .to_string()
+                .contains("empty segment")
+        );
     }
 }

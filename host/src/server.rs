@@ -14,7 +14,12 @@ use tokio::net::TcpListener;
 use crate::app::App;
 
 /// Serves until `shutdown` resolves, then drains in-flight connections for up to `drain`.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>, drain: Duration) {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -37,7 +42,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             let app = app.clone();
             async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
         });
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -47,7 +54,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests still running after {drain:?}; closing them");
     }
 }

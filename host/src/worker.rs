@@ -46,10 +46,30 @@ pub struct Worker {
 
 impl Worker {
     /// A worker over `table`'s functions.
-    pub fn new(queue: Queue, engine: Arc<Engine>, table: Arc<FunctionTable>, opts: WorkerOptions) -> Worker {
-        let by_name = table.functions.iter().map(|f| (f.name.clone(), f.clone())).collect();
-        let owner = format!("{}-{}", std::process::id(), &crate::app::new_invocation_id()[..8]);
-        Worker { queue, engine, table, by_name, owner, opts }
+    pub fn new(
+        queue: Queue,
+        engine: Arc<Engine>,
+        table: Arc<FunctionTable>,
+        opts: WorkerOptions,
+    ) -> Worker {
+        let by_name = table
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect();
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &crate::app::new_invocation_id()[..8]
+        );
+        Worker {
+            queue,
+            engine,
+            table,
+            by_name,
+            owner,
+            opts,
+        }
     }
 
     /// Claims and runs until `shutdown` is cancelled, then waits up to the grace period for
@@ -81,7 +101,10 @@ impl Worker {
             };
             let idle = claimed.is_empty();
             for claim in claimed {
-                let permit = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                let permit = slots
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more than the free slots");
                 let (me, cut_off) = (self.clone(), cut_off.clone());
                 running.spawn(async move {
                     me.attempt(claim, cut_off).await;
@@ -92,7 +115,9 @@ impl Worker {
                 continue;
             }
             let wait = match self.queue.next_due().await {
-                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000)),
+                Ok(Some(due)) => {
+                    Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000))
+                }
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
@@ -103,8 +128,15 @@ impl Worker {
             }
         }
         if !running.is_empty() {
-            tracing::info!("waiting up to {:?} for {} background attempt(s)", self.opts.grace, running.len());
-            let drained = tokio::time::timeout(self.opts.grace, async { while running.join_next().await.is_some() {} }).await;
+            tracing::info!(
+                "waiting up to {:?} for {} background attempt(s)",
+                self.opts.grace,
+                running.len()
+            );
+            let drained = tokio::time::timeout(self.opts.grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
             if drained.is_err() {
                 cut_off.cancel();
                 while running.join_next().await.is_some() {}
@@ -132,7 +164,12 @@ impl Worker {
     /// One attempt: run with a heartbeat, then record the outcome (fenced by the token).
     async fn attempt(&self, claim: Claimed, cut_off: CancellationToken) {
         let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), claim.clone(), self.opts.lease, lost.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.queue.clone(),
+            claim.clone(),
+            self.opts.lease,
+            lost.clone(),
+        ));
         let result = tokio::select! {
             r = self.execute(&claim) => Some(r),
             () = lost.cancelled() => {
@@ -148,20 +185,39 @@ impl Worker {
             }
         };
         heartbeat.abort();
-        let Some((function, result)) = result else { return };
+        let Some((function, result)) = result else {
+            return;
+        };
         let finish = self.classify(&claim, function.as_deref(), result);
-        let delivery = function.as_deref().and_then(|f| destinations::record_for(f, &claim, &finish));
+        let delivery = function
+            .as_deref()
+            .and_then(|f| destinations::record_for(f, &claim, &finish));
         match self.queue.finish(&claim, finish, delivery).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(id = claim.id, "result discarded: the lease was taken over meanwhile"),
-            Err(e) => tracing::error!(id = claim.id, "cannot record the outcome (it will run again): {e}"),
+            Ok(false) => tracing::warn!(
+                id = claim.id,
+                "result discarded: the lease was taken over meanwhile"
+            ),
+            Err(e) => tracing::error!(
+                id = claim.id,
+                "cannot record the outcome (it will run again): {e}"
+            ),
         }
     }
 
     /// Runs the guest and drains its response.
-    async fn execute(&self, claim: &Claimed) -> (Option<Arc<Function>>, Result<StoredResult, String>) {
+    async fn execute(
+        &self,
+        claim: &Claimed,
+    ) -> (Option<Arc<Function>>, Result<StoredResult, String>) {
         let Some(function) = self.by_name.get(&claim.function).cloned() else {
-            return (None, Err(format!("function {:?} is not loaded on this host", claim.function)));
+            return (
+                None,
+                Err(format!(
+                    "function {:?} is not loaded on this host",
+                    claim.function
+                )),
+            );
         };
         let request = match rebuild_request(claim) {
             Ok(r) => r,
@@ -171,36 +227,84 @@ impl Worker {
             Match::Found(_, params) => params,
             _ => Vec::new(),
         };
-        let request = guest_request(request, &function.name, &params, &claim.id, Some(claim.attempt));
-        let running = self.engine.invoke(&function.component, request, &invoke_context(&function, &claim.id), ());
+        let request = guest_request(
+            request,
+            &function.name,
+            &params,
+            &claim.id,
+            Some(claim.attempt),
+        );
+        let running = self.engine.invoke(
+            &function.component,
+            request,
+            &invoke_context(&function, &claim.id),
+            (),
+        );
         let stored = match running.response.await {
             Ok(Ok(resp)) => Some(drain(resp).await),
-            Ok(Err(code)) => return (Some(function), Err(format!("function answered with error code {code}"))),
+            Ok(Err(code)) => {
+                return (
+                    Some(function),
+                    Err(format!("function answered with error code {code}")),
+                );
+            }
             Err(_) => None,
         };
-        let outcome = running.outcome.await.unwrap_or_else(|e| Outcome::Trap(e.to_string()));
+        let outcome = running
+            .outcome
+            .await
+            .unwrap_or_else(|e| Outcome::Trap(e.to_string()));
         let result = match (outcome, stored) {
             (Outcome::Completed { .. }, Some(r)) => Ok(r),
-            (Outcome::Completed { .. }, None) => Err("function returned without setting a response".to_string()),
+            (Outcome::Completed { .. }, None) => {
+                Err("function returned without setting a response".to_string())
+            }
             (Outcome::Timeout, _) => Err(format!("budget of {:?} exceeded", function.timeout)),
-            (Outcome::Trap(detail), _) => Err(format!("trapped: {}", detail.lines().next().unwrap_or("")).trim().to_string()),
+            // The root cause is the last part of the chain.
+            (Outcome::Trap(detail), _) => Err(format!(
+                "trapped: {}",
+                detail.rsplit(" | ").next().unwrap_or_default()
+            )),
         };
         (Some(function), result)
     }
 
-    fn classify(&self, claim: &Claimed, function: Option<&Function>, result: Result<StoredResult, String>) -> Finish {
+    fn classify(
+        &self,
+        claim: &Claimed,
+        function: Option<&Function>,
+        result: Result<StoredResult, String>,
+    ) -> Finish {
         let (error, result) = match result {
-            Ok(r) if function.is_some_and(|f| f.retry_on_5xx) && r.status.is_some_and(|s| s >= 500) => {
+            Ok(r)
+                if function.is_some_and(|f| f.retry_on_5xx)
+                    && r.status.is_some_and(|s| s >= 500) =>
+            {
                 (format!("function answered {}", r.status.unwrap_or(500)), r)
             }
             Ok(r) => return Finish::Succeeded(r),
             Err(e) => (e, StoredResult::default()),
         };
-        let delays = function.map(|f| f.retry_delays.as_slice()).unwrap_or(&crate::config::defaults::RETRY_DELAYS);
-        let next = if claim.attempt >= claim.max_attempts { Next::Dead } else { retry::after_failure(claim.attempt, delays) };
-        tracing::warn!(id = claim.id, function = claim.function, attempt = claim.attempt, "attempt failed: {error}");
+        let delays = function
+            .map(|f| f.retry_delays.as_slice())
+            .unwrap_or(&crate::config::defaults::RETRY_DELAYS);
+        let next = if claim.attempt >= claim.max_attempts {
+            Next::Dead
+        } else {
+            retry::after_failure(claim.attempt, delays)
+        };
+        tracing::warn!(
+            id = claim.id,
+            function = claim.function,
+            attempt = claim.attempt,
+            "attempt failed: {error}"
+        );
         match next {
-            Next::RetryAfter(d) => Finish::Retry { error, result, run_at: now_ms() + d.as_millis() as i64 },
+            Next::RetryAfter(d) => Finish::Retry {
+                error,
+                result,
+                run_at: now_ms() + d.as_millis() as i64,
+            },
             Next::Dead => Finish::Dead { error, result },
         }
     }
@@ -223,11 +327,15 @@ async fn heartbeat(queue: Queue, claim: Claimed, lease: Duration, lost: Cancella
 }
 
 fn rebuild_request(claim: &Claimed) -> Result<http::Request<Bytes>, String> {
-    let mut builder = http::Request::builder().method(claim.method.as_str()).uri(claim.uri.as_str());
+    let mut builder = http::Request::builder()
+        .method(claim.method.as_str())
+        .uri(claim.uri.as_str());
     for (k, v) in &claim.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
-    builder.body(Bytes::from(claim.body.clone())).map_err(|e| format!("stored request is invalid: {e}"))
+    builder
+        .body(Bytes::from(claim.body.clone()))
+        .map_err(|e| format!("stored request is invalid: {e}"))
 }
 
 /// Reads the response, keeping at most [`RESULT_CAP`] bytes of body (the rest is drained so
@@ -247,7 +355,12 @@ async fn drain(resp: http::Response<crate::engine::Body>) -> StoredResult {
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: kept,
     }

@@ -48,6 +48,31 @@ pub struct EngineOptions {
     pub fuel: bool,
     /// Directory of the compiled-component cache; `None` disables caching.
     pub cache_dir: Option<PathBuf>,
+    /// Use the pooling allocator (falls back to on-demand when it cannot reserve memory).
+    /// Only benchmarks turn it off, to compare.
+    pub pooling: bool,
+    /// Epoch interruption. Only benchmarks turn it off, to measure its cost: without it a
+    /// guest spinning in wasm is stopped only by the host timeout dropping the call.
+    pub epoch: bool,
+}
+
+impl EngineOptions {
+    /// The options `serve` uses: pooling and epochs on.
+    pub fn new(
+        instance_slots: u32,
+        max_memory: u64,
+        fuel: bool,
+        cache_dir: Option<PathBuf>,
+    ) -> EngineOptions {
+        EngineOptions {
+            instance_slots,
+            max_memory,
+            fuel,
+            cache_dir,
+            pooling: true,
+            epoch: true,
+        }
+    }
 }
 
 /// The wasmtime engine, the linker with WASI + WASI HTTP, and the epoch ticker.
@@ -56,6 +81,7 @@ pub struct Engine {
     linker: Linker<State>,
     fuel: bool,
     pooling: bool,
+    epoch: bool,
 }
 
 /// What a component declares through its `config` export, if it has one.
@@ -159,13 +185,20 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -173,7 +206,9 @@ impl Engine {
     /// Builds the engine and starts its epoch ticker thread.
     pub fn new(opts: &EngineOptions) -> anyhow::Result<Engine> {
         let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true).consume_fuel(opts.fuel);
+        config
+            .epoch_interruption(opts.epoch)
+            .consume_fuel(opts.fuel);
         if let Some(dir) = &opts.cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
@@ -192,18 +227,35 @@ impl Engine {
             .max_memory_size(usize::try_from(opts.max_memory).unwrap_or(usize::MAX));
         let mut pooled = config.clone();
         pooled.allocation_strategy(pool);
-        let (engine, pooling) = match wasmtime::Engine::new(&pooled) {
+        let pooled = if opts.pooling {
+            wasmtime::Engine::new(&pooled)
+        } else {
+            Err(wasmtime::format_err!("disabled"))
+        };
+        let (engine, pooling) = match pooled {
             Ok(engine) => (engine, true),
+            Err(e) if !opts.pooling => {
+                tracing::debug!("pooling allocator off ({e})");
+                (wasmtime::Engine::new(&config).map_err(to_anyhow)?, false)
+            }
             Err(e) => {
                 tracing::warn!("pooling allocator unavailable ({e}); allocating on demand");
                 (wasmtime::Engine::new(&config).map_err(to_anyhow)?, false)
             }
         };
-        spawn_epoch_ticker(&engine);
+        if opts.epoch {
+            spawn_epoch_ticker(&engine);
+        }
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        Ok(Engine { engine, linker, fuel: opts.fuel, pooling })
+        Ok(Engine {
+            engine,
+            linker,
+            fuel: opts.fuel,
+            pooling,
+            epoch: opts.epoch,
+        })
     }
 
     /// Whether instances come from the pooling allocator.
@@ -214,13 +266,21 @@ impl Engine {
     /// Compiles (or loads from the cache) and links the component at `path`, then reads its
     /// `config` export. Compilation runs on a blocking thread.
     pub async fn load(&self, path: &Path) -> Result<Component, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid { path: path.to_owned(), reason };
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
         let (engine, owned) = (self.engine.clone(), path.to_owned());
         let component = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&owned).map_err(|source| LoadError::Read { path: owned.clone(), source })?;
-            wasmtime::component::Component::from_binary(&engine, &bytes).map_err(|e| LoadError::Invalid {
-                path: owned,
-                reason: format!("not a loadable WebAssembly component: {e:#}"),
+            let bytes = std::fs::read(&owned).map_err(|source| LoadError::Read {
+                path: owned.clone(),
+                source,
+            })?;
+            wasmtime::component::Component::from_binary(&engine, &bytes).map_err(|e| {
+                LoadError::Invalid {
+                    path: owned,
+                    reason: format!("not a loadable WebAssembly component: {e:#}"),
+                }
             })
         })
         .await
@@ -279,11 +339,17 @@ impl Engine {
 
     fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdio::LogStream::stdout(ctx.function.clone(), ctx.id.clone()))
-            .stderr(stdio::LogStream::stderr(ctx.function.clone(), ctx.id.clone()))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        wasi.stdout(stdio::LogStream::stdout(
+            ctx.function.clone(),
+            ctx.id.clone(),
+        ))
+        .stderr(stdio::LogStream::stderr(
+            ctx.function.clone(),
+            ctx.id.clone(),
+        ))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
         for (k, v) in ctx.env.iter() {
             wasi.env(k, v);
         }
@@ -300,16 +366,20 @@ impl Engine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         if self.fuel {
-            store.set_fuel(ctx.fuel.unwrap_or(u64::MAX)).expect("fuel is enabled on this engine");
+            store
+                .set_fuel(ctx.fuel.unwrap_or(u64::MAX))
+                .expect("fuel is enabled on this engine");
         }
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        if self.epoch {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::Error::new(DeadlineExceeded))
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+        }
         store
     }
 
@@ -334,17 +404,27 @@ impl Engine {
             let call = async {
                 let (req, out) = {
                     let mut http = store.data_mut().http();
-                    let req = http.new_incoming_request(Scheme::Http, request.map(http_body_util::Full::new))?;
+                    let req = http.new_incoming_request(
+                        Scheme::Http,
+                        request.map(http_body_util::Full::new),
+                    )?;
                     let out = http.new_response_outparam_from_callback(move |result| {
                         let mapped = result
-                            .map(|resp| resp.map(|body| body.map_err(|e| BodyError(e.to_string())).boxed_unsync()))
+                            .map(|resp| {
+                                resp.map(|body| {
+                                    body.map_err(|e| BodyError(e.to_string())).boxed_unsync()
+                                })
+                            })
                             .map_err(|code| format!("{code:?}"));
                         let _ = tx.send(mapped);
                     })?;
                     (req, out)
                 };
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             };
             let outcome = match tokio::time::timeout(timeout, call).await {
                 Err(_elapsed) => Outcome::Timeout,
@@ -356,25 +436,46 @@ impl Engine {
             log_outcome(&function, &id, &outcome, started.elapsed());
             outcome
         });
-        Running { response: rx, outcome }
+        Running {
+            response: rx,
+            outcome,
+        }
     }
 }
 
 fn classify(e: &wasmtime::Error) -> Outcome {
-    if e.is::<DeadlineExceeded>() || matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::OutOfFuel)) {
+    if e.is::<DeadlineExceeded>()
+        || matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::OutOfFuel)
+        )
+    {
         Outcome::Timeout
     } else {
-        Outcome::Trap(format!("{e:?}"))
+        // One line: the chain, with the wasm backtrace folded in.
+        let detail = format!("{e:?}");
+        Outcome::Trap(
+            detail
+                .split('\n')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | "),
+        )
     }
 }
 
 fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration) {
     let ms = elapsed.as_secs_f64() * 1e3;
     match outcome {
-        Outcome::Completed { fuel_used: Some(fuel) } => {
+        Outcome::Completed {
+            fuel_used: Some(fuel),
+        } => {
             tracing::info!(function, id, ms, fuel, "invocation completed")
         }
-        Outcome::Completed { fuel_used: None } => tracing::info!(function, id, ms, "invocation completed"),
+        Outcome::Completed { fuel_used: None } => {
+            tracing::info!(function, id, ms, "invocation completed")
+        }
         Outcome::Timeout => tracing::warn!(function, id, ms, "invocation stopped: budget exceeded"),
         Outcome::Trap(detail) => tracing::warn!(function, id, ms, "invocation trapped: {detail}"),
     }
@@ -401,7 +502,10 @@ fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
 }
 
 /// The name of the component's `fnhost:function/config` export, whatever its version.
-fn find_config_export(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Option<String> {
+fn find_config_export(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Option<String> {
     component
         .component_type()
         .exports(engine)
@@ -411,20 +515,38 @@ fn find_config_export(engine: &wasmtime::Engine, component: &wasmtime::component
 }
 
 fn declared_from_val(val: Val) -> anyhow::Result<Declared> {
-    let Val::Record(fields) = val else { anyhow::bail!("`describe` returned {val:?}, expected a record") };
+    let Val::Record(fields) = val else {
+        anyhow::bail!("`describe` returned {val:?}, expected a record")
+    };
     let mut d = Declared::default();
     for (name, value) in fields {
         match (name.as_str(), value) {
             ("background", Val::Option(v)) => d.background = v.and_then(|b| as_bool(&b)),
             ("paths", Val::List(items)) => d.paths = items.iter().filter_map(as_string).collect(),
             ("methods", Val::List(items)) => {
-                d.methods = items.iter().filter_map(as_string).map(|m| m.to_ascii_uppercase()).collect()
+                d.methods = items
+                    .iter()
+                    .filter_map(as_string)
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect()
             }
             ("timeout-ms", Val::Option(v)) => {
-                d.timeout = v.and_then(|v| if let Val::U64(ms) = *v { Some(Duration::from_millis(ms)) } else { None })
+                d.timeout = v.and_then(|v| {
+                    if let Val::U64(ms) = *v {
+                        Some(Duration::from_millis(ms))
+                    } else {
+                        None
+                    }
+                })
             }
             ("memory-mb", Val::Option(v)) => {
-                d.memory = v.and_then(|v| if let Val::U32(mb) = *v { Some(u64::from(mb) << 20) } else { None })
+                d.memory = v.and_then(|v| {
+                    if let Val::U32(mb) = *v {
+                        Some(u64::from(mb) << 20)
+                    } else {
+                        None
+                    }
+                })
             }
             // Fields added by a newer SDK are ignored, so old hosts run new guests.
             _ => {}
@@ -438,19 +560,33 @@ fn as_bool(v: &Val) -> Option<bool> {
 }
 
 fn as_string(v: &Val) -> Option<String> {
-    if let Val::String(s) = v { Some(s.clone()) } else { None }
+    if let Val::String(s) = v {
+        Some(s.clone())
+    } else {
+        None
+    }
 }
 
 /// POSTs a JSON document to `url` with wasmtime-wasi-http's client (HTTP and HTTPS), for
 /// destination deliveries; returns the status. `timeout` bounds connect, first byte and the
 /// whole exchange.
 pub async fn post_json(url: &http::Uri, json: String, timeout: Duration) -> Result<u16, String> {
-    let authority = url.authority().ok_or_else(|| format!("{url} has no host"))?.to_string();
+    let authority = url
+        .authority()
+        .ok_or_else(|| format!("{url} has no host"))?
+        .to_string();
     let request = http::Request::post(url.clone())
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, concat!("fnhost/", env!("CARGO_PKG_VERSION")))
-        .body(http_body_util::Full::new(Bytes::from(json)).map_err(|never| match never {}).boxed_unsync())
+        .header(
+            http::header::USER_AGENT,
+            concat!("fnhost/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(
+            http_body_util::Full::new(Bytes::from(json))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .map_err(|e| e.to_string())?;
     let options = wasmtime_wasi_http::RequestOptions {
         connect_timeout: Some(timeout),
@@ -458,8 +594,9 @@ pub async fn post_json(url: &http::Uri, json: String, timeout: Duration) -> Resu
         between_bytes_timeout: Some(timeout),
     };
     let exchange = async {
-        let (response, io) =
-            wasmtime_wasi_http::default_send_request(request, Some(options)).await.map_err(|e| e.to_string())?;
+        let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options))
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let drain = async {
             let _ = response.into_body().collect().await;
@@ -467,5 +604,7 @@ pub async fn post_json(url: &http::Uri, json: String, timeout: Duration) -> Resu
         let _ = tokio::join!(drain, io);
         Ok(status)
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
 }

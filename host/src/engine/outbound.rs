@@ -21,7 +21,11 @@ pub(super) struct Hooks {
 
 impl Hooks {
     pub(super) fn new(rules: Arc<[OutboundRule]>, function: Arc<str>, id: Arc<str>) -> Hooks {
-        Hooks { rules, function, id }
+        Hooks {
+            rules,
+            function,
+            id,
+        }
     }
 }
 
@@ -31,7 +35,8 @@ impl WasiHttpHooks for Hooks {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: ResponseFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseFuture), Error>> + Send> {
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseFuture), Error>> + Send>
+    {
         drop(fut);
         let rules = self.rules.clone();
         let (function, id) = (self.function.clone(), self.id.clone());
@@ -39,9 +44,15 @@ impl WasiHttpHooks for Hooks {
             let uri = request.uri().clone();
             let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
             let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
-            let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+            let port = uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
             let deny = |why: &str| {
-                tracing::warn!(function = &*function, id = &*id, "outbound request to {uri} denied: {why}");
+                tracing::warn!(
+                    function = &*function,
+                    id = &*id,
+                    "outbound request to {uri} denied: {why}"
+                );
                 Error::HttpRequestDenied
             };
             let rule = egress::find_rule(&rules, &scheme, &host, port)
@@ -50,20 +61,35 @@ impl WasiHttpHooks for Hooks {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
                 .await
-                .map_err(|_| Error::DnsError { rcode: Some("lookup failed".into()), info_code: None })?
+                .map_err(|_| Error::DnsError {
+                    rcode: Some("lookup failed".into()),
+                    info_code: None,
+                })?
                 .collect();
-            let Some(addr) = addrs.iter().copied().find(|a| egress::address_allowed(&rule, a.ip())) else {
+            let Some(addr) = addrs
+                .iter()
+                .copied()
+                .find(|a| egress::address_allowed(&rule, a.ip()))
+            else {
                 return Err(deny("resolves only to non-public addresses"));
             };
             // Plain HTTP connects to the address just checked, so a second lookup cannot
             // swap it for a private one; TLS keeps the name for SNI and certificates.
             if scheme == "http" {
                 let mut parts = uri.into_parts();
-                parts.authority = Some(addr.to_string().parse().map_err(|_| Error::HttpRequestUriInvalid)?);
-                *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
+                parts.authority = Some(
+                    addr.to_string()
+                        .parse()
+                        .map_err(|_| Error::HttpRequestUriInvalid)?,
+                );
+                *request.uri_mut() =
+                    http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as ResponseFuture))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as ResponseFuture,
+            ))
         })
     }
 }

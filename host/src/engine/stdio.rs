@@ -21,10 +21,18 @@ pub(super) struct LogStream {
 
 impl LogStream {
     pub(super) fn stdout(function: Arc<str>, id: Arc<str>) -> LogStream {
-        LogStream { function, id, stream: "stdout" }
+        LogStream {
+            function,
+            id,
+            stream: "stdout",
+        }
     }
     pub(super) fn stderr(function: Arc<str>, id: Arc<str>) -> LogStream {
-        LogStream { function, id, stream: "stderr" }
+        LogStream {
+            function,
+            id,
+            stream: "stderr",
+        }
     }
 }
 
@@ -36,7 +44,10 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { target: self.clone(), buf: Vec::new() })
+        Box::new(LineWriter {
+            target: self.clone(),
+            buf: Vec::new(),
+        })
     }
 }
 
@@ -66,7 +77,11 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.buf.extend_from_slice(data);
         self.flush_lines();
         Poll::Ready(Ok(data.len()))

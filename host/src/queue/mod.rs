@@ -52,7 +52,9 @@ type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -241,7 +243,8 @@ impl Queue {
         } else {
             return Err(QueueError::BadUrl(url.to_string()));
         };
-        let options = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 8 });
+        let options =
+            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 8 });
         let options = match backend {
             Backend::Sqlite => options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -274,7 +277,12 @@ impl Queue {
         let (tx, rx) = mpsc::channel(4096);
         let work = Arc::new(Notify::new());
         tokio::spawn(writer(pool.clone(), backend, rx, work.clone()));
-        Ok(Queue { pool, backend, writer: tx, work })
+        Ok(Queue {
+            pool,
+            backend,
+            writer: tx,
+            work,
+        })
     }
 
     /// The backend in use.
@@ -295,7 +303,9 @@ impl Queue {
                 serde_json::json!({ "backend": "sqlite", "journal_mode": journal, "synchronous": sync })
             }
             Backend::Postgres => {
-                let row = sqlx::query("SHOW synchronous_commit").fetch_one(&mut *conn).await?;
+                let row = sqlx::query("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await?;
                 serde_json::json!({ "backend": "postgres", "synchronous_commit": row.try_get::<String, _>(0)? })
             }
         })
@@ -304,7 +314,10 @@ impl Queue {
     /// Stores `inv` durably; resolves once its batch has committed.
     pub async fn enqueue(&self, inv: NewInvocation) -> Result<Enqueued> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send((inv, tx)).await.map_err(|_| QueueError::WriterGone)?;
+        self.writer
+            .send((inv, tx))
+            .await
+            .map_err(|_| QueueError::WriterGone)?;
         rx.await.map_err(|_| QueueError::WriterGone)?
     }
 
@@ -337,11 +350,20 @@ impl Queue {
 
     /// Records how an attempt ended, plus any destination delivery, in one transaction.
     /// `false` (and nothing written) when the claim was fenced out meanwhile.
-    pub async fn finish(&self, claim: &Claimed, finish: Finish, delivery: Option<NewDelivery>) -> Result<bool> {
+    pub async fn finish(
+        &self,
+        claim: &Claimed,
+        finish: Finish,
+        delivery: Option<NewDelivery>,
+    ) -> Result<bool> {
         let now = now_ms();
         let (state, error, result, run_at, finished) = match finish {
             Finish::Succeeded(r) => ("succeeded", None, r, None, Some(now)),
-            Finish::Retry { error, result, run_at } => ("retrying", Some(error), result, Some(run_at), None),
+            Finish::Retry {
+                error,
+                result,
+                run_at,
+            } => ("retrying", Some(error), result, Some(run_at), None),
             Finish::Dead { error, result } => ("dead", Some(error), result, None, Some(now)),
         };
         let mut tx = self.pool.begin().await?;
@@ -410,29 +432,38 @@ impl Queue {
 
     /// When the earliest queued or retrying invocation is due (ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(run_at) FROM invocations WHERE state IN ('queued', 'retrying')")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT MIN(run_at) FROM invocations WHERE state IN ('queued', 'retrying')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
     /// The status resource of one invocation.
     pub async fn status(&self, id: &str) -> Result<Option<Status>> {
-        let row = sqlx::query(&format!("SELECT {STATUS_COLUMNS} FROM invocations WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {STATUS_COLUMNS} FROM invocations WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(status_from_row).transpose()
     }
 
     /// Invocations, newest first, filtered by function and state.
-    pub async fn list(&self, function: Option<&str>, state: Option<&str>, limit: u32) -> Result<Vec<Status>> {
+    pub async fn list(
+        &self,
+        function: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Status>> {
         let rows = sqlx::query(&schema::list_sql(self.backend, STATUS_COLUMNS))
-        .bind(function.map(str::to_string))
-        .bind(state.map(str::to_string))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(function.map(str::to_string))
+            .bind(state.map(str::to_string))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(status_from_row).collect()
     }
 
@@ -486,8 +517,20 @@ impl Queue {
     }
 
     /// Records a delivery attempt: delivered, retry at `next_at`, or given up (`None`).
-    pub async fn delivery_attempted(&self, id: &str, delivered: bool, error: Option<String>, next_at: Option<i64>) -> Result<()> {
-        let state = if delivered { "delivered" } else if next_at.is_some() { "pending" } else { "failed" };
+    pub async fn delivery_attempted(
+        &self,
+        id: &str,
+        delivered: bool,
+        error: Option<String>,
+        next_at: Option<i64>,
+    ) -> Result<()> {
+        let state = if delivered {
+            "delivered"
+        } else if next_at.is_some() {
+            "pending"
+        } else {
+            "failed"
+        };
         sqlx::query(
             "UPDATE deliveries SET state = $1, attempts = attempts + 1, last_error = $2, next_at = COALESCE($3, next_at) WHERE id = $4",
         )
@@ -502,20 +545,34 @@ impl Queue {
 
     /// Counts of invocations by state (for metrics and tests).
     pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM invocations GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) FROM invocations GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 }
 
 async fn sqlite_durability(conn: &mut sqlx::AnyConnection) -> Result<(String, i64), sqlx::Error> {
-    let journal: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut *conn).await?.try_get(0)?;
-    let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&mut *conn).await?.try_get(0)?;
+    let journal: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
     Ok((journal.to_ascii_lowercase(), sync))
 }
 
-async fn insert_delivery(tx: &mut sqlx::Transaction<'_, sqlx::Any>, invocation: &str, d: NewDelivery, now: i64) -> Result<()> {
+async fn insert_delivery(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    invocation: &str,
+    d: NewDelivery,
+    now: i64,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
@@ -558,7 +615,11 @@ async fn writer(
     }
 }
 
-async fn write_batch(pool: &AnyPool, backend: Backend, invs: &[&NewInvocation]) -> Result<Vec<Enqueued>> {
+async fn write_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    invs: &[&NewInvocation],
+) -> Result<Vec<Enqueued>> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
     let mut out = Vec::with_capacity(invs.len());
@@ -578,11 +639,13 @@ async fn write_batch(pool: &AnyPool, backend: Backend, invs: &[&NewInvocation]) 
         if inserted.rows_affected() == 1 {
             out.push(Enqueued::New(inv.id.clone()));
         } else {
-            let row = sqlx::query("SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2")
-                .bind(inv.function.clone())
-                .bind(inv.idempotency_key.clone())
-                .fetch_one(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
+            )
+            .bind(inv.function.clone())
+            .bind(inv.idempotency_key.clone())
+            .fetch_one(&mut *tx)
+            .await?;
             out.push(Enqueued::Existing(row.try_get(0)?));
         }
     }
@@ -604,9 +667,16 @@ fn status_from_row(r: &AnyRow) -> Result<Status> {
     let result = match r.try_get::<Option<i64>, _>("result_status")? {
         Some(status) => Some(ResultView {
             status: u16::try_from(status).unwrap_or(0),
-            headers: serde_json::from_str(&r.try_get::<Option<String>, _>("result_headers")?.unwrap_or_default())
-                .unwrap_or_default(),
-            body: String::from_utf8_lossy(&r.try_get::<Option<Vec<u8>>, _>("result_body")?.unwrap_or_default()).into_owned(),
+            headers: serde_json::from_str(
+                &r.try_get::<Option<String>, _>("result_headers")?
+                    .unwrap_or_default(),
+            )
+            .unwrap_or_default(),
+            body: String::from_utf8_lossy(
+                &r.try_get::<Option<Vec<u8>>, _>("result_body")?
+                    .unwrap_or_default(),
+            )
+            .into_owned(),
         }),
         None => None,
     };
@@ -618,7 +688,11 @@ fn status_from_row(r: &AnyRow) -> Result<Status> {
         created_at: rfc3339(r.try_get("created_at")?),
         started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
         finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339),
-        next_attempt_at: if waiting { Some(rfc3339(r.try_get("run_at")?)) } else { None },
+        next_attempt_at: if waiting {
+            Some(rfc3339(r.try_get("run_at")?))
+        } else {
+            None
+        },
         last_error: r.try_get("last_error")?,
         result,
         state,

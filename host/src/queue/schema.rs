@@ -56,8 +56,10 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS fnhost_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(pool)
         .await?;
-    let current: Option<i64> =
-        sqlx::query("SELECT MAX(version) FROM fnhost_schema").fetch_one(pool).await?.try_get(0)?;
+    let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM fnhost_schema")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
     for (version, sqlite, postgres) in MIGRATIONS {
         if current.is_some_and(|c| c >= *version) {
             continue;

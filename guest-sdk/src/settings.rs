@@ -1,0 +1,111 @@
+//! `Settings`: what a function declares about itself through the `fnhost:function/config`
+//! export. A builder over the WIT record; `fnhost.toml` overrides anything declared here.
+
+use crate::bindings::exports::fnhost::function::config as wit;
+
+/// How a function wants to be run, returned from the `config` function given to
+/// [`function!`](crate::function).
+///
+/// Every field starts unset (or empty), meaning "use `fnhost.toml`, then the built-in default".
+///
+/// ```
+/// use fnhost_sdk::Settings;
+///
+/// let settings = Settings::new()
+///     .path("/api/items/:id")
+///     .method("get")
+///     .timeout_ms(5_000);
+/// assert_eq!(settings, Settings::new().path("/api/items/:id").method("GET").timeout_ms(5_000));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    background: Option<bool>,
+    paths: Vec<String>,
+    methods: Vec<String>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u32>,
+}
+
+impl Settings {
+    /// Settings with every field unset: the function runs with `fnhost.toml`'s values or the
+    /// defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Run as a background function: fnhost answers `202` at once, runs the function detached
+    /// and retries it on failure.
+    pub fn background(mut self, background: bool) -> Self {
+        self.background = Some(background);
+        self
+    }
+
+    /// Serve the function at `path` (repeatable) instead of `/.netlify/functions/NAME`.
+    /// Segments may be `:param` (read with [`RequestExt::param`](crate::RequestExt::param));
+    /// a trailing `*` matches the rest of the path.
+    pub fn path(mut self, path: &str) -> Self {
+        self.paths.push(path.to_owned());
+        self
+    }
+
+    /// Accept this HTTP method (repeatable; upper-cased). With none, every method is accepted.
+    pub fn method(mut self, method: &str) -> Self {
+        self.methods.push(method.to_ascii_uppercase());
+        self
+    }
+
+    /// Wall-clock budget for one invocation, in milliseconds.
+    pub fn timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.timeout_ms = Some(timeout_ms);
+        self
+    }
+
+    /// Linear-memory cap for one instance, in mebibytes.
+    pub fn memory_mb(mut self, memory_mb: u32) -> Self {
+        self.memory_mb = Some(memory_mb);
+        self
+    }
+}
+
+impl From<Settings> for wit::Settings {
+    fn from(s: Settings) -> Self {
+        wit::Settings {
+            background: s.background,
+            paths: s.paths,
+            methods: s.methods,
+            timeout_ms: s.timeout_ms,
+            memory_mb: s.memory_mb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_leaves_everything_unset() {
+        let wit: wit::Settings = Settings::new().into();
+        assert_eq!(wit.background, None);
+        assert!(wit.paths.is_empty() && wit.methods.is_empty());
+        assert_eq!((wit.timeout_ms, wit.memory_mb), (None, None));
+    }
+
+    #[test]
+    fn builder_fills_the_record() {
+        let wit: wit::Settings = Settings::new()
+            .background(true)
+            .path("/a")
+            .path("/b/:id")
+            .method("get")
+            .method("Post")
+            .timeout_ms(1500)
+            .memory_mb(64)
+            .into();
+        assert_eq!(wit.background, Some(true));
+        assert_eq!(wit.paths, ["/a", "/b/:id"]);
+        assert_eq!(wit.methods, ["GET", "POST"]);
+        assert_eq!(wit.timeout_ms, Some(1500));
+        assert_eq!(wit.memory_mb, Some(64));
+    }
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: each starts the real `fnhost` binary on `127.0.0.1:0` with a config of
+//! short budgets and talks to it over loopback HTTP. Guests are built from source once per run.
+//!
+//! - `background`: durable 202, retries, destinations, idempotency, kill -9, admin.
+//! - `sync`: synchronous functions — answers, routes, isolation, budgets, limits.
+//! - `sandbox`: environment, outbound allow-list, guest logs.
+//! - `config`: bad fnhost.toml files.
+//! - `build`: `fnhost build` and `cargo component build`.
+
+mod background;
+mod build;
+mod config;
+mod sandbox;
+mod support;
+mod sync;

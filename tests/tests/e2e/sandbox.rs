@@ -1,0 +1,113 @@
+//! The sandbox: environment, outbound HTTP allow-list, guest output in the log.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::{Server, get};
+
+/// A loopback HTTP server answering `pong` to everything; returns its address.
+pub async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("pong")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_guest_sees_only_its_own_environment() {
+    let server = Server::with(&[])
+        .function_as("env", "guest-env")
+        .function_as("other", "guest-env")
+        .config("[defaults]\nenv = { SITE = \"all\" }\n[functions.env]\nenv = { GREETING = \"hi\" }\n[functions.other]\nenv = { SECRET = \"other-only\" }\n")
+        .start();
+    let reply = get(&server.url("/.netlify/functions/env")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text().trim(), "GREETING=hi\nSITE=all");
+}
+
+#[tokio::test]
+async fn outbound_http_is_denied_unless_allowed() {
+    let up = upstream().await;
+    let config = format!(
+        "[functions.allowed]\nallowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n\
+         [functions.wildcard]\nallowed_outbound_hosts = [\"http://*:*\"]\n",
+        port = up.port()
+    );
+    let server = Server::with(&[])
+        .function_as("denied", "guest-outbound")
+        .function_as("allowed", "guest-outbound")
+        .function_as("wildcard", "guest-outbound")
+        .config(&config)
+        .start();
+    let target = format!("?url=http://127.0.0.1:{}/ping", up.port());
+
+    let reply = get(&server.url(&format!("/.netlify/functions/allowed{target}"))).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "upstream 200: pong")
+    );
+
+    // Not in the list: the guest gets an error value, not a trap.
+    let reply = get(&server.url(&format!("/.netlify/functions/denied{target}"))).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        reply.text().contains("HttpRequestDenied"),
+        "{}",
+        reply.text()
+    );
+
+    // A wildcard does not open loopback: private addresses need an explicit entry.
+    let reply = get(&server.url(&format!("/.netlify/functions/wildcard{target}"))).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        reply.text().contains("HttpRequestDenied"),
+        "{}",
+        reply.text()
+    );
+    // A name that resolves to loopback is refused the same way.
+    let reply = get(&server.url(&format!(
+        "/.netlify/functions/wildcard?url=http://localhost:{}/",
+        up.port()
+    )))
+    .await;
+    assert!(
+        reply.text().contains("HttpRequestDenied"),
+        "{}",
+        reply.text()
+    );
+    server.wait_for_log(&["outbound request", "denied"], Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn guest_output_is_logged_with_function_and_invocation_id() {
+    let server = Server::with(&[])
+        .function_as("counter", "guest-counter")
+        .start();
+    let reply = get(&server.url("/.netlify/functions/counter")).await;
+    let id = reply.header("fnhost-invocation-id").map(str::to_string);
+    // The counter guest prints `counter is N` on stdout.
+    let line = server.wait_for_log(
+        &["counter is 1", "function=\"counter\""],
+        Duration::from_secs(5),
+    );
+    if let Some(id) = id {
+        assert!(line.contains(&id), "{line}");
+    }
+    assert!(line.contains("id="), "{line}");
+}

@@ -1,0 +1,349 @@
+//! Test support: guests built once per run with `fnhost build`, a real `fnhost` child process
+//! per test on `127.0.0.1:0`, and a small HTTP client over loopback.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// The binary under test.
+pub fn fnhost_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fnhost-e2e")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Where built components and the shared compile cache live for this test run.
+fn work_dir() -> PathBuf {
+    repo_root().join("target").join("e2e")
+}
+
+/// Builds `examples/` and `tests/guests/` with `fnhost build` once per test run; returns the
+/// directory holding every `NAME.wasm`.
+pub fn components() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = work_dir().join("components");
+        for dir in ["examples", "tests/guests"] {
+            let status = Command::new(fnhost_bin())
+                .args([
+                    "build",
+                    repo_root().join(dir).to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ])
+                // A target dir of its own: the outer `cargo test` may hold the lock on target/.
+                .env(
+                    "CARGO_TARGET_DIR",
+                    repo_root().join("target").join("guests"),
+                )
+                .status()
+                .expect("run fnhost build");
+            assert!(status.success(), "fnhost build {dir} failed");
+        }
+        out
+    })
+}
+
+/// Path of one built component.
+pub fn component(name: &str) -> PathBuf {
+    let path = components().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A running `fnhost serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Lines the server printed on stdout (the function table).
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Lines it logged on stderr.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Its temp dir (functions/, fnhost.toml, data).
+    pub dir: tempfile::TempDir,
+}
+
+/// What to start a server with.
+pub struct ServerBuilder {
+    functions: Vec<(String, PathBuf)>,
+    extra_files: Vec<(String, Vec<u8>)>,
+    config: String,
+    data_dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// A server serving the named components (names of built components).
+    pub fn with(functions: &[&str]) -> ServerBuilder {
+        ServerBuilder {
+            functions: functions
+                .iter()
+                .map(|n| (n.to_string(), component(n)))
+                .collect(),
+            extra_files: Vec::new(),
+            config: String::new(),
+            data_dir: None,
+        }
+    }
+
+    /// `http://ADDR` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// How many stderr lines contain every needle.
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// All stderr so far, joined.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until stderr has a line containing every needle, or panics after `within`.
+    pub fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} in:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// The fnhost.toml text.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = toml.to_string();
+        self
+    }
+
+    /// Serves `component` under another name.
+    pub fn function_as(mut self, name: &str, component_name: &str) -> Self {
+        self.functions
+            .push((name.to_string(), component(component_name)));
+        self
+    }
+
+    /// Keeps the queue in `dir` (to restart a server on the same data).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Drops a raw file into the functions directory.
+    pub fn file(mut self, name: &str, bytes: &[u8]) -> Self {
+        self.extra_files.push((name.to_string(), bytes.to_vec()));
+        self
+    }
+
+    /// Starts the server and waits for its `listening on` line.
+    pub fn start(self) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let functions = dir.path().join("functions");
+        std::fs::create_dir_all(&functions).unwrap();
+        for (name, path) in &self.functions {
+            std::fs::copy(path, functions.join(format!("{name}.wasm"))).unwrap();
+        }
+        for (name, bytes) in &self.extra_files {
+            std::fs::write(functions.join(name), bytes).unwrap();
+        }
+        let config = dir.path().join("fnhost.toml");
+        std::fs::write(&config, &self.config).unwrap();
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let mut child = Command::new(fnhost_bin())
+            .arg("serve")
+            .arg(&functions)
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(work_dir().join("cache"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .current_dir(dir.path())
+            .env("FNHOST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fnhost");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = stdout.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        // Big components compile on first start; later starts hit the cache.
+        let addr = match rx.recv_timeout(Duration::from_secs(240)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "fnhost did not start:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            stdout,
+            stderr,
+            dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-case names; repeated headers joined with `, `.
+    pub headers: HashMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// One header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Sends one request over a fresh connection.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    try_send(method, url, headers, body.into())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Like [`send`], but a connection failure is an error, not a panic.
+pub async fn try_send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Reply, String> {
+    let uri: http::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", authority.as_str());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(body)).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in resp.headers() {
+        let v = v.to_str().unwrap_or_default().to_string();
+        map.entry(k.as_str().to_string())
+            .and_modify(|e| *e = format!("{e}, {v}"))
+            .or_insert(v);
+    }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        headers: map,
+        body,
+    })
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    send("GET", url, &[], Bytes::new()).await
+}
