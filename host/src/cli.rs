@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::App;
-use crate::config::{Config, defaults};
+use crate::config::{Config, RuntimeKind, defaults};
 use crate::engine::{Engine, EngineOptions};
 use crate::functions;
 use crate::queue::{Backend, Queue};
@@ -271,111 +271,153 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn serve(opts: ServeOptions, list_only: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let sync_cap = opts
-            .config
-            .server
-            .max_concurrency
-            .unwrap_or(defaults::MAX_CONCURRENCY);
-        let bg_cap = opts
-            .config
-            .server
-            .background_concurrency
-            .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
-        let (max_memory, fuel) = functions::engine_needs(&opts.config);
-        let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
-        let engine = Arc::new(Engine::new(&EngineOptions::new(
-            slots,
-            max_memory,
-            fuel,
-            opts.cache_dir.clone(),
-        ))?);
-        let started = std::time::Instant::now();
-        let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
-            .await
-            .with_context(|| {
-                format!("cannot read the functions directory {}", opts.dir.display())
-            })?;
-        print!("{}", functions::print_table(&table));
-        for r in &table.rejected {
-            tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
+    // The control runtime: loading, the queue writer, the background worker, deliveries and
+    // signals. HTTP requests are served on their own threads (see `spawn_http`).
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if list_only {
+        let (_, table) = control.block_on(load(&opts))?;
+        return Ok(if table.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let site = control.block_on(start(&opts))?;
+    let listener = std::net::TcpListener::bind(opts.listen).with_context(|| format!("cannot listen on {}", opts.listen))?;
+    listener.set_nonblocking(true)?;
+    let server_cfg = &opts.config.server;
+    let threads = server_cfg
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let http = spawn_http(listener.try_clone()?, site.app.clone(), site.shutdown.clone(), threads, server_cfg.runtime.unwrap_or_default())?;
+    // Tests and scripts read the bound address from this line.
+    println!("listening on http://{}", listener.local_addr()?);
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    drop(listener);
+    control.block_on(async {
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("shutdown requested"),
+            () = site.shutdown.cancelled() => {},
         }
-        tracing::info!(
-            "loaded {} function(s) from {} in {:.0} ms (pooling allocator: {}, fuel metering: {})",
-            table.functions.len(),
-            opts.dir.display(),
-            started.elapsed().as_secs_f64() * 1e3,
-            engine.pooling(),
-            fuel,
-        );
-        if list_only {
-            return Ok(if table.rejected.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+        site.shutdown.cancel();
+        let _ = site.worker.await;
+        site.deliveries.abort();
+    });
+    for t in http {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `start` brings up.
+struct Site {
+    app: Arc<App>,
+    worker: tokio::task::JoinHandle<()>,
+    deliveries: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// Builds the engine and loads the functions, printing the table.
+async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
+    let server_cfg = &opts.config.server;
+    let sync_cap = server_cfg.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY);
+    let bg_cap = server_cfg.background_concurrency.unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let (max_memory, fuel) = functions::engine_needs(&opts.config);
+    let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
+    let engine = Arc::new(Engine::new(&EngineOptions::new(slots, max_memory, fuel, opts.cache_dir.clone()))?);
+    let started = std::time::Instant::now();
+    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
+        .await
+        .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
+    print!("{}", functions::print_table(&table));
+    for r in &table.rejected {
+        tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
+    }
+    let cache = match engine.cache_stats() {
+        Some((hits, misses)) => format!("{hits} from cache, {misses} compiled"),
+        None => "cache off".to_string(),
+    };
+    tracing::info!(
+        "loaded {} function(s) from {} in {:.0} ms ({cache}; pooling allocator: {}, fuel metering: {})",
+        table.functions.len(),
+        opts.dir.display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        engine.pooling(),
+        fuel,
+    );
+    Ok((engine, table))
+}
+
+/// Loads the functions, opens the queue and starts the background worker.
+async fn start(opts: &ServeOptions) -> anyhow::Result<Site> {
+    let (engine, table) = load(opts).await?;
+    let server_cfg = &opts.config.server;
+    let sync_cap = server_cfg.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY);
+    let bg_cap = server_cfg.background_concurrency.unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let queue = Queue::open(&opts.queue_url).await.with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
+    if queue.backend() == Backend::Sqlite {
+        // One process owns an embedded queue: whatever it left running was cut off.
+        let n = queue.requeue_expired(true).await?;
+        if n > 0 {
+            tracing::warn!("re-queued {n} background invocation(s) interrupted by the last shutdown");
         }
-        let queue = Queue::open(&opts.queue_url)
-            .await
-            .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
-        if queue.backend() == Backend::Sqlite {
-            // One process owns an embedded queue: whatever it left running was cut off.
-            let n = queue.requeue_expired(true).await?;
-            if n > 0 {
-                tracing::warn!(
-                    "re-queued {n} background invocation(s) interrupted by the last shutdown"
-                );
+    }
+    let table = Arc::new(table);
+    let shutdown = CancellationToken::new();
+    let worker = Arc::new(Worker::new(
+        queue.clone(),
+        engine.clone(),
+        table.clone(),
+        WorkerOptions {
+            concurrency: bg_cap,
+            lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
+            grace: server_cfg.shutdown_grace.map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+        },
+    ));
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let deliveries = tokio::spawn(crate::destinations::deliver_loop(queue.clone(), shutdown.clone()));
+    let app = Arc::new(
+        App::new(engine, table, queue, server_cfg.admin_token.clone(), sync_cap)
+            .with_edge(&opts.config, &opts.dir)?,
+    );
+    Ok(Site { app, worker, deliveries, shutdown })
+}
+
+/// Starts the HTTP threads. Per core (the default): one single-threaded runtime per thread,
+/// each accepting on the shared listener, so a request, its instance and its response stay on
+/// one thread. Shared: one multi-threaded runtime (work stealing), kept for comparison.
+fn spawn_http(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    threads: usize,
+    runtime: RuntimeKind,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    const DRAIN: Duration = Duration::from_secs(30);
+    let serve_on = |rt: tokio::runtime::Runtime, listener: std::net::TcpListener, app: Arc<App>, shutdown: CancellationToken| {
+        move || {
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => crate::server::run(l, app, shutdown.cancelled_owned(), DRAIN).await,
+                    Err(e) => tracing::error!("cannot register the listener: {e}"),
+                }
+            })
+        }
+    };
+    let mut handles = Vec::new();
+    match runtime {
+        RuntimeKind::PerCore => {
+            for i in 0..threads.max(1) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let f = serve_on(rt, listener.try_clone()?, app.clone(), shutdown.clone());
+                handles.push(std::thread::Builder::new().name(format!("fnhost-http-{i}")).spawn(f)?);
             }
         }
-        let table = Arc::new(table);
-        let server_cfg = &opts.config.server;
-        let shutdown = CancellationToken::new();
-        let worker = Arc::new(Worker::new(
-            queue.clone(),
-            engine.clone(),
-            table.clone(),
-            WorkerOptions {
-                concurrency: bg_cap,
-                lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
-                grace: server_cfg
-                    .shutdown_grace
-                    .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
-            },
-        ));
-        let worker = tokio::spawn(worker.run(shutdown.clone()));
-        let deliveries = tokio::spawn(crate::destinations::deliver_loop(
-            queue.clone(),
-            shutdown.clone(),
-        ));
-
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
-        let app = Arc::new(App::new(
-            engine,
-            table,
-            queue,
-            server_cfg.admin_token.clone(),
-            sync_cap,
-        ));
-        // Tests and scripts read the bound address from this line.
-        println!("listening on http://{}", listener.local_addr()?);
-        use std::io::Write as _;
-        std::io::stdout().flush()?;
-        let signal = shutdown.clone();
-        let stop = async move {
-            shutdown_signal().await;
-            signal.cancel();
-        };
-        crate::server::run(listener, app, stop, Duration::from_secs(30)).await;
-        let _ = worker.await;
-        deliveries.abort();
-        tracing::info!("stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+        RuntimeKind::Shared => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
+            let f = serve_on(rt, listener, app, shutdown);
+            handles.push(std::thread::Builder::new().name("fnhost-http".into()).spawn(f)?);
+        }
+    }
+    Ok(handles)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -65,6 +65,11 @@ pub struct Config {
     /// Per-function tables, `[functions.NAME]`.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionConfig>,
+    /// Site-wide CORS policy, `[cors]` (see [`crate::cors`]).
+    pub cors: Option<CorsConfig>,
+    /// `[[redirects]]`: rules tried after those of `FUNCTIONS_DIR/_redirects`.
+    #[serde(default)]
+    pub redirects: Vec<Redirect>,
 }
 
 /// `[server]`.
@@ -91,6 +96,22 @@ pub struct ServerConfig {
     pub lease: Option<Humantime>,
     /// How long running background attempts may finish after SIGTERM.
     pub shutdown_grace: Option<Humantime>,
+    /// HTTP threads [default: one per core].
+    pub threads: Option<usize>,
+    /// `per-core` (default: a single-threaded runtime per HTTP thread) or `shared` (one
+    /// work-stealing runtime).
+    pub runtime: Option<RuntimeKind>,
+}
+
+/// How HTTP threads are scheduled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// One single-threaded runtime per thread.
+    #[default]
+    PerCore,
+    /// One multi-threaded runtime.
+    Shared,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the
@@ -132,6 +153,49 @@ pub struct FunctionConfig {
     pub on_success: Option<Url>,
     /// Where exhausted background invocations are POSTed.
     pub on_failure: Option<Url>,
+    /// `[functions.NAME.cors]`: merged key by key over `[cors]`.
+    pub cors: Option<CorsConfig>,
+}
+
+/// `[cors]` and `[functions.NAME.cors]`; resolved and validated by [`crate::cors`].
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`"https://app.example.com"`), or `"*"`.
+    pub allowed_origins: Option<toml::Spanned<OneOrMany<CorsOrigin>>>,
+    /// Methods a preflight may ask for, or `"*"`.
+    pub allowed_methods: Option<OneOrMany<CorsToken>>,
+    /// Request headers a preflight may ask for, or `"*"` [default: whatever it asks for].
+    pub allowed_headers: Option<OneOrMany<CorsToken>>,
+    /// Response headers the page may read.
+    pub exposed_headers: Option<OneOrMany<CorsToken>>,
+    /// Allow cookies and HTTP auth (never with `"*"` origins).
+    pub allow_credentials: Option<toml::Spanned<bool>>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Option<Humantime>,
+}
+
+/// One `[[redirects]]` table: `from`, `to`, `status` (default 301), `force` — the fields of a
+/// `_redirects` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect(pub crate::redirects::Rule);
+
+impl<'de> Deserialize<'de> for Redirect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            from: String,
+            to: String,
+            status: Option<u16>,
+            #[serde(default)]
+            force: bool,
+        }
+        let raw = Raw::deserialize(d)?;
+        crate::redirects::Rule::new(&raw.from, &raw.to, raw.status.unwrap_or(301), raw.force)
+            .map(Redirect)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Config {
@@ -165,6 +229,14 @@ impl Config {
             file: file.to_owned(),
             location: String::new(),
             message,
+        })?;
+        crate::cors::Policies::from_config(&config).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            location: e.span.map_or_else(String::new, |span| {
+                let (line, col) = line_col(text, span.start);
+                format!(":{line}:{col}")
+            }),
+            message: format!("{}: {}", e.key, e.message),
         })?;
         Ok(config)
     }
@@ -449,6 +521,56 @@ impl fmt::Display for OutboundRule {
             Some(p) => write!(f, ":{p}"),
             None => Ok(()),
         }
+    }
+}
+
+/// An origin as a browser sends it: `scheme://host[:port]`, no path; or `*`, or `null`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(pub String);
+from_str_deserialize!(CorsOrigin);
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "*" || s == "null" {
+            return Ok(CorsOrigin(s.to_string()));
+        }
+        let bad = |why: &str| {
+            format!(
+                "invalid origin {s:?}: {why} (expected \"https://app.example.com\", \"http://localhost:3000\" or \"*\")"
+            )
+        };
+        let (scheme, authority) = s.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
+            return Err(bad("bad scheme"));
+        }
+        if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
+            return Err(bad("an origin has a host and no path or trailing slash"));
+        }
+        Ok(CorsOrigin(s.to_string()))
+    }
+}
+
+/// A method or header name (an HTTP token), or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsToken(pub String);
+from_str_deserialize!(CorsToken);
+
+impl std::str::FromStr for CorsToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if t.is_empty() || !t.bytes().all(tchar) {
+            return Err(format!(
+                "invalid name {s:?}: expected a method or header name such as \"POST\" or \"content-type\", or \"*\""
+            ));
+        }
+        Ok(CorsToken(t.to_string()))
     }
 }
 

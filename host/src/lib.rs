@@ -12,6 +12,8 @@
 //! - [`destinations`]: outcome records (AWS Lambda's shape) and their delivery.
 //! - [`app`]: one request: route, check limits, invoke or enqueue, answer.
 //! - [`api`]: fnhost's own endpoints: status resources, health, admin.
+//! - [`cors`]: pure CORS policy: preflights, allowed origins, response headers.
+//! - [`redirects`]: `_redirects` rules (pure matching) and the HTTP proxy they may call.
 //! - [`client`]: the CLI's HTTP client.
 //! - [`error`]: errors fnhost answers itself, turned into responses in one place.
 //! - [`functions`]: discovers and loads functions, resolves their settings.
@@ -28,12 +30,14 @@ pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cors;
 pub mod destinations;
 pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod queue;
+pub mod redirects;
 pub mod retry;
 pub mod router;
 pub mod server;

@@ -173,7 +173,7 @@ impl Worker {
         let result = tokio::select! {
             r = self.execute(&claim) => Some(r),
             () = lost.cancelled() => {
-                tracing::warn!(id = claim.id, "lease lost to another node; abandoning this attempt");
+                tracing::warn!(id = claim.id, "lease lost (taken over, or not renewable); stopping this attempt");
                 None
             }
             () = cut_off.cancelled() => {
@@ -240,6 +240,9 @@ impl Worker {
             &invoke_context(&function, &claim.id),
             (),
         );
+        // The guest runs on a task of its own: when this attempt is abandoned (lease lost,
+        // shutdown grace over) dropping this future must stop the guest too.
+        let _stop_guest = AbortOnDrop(running.outcome.abort_handle());
         let stored = match running.response.await {
             Ok(Ok(resp)) => Some(drain(resp).await),
             Ok(Err(code)) => {
@@ -310,18 +313,39 @@ impl Worker {
     }
 }
 
+/// Aborts a task when dropped (a no-op once it has finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews the lease every third of it; cancels `lost` when the lease is no longer ours: the
+/// renewal matched nothing (another node took the invocation over: its token moved on), or
+/// no renewal has succeeded for a whole lease (the database is unreachable from here, so
+/// another node may take it over any moment).
 async fn heartbeat(queue: Queue, claim: Claimed, lease: Duration, lost: CancellationToken) {
     let every = lease / 3;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        match queue.heartbeat(&claim.id, claim.token, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let attempt = tokio::time::timeout(every, queue.heartbeat(&claim.id, claim.token, lease));
+        match attempt.await {
+            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+            Ok(Ok(false)) => {
                 lost.cancel();
                 return;
             }
-            // A failed heartbeat is not a lost lease; try again next tick.
-            Err(e) => tracing::warn!(id = claim.id, "heartbeat failed: {e}"),
+            // A failed renewal is not a lost lease yet; try again next tick.
+            Ok(Err(e)) => tracing::warn!(id = claim.id, "heartbeat failed: {e}"),
+            Err(_) => tracing::warn!(id = claim.id, "heartbeat timed out"),
+        }
+        if renewed.elapsed() >= lease {
+            tracing::warn!(id = claim.id, "no lease renewal for {lease:?}");
+            lost.cancel();
+            return;
         }
     }
 }

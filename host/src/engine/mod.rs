@@ -82,6 +82,7 @@ pub struct Engine {
     fuel: bool,
     pooling: bool,
     epoch: bool,
+    cache: Option<wasmtime::Cache>,
 }
 
 /// What a component declares through its `config` export, if it has one.
@@ -209,11 +210,15 @@ impl Engine {
         config
             .epoch_interruption(opts.epoch)
             .consume_fuel(opts.fuel);
-        if let Some(dir) = &opts.cache_dir {
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(wasmtime::Cache::new(cache).map_err(to_anyhow)?));
-        }
+        let cache = match &opts.cache_dir {
+            Some(dir) => {
+                let mut cache = wasmtime::CacheConfig::new();
+                cache.with_directory(dir);
+                Some(wasmtime::Cache::new(cache).map_err(to_anyhow)?)
+            }
+            None => None,
+        };
+        config.cache(cache.clone());
         let mut pool = PoolingAllocationConfig::new();
         let slots = opts.instance_slots.max(1);
         pool.total_component_instances(slots)
@@ -255,7 +260,13 @@ impl Engine {
             fuel: opts.fuel,
             pooling,
             epoch: opts.epoch,
+            cache,
         })
+    }
+
+    /// Compiled-component cache `(hits, misses)` so far; `None` when caching is off.
+    pub fn cache_stats(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Whether instances come from the pooling allocator.

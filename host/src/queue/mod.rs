@@ -3,7 +3,10 @@
 //! One interface over two backends through `sqlx`'s `Any` driver, picked by URL: SQLite
 //! (`sqlite://…`, embedded default; WAL, `synchronous=FULL` verified on every connection) and
 //! PostgreSQL (`postgres://…`). The SQL text is shared except where a dialect must differ
-//! ([`schema`]). Times are milliseconds since the epoch, computed by the host.
+//! ([`schema`]). Times are milliseconds since the epoch: on SQLite the host's clock (one
+//! process owns the file); on PostgreSQL the database server's clock, read in the statement
+//! (`$now`), so nodes whose clocks disagree still agree on when a lease expires or a retry is
+//! due.
 //!
 //! - Enqueues are group-committed: one writer task drains whatever is waiting into one
 //!   transaction; each caller's future resolves only after its batch commits.
@@ -11,6 +14,8 @@
 //!   heartbeat, completion, failure and release all match on it, so a stale holder changes
 //!   nothing.
 //! - Retry times live in the row (`run_at`); nothing about the schedule is kept in memory.
+//! - On PostgreSQL every commit that makes work runnable also `NOTIFY`s [`NOTIFY_CHANNEL`],
+//!   and each node `LISTEN`s on it, so idle workers on every node wake at once.
 
 mod schema;
 
@@ -18,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Which database is behind the queue.
@@ -219,11 +224,18 @@ pub struct ResultView {
     pub body: String,
 }
 
+/// The PostgreSQL channel on which nodes announce new runnable work.
+pub const NOTIFY_CHANNEL: &str = "fnhost_work";
+
+type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
+
 /// The queue handle; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
     pool: AnyPool,
     backend: Backend,
+    /// This process's name in NOTIFY payloads (its own notifications are not news to it).
+    node: Arc<str>,
     writer: mpsc::Sender<(NewInvocation, oneshot::Sender<Result<Enqueued>>)>,
     /// Signalled after every commit of new work, so idle workers wake at once.
     pub work: Arc<Notify>,
@@ -263,6 +275,15 @@ impl Queue {
             Backend::Postgres => options.after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::query("SET synchronous_commit = on").execute(&mut *conn).await?;
+                    let sync: String = sqlx::query("SHOW synchronous_commit")
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get(0)?;
+                    if sync != "on" {
+                        return Err(sqlx::Error::Configuration(
+                            format!("postgres connection came up with synchronous_commit={sync}; need on").into(),
+                        ));
+                    }
                     Ok(())
                 })
             }),
@@ -276,13 +297,51 @@ impl Queue {
         schema::migrate(&pool, backend).await?;
         let (tx, rx) = mpsc::channel(4096);
         let work = Arc::new(Notify::new());
-        tokio::spawn(writer(pool.clone(), backend, rx, work.clone()));
+        let node: Arc<str> = crate::app::new_invocation_id()[..12].into();
+        if backend == Backend::Postgres {
+            // Listening before the first claim: work committed by another node from now on
+            // wakes this one. Fails startup if the server refuses a listener.
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            tokio::spawn(listen(listener, node.clone(), work.clone()));
+        }
+        tokio::spawn(writer(
+            pool.clone(),
+            backend,
+            node.clone(),
+            rx,
+            work.clone(),
+        ));
         Ok(Queue {
             pool,
             backend,
+            node,
             writer: tx,
             work,
         })
+    }
+
+    /// The statement `template` with its `$now` resolved for this backend.
+    fn sql(&self, template: &str) -> String {
+        schema::with_now(self.backend, template)
+    }
+
+    /// Binds `now` as the last parameter where the statement takes it (SQLite).
+    fn now<'q>(&self, query: Query<'q>, now: i64) -> Query<'q> {
+        match self.backend {
+            Backend::Sqlite => query.bind(now),
+            Backend::Postgres => query,
+        }
+    }
+
+    /// Wakes idle workers: this process's at once, other nodes' through NOTIFY.
+    async fn announce(&self) {
+        self.work.notify_waiters();
+        if self.backend == Backend::Postgres {
+            if let Err(e) = notify(&self.pool, &self.node).await {
+                tracing::warn!("cannot notify other nodes of new work: {e}");
+            }
+        }
     }
 
     /// The backend in use.
@@ -303,10 +362,15 @@ impl Queue {
                 serde_json::json!({ "backend": "sqlite", "journal_mode": journal, "synchronous": sync })
             }
             Backend::Postgres => {
-                let row = sqlx::query("SHOW synchronous_commit")
+                let sync: String = sqlx::query("SHOW synchronous_commit")
                     .fetch_one(&mut *conn)
-                    .await?;
-                serde_json::json!({ "backend": "postgres", "synchronous_commit": row.try_get::<String, _>(0)? })
+                    .await?
+                    .try_get(0)?;
+                let fsync: String = sqlx::query("SHOW fsync")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+                serde_json::json!({ "backend": "postgres", "synchronous_commit": sync, "fsync": fsync })
             }
         })
     }
@@ -323,28 +387,25 @@ impl Queue {
 
     /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`.
     pub async fn claim(&self, owner: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
-        let now = now_ms();
         let sql = schema::claim_sql(self.backend);
-        let rows = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(owner.to_string())
-            .bind(now + ms(lease))
-            .bind(now)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(ms(lease))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
         rows.iter().map(claimed_from_row).collect()
     }
 
     /// Extends a lease; `false` when the lease is no longer ours (fenced out).
     pub async fn heartbeat(&self, id: &str, token: i64, lease: Duration) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE invocations SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'running'",
-        )
-        .bind(now_ms() + ms(lease))
-        .bind(id.to_string())
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
+        let sql = self.sql(
+            "UPDATE invocations SET lease_expires_at = $now + $1 WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql)
+            .bind(ms(lease))
+            .bind(id.to_string())
+            .bind(token);
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -357,38 +418,46 @@ impl Queue {
         delivery: Option<NewDelivery>,
     ) -> Result<bool> {
         let now = now_ms();
-        let (state, error, result, run_at, finished) = match finish {
-            Finish::Succeeded(r) => ("succeeded", None, r, None, Some(now)),
+        // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the
+        // stored time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
+        let (state, error, result, delay) = match finish {
+            Finish::Succeeded(r) => ("succeeded", None, r, None),
             Finish::Retry {
                 error,
                 result,
                 run_at,
-            } => ("retrying", Some(error), result, Some(run_at), None),
-            Finish::Dead { error, result } => ("dead", Some(error), result, None, Some(now)),
+            } => ("retrying", Some(error), result, Some(run_at - now)),
+            Finish::Dead { error, result } => ("dead", Some(error), result, None),
         };
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($3, run_at), finished_at = $4, \
-             result_status = $5, result_headers = $6, result_body = $7, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $8 AND lease_token = $9 AND state = 'running'",
-        )
-        .bind(state)
-        .bind(error)
-        .bind(run_at)
-        .bind(finished)
-        .bind(result.status.map(i64::from))
-        .bind(serde_json::to_string(&result.headers).unwrap_or_default())
-        .bind(result.body)
-        .bind(claim.id.clone())
-        .bind(claim.token)
-        .execute(&mut *tx)
-        .await?;
+        let sql = self.sql(
+            "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($now + $3, run_at), \
+             finished_at = CASE WHEN $1 = 'retrying' THEN NULL ELSE $now END, \
+             result_status = $4, result_headers = $5, result_body = $6, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $7 AND lease_token = $8 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql)
+            .bind(state)
+            .bind(error)
+            .bind(delay)
+            .bind(result.status.map(i64::from))
+            .bind(serde_json::to_string(&result.headers).unwrap_or_default())
+            .bind(result.body)
+            .bind(claim.id.clone())
+            .bind(claim.token);
+        let done = self.now(query, now).execute(&mut *tx).await?;
         if done.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
+        let retrying = delay.is_some();
+        let delivering = delivery.is_some();
         if let Some(d) = delivery {
-            insert_delivery(&mut tx, &claim.id, d, now).await?;
+            self.insert_delivery(&mut tx, &claim.id, d, now).await?;
+        }
+        if self.backend == Backend::Postgres && (retrying || delivering) {
+            // A retry is runnable later and a delivery now, by any node: tell them.
+            notify(&mut *tx, &self.node).await?;
         }
         tx.commit().await?;
         self.work.notify_waiters();
@@ -397,47 +466,48 @@ impl Queue {
 
     /// Gives a claim back without counting its attempt (shutdown cut it off).
     pub async fn release(&self, claim: &Claimed) -> Result<bool> {
-        let done = sqlx::query(
+        let sql = self.sql(
             "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
-             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'running'",
-        )
-        .bind(now_ms())
-        .bind(claim.id.clone())
-        .bind(claim.token)
-        .execute(&self.pool)
-        .await?;
+             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $now \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql).bind(claim.id.clone()).bind(claim.token);
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            self.announce().await;
+        }
         Ok(done.rows_affected() == 1)
     }
 
     /// Re-queues running invocations whose lease expired (their node died or stalled); with
     /// `all`, every running invocation (an embedded queue at startup: the previous process
-    /// is gone). The interrupted attempt is not counted. Returns how many.
+    /// is gone; never on a shared queue, where other nodes own them). The interrupted attempt
+    /// is not counted. Returns how many.
     pub async fn requeue_expired(&self, all: bool) -> Result<u64> {
-        let now = now_ms();
-        let done = sqlx::query(
+        let sql = self.sql(
             "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
-             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $1 \
-             WHERE state = 'running' AND ($2 = 1 OR lease_expires_at < $1)",
-        )
-        .bind(now)
-        .bind(i64::from(all))
-        .execute(&self.pool)
-        .await?;
+             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $now \
+             WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now)",
+        );
+        let query = sqlx::query(&sql).bind(i64::from(all));
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
         if done.rows_affected() > 0 {
-            self.work.notify_waiters();
+            self.announce().await;
         }
         Ok(done.rows_affected())
     }
 
-    /// When the earliest queued or retrying invocation is due (ms), if any.
+    /// When the earliest queued or retrying invocation is due (ms, on this host's clock), if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT MIN(run_at) FROM invocations WHERE state IN ('queued', 'retrying')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?)
+        let now = now_ms();
+        let sql = self.sql(
+            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN ('queued', 'retrying')",
+        );
+        let row = self
+            .now(sqlx::query(&sql), now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.map(|wait| now + wait))
     }
 
     /// The status resource of one invocation.
@@ -469,40 +539,34 @@ impl Queue {
 
     /// Runs a dead invocation again from attempt 1. `false` unless it was dead.
     pub async fn replay(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL, last_error = NULL \
-             WHERE id = $2 AND state = 'dead'",
-        )
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        self.work.notify_waiters();
+        let sql = self.sql(
+            "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $now, finished_at = NULL, last_error = NULL \
+             WHERE id = $1 AND state = 'dead'",
+        );
+        let query = sqlx::query(&sql).bind(id.to_string());
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            self.announce().await;
+        }
         Ok(done.rows_affected() == 1)
     }
 
     /// Cancels an invocation that is waiting to run. `false` unless it was queued or retrying.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE invocations SET state = 'cancelled', finished_at = $1 WHERE id = $2 AND state IN ('queued', 'retrying')",
-        )
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let sql = self.sql(
+            "UPDATE invocations SET state = 'cancelled', finished_at = $now WHERE id = $1 AND state IN ('queued', 'retrying')",
+        );
+        let query = sqlx::query(&sql).bind(id.to_string());
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deliveries due now.
+    /// Deliveries due now (on PostgreSQL, taken by this node for a while: see
+    /// [`schema::due_deliveries_sql`]).
     pub async fn due_deliveries(&self, limit: u32) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT id, invocation_id, url, payload, attempts FROM deliveries \
-             WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at LIMIT $2",
-        )
-        .bind(now_ms())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = schema::due_deliveries_sql(self.backend);
+        let query = sqlx::query(&sql).bind(i64::from(limit));
+        let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(Delivery {
@@ -516,7 +580,8 @@ impl Queue {
             .collect()
     }
 
-    /// Records a delivery attempt: delivered, retry at `next_at`, or given up (`None`).
+    /// Records a delivery attempt: delivered, retry at `next_at` (ms, this host's clock), or
+    /// given up (`None`).
     pub async fn delivery_attempted(
         &self,
         id: &str,
@@ -531,15 +596,16 @@ impl Queue {
         } else {
             "failed"
         };
-        sqlx::query(
-            "UPDATE deliveries SET state = $1, attempts = attempts + 1, last_error = $2, next_at = COALESCE($3, next_at) WHERE id = $4",
-        )
-        .bind(state)
-        .bind(error)
-        .bind(next_at)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let now = now_ms();
+        let sql = self.sql(
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, last_error = $2, next_at = COALESCE($now + $3, next_at) WHERE id = $4",
+        );
+        let query = sqlx::query(&sql)
+            .bind(state)
+            .bind(error)
+            .bind(next_at.map(|t| t - now))
+            .bind(id.to_string());
+        self.now(query, now).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -567,37 +633,75 @@ async fn sqlite_durability(conn: &mut sqlx::AnyConnection) -> Result<(String, i6
     Ok((journal.to_ascii_lowercase(), sync))
 }
 
-async fn insert_delivery(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    invocation: &str,
-    d: NewDelivery,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
-    )
-    .bind(crate::app::new_invocation_id())
-    .bind(invocation.to_string())
-    .bind(d.url)
-    .bind(d.payload)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+impl Queue {
+    async fn insert_delivery(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        invocation: &str,
+        d: NewDelivery,
+        now: i64,
+    ) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $now, $now)",
+        );
+        let query = sqlx::query(&sql)
+            .bind(crate::app::new_invocation_id())
+            .bind(invocation.to_string())
+            .bind(d.url)
+            .bind(d.payload);
+        self.now(query, now).execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+/// `NOTIFY`s the work channel (delivered to listeners when the surrounding transaction, if
+/// any, commits). The payload names the sender, which ignores its own notifications.
+async fn notify<'c, E>(executor: E, node: &str) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(node.to_string())
+        .execute(executor)
+        .await?;
     Ok(())
+}
+
+/// Turns other nodes' notifications into wake-ups of this node's idle workers. After the
+/// connection drops (notifications sent meanwhile are lost) it wakes them anyway, and the
+/// listener reconnects on the next receive; workers also poll at least once a second.
+async fn listen(mut listener: sqlx::postgres::PgListener, node: Arc<str>, work: Arc<Notify>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) if n.payload() == &*node => {}
+            Ok(Some(_)) => work.notify_waiters(),
+            Ok(None) => {
+                tracing::warn!("queue listener lost its connection; reconnecting");
+                work.notify_waiters();
+            }
+            Err(e) => {
+                tracing::warn!("queue listener failed: {e}; retrying in 1 s");
+                work.notify_waiters();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// The group-commit writer: one transaction per batch of waiting enqueues.
 async fn writer(
     pool: AnyPool,
     backend: Backend,
+    node: Arc<str>,
     mut rx: mpsc::Receiver<(NewInvocation, oneshot::Sender<Result<Enqueued>>)>,
     work: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let invs: Vec<&NewInvocation> = batch.iter().map(|(inv, _)| inv).collect();
-        match write_batch(&pool, backend, &invs).await {
+        match write_batch(&pool, backend, &node, &invs).await {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));
@@ -618,13 +722,25 @@ async fn writer(
 async fn write_batch(
     pool: &AnyPool,
     backend: Backend,
+    node: &str,
     invs: &[&NewInvocation],
 ) -> Result<Vec<Enqueued>> {
     let now = now_ms();
+    let insert = schema::insert_sql(backend);
+    // Inserted in (function, key) order, the same on every node: two nodes' batches holding
+    // idempotency keys the other wants wait for each other in one direction only, never in a
+    // cycle (a deadlock would fail both batches). Stable: among repeats of a key in one batch
+    // the first request stays the one stored.
+    let mut order: Vec<usize> = (0..invs.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&invs[a].function, &invs[a].idempotency_key)
+            .cmp(&(&invs[b].function, &invs[b].idempotency_key))
+    });
     let mut tx = pool.begin().await?;
-    let mut out = Vec::with_capacity(invs.len());
-    for inv in invs {
-        let inserted = sqlx::query(schema::insert_sql(backend))
+    let mut out = vec![None; invs.len()];
+    for i in order {
+        let inv = invs[i];
+        let query = sqlx::query(&insert)
             .bind(inv.id.clone())
             .bind(inv.function.clone())
             .bind(inv.idempotency_key.clone())
@@ -632,12 +748,14 @@ async fn write_batch(
             .bind(inv.uri.clone())
             .bind(serde_json::to_string(&inv.headers).unwrap_or_default())
             .bind(inv.body.clone())
-            .bind(i64::from(inv.max_attempts))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if inserted.rows_affected() == 1 {
-            out.push(Enqueued::New(inv.id.clone()));
+            .bind(i64::from(inv.max_attempts));
+        let query = match backend {
+            Backend::Sqlite => query.bind(now),
+            Backend::Postgres => query,
+        };
+        let inserted = query.execute(&mut *tx).await?;
+        out[i] = Some(if inserted.rows_affected() == 1 {
+            Enqueued::New(inv.id.clone())
         } else {
             let row = sqlx::query(
                 "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
@@ -646,8 +764,13 @@ async fn write_batch(
             .bind(inv.idempotency_key.clone())
             .fetch_one(&mut *tx)
             .await?;
-            out.push(Enqueued::Existing(row.try_get(0)?));
-        }
+            Enqueued::Existing(row.try_get(0)?)
+        });
+    }
+    let out: Vec<Enqueued> = out.into_iter().flatten().collect();
+    if backend == Backend::Postgres && out.iter().any(|e| matches!(e, Enqueued::New(_))) {
+        // Delivered to the other nodes' listeners by the commit itself.
+        notify(&mut *tx, node).await?;
     }
     tx.commit().await?;
     Ok(out)

@@ -51,61 +51,169 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "",
 )];
 
-/// Applies the migrations not yet applied, each in its own transaction.
+/// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
+const MIGRATION_LOCK: i64 = 0x666e_686f_7374;
+
+/// The database clock in epoch milliseconds, on PostgreSQL. Leases are compared between
+/// nodes, so every node must read the same clock: the server's, not its own. The statement's
+/// start time (stable within a statement, unlike `clock_timestamp()`), so a comparison with
+/// it can use an index.
+pub(super) const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT";
+
+/// Resolves the `$now` marker of a statement. On SQLite it becomes one more bound parameter,
+/// numbered after the highest `$N` in the text (bind the host's time last: one process owns
+/// the file, so its clock is the only clock); on PostgreSQL it is [`PG_NOW_MS`] and nothing
+/// is bound.
+pub(super) fn with_now(backend: Backend, template: &str) -> String {
+    match backend {
+        Backend::Postgres => template.replace("$now", PG_NOW_MS),
+        Backend::Sqlite => {
+            let bytes = template.as_bytes();
+            let highest = template
+                .match_indices('$')
+                .filter_map(|(i, _)| {
+                    let digits: String = bytes[i + 1..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .map(|&b| char::from(b))
+                        .collect();
+                    digits.parse::<usize>().ok()
+                })
+                .max()
+                .unwrap_or(0);
+            template.replace("$now", &format!("${}", highest + 1))
+        }
+    }
+}
+
+/// Applies the migrations not yet applied.
+///
+/// SQLite: each in its own transaction (one process owns the file). PostgreSQL: all in one
+/// transaction under an advisory lock, so nodes starting at once apply each migration once
+/// (the second waits, then finds the version already recorded); DDL is transactional there.
 pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS fnhost_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(pool)
-        .await?;
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS fnhost_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+    if backend == Backend::Postgres {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(CREATE).execute(&mut *tx).await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM fnhost_schema")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        for (version, sqlite, postgres) in MIGRATIONS {
+            if current.is_some_and(|c| c >= *version) {
+                continue;
+            }
+            // Same text unless a dialect version is given; BLOB is BYTEA there.
+            let sql = if postgres.is_empty() {
+                sqlite.replace("BLOB", "BYTEA")
+            } else {
+                postgres.to_string()
+            };
+            apply(&mut tx, backend, *version, &sql).await?;
+        }
+        tx.commit().await?;
+        return Ok(());
+    }
+    sqlx::query(CREATE).execute(pool).await?;
     let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM fnhost_schema")
         .fetch_one(pool)
         .await?
         .try_get(0)?;
-    for (version, sqlite, postgres) in MIGRATIONS {
+    for (version, sqlite, _) in MIGRATIONS {
         if current.is_some_and(|c| c >= *version) {
             continue;
         }
-        let sql = match backend {
-            Backend::Sqlite => sqlite.to_string(),
-            // Same text unless a dialect version is given; BLOB is BYTEA there.
-            Backend::Postgres if postgres.is_empty() => sqlite.replace("BLOB", "BYTEA"),
-            Backend::Postgres => postgres.to_string(),
-        };
         let mut tx = pool.begin().await?;
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO fnhost_schema (version, applied_at) VALUES ($1, $2)")
-            .bind(*version)
-            .bind(super::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        apply(&mut tx, backend, *version, sqlite).await?;
         tx.commit().await?;
     }
     Ok(())
 }
 
-/// Insert one invocation; a repeated idempotency key inserts nothing.
-/// Binds: id, function, key, method, uri, headers, body, max_attempts, now.
-pub(super) fn insert_sql(_backend: Backend) -> &'static str {
-    "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, created_at, run_at) \
-     VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9) ON CONFLICT DO NOTHING"
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    version: i64,
+    sql: &str,
+) -> Result<()> {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    let insert = with_now(
+        backend,
+        "INSERT INTO fnhost_schema (version, applied_at) VALUES ($1, $now)",
+    );
+    let mut q = sqlx::query(&insert).bind(version);
+    if backend == Backend::Sqlite {
+        q = q.bind(super::now_ms());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
-/// Claim due invocations. Binds: owner, lease expiry, now, limit.
+/// Insert one invocation; a repeated idempotency key inserts nothing (on PostgreSQL a
+/// concurrent insert of the same key by another node waits for that node's commit, then
+/// inserts nothing).
+/// Binds: id, function, key, method, uri, headers, body, max_attempts (+ now).
+pub(super) fn insert_sql(backend: Backend) -> String {
+    with_now(
+        backend,
+        "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, created_at, run_at) \
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $now, $now) ON CONFLICT DO NOTHING",
+    )
+}
+
+/// Claim due invocations. Binds: owner, lease length (ms), limit (+ now).
+///
+/// On PostgreSQL the sub-select locks the rows it picks and skips rows another node's claim
+/// holds; the outer UPDATE then only touches rows this transaction has locked, and a row
+/// updated by a commit since the statement's snapshot is re-checked against the sub-select's
+/// WHERE before it is locked (READ COMMITTED's re-check), so a row is never claimed twice.
+/// The LIMIT keeps the sub-select from being flattened into a join: it runs once.
 pub(super) fn claim_sql(backend: Backend) -> String {
-    // SQLite has one writer at a time, so the sub-select cannot race; PostgreSQL skips rows
-    // another node is claiming.
+    // SQLite has one writer at a time, so the sub-select cannot race.
     let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
     };
-    format!(
-        "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
-         lease_owner = $1, lease_expires_at = $2, started_at = $3 \
-         WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $3 \
-                      ORDER BY run_at LIMIT $4 {lock}) \
-         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
+    with_now(
+        backend,
+        &format!(
+            "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
+             lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
+             WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
+                          ORDER BY run_at LIMIT $3 {lock}) \
+             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
+        ),
     )
+}
+
+/// How long a PostgreSQL node keeps the deliveries it took before another node may take them
+/// (the delivery loop POSTs at most 16 at 10 s each before recording them).
+pub(super) const DELIVERY_CLAIM_MS: i64 = 180_000;
+
+/// Deliveries due now. Binds: limit (+ now). On PostgreSQL several nodes run the delivery
+/// loop, so a due record is taken (its `next_at` pushed by [`DELIVERY_CLAIM_MS`]) rather than
+/// just read; recording the attempt sets `next_at` again. If the node dies meanwhile, another
+/// delivers it after that time: still at least once.
+pub(super) fn due_deliveries_sql(backend: Backend) -> String {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT id, invocation_id, url, payload, attempts FROM deliveries \
+             WHERE state = 'pending' AND next_at <= $now ORDER BY next_at LIMIT $1"
+            .to_string(),
+        Backend::Postgres => format!(
+            "UPDATE deliveries SET next_at = $now + {DELIVERY_CLAIM_MS} \
+             WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= $now \
+                          ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, invocation_id, url, payload, attempts"
+        ),
+    };
+    with_now(backend, &sql)
 }
 
 /// Filtered listing. Binds: function or NULL, state or NULL, limit.
@@ -118,4 +226,26 @@ pub(super) fn list_sql(backend: Backend, columns: &str) -> String {
         "SELECT {columns} FROM invocations WHERE ($1{text} IS NULL OR function = $1) AND ($2{text} IS NULL OR state = $2) \
          ORDER BY created_at DESC, id LIMIT $3"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn now_is_the_last_parameter_on_sqlite_and_the_server_clock_on_postgres() {
+        assert_eq!(
+            with_now(
+                Backend::Sqlite,
+                "UPDATE t SET a = $1 WHERE b < $now AND c = $12 OR d = $now"
+            ),
+            "UPDATE t SET a = $1 WHERE b < $13 AND c = $12 OR d = $13"
+        );
+        assert_eq!(with_now(Backend::Sqlite, "SELECT $now"), "SELECT $1");
+        let pg = with_now(Backend::Postgres, "SELECT $1 WHERE x < $now");
+        assert_eq!(pg, format!("SELECT $1 WHERE x < {PG_NOW_MS}"));
+        assert!(!claim_sql(Backend::Postgres).contains("$now"));
+        assert!(claim_sql(Backend::Postgres).contains("FOR UPDATE SKIP LOCKED"));
+        assert!(claim_sql(Backend::Sqlite).contains("run_at <= $4"));
+    }
 }

@@ -1,5 +1,8 @@
 //! Background functions: durable 202, detached runs, retries, dead letters, destinations,
 //! idempotency, status, admin — and nothing acknowledged lost across `kill -9`.
+//!
+//! The scenarios written against the embedded queue are `pub(crate)`: `postgres` runs them
+//! again with a PostgreSQL queue (see `support::QueueScope`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use serde_json::Value;
 use crate::support::{Reply, Server, get, send};
 
 /// Short schedule for tests: attempts spaced 1 s then 2 s; 2 s lease.
-const FAST: &str = "[server]\nlease = \"2s\"\nshutdown_grace = \"1s\"\n[defaults]\nretry_delays = [\"1s\", \"2s\"]\nbackground_timeout = \"5s\"\n";
+pub(crate) const FAST: &str = "[server]\nlease = \"2s\"\nshutdown_grace = \"1s\"\n[defaults]\nretry_delays = [\"1s\", \"2s\"]\nbackground_timeout = \"5s\"\n";
 
 /// A loopback destination recording every JSON record POSTed to it.
 pub struct Destination {
@@ -83,18 +86,18 @@ impl Destination {
     }
 }
 
-async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub(crate) async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     send("POST", &server.url(path), headers, body.to_string()).await
 }
 
-async fn status(server: &Server, id: &str) -> Value {
+pub(crate) async fn status(server: &Server, id: &str) -> Value {
     let reply = get(&server.url(&format!("/.fnhost/invocations/{id}"))).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
 }
 
 /// Polls until the invocation is in one of `states`.
-async fn wait_state(server: &Server, id: &str, states: &[&str], within: Duration) -> Value {
+pub(crate) async fn wait_state(server: &Server, id: &str, states: &[&str], within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let s = status(server, id).await;
@@ -109,7 +112,7 @@ async fn wait_state(server: &Server, id: &str, states: &[&str], within: Duration
     }
 }
 
-fn accepted_id(reply: &Reply) -> String {
+pub(crate) fn accepted_id(reply: &Reply) -> String {
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert!(reply.body.is_empty());
     let id = reply
@@ -125,7 +128,7 @@ fn accepted_id(reply: &Reply) -> String {
 }
 
 #[tokio::test]
-async fn accepted_at_once_then_runs_to_success_and_reports_once() {
+pub(crate) async fn accepted_at_once_then_runs_to_success_and_reports_once() {
     let dest = Destination::start().await;
     let config = format!(
         "{FAST}[functions.slow-background]\non_success = \"{}\"\n",
@@ -186,7 +189,7 @@ async fn accepted_at_once_then_runs_to_success_and_reports_once() {
 }
 
 #[tokio::test]
-async fn fails_twice_then_succeeds_with_attempts_spaced_by_the_delays() {
+pub(crate) async fn fails_twice_then_succeeds_with_attempts_spaced_by_the_delays() {
     let server = Server::with(&[])
         .function_as("flaky-background", "guest-flaky")
         .config(FAST)
@@ -241,7 +244,7 @@ async fn fails_twice_then_succeeds_with_attempts_spaced_by_the_delays() {
 }
 
 #[tokio::test]
-async fn always_failing_is_dead_after_three_attempts_with_one_failure_record() {
+pub(crate) async fn always_failing_is_dead_after_three_attempts_with_one_failure_record() {
     let dest = Destination::start().await;
     let config = format!(
         "{FAST}[functions.fail-background]\non_success = \"{}\"\non_failure = \"{}\"\n",
@@ -289,7 +292,7 @@ async fn a_spinning_background_function_is_stopped_at_its_budget_and_counted_fai
 }
 
 #[tokio::test]
-async fn idempotency_key_returns_the_same_id_and_runs_once_even_after_restart() {
+pub(crate) async fn idempotency_key_returns_the_same_id_and_runs_once_even_after_restart() {
     let dest = Destination::start().await;
     let data = tempfile::tempdir().unwrap();
     let config = format!(
@@ -355,7 +358,7 @@ async fn idempotency_key_returns_the_same_id_and_runs_once_even_after_restart() 
 }
 
 #[tokio::test]
-async fn kill_9_during_a_burst_of_enqueues_loses_nothing_acknowledged() {
+pub(crate) async fn kill_9_during_a_burst_of_enqueues_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let config = FAST;
     let mut server = Server::with(&[])
@@ -409,7 +412,7 @@ async fn kill_9_during_a_burst_of_enqueues_loses_nothing_acknowledged() {
 }
 
 #[tokio::test]
-async fn kill_9_while_running_and_during_a_retry_delay_loses_nothing() {
+pub(crate) async fn kill_9_while_running_and_during_a_retry_delay_loses_nothing() {
     let data = tempfile::tempdir().unwrap();
     let config = "[server]\nlease = \"2s\"\n[defaults]\nretry_delays = [\"2s\"]\n";
     let start = || {
@@ -459,7 +462,7 @@ async fn kill_9_while_running_and_during_a_retry_delay_loses_nothing() {
 }
 
 #[tokio::test]
-async fn over_the_body_limit_is_413_and_nothing_is_enqueued() {
+pub(crate) async fn over_the_body_limit_is_413_and_nothing_is_enqueued() {
     let server = Server::with(&[])
         .function_as("hello-background", "guest-sleep")
         .config("[server]\nadmin_token = \"t0ken\"\n")
@@ -490,7 +493,7 @@ async fn the_embedded_queue_runs_with_wal_and_synchronous_full() {
 }
 
 #[tokio::test]
-async fn admin_lists_cancels_and_replays_behind_the_token() {
+pub(crate) async fn admin_lists_cancels_and_replays_behind_the_token() {
     let config = "[server]\nadmin_token = \"s3cret\"\n[defaults]\nretry_delays = [\"60s\"]\n";
     let server = Server::with(&[])
         .function_as("fail-background", "guest-fail")
@@ -567,7 +570,7 @@ async fn admin_lists_cancels_and_replays_behind_the_token() {
 }
 
 #[tokio::test]
-async fn a_dead_invocation_can_be_replayed() {
+pub(crate) async fn a_dead_invocation_can_be_replayed() {
     let config = "[server]\nadmin_token = \"s3cret\"\n[defaults]\nretry_delays = []\n";
     let server = Server::with(&[])
         .function_as("flaky-background", "guest-flaky")
@@ -668,4 +671,19 @@ async fn the_background_examples_report_to_their_destinations() {
         &["inbox received: {\"version\":\"1.0\"}"],
         Duration::from_secs(1),
     );
+}
+
+#[tokio::test]
+async fn a_5xx_answer_counts_as_failure_only_when_opted_in() {
+    let config = "[defaults]\nretry_delays = [\"1s\"]\n[functions.strict-background]\nretry_on_5xx = true\n";
+    let server = Server::with(&[]).function_as("strict-background", "echo").function_as("lenient-background", "echo").config(config).start();
+    let h = [("x-echo-status", "503")];
+    let strict = accepted_id(&post(&server, "/.netlify/functions/strict-background", &h, "").await);
+    let lenient = accepted_id(&post(&server, "/.netlify/functions/lenient-background", &h, "").await);
+    let s = wait_state(&server, &lenient, &["succeeded", "dead"], Duration::from_secs(5)).await;
+    assert_eq!((s["state"].as_str(), s["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{s}");
+    assert_eq!(s["result"]["status"], 503);
+    let s = wait_state(&server, &strict, &["succeeded", "dead"], Duration::from_secs(8)).await;
+    assert_eq!((s["state"].as_str(), s["attempts"].as_u64()), (Some("dead"), Some(2)), "{s}");
+    assert_eq!(s["last_error"], "function answered 503");
 }

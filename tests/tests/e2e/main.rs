@@ -5,11 +5,15 @@
 //! - `sync`: synchronous functions — answers, routes, isolation, budgets, limits.
 //! - `sandbox`: environment, outbound allow-list, guest logs.
 //! - `config`: bad fnhost.toml files.
+//! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build` and `cargo component build`.
+//! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 
 mod background;
 mod build;
 mod config;
+mod cors;
+mod postgres;
 mod sandbox;
 mod support;
 mod sync;

@@ -1,6 +1,7 @@
 //! Test support: guests built once per run with `fnhost build`, a real `fnhost` child process
 //! per test on `127.0.0.1:0`, and a small HTTP client over loopback.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,9 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-/// The binary under test.
+/// The binary under test: `$FNHOST_E2E_BIN` when set (a copy, when another checkout shares
+/// this target directory and may rebuild the original meanwhile), else the one cargo built.
 pub fn fnhost_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fnhost-e2e")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FNHOST_E2E_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnhost-e2e").to_string())
+    })
 }
 
 /// The repository root.
@@ -83,6 +89,32 @@ pub struct ServerBuilder {
     extra_files: Vec<(String, Vec<u8>)>,
     config: String,
     data_dir: Option<PathBuf>,
+    queue: Option<String>,
+    cache_dir: Option<PathBuf>,
+}
+
+thread_local! {
+    /// Queue URL servers started on this thread use unless told otherwise (see
+    /// [`QueueScope`]); none: the embedded SQLite queue in the data dir.
+    static DEFAULT_QUEUE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// While alive, servers started on this thread (by a `#[tokio::test]` body, which runs on the
+/// calling thread) use `url` as their queue: runs a scenario written for the embedded queue
+/// against another backend.
+pub struct QueueScope(Option<String>);
+
+impl QueueScope {
+    /// Makes `url` the default queue of this thread until dropped.
+    pub fn enter(url: &str) -> QueueScope {
+        QueueScope(DEFAULT_QUEUE.with(|q| q.replace(Some(url.to_string()))))
+    }
+}
+
+impl Drop for QueueScope {
+    fn drop(&mut self) {
+        DEFAULT_QUEUE.with(|q| *q.borrow_mut() = self.0.take());
+    }
 }
 
 impl Server {
@@ -96,7 +128,14 @@ impl Server {
             extra_files: Vec::new(),
             config: String::new(),
             data_dir: None,
+            queue: DEFAULT_QUEUE.with(|q| q.borrow().clone()),
+            cache_dir: None,
         }
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `http://ADDR` + path.
@@ -162,9 +201,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Caches compiled components in `dir` instead of the run's shared cache.
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Keeps the queue in `dir` (to restart a server on the same data).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Uses the queue at `url` (`--queue`), e.g. a PostgreSQL database shared by several
+    /// servers.
+    pub fn queue(mut self, url: &str) -> Self {
+        self.queue = Some(url.to_string());
         self
     }
 
@@ -191,13 +243,17 @@ impl ServerBuilder {
             .data_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
-        let mut child = Command::new(fnhost_bin())
-            .arg("serve")
+        let mut command = Command::new(fnhost_bin());
+        command.arg("serve");
+        if let Some(url) = &self.queue {
+            command.arg("--queue").arg(url);
+        }
+        let mut child = command
             .arg(&functions)
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--cache-dir")
-            .arg(work_dir().join("cache"))
+            .arg(self.cache_dir.clone().unwrap_or_else(|| work_dir().join("cache")))
             .arg("--data-dir")
             .arg(&data_dir)
             .current_dir(dir.path())
