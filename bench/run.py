@@ -88,7 +88,7 @@ def servers(hello, wasmtime, work):
         "fnhost": lambda port: [fnhost, "serve", funcs, "--listen", f"127.0.0.1:{port}",
                                 "--config", work / "fnhost.toml", "--data-dir", work / "data",
                                 "--cache-dir", work / "cache"],
-        "wasmtime serve": lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y",
+        "wasmtime serve": lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
                                         "--addr", f"127.0.0.1:{port}", hello],
         "native hyper": lambda port: [ROOT / "target/release/native-hello", f"127.0.0.1:{port}"],
     }
@@ -166,7 +166,7 @@ def main():
             for name in order:
                 r = measure(table[name], paths[name], c, args.duration)
                 results.setdefault((name, c), []).append(r)
-                print(f"round {rnd + 1} c={c:<3} {name:<15} {r[0]:>10.0} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms",
+                print(f"round {rnd + 1} c={c:<3} {name:<15} {r[0]:>10.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms",
                       flush=True)
 
     med = lambda xs: statistics.median(xs)
@@ -233,7 +233,7 @@ def background(hello, work, args):
                     raise RuntimeError(out)
                 r = (rps, parse_latency(out, 50), parse_latency(out, 99))
                 rows.append((c, r))
-                print(f"round {rnd + 1} c={c:<3} {r[0]:>8.0} accepted/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms", flush=True)
+                print(f"round {rnd + 1} c={c:<3} {r[0]:>8.0f} accepted/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms", flush=True)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)

@@ -14,7 +14,10 @@ use fnhost::queue::{NewInvocation, Queue};
 use sqlx::Connection;
 
 fn dir() -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/bench/queue");
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target/bench/queue");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -28,7 +31,11 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 async fn raw(path: &std::path::Path, rows: usize, per_tx: usize) -> f64 {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    for p in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "CREATE TABLE t (id TEXT PRIMARY KEY, body BLOB)"] {
+    for p in [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "CREATE TABLE t (id TEXT PRIMARY KEY, body BLOB)",
+    ] {
         sqlx::query(p).execute(&mut c).await.unwrap();
     }
     let body = vec![7u8; 256];
@@ -93,16 +100,32 @@ async fn main() {
     println!("64 rows per transaction: {batched:>9.0}");
 
     println!("\n## Queue::enqueue with group commit (256-byte bodies)");
-    println!("{:<10} {:>12} {:>10} {:>10}", "clients", "enqueues/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<10} {:>12} {:>10} {:>10}",
+        "clients", "enqueues/s", "p50 ms", "p99 ms"
+    );
     for clients in [1, 64] {
-        let queue = Arc::new(Queue::open(&format!("sqlite://{}", d.join(format!("q{clients}.db")).display())).await.unwrap());
+        let queue = Arc::new(
+            Queue::open(&format!(
+                "sqlite://{}",
+                d.join(format!("q{clients}.db")).display()
+            ))
+            .await
+            .unwrap(),
+        );
         let total = if clients == 1 { 500 } else { 12_800 };
-        let (rate, p50, p99) = tokio::time::timeout(Duration::from_secs(120), enqueue(queue, clients, total)).await.unwrap();
+        let (rate, p50, p99) =
+            tokio::time::timeout(Duration::from_secs(120), enqueue(queue, clients, total))
+                .await
+                .unwrap();
         println!("{clients:<10} {rate:>12.0} {p50:>10.2} {p99:>10.2}");
         if clients == 1 {
             println!("           ratio to 1-row transactions: {:.2}", rate / one);
         } else {
-            println!("           ratio to 64-row batches:     {:.2}", rate / batched);
+            println!(
+                "           ratio to 64-row batches:     {:.2}",
+                rate / batched
+            );
         }
     }
 }

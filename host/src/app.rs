@@ -504,10 +504,17 @@ where
         let frame = match tokio::time::timeout_at(give_up, body.frame()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(_) => return Err(ApiError::BadRequest(format!("request body not received within {READ_BODY_TIMEOUT:?}"))),
+            Err(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "request body not received within {READ_BODY_TIMEOUT:?}"
+                )));
+            }
         };
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read body: {}", e.into())))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("cannot read body: {}", e.into())))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len() as u64;
         if seen <= limit {
             kept.extend_from_slice(&data);

@@ -229,9 +229,15 @@ impl ServeOptions {
         let cache_dir = if args.no_cache {
             None
         } else {
-            args.cache_dir
+            let dir = args
+                .cache_dir
                 .or_else(|| config.server.cache_dir.as_ref().map(|d| base.join(d)))
-                .or_else(default_cache_dir)
+                .or_else(default_cache_dir);
+            // wasmtime's cache wants an absolute path.
+            dir.map(|d| {
+                std::path::absolute(&d).with_context(|| format!("bad cache dir {}", d.display()))
+            })
+            .transpose()?
         };
         let queue_url = match args.queue.or_else(|| config.server.queue.clone()) {
             Some(url) => url,
@@ -273,19 +279,32 @@ fn default_cache_dir() -> Option<PathBuf> {
 fn serve(opts: ServeOptions, list_only: bool) -> anyhow::Result<ExitCode> {
     // The control runtime: loading, the queue writer, the background worker, deliveries and
     // signals. HTTP requests are served on their own threads (see `spawn_http`).
-    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     if list_only {
         let (_, table) = control.block_on(load(&opts))?;
-        return Ok(if table.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if table.rejected.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let site = control.block_on(start(&opts))?;
-    let listener = std::net::TcpListener::bind(opts.listen).with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
     listener.set_nonblocking(true)?;
     let server_cfg = &opts.config.server;
     let threads = server_cfg
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let http = spawn_http(listener.try_clone()?, site.app.clone(), site.shutdown.clone(), threads, server_cfg.runtime.unwrap_or_default())?;
+    let http = spawn_http(
+        listener.try_clone()?,
+        site.app.clone(),
+        site.shutdown.clone(),
+        threads,
+        server_cfg.runtime.unwrap_or_default(),
+    )?;
     // Tests and scripts read the bound address from this line.
     println!("listening on http://{}", listener.local_addr()?);
     use std::io::Write as _;
@@ -318,11 +337,20 @@ struct Site {
 /// Builds the engine and loads the functions, printing the table.
 async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
     let server_cfg = &opts.config.server;
-    let sync_cap = server_cfg.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY);
-    let bg_cap = server_cfg.background_concurrency.unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let sync_cap = server_cfg
+        .max_concurrency
+        .unwrap_or(defaults::MAX_CONCURRENCY);
+    let bg_cap = server_cfg
+        .background_concurrency
+        .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
     let (max_memory, fuel) = functions::engine_needs(&opts.config);
     let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
-    let engine = Arc::new(Engine::new(&EngineOptions::new(slots, max_memory, fuel, opts.cache_dir.clone()))?);
+    let engine = Arc::new(Engine::new(&EngineOptions::new(
+        slots,
+        max_memory,
+        fuel,
+        opts.cache_dir.clone(),
+    ))?);
     let started = std::time::Instant::now();
     let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
         .await
@@ -350,14 +378,22 @@ async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::Fu
 async fn start(opts: &ServeOptions) -> anyhow::Result<Site> {
     let (engine, table) = load(opts).await?;
     let server_cfg = &opts.config.server;
-    let sync_cap = server_cfg.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY);
-    let bg_cap = server_cfg.background_concurrency.unwrap_or(defaults::BACKGROUND_CONCURRENCY);
-    let queue = Queue::open(&opts.queue_url).await.with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
+    let sync_cap = server_cfg
+        .max_concurrency
+        .unwrap_or(defaults::MAX_CONCURRENCY);
+    let bg_cap = server_cfg
+        .background_concurrency
+        .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let queue = Queue::open(&opts.queue_url)
+        .await
+        .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
     if queue.backend() == Backend::Sqlite {
         // One process owns an embedded queue: whatever it left running was cut off.
         let n = queue.requeue_expired(true).await?;
         if n > 0 {
-            tracing::warn!("re-queued {n} background invocation(s) interrupted by the last shutdown");
+            tracing::warn!(
+                "re-queued {n} background invocation(s) interrupted by the last shutdown"
+            );
         }
     }
     let table = Arc::new(table);
@@ -369,16 +405,32 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Site> {
         WorkerOptions {
             concurrency: bg_cap,
             lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
-            grace: server_cfg.shutdown_grace.map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+            grace: server_cfg
+                .shutdown_grace
+                .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
         },
     ));
     let worker = tokio::spawn(worker.run(shutdown.clone()));
-    let deliveries = tokio::spawn(crate::destinations::deliver_loop(queue.clone(), shutdown.clone()));
+    let deliveries = tokio::spawn(crate::destinations::deliver_loop(
+        queue.clone(),
+        shutdown.clone(),
+    ));
     let app = Arc::new(
-        App::new(engine, table, queue, server_cfg.admin_token.clone(), sync_cap)
-            .with_edge(&opts.config, &opts.dir)?,
+        App::new(
+            engine,
+            table,
+            queue,
+            server_cfg.admin_token.clone(),
+            sync_cap,
+        )
+        .with_edge(&opts.config, &opts.dir)?,
     );
-    Ok(Site { app, worker, deliveries, shutdown })
+    Ok(Site {
+        app,
+        worker,
+        deliveries,
+        shutdown,
+    })
 }
 
 /// Starts the HTTP threads. Per core (the default): one single-threaded runtime per thread,
@@ -392,7 +444,10 @@ fn spawn_http(
     runtime: RuntimeKind,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     const DRAIN: Duration = Duration::from_secs(30);
-    let serve_on = |rt: tokio::runtime::Runtime, listener: std::net::TcpListener, app: Arc<App>, shutdown: CancellationToken| {
+    let serve_on = |rt: tokio::runtime::Runtime,
+                    listener: std::net::TcpListener,
+                    app: Arc<App>,
+                    shutdown: CancellationToken| {
         move || {
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
@@ -406,15 +461,28 @@ fn spawn_http(
     match runtime {
         RuntimeKind::PerCore => {
             for i in 0..threads.max(1) {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 let f = serve_on(rt, listener.try_clone()?, app.clone(), shutdown.clone());
-                handles.push(std::thread::Builder::new().name(format!("fnhost-http-{i}")).spawn(f)?);
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("fnhost-http-{i}"))
+                        .spawn(f)?,
+                );
             }
         }
         RuntimeKind::Shared => {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()?;
             let f = serve_on(rt, listener, app, shutdown);
-            handles.push(std::thread::Builder::new().name("fnhost-http".into()).spawn(f)?);
+            handles.push(
+                std::thread::Builder::new()
+                    .name("fnhost-http".into())
+                    .spawn(f)?,
+            );
         }
     }
     Ok(handles)

@@ -337,10 +337,10 @@ impl Queue {
     /// Wakes idle workers: this process's at once, other nodes' through NOTIFY.
     async fn announce(&self) {
         self.work.notify_waiters();
-        if self.backend == Backend::Postgres {
-            if let Err(e) = notify(&self.pool, &self.node).await {
-                tracing::warn!("cannot notify other nodes of new work: {e}");
-            }
+        if self.backend == Backend::Postgres
+            && let Err(e) = notify(&self.pool, &self.node).await
+        {
+            tracing::warn!("cannot notify other nodes of new work: {e}");
         }
     }
 

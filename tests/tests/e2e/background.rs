@@ -86,7 +86,12 @@ impl Destination {
     }
 }
 
-pub(crate) async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub(crate) async fn post(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
     send("POST", &server.url(path), headers, body.to_string()).await
 }
 
@@ -97,7 +102,12 @@ pub(crate) async fn status(server: &Server, id: &str) -> Value {
 }
 
 /// Polls until the invocation is in one of `states`.
-pub(crate) async fn wait_state(server: &Server, id: &str, states: &[&str], within: Duration) -> Value {
+pub(crate) async fn wait_state(
+    server: &Server,
+    id: &str,
+    states: &[&str],
+    within: Duration,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let s = status(server, id).await;
@@ -675,15 +685,41 @@ async fn the_background_examples_report_to_their_destinations() {
 
 #[tokio::test]
 async fn a_5xx_answer_counts_as_failure_only_when_opted_in() {
-    let config = "[defaults]\nretry_delays = [\"1s\"]\n[functions.strict-background]\nretry_on_5xx = true\n";
-    let server = Server::with(&[]).function_as("strict-background", "echo").function_as("lenient-background", "echo").config(config).start();
+    let config =
+        "[defaults]\nretry_delays = [\"1s\"]\n[functions.strict-background]\nretry_on_5xx = true\n";
+    let server = Server::with(&[])
+        .function_as("strict-background", "echo")
+        .function_as("lenient-background", "echo")
+        .config(config)
+        .start();
     let h = [("x-echo-status", "503")];
     let strict = accepted_id(&post(&server, "/.netlify/functions/strict-background", &h, "").await);
-    let lenient = accepted_id(&post(&server, "/.netlify/functions/lenient-background", &h, "").await);
-    let s = wait_state(&server, &lenient, &["succeeded", "dead"], Duration::from_secs(5)).await;
-    assert_eq!((s["state"].as_str(), s["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{s}");
+    let lenient =
+        accepted_id(&post(&server, "/.netlify/functions/lenient-background", &h, "").await);
+    let s = wait_state(
+        &server,
+        &lenient,
+        &["succeeded", "dead"],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        (s["state"].as_str(), s["attempts"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{s}"
+    );
     assert_eq!(s["result"]["status"], 503);
-    let s = wait_state(&server, &strict, &["succeeded", "dead"], Duration::from_secs(8)).await;
-    assert_eq!((s["state"].as_str(), s["attempts"].as_u64()), (Some("dead"), Some(2)), "{s}");
+    let s = wait_state(
+        &server,
+        &strict,
+        &["succeeded", "dead"],
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(
+        (s["state"].as_str(), s["attempts"].as_u64()),
+        (Some("dead"), Some(2)),
+        "{s}"
+    );
     assert_eq!(s["last_error"], "function answered 503");
 }

@@ -106,11 +106,24 @@ async fn cargo_component_build_output_is_served() {
 #[tokio::test]
 async fn a_second_start_loads_components_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
-    let start = || Server::with(&["hello", "echo"]).cache_dir(cache.path()).start();
+    let start = || {
+        Server::with(&["hello", "echo"])
+            .cache_dir(cache.path())
+            .start()
+    };
     let first = start();
-    first.wait_for_log(&["loaded 2 function(s)", "0 from cache, 2 compiled"], Duration::from_secs(1));
+    first.wait_for_log(
+        &["loaded 2 function(s)", "0 from cache, 2 compiled"],
+        Duration::from_secs(1),
+    );
     drop(first);
     let second = start();
-    second.wait_for_log(&["loaded 2 function(s)", "2 from cache, 0 compiled"], Duration::from_secs(1));
-    assert_eq!(get(&second.url("/.netlify/functions/hello")).await.status, 200);
+    second.wait_for_log(
+        &["loaded 2 function(s)", "2 from cache, 0 compiled"],
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        get(&second.url("/.netlify/functions/hello")).await.status,
+        200
+    );
 }

@@ -253,11 +253,15 @@ impl ServerBuilder {
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--cache-dir")
-            .arg(self.cache_dir.clone().unwrap_or_else(|| work_dir().join("cache")))
+            .arg(
+                self.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| work_dir().join("cache")),
+            )
             .arg("--data-dir")
             .arg(&data_dir)
             .current_dir(dir.path())
-            .env("FNHOST_LOG", "info")
+            .env("FNHOST_LOG", "info,fnhost::engine=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
