@@ -133,11 +133,18 @@ pub fn fetch(request: http::Request<Vec<u8>>) -> Result<Response, FetchError> {
         .body()
         .map_err(|()| FetchError::invalid("request body unavailable"))?;
     let future = outgoing_handler::handle(outgoing, None)?;
-    body::write_all(body, &bytes)?;
+    // A server may answer without reading the whole body (or before its end is sent) and the
+    // host then closes the body stream: the answer still counts, so a failed write is only
+    // reported when no response comes.
+    let written = body::write_all(body, &bytes);
 
     let incoming = loop {
         match future.get() {
-            Some(Ok(result)) => break result?,
+            Some(Ok(Ok(response))) => break response,
+            Some(Ok(Err(code))) => {
+                written?;
+                return Err(code.into());
+            }
             Some(Err(())) => return Err(FetchError::invalid("response already taken")),
             None => future.subscribe().block(),
         }

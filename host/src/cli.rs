@@ -210,6 +210,17 @@ struct ServeOptions {
 }
 
 impl ServeOptions {
+    /// Synchronous and background invocations allowed at once.
+    fn caps(&self) -> (usize, usize) {
+        let server = &self.config.server;
+        (
+            server.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY),
+            server
+                .background_concurrency
+                .unwrap_or(defaults::BACKGROUND_CONCURRENCY),
+        )
+    }
+
     fn from_args(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         let (config, base) = match args.config {
             Some(path) => (Config::load(&path)?, parent(&path)),
@@ -336,13 +347,7 @@ struct Site {
 
 /// Builds the engine and loads the functions, printing the table.
 async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
-    let server_cfg = &opts.config.server;
-    let sync_cap = server_cfg
-        .max_concurrency
-        .unwrap_or(defaults::MAX_CONCURRENCY);
-    let bg_cap = server_cfg
-        .background_concurrency
-        .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let (sync_cap, bg_cap) = opts.caps();
     let (max_memory, fuel) = functions::engine_needs(&opts.config);
     let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
     let engine = Arc::new(Engine::new(&EngineOptions::new(
@@ -378,12 +383,7 @@ async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::Fu
 async fn start(opts: &ServeOptions) -> anyhow::Result<Site> {
     let (engine, table) = load(opts).await?;
     let server_cfg = &opts.config.server;
-    let sync_cap = server_cfg
-        .max_concurrency
-        .unwrap_or(defaults::MAX_CONCURRENCY);
-    let bg_cap = server_cfg
-        .background_concurrency
-        .unwrap_or(defaults::BACKGROUND_CONCURRENCY);
+    let (sync_cap, bg_cap) = opts.caps();
     let queue = Queue::open(&opts.queue_url)
         .await
         .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;

@@ -24,38 +24,26 @@ pub struct Destination {
 
 impl Destination {
     pub async fn start() -> Destination {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = records.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+        let addr = crate::support::serve_http(Arc::new(
+            move |req: http::Request<hyper::body::Incoming>| {
                 let sink = sink.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let sink = sink.clone();
-                            async move {
-                                use http_body_util::BodyExt;
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                sink.lock()
-                                    .unwrap()
-                                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                                Ok::<_, std::convert::Infallible>(http::Response::new(
-                                    http_body_util::Full::new(bytes::Bytes::new()),
-                                ))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+                Box::pin(async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    http::Response::new(
+                        http_body_util::Empty::new()
+                            .map_err(|never| match never {})
+                            .boxed(),
+                    )
+                })
+            },
+        ))
+        .await;
         Destination { addr, records }
     }
 

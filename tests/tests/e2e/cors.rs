@@ -4,7 +4,6 @@
 //! headless Chromium.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -14,12 +13,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Server, fnhost_bin, get, repo_root, send};
+use crate::support::{Reply, Server, TestBody, fnhost_bin, get, repo_root, send, serve_http};
 
 const APP: &str = "http://app.test";
 const EVIL: &str = "http://evil.test";
@@ -465,39 +463,6 @@ async fn redirect_rules_answer_with_location() {
 }
 
 // --- small HTTP servers the tests start -------------------------------------------------------
-
-type TestBody = BoxBody<Bytes, Infallible>;
-type Handler = Arc<
-    dyn Fn(
-            http::Request<Incoming>,
-        ) -> Pin<Box<dyn Future<Output = http::Response<TestBody>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// Serves `handler` on `127.0.0.1:0` until the test's runtime ends.
-async fn serve_http(handler: Handler) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<TestBody> {
     http::Response::builder()

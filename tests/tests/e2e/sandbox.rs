@@ -7,26 +7,16 @@ use crate::support::{Server, get};
 
 /// A loopback HTTP server answering `pong` to everything; returns its address.
 pub async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from("pong")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    use http_body_util::BodyExt;
+    crate::support::serve_http(std::sync::Arc::new(|_req| {
+        Box::pin(async {
+            let body = http_body_util::Full::new(bytes::Bytes::from("pong"))
+                .map_err(|never| match never {})
+                .boxed();
+            http::Response::new(body)
+        })
+    }))
+    .await
 }
 
 #[tokio::test]

@@ -407,3 +407,39 @@ pub async fn try_send(
 pub async fn get(url: &str) -> Reply {
     send("GET", url, &[], Bytes::new()).await
 }
+
+/// Body of a loopback test server's responses.
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+/// A loopback test server's request handler.
+pub type Handler = Arc<
+    dyn Fn(
+            http::Request<hyper::body::Incoming>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<TestBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Serves `handler` on `127.0.0.1:0` until the test's runtime ends.
+pub async fn serve_http(handler: Handler) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
