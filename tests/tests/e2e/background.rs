@@ -711,3 +711,57 @@ async fn a_5xx_answer_counts_as_failure_only_when_opted_in() {
     );
     assert_eq!(s["last_error"], "function answered 503");
 }
+
+/// SIGTERM: in-flight sync requests finish, running background attempts get the grace period,
+/// and what is cut off is handed back and runs again after restart (not counted as an attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_sync_requests_and_hands_back_cut_off_background_work() {
+    let data = tempfile::tempdir().unwrap();
+    let config = "[server]\nshutdown_grace = \"1s\"\nlease = \"2s\"\n";
+    let start = || {
+        Server::with(&[])
+            .function_as("nap", "guest-sleep")
+            .function_as("long-background", "guest-sleep")
+            .config(config)
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    let long = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/long-background?ms=4000",
+            &[],
+            "",
+        )
+        .await,
+    );
+    wait_state(&server, &long, &["running"], Duration::from_secs(5)).await;
+    let url = server.url("/.netlify/functions/nap?ms=1500");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stopping = Instant::now();
+    let status = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10)));
+    assert!(status.success(), "{status:?}");
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "slept 1500 ms\n")
+    );
+    // Grace (1 s) is shorter than the 4 s job: it is handed back, not waited for.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        server.logs().contains("handed back for a later run"),
+        "{}",
+        server.logs()
+    );
+
+    let server = start();
+    let s = wait_state(&server, &long, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(s["attempts"], 1, "{s}");
+}

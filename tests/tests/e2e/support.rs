@@ -149,6 +149,27 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and waits for the process to exit; panics after `within`.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {within:?} after SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// How many stderr lines contain every needle.
     pub fn count_log(&self, needles: &[&str]) -> usize {
         self.stderr
