@@ -17,7 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Server, TestBody, fnhost_bin, get, repo_root, send, serve_http};
+use crate::support::{
+    Reply, Server, TestBody, admin_list, fnhost_bin, get, repo_root, send, serve_http,
+};
 
 const APP: &str = "http://app.test";
 const EVIL: &str = "http://evil.test";
@@ -35,18 +37,6 @@ max_age = "1h"
 [functions.echo-other.cors]
 allowed_origins = ["http://other.test"]
 "#;
-
-async fn admin_list(server: &Server) -> Value {
-    let list = send(
-        "GET",
-        &server.url("/.fnhost/invocations"),
-        &[("authorization", "Bearer t0ken")],
-        "",
-    )
-    .await;
-    assert_eq!(list.status, 200, "{}", list.text());
-    list.json()
-}
 
 async fn preflight(server: &Server, path: &str, origin: &str, method: &str) -> Reply {
     send(

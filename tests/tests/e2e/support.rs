@@ -464,3 +464,16 @@ pub async fn serve_http(handler: Handler) -> SocketAddr {
     });
     addr
 }
+
+/// The admin listing of every invocation, with the token the tests configure (`t0ken`).
+pub async fn admin_list(server: &Server) -> serde_json::Value {
+    let list = send(
+        "GET",
+        &server.url("/.fnhost/invocations"),
+        &[("authorization", "Bearer t0ken")],
+        "",
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    list.json()
+}
