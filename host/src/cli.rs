@@ -57,7 +57,7 @@ struct ServeArgs {
 enum Command {
     /// Serve the functions in DIR over HTTP
     Serve(ServeArgs),
-    /// Build every Rust function crate under DIR into OUT/NAME.wasm
+    /// Build every function under DIR (Rust crates, function.toml projects) into OUT/NAME.wasm
     Build {
         /// Directory to search for function crates
         #[arg(default_value = ".")]
@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value = "functions")]
         out: PathBuf,
     },
-    /// Build the function crates under DIR, then serve them (like `netlify dev`)
+    /// Build the functions under DIR, then serve those that built (like `netlify dev`)
     Dev {
         /// Directory to search for function crates
         #[arg(default_value = ".")]
@@ -80,6 +80,9 @@ enum Command {
         /// Site file [default: DIR/fnhost.toml, else ./fnhost.toml, when present]
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Cache of compiled components [default: $XDG_CACHE_HOME/fnhost or ~/.cache/fnhost]
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// List the functions in DIR with their mode and routes, without serving
     List(ServeArgs),
@@ -133,9 +136,11 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(ServeOptions::from_args(args)?, false),
         Command::List(args) => serve(ServeOptions::from_args(args)?, true),
         Command::Build { dir, out } => {
-            for file in crate::builder::build(&dir, &out)? {
+            let report = crate::builder::build(&dir, &out)?;
+            for file in &report.built {
                 println!("{}", file.display());
             }
+            report.into_result()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
@@ -143,14 +148,29 @@ fn run() -> anyhow::Result<ExitCode> {
             out,
             listen,
             config,
+            cache_dir,
         } => {
-            crate::builder::build(&dir, &out)?;
+            let report = crate::builder::build(&dir, &out)?;
+            if report.built.is_empty() {
+                report.into_result()?;
+                return Ok(ExitCode::FAILURE);
+            }
+            for (project, e) in &report.failed {
+                // Serve what did build: one function's missing tool should not stop the rest.
+                tracing::warn!(
+                    "skipping {} ({}): {e:#}",
+                    project.name,
+                    project.dir.display()
+                );
+                // Never serve an older build of it as if it were current.
+                let _ = std::fs::remove_file(out.join(format!("{}.wasm", project.name)));
+            }
             let config = config.or_else(|| Some(dir.join("fnhost.toml")).filter(|p| p.is_file()));
             let args = ServeArgs {
                 dir: Some(out),
                 listen,
                 config,
-                cache_dir: None,
+                cache_dir,
                 no_cache: false,
                 data_dir: None,
                 queue: None,

@@ -6,7 +6,7 @@
 //! Dependencies point down this list; only `engine` names wasmtime types.
 //!
 //! - [`cli`]: the `fnhost` command line; validates arguments, starts the runtime.
-//! - [`builder`]: `fnhost build`: Rust function crates → `NAME.wasm`.
+//! - [`builder`]: `fnhost build`: Rust crates and `function.toml` projects → `NAME.wasm`.
 //! - [`server`]: the HTTP/1.1 accept loop, graceful shutdown.
 //! - [`worker`]: background attempts: claim, run, classify, retry or finish.
 //! - [`destinations`]: outcome records (AWS Lambda's shape) and their delivery.

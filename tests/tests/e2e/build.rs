@@ -4,7 +4,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Server, fnhost_bin, get, repo_root};
+use crate::support::{
+    Server, component, fnhost_bin, get, optional_component, repo_root, shared_cache, tool_path,
+};
 
 /// True when the tool is there; under `CI=true` a missing tool fails the test instead.
 fn require(tool: &str, probe: &mut Command) -> bool {
@@ -33,21 +35,30 @@ async fn fnhost_build_output_is_served() {
     );
 }
 
-#[tokio::test]
-async fn fnhost_dev_builds_and_serves_the_examples() {
-    let work = tempfile::tempdir().unwrap();
+/// Runs `fnhost dev DIR` on port 0; returns the child, its address and its stderr lines.
+fn start_dev(
+    dir: &std::path::Path,
+    work: &std::path::Path,
+) -> (
+    std::process::Child,
+    Result<String, std::sync::mpsc::RecvTimeoutError>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let mut child = Command::new(fnhost_bin())
         .arg("dev")
-        .arg(repo_root().join("examples"))
+        .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--out"])
-        .arg(work.path().join("functions"))
-        .current_dir(work.path())
+        .arg(work.join("functions"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .current_dir(work)
+        .env("PATH", tool_path())
         .env(
             "CARGO_TARGET_DIR",
             repo_root().join("target").join("guests"),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -59,17 +70,91 @@ async fn fnhost_dev_builds_and_serves_the_examples() {
             }
         }
     });
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let addr = rx.recv_timeout(Duration::from_secs(300));
-    let reply = match &addr {
-        Ok(addr) => Some(get(&format!("http://{addr}/.netlify/functions/hello")).await),
-        Err(_) => None,
-    };
+    (child, addr, lines)
+}
+
+#[tokio::test]
+async fn fnhost_dev_builds_and_serves_the_examples() {
+    let work = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = start_dev(&repo_root().join("examples"), work.path());
+    let mut replies = Vec::new();
+    if let Ok(addr) = &addr {
+        replies.push(get(&format!("http://{addr}/.netlify/functions/hello")).await);
+        // Built by the same `fnhost build` when npm is there (under CI=true it must be).
+        if optional_component("js-hello").is_some() {
+            replies.push(
+                get(&format!(
+                    "http://{addr}/.netlify/functions/js-hello?name=Ada"
+                ))
+                .await,
+            );
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let reply = reply.expect("fnhost dev did not start");
+    assert!(
+        addr.is_ok(),
+        "fnhost dev did not start:\n{}",
+        logs.lock().unwrap().join("\n")
+    );
     assert_eq!(
-        (reply.status, reply.text().as_str()),
+        (replies[0].status, replies[0].text().as_str()),
         (200, "Hello from fnhost!\n")
+    );
+    if let Some(js) = replies.get(1) {
+        assert_eq!(
+            (js.status, js.text().as_str()),
+            (200, "Hello, Ada from JavaScript!\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn fnhost_dev_serves_what_built_and_names_a_missing_tool() {
+    let site = tempfile::tempdir().unwrap();
+    let project = |name: &str, command: &str| {
+        let dir = site.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = format!("[build]\ncommand = \"{command}\"\noutput = \"out.wasm\"\n");
+        std::fs::write(dir.join("function.toml"), manifest).unwrap();
+    };
+    // A "language tool" that is a plain copy of a built component, and one that is missing.
+    project(
+        "copied",
+        &format!("cp {} out.wasm", component("hello").display()),
+    );
+    project("needs-tool", "componentize-nothing app -o out.wasm");
+    let work = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = start_dev(site.path(), work.path());
+    let mut replies = Vec::new();
+    if let Ok(addr) = &addr {
+        for name in ["copied", "needs-tool"] {
+            replies.push(
+                get(&format!("http://{addr}/.netlify/functions/{name}"))
+                    .await
+                    .status,
+            );
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(addr.is_ok(), "fnhost dev did not start:\n{logs}");
+    assert_eq!(replies, [200, 404], "{logs}");
+    assert!(
+        logs.contains("skipping needs-tool")
+            && logs.contains("not installed")
+            && logs.contains("needs-tool/function.toml"),
+        "{logs}"
     );
 }
 

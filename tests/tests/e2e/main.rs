@@ -6,13 +6,15 @@
 //! - `sandbox`: environment, outbound allow-list, guest logs.
 //! - `config`: bad fnhost.toml files.
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
-//! - `build`: `fnhost build` and `cargo component build`.
+//! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
+//! - `languages`: JavaScript and Python functions built from the examples.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 
 mod background;
 mod build;
 mod config;
 mod cors;
+mod languages;
 mod postgres;
 mod sandbox;
 mod support;

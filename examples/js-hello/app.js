@@ -1,0 +1,35 @@
+// fnhost example: an HTTP function in JavaScript (componentize-js / StarlingMonkey).
+//
+// The target world exports wasi:http/incoming-handler, so componentize-js wires each
+// incoming request to a standard `fetch` event.
+
+const LANGUAGE = 'javascript';
+
+addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+
+async function handle(request) {
+  // The URL the guest sees may be absolute or just a path: resolve against a base.
+  const url = new URL(request.url, 'http://localhost');
+
+  if (url.searchParams.has('spin')) {
+    // Never returns: shows that the host's CPU budget stops a runaway function.
+    for (;;) {}
+  }
+
+  const name = url.searchParams.get('name') ?? 'world';
+
+  if (request.method === 'POST') {
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    const text = new TextDecoder().decode(bytes);
+    const payload = { language: LANGUAGE, name, length: bytes.byteLength, body: text };
+    return new Response(JSON.stringify(payload), {
+      status: 200,
+      headers: { 'content-type': 'application/json', 'x-language': LANGUAGE },
+    });
+  }
+
+  return new Response(`Hello, ${name} from JavaScript!\n`, {
+    status: 200,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'x-language': LANGUAGE },
+  });
+}

@@ -1,0 +1,84 @@
+"""An fnhost function in Python: greets on GET, echoes a JSON summary of the body on POST.
+
+It targets the `fnhost:function/function` world, so besides `wasi:http/incoming-handler`
+it exports `config` and declares its own settings (only GET and POST are allowed).
+"""
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+from componentize_py_types import Err, Ok
+from wit_world import exports
+from wit_world.exports.config import Settings
+from wit_world.imports.streams import StreamError_Closed
+from wit_world.imports.types import (
+    Fields,
+    IncomingBody,
+    IncomingRequest,
+    Method_Post,
+    OutgoingBody,
+    OutgoingResponse,
+    ResponseOutparam,
+)
+
+
+class Config(exports.Config):
+    def describe(self) -> Settings:
+        return Settings(
+            background=False,
+            paths=[],
+            methods=["GET", "POST"],
+            timeout_ms=None,
+            memory_mb=None,
+        )
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        query = parse_qs(urlsplit(request.path_with_query() or "/").query, keep_blank_values=True)
+        if "spin" in query:
+            while True:  # never answers: the host's time budget has to stop it
+                pass
+        name = query.get("name", ["world"])[0]
+
+        if isinstance(request.method(), Method_Post):
+            body = read_body(request)
+            payload = {
+                "language": "python",
+                "name": name,
+                "length": len(body),
+                "body": body.decode("utf-8", errors="replace"),
+            }
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+            respond(response_out, 200, "application/json", text.encode())
+        else:
+            text = f"Hello, {name} from Python!\n"
+            respond(response_out, 200, "text/plain; charset=utf-8", text.encode())
+
+
+def read_body(request: IncomingRequest) -> bytes:
+    """Reads the whole request body, until the stream is closed."""
+    chunks = []
+    incoming = request.consume()
+    with incoming.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(64 * 1024))
+            except Err as e:
+                if isinstance(e.value, StreamError_Closed):
+                    break
+                raise
+    IncomingBody.finish(incoming)
+    return b"".join(chunks)
+
+
+def respond(response_out: ResponseOutparam, status: int, content_type: str, body: bytes) -> None:
+    headers = Fields.from_list([("content-type", content_type.encode()), ("x-language", b"python")])
+    response = OutgoingResponse(headers)
+    response.set_status_code(status)
+    outgoing = response.body()
+    ResponseOutparam.set(response_out, Ok(response))
+    with outgoing.write() as stream:
+        for i in range(0, len(body), 4096):  # blocking-write-and-flush takes at most 4096 bytes
+            stream.blocking_write_and_flush(body[i : i + 4096])
+    OutgoingBody.finish(outgoing, None)
