@@ -2,6 +2,8 @@
 """HTTP benchmark: fnhost vs `wasmtime serve` vs a native hyper server, same component, one run.
 
 Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out BENCHMARKS.md]
+       python3 bench/run.py --languages   # JS and Python examples vs the Rust hello
+       python3 bench/run.py --background  # accepted background requests/s
 
 Steps, all on this machine, loopback only, every load bounded by --duration:
   1. builds fnhost (release), examples/hello (wasm32-wasip2) and bench/native-hello (release);
@@ -14,6 +16,12 @@ Steps, all on this machine, loopback only, every load bounded by --duration:
   5. prints requests/s and p50/p99 latency per server, the ratios fnhost / wasmtime serve and
      fnhost / native (medians over rounds), and writes them to --out with the machine's
      description.
+
+--languages builds examples/js-hello and examples/python-hello too (npm and componentize-py in
+target/tools/python, as .ci/run installs them) and reports, per language: component size,
+first start (compiling, empty cache) and cached start of a release fnhost, and requests/s and
+latency at 1 and 16 connections, as ratios to the Rust hello measured in the same run. Each mode
+rewrites its own section of --out.
 """
 
 import argparse
@@ -136,6 +144,22 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
 
 
+def write_section(path, heading, body):
+    """Replaces the `## heading` section of the report at `path` (appends it when absent)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"## {heading}\n\n{body.strip()}\n"
+    start = text.find(f"## {heading}\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text.replace("\n\n\n", "\n\n")
+    path.write_text(text)
+    print(f"written to {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
@@ -145,7 +169,11 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--background", action="store_true",
                     help="instead: accepted background requests/s and 202 latency at 1 and 64 clients")
+    ap.add_argument("--languages", action="store_true",
+                    help="instead: the JS and Python examples vs the Rust hello (size, start, latency)")
     args = ap.parse_args()
+    if args.languages:
+        return languages(args)
     conns = [int(c) for c in args.conns.split(",")]
 
     if args.skip_build:
@@ -171,8 +199,6 @@ def main():
 
     med = lambda xs: statistics.median(xs)
     lines = [
-        "# Benchmarks",
-        "",
         f"Machine: {machine()}. Load generator: wrk (2 threads) on the same machine, loopback.",
         f"Component: examples/hello. wasmtime {wasmtime_version()} for both fnhost and `wasmtime serve`"
         " (pooling allocator on). fnhost runs with its budgets enforced (epoch deadline + host timeout,"
@@ -199,8 +225,7 @@ def main():
         lines.append(f"| {c} | {f / w:.2f} | {f / n:.2f} |")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
-    Path(args.out).write_text(report)
-    print(f"written to {args.out}")
+    write_section(args.out, "fnhost vs wasmtime serve vs native hyper (hello)", report)
 
 
 def background(hello, work, args):
@@ -241,6 +266,101 @@ def background(hello, work, args):
         rs = [r for cc, r in rows if cc == c]
         print(f"c={c}: median {statistics.median(r[0] for r in rs):.0f} accepted/s, "
               f"p50 {statistics.median(r[1] for r in rs):.2f} ms, p99 {statistics.median(r[2] for r in rs):.2f} ms")
+
+
+LANGUAGES = [("Rust", "hello"), ("JavaScript", "js-hello"), ("Python", "python-hello")]
+
+
+def start_fnhost(funcs, work, cache):
+    """Starts a release fnhost on a free port; returns (proc, port, seconds to listening, log)."""
+    port = free_port()
+    log = work / f"fnhost-{port}.log"
+    started = time.time()
+    proc = subprocess.Popen([str(a) for a in [ROOT / "target/release/fnhost", "serve", funcs, "--listen",
+                            f"127.0.0.1:{port}", "--config", work / "fnhost.toml", "--data-dir", work / "data",
+                            "--cache-dir", cache]], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    wait_port(port, proc, timeout=600)
+    return proc, port, time.time() - started, log
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def languages(args):
+    tools = ROOT / "target/tools/python/bin"
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "CARGO_TARGET_DIR": str(ROOT / "target/guests")}
+    comps = BENCH / "components"
+    if not args.skip_build:
+        run(["cargo", "build", "--release", "-p", "fnhost"], cwd=ROOT)
+        run([ROOT / "target/release/fnhost", "build", ROOT / "examples", "--out", comps], cwd=ROOT, env=env)
+    if not shutil.which("wrk"):
+        run(["apt-get", "install", "-y", "wrk"])
+    work = BENCH / "languages"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "fnhost.toml").parent.mkdir(parents=True)
+    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n")
+    rows = {}
+    for language, name in LANGUAGES:
+        funcs = work / name
+        funcs.mkdir()
+        shutil.copy(comps / f"{name}.wasm", funcs / f"{name}.wasm")
+        cache = work / f"cache-{name}"
+        starts = []
+        for _ in range(2):  # empty cache, then the same cache
+            proc, _port, secs, log = start_fnhost(funcs, work, cache)
+            stop(proc)
+            m = re.search(r"loaded 1 function\(s\) .* in (\d+) ms \((\d+) from cache", log.read_text())
+            starts.append((secs, int(m.group(1)), int(m.group(2))))
+        assert starts[0][2] == 0 and starts[1][2] == 1, f"{name}: cache not used as expected: {starts}"
+        rows[name] = {"language": language, "size": (comps / f"{name}.wasm").stat().st_size, "starts": starts}
+        print(f"{name}: {rows[name]['size']} bytes, first start {starts[0][0]:.2f} s (load {starts[0][1]} ms), "
+              f"cached start {starts[1][0]:.2f} s (load {starts[1][1]} ms)", flush=True)
+    results = {}
+    for rnd in range(args.rounds):
+        order = LANGUAGES[rnd % 3:] + LANGUAGES[:rnd % 3]
+        for c in [1, 16]:
+            for _language, name in order:
+                argv = lambda port, name=name: [ROOT / "target/release/fnhost", "serve", work / name, "--listen",
+                                                f"127.0.0.1:{port}", "--config", work / "fnhost.toml",
+                                                "--data-dir", work / "data", "--cache-dir", work / f"cache-{name}"]
+                r = measure(argv, f"/.netlify/functions/{name}?name=bench", c, args.duration)
+                results.setdefault((name, c), []).append(r)
+                print(f"round {rnd + 1} c={c:<3} {name:<13} {r[0]:>8.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms",
+                      flush=True)
+    med = statistics.median
+    lines = [
+        f"Machine: {machine()}. Release fnhost, wasmtime {wasmtime_version()}, pooling allocator, budgets on.",
+        "Start: wall time from spawning `fnhost serve` (one function) until its port accepts, and the",
+        "load time it logs; first with an empty compiled-component cache, then with that cache.",
+        f"Requests: GET `?name=bench`, wrk (2 threads) on loopback, median of {args.rounds} rounds of"
+        f" {args.duration} s, languages in rotating order; ratio = language req/s / Rust hello req/s.",
+        "",
+        f"Command: `python3 bench/run.py --languages --duration {args.duration} --rounds {args.rounds}`",
+        "",
+        "| function | language | component | first start (load) | cached start (load) |"
+        " c=1 req/s | c=1 p50 / p99 ms | ratio c=1 | c=16 req/s | c=16 p50 / p99 ms | ratio c=16 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _language, name in LANGUAGES:
+        row = rows[name]
+        (s1, l1, _), (s2, l2, _) = row["starts"]
+        cells = [name, row["language"], f"{row['size'] / 1e6:.2f} MB", f"{s1:.2f} s ({l1} ms)",
+                 f"{s2:.2f} s ({l2} ms)"]
+        for c in [1, 16]:
+            rs = results[(name, c)]
+            rust = med([r[0] for r in results[("hello", c)]])
+            rps = med([r[0] for r in rs])
+            cells += [f"{rps:.0f}", f"{med([r[1] for r in rs]):.3f} / {med([r[2] for r in rs]):.3f}",
+                      f"{rps / rust:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    report = "\n".join(lines) + "\n"
+    print("\n" + report)
+    write_section(args.out, "Functions in other languages (JS, Python) vs the Rust hello", report)
 
 
 if __name__ == "__main__":

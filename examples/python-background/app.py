@@ -2,8 +2,9 @@
 
 A plain `wasi:http/proxy` component; fnhost runs it in the background because its name ends
 in `-background`, so the caller gets 202 at once and this response becomes the payload of
-the outcome record. `{"fail": true}` makes it answer 500, which fnhost treats as a failed
-attempt and retries (the `fnhost-attempt` header counts the attempts).
+the outcome record. `{"fail": true}` makes it answer 500, which fnhost counts as a failed
+attempt and retries when the function has `retry_on_5xx = true` in fnhost.toml (as in
+`examples/fnhost.toml`); the `fnhost-attempt` header counts the attempts.
 """
 
 import json
