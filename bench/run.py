@@ -320,44 +320,62 @@ def languages(args):
         rows[name] = {"language": language, "size": (comps / f"{name}.wasm").stat().st_size, "starts": starts}
         print(f"{name}: {rows[name]['size']} bytes, first start {starts[0][0]:.2f} s (load {starts[0][1]} ms), "
               f"cached start {starts[1][0]:.2f} s (load {starts[1][1]} ms)", flush=True)
+    wasmtime = TOOLS / "bin" / "wasmtime"
+    servers = {
+        "fnhost": lambda name: (lambda port: [ROOT / "target/release/fnhost", "serve", work / name, "--listen",
+                                              f"127.0.0.1:{port}", "--config", work / "fnhost.toml", "--data-dir",
+                                              work / "data", "--cache-dir", work / f"cache-{name}"],
+                                f"/.netlify/functions/{name}?name=bench"),
+    }
+    if wasmtime.exists():  # the reference host, as `python3 bench/run.py` installs it
+        servers["wasmtime serve"] = lambda name: (
+            lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y", "--addr",
+                          f"127.0.0.1:{port}", comps / f"{name}.wasm"], "/?name=bench")
     results = {}
     for rnd in range(args.rounds):
         order = LANGUAGES[rnd % 3:] + LANGUAGES[:rnd % 3]
         for c in [1, 16]:
             for _language, name in order:
-                argv = lambda port, name=name: [ROOT / "target/release/fnhost", "serve", work / name, "--listen",
-                                                f"127.0.0.1:{port}", "--config", work / "fnhost.toml",
-                                                "--data-dir", work / "data", "--cache-dir", work / f"cache-{name}"]
-                r = measure(argv, f"/.netlify/functions/{name}?name=bench", c, args.duration)
-                results.setdefault((name, c), []).append(r)
-                print(f"round {rnd + 1} c={c:<3} {name:<13} {r[0]:>8.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms",
-                      flush=True)
+                for server, make in servers.items():
+                    argv, path = make(name)
+                    r = measure(argv, path, c, args.duration)
+                    results.setdefault((server, name, c), []).append(r)
+                    print(f"round {rnd + 1} c={c:<3} {name:<13} {server:<15} {r[0]:>8.0f} req/s  p50 {r[1]:.3f} ms"
+                          f"  p99 {r[2]:.3f} ms", flush=True)
     med = statistics.median
     lines = [
         f"Machine: {machine()}. Release fnhost, wasmtime {wasmtime_version()}, pooling allocator, budgets on.",
         "Start: wall time from spawning `fnhost serve` (one function) until its port accepts, and the",
         "load time it logs; first with an empty compiled-component cache, then with that cache.",
         f"Requests: GET `?name=bench`, wrk (2 threads) on loopback, median of {args.rounds} rounds of"
-        f" {args.duration} s, languages in rotating order; ratio = language req/s / Rust hello req/s.",
+        f" {args.duration} s, languages in rotating order; \"vs Rust\" = req/s / the Rust hello's req/s on"
+        " the same server; `wasmtime serve` (same wasmtime, pooling on) serves the same components as the"
+        " reference.",
         "",
         f"Command: `python3 bench/run.py --languages --duration {args.duration} --rounds {args.rounds}`",
         "",
-        "| function | language | component | first start (load) | cached start (load) |"
-        " c=1 req/s | c=1 p50 / p99 ms | ratio c=1 | c=16 req/s | c=16 p50 / p99 ms | ratio c=16 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| function | language | component | first start (load) | cached start (load) |",
+        "|---|---|---:|---:|---:|",
     ]
-    for _language, name in LANGUAGES:
+    for language, name in LANGUAGES:
         row = rows[name]
         (s1, l1, _), (s2, l2, _) = row["starts"]
-        cells = [name, row["language"], f"{row['size'] / 1e6:.2f} MB", f"{s1:.2f} s ({l1} ms)",
-                 f"{s2:.2f} s ({l2} ms)"]
+        lines.append(f"| {name} | {language} | {row['size'] / 1e6:.2f} MB | {s1:.2f} s ({l1} ms) |"
+                     f" {s2:.2f} s ({l2} ms) |")
+    lines += ["", "| function | server | conns | req/s | p50 ms | p99 ms | vs Rust | fnhost / wasmtime serve |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for _language, name in LANGUAGES:
         for c in [1, 16]:
-            rs = results[(name, c)]
-            rust = med([r[0] for r in results[("hello", c)]])
-            rps = med([r[0] for r in rs])
-            cells += [f"{rps:.0f}", f"{med([r[1] for r in rs]):.3f} / {med([r[2] for r in rs]):.3f}",
-                      f"{rps / rust:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+            for server in servers:
+                rs = results[(server, name, c)]
+                rps = med([r[0] for r in rs])
+                rust = med([r[0] for r in results[(server, "hello", c)]])
+                ref = ""
+                if server == "fnhost" and "wasmtime serve" in servers:
+                    ref = f"{rps / med([r[0] for r in results[('wasmtime serve', name, c)]]):.2f}"
+                lines.append(f"| {name} | {server} | {c} | {rps:.0f} ({', '.join(f'{r[0]:.0f}' for r in rs)}) |"
+                             f" {med([r[1] for r in rs]):.3f} | {med([r[2] for r in rs]):.3f} | {rps / rust:.3f} |"
+                             f" {ref} |")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
     write_section(args.out, "Functions in other languages (JS, Python) vs the Rust hello", report)

@@ -389,11 +389,12 @@ async fn load(opts: &ServeOptions) -> anyhow::Result<(Arc<Engine>, functions::Fu
         None => "cache off".to_string(),
     };
     tracing::info!(
-        "loaded {} function(s) from {} in {:.0} ms ({cache}; pooling allocator: {}, fuel metering: {})",
+        "loaded {} function(s) from {} in {:.0} ms ({cache}; pooling allocator: {} (reset: {}), fuel metering: {})",
         table.functions.len(),
         opts.dir.display(),
         started.elapsed().as_secs_f64() * 1e3,
         engine.pooling(),
+        engine.reset_mode(),
         fuel,
     );
     Ok((engine, table))

@@ -26,10 +26,15 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::config::OutboundRule;
 
-/// Bytes of each pooled memory kept resident (zeroed in place) between instances; tables keep
-/// a sixteenth. Larger values trade `madvise` calls for `memset` (measured: 1 MiB made memset
-/// a third of the profile).
-const KEEP_RESIDENT: usize = 128 << 10;
+/// Bytes of each pooled memory, and of each table, kept resident between instances. With the
+/// `PAGEMAP_SCAN` ioctl (Linux 6.7+) only the pages an instance dirtied are reset, by copying
+/// the image back, instead of `madvise` + a page fault (and a TLB-shootdown IPI across cores)
+/// per page on the next request. Measured with `wrk -c16` (release, 2 cores): hello 10k → 15k
+/// req/s, js-hello 1.4k → 2.6k. Without the ioctl wasmtime memsets the whole prefix instead,
+/// which made memset a third of the profile at 1 MiB: the fallback keeps the old 128 KiB.
+const KEEP_RESIDENT_MEMORY: usize = 8 << 20;
+const KEEP_RESIDENT_TABLE: usize = 1 << 20;
+const KEEP_RESIDENT_FALLBACK: usize = 128 << 10;
 
 /// How often the epoch ticks; a spinning guest is stopped within one tick of its deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -237,9 +242,15 @@ impl Engine {
             .max_memory_size(usize::try_from(opts.max_memory).unwrap_or(usize::MAX))
             // Reset small memories, tables and stacks in place instead of returning their pages
             // to the kernel on every request: each `madvise` costs a TLB shootdown across cores.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT / 16)
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .decommit_batch_size(16);
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+                .table_keep_resident(KEEP_RESIDENT_TABLE);
+        } else {
+            pool.linear_memory_keep_resident(KEEP_RESIDENT_FALLBACK)
+                .table_keep_resident(KEEP_RESIDENT_FALLBACK / 16);
+        }
         let mut pooled = config.clone();
         pooled.allocation_strategy(pool);
         let pooled = if opts.pooling {
@@ -284,6 +295,19 @@ impl Engine {
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling
+    }
+
+    /// How pooled memories are reset between instances: `"pagemap"` (only dirtied pages,
+    /// copied back), `"madvise"` (the fallback), or `"none"` without pooling.
+    pub fn reset_mode(&self) -> &'static str {
+        match (
+            self.pooling,
+            PoolingAllocationConfig::is_pagemap_scan_available(),
+        ) {
+            (false, _) => "none",
+            (true, true) => "pagemap",
+            (true, false) => "madvise",
+        }
     }
 
     /// Compiles (or loads from the cache) and links the component at `path`, then reads its
