@@ -154,8 +154,7 @@ def write_section(path, heading, body):
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-        text = text.replace("\n\n\n", "\n\n")
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     path.write_text(text)
     print(f"written to {path}")
 
