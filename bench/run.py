@@ -108,9 +108,15 @@ def parse_latency(text, pct):
     return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
+# Servers run as in production: without the developer's RUST_BACKTRACE (it makes wasmtime
+# capture a backtrace per dropped store, in `wasmtime serve` as in fnhost).
+SERVER_ENV = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
+
+
 def measure(argv, path, conns, duration):
     port = free_port()
-    proc = subprocess.Popen([str(a) for a in argv(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(a) for a in argv(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=SERVER_ENV)
     try:
         wait_port(port, proc)
         url = f"http://127.0.0.1:{port}{path}"
@@ -245,7 +251,7 @@ def background(hello, work, args):
             proc = subprocess.Popen([str(a) for a in [fnhost, "serve", funcs, "--listen", f"127.0.0.1:{port}",
                                     "--config", work / "fnhost.toml", "--data-dir", work / "data",
                                     "--cache-dir", work / "cache"]],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SERVER_ENV)
             try:
                 wait_port(port, proc)
                 url = f"http://127.0.0.1:{port}/.netlify/functions/noop-background"
@@ -277,7 +283,8 @@ def start_fnhost(funcs, work, cache):
     started = time.time()
     proc = subprocess.Popen([str(a) for a in [ROOT / "target/release/fnhost", "serve", funcs, "--listen",
                             f"127.0.0.1:{port}", "--config", work / "fnhost.toml", "--data-dir", work / "data",
-                            "--cache-dir", cache]], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+                            "--cache-dir", cache]], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env=SERVER_ENV)
     wait_port(port, proc, timeout=600)
     return proc, port, time.time() - started, log
 

@@ -250,11 +250,11 @@ fn read_manifest(dir: &Path, manifest: &Path) -> anyhow::Result<Project> {
 /// Runs a `function.toml` build command unless its output is up to date; returns the output.
 fn run_command(dir: &Path, command: &str, output: &Path) -> anyhow::Result<PathBuf> {
     let artifact = dir.join(output);
-    if let Ok(built) = std::fs::metadata(&artifact).and_then(|m| m.modified()) {
-        if newest_source(dir, &artifact)?.is_none_or(|newest| newest <= built) {
-            eprintln!("  {} is up to date", artifact.display());
-            return Ok(artifact);
-        }
+    if let Ok(built) = std::fs::metadata(&artifact).and_then(|m| m.modified())
+        && newest_source(dir, &artifact)?.is_none_or(|newest| newest <= built)
+    {
+        eprintln!("  {} is up to date", artifact.display());
+        return Ok(artifact);
     }
     eprintln!("  $ {command}");
     let status = Command::new("sh")

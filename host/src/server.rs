@@ -1,15 +1,24 @@
 //! The HTTP/1.1 front: accepts connections on a bound listener and hands each request to the
 //! [`App`]. `run` takes the listener (so tests bind port 0) and a shutdown future: when it
 //! resolves, the server stops accepting and waits for in-flight requests to finish.
+//!
+//! With one runtime per core, [`accept_balanced`] accepts on one thread and hands each
+//! connection to the core with the fewest open ones ([`serve_handoffs`] serves them there): a
+//! shared listener let whichever thread woke first take a connection, and 16 keep-alive
+//! clients could end up 12 on one core and 4 on the other.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::app::App;
 
@@ -20,44 +29,199 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accepted = accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        serve_connection(stream, peer, &app, &graceful, None);
+    }
+    drop(listener);
+    drain_connections(graceful, drain).await;
+}
+
+/// One core's share of the connections: where [`accept_balanced`] hands them over.
+pub struct Lane {
+    handoff: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    open: Arc<AtomicUsize>,
+}
+
+/// The receiving end of a [`Lane`], for [`serve_handoffs`].
+pub struct LaneReceiver {
+    handoff: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    open: Arc<AtomicUsize>,
+}
+
+/// A lane and its receiving end.
+pub fn lane() -> (Lane, LaneReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    (
+        Lane {
+            handoff: tx,
+            open: open.clone(),
+        },
+        LaneReceiver { handoff: rx, open },
+    )
+}
+
+/// Accepts until `shutdown` resolves, handing each connection to the lane with the fewest open
+/// connections (ties go round-robin). Dropping the lanes at the end tells each core to drain.
+pub async fn accept_balanced(
+    listener: TcpListener,
+    lanes: Vec<Lane>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut next = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let n = lanes.len();
+        let lane = (0..n)
+            .map(|i| &lanes[(next + i) % n])
+            .min_by_key(|l| l.open.load(Ordering::Relaxed))
+            .expect("at least one lane");
+        next = (next + 1) % n;
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        if lane.handoff.send((stream, peer)).is_err() {
+            lane.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Serves the connections handed to this lane (on the calling thread's runtime) until
+/// `shutdown` resolves or the acceptor is gone, then drains for up to `drain`.
+pub async fn serve_handoffs(
+    mut lane: LaneReceiver,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            handed = lane.handoff.recv() => match handed {
+                Some(conn) => conn,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        // Without it, a guest writing its body in pieces stalls 40 ms per response (Nagle).
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
-        });
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_connection(stream, peer, &app, &graceful, Some(lane.open.clone())),
+            Err(e) => {
+                lane.open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!("cannot register the connection from {peer}: {e}");
             }
-        });
+        }
     }
-    drop(listener);
+    drain_connections(graceful, drain).await;
+}
+
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection on its own task; `open` is decremented when it closes.
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: &Arc<App>,
+    graceful: &GracefulShutdown,
+    open: Option<Arc<AtomicUsize>>,
+) {
+    // Without it, a guest writing its body in pieces stalls 40 ms per response (Nagle).
+    let _ = stream.set_nodelay(true);
+    let app = app.clone();
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection from {peer}: {e}");
+        }
+        if let Some(open) = open {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+}
+
+async fn drain_connections(graceful: GracefulShutdown, drain: Duration) {
     tracing::info!("shutting down: waiting for in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests still running after {drain:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_spread_evenly_over_the_lanes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (lanes, mut receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| lane()).unzip();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acceptor = tokio::spawn(accept_balanced(
+            listener,
+            lanes,
+            stop.clone().cancelled_owned(),
+        ));
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut got = [0, 0];
+        for _ in 0..8 {
+            let [a, b] = &mut receivers[..] else {
+                unreachable!()
+            };
+            tokio::select! {
+                Some(_) = a.handoff.recv() => got[0] += 1,
+                Some(_) = b.handoff.recv() => got[1] += 1,
+            }
+        }
+        assert_eq!(got, [4, 4]);
+        assert_eq!(receivers[0].open.load(Ordering::Relaxed), 4);
+
+        // A lane whose connections closed gets the next ones first.
+        receivers[0].open.store(0, Ordering::Relaxed);
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let handed = tokio::time::timeout(Duration::from_secs(5), receivers[0].handoff.recv());
+            assert!(handed.await.expect("went to the busier lane").is_some());
+        }
+        stop.cancel();
+        acceptor.await.unwrap();
+        assert!(
+            receivers[1].handoff.recv().await.is_none(),
+            "lanes end with the acceptor"
+        );
     }
 }
