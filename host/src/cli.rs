@@ -477,80 +477,61 @@ fn spawn_http(
     runtime: RuntimeKind,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     const DRAIN: Duration = Duration::from_secs(30);
-    let serve_on = |rt: tokio::runtime::Runtime,
-                    listener: std::net::TcpListener,
-                    app: Arc<App>,
-                    shutdown: CancellationToken| {
-        move || {
-            rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => crate::server::run(l, app, shutdown.cancelled_owned(), DRAIN).await,
-                    Err(e) => tracing::error!("cannot register the listener: {e}"),
-                }
-            })
-        }
-    };
-    let mut handles = Vec::new();
-    match runtime {
-        RuntimeKind::PerCore => {
-            // One runtime per core serves connections; a small one accepts and balances them.
-            let mut lanes = Vec::new();
-            for i in 0..threads.max(1) {
-                let rt = tokio::runtime::Builder::new_current_thread()
+    // The runtimes serving connections, each fed by one lane: one per core, or one shared
+    // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
+    let runtimes = match runtime {
+        RuntimeKind::PerCore => (0..threads.max(1))
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
-                let (lane, receiver) = crate::server::lane();
-                lanes.push(lane);
-                let (app, shutdown) = (app.clone(), shutdown.clone());
-                handles.push(
-                    std::thread::Builder::new()
-                        .name(format!("fnhost-http-{i}"))
-                        .spawn(move || {
-                            rt.block_on(crate::server::serve_handoffs(
-                                receiver,
-                                app,
-                                shutdown.cancelled_owned(),
-                                DRAIN,
-                            ))
-                        })?,
-                );
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(
-                std::thread::Builder::new()
-                    .name("fnhost-accept".into())
-                    .spawn(move || {
-                        rt.block_on(async move {
-                            match tokio::net::TcpListener::from_std(listener) {
-                                Ok(l) => {
-                                    crate::server::accept_balanced(
-                                        l,
-                                        lanes,
-                                        shutdown.cancelled_owned(),
-                                    )
-                                    .await
-                                }
-                                Err(e) => tracing::error!("cannot register the listener: {e}"),
-                            }
-                        })
-                    })?,
-            );
-        }
-        RuntimeKind::Shared => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        RuntimeKind::Shared => vec![
+            tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.max(1))
                 .enable_all()
-                .build()?;
-            let f = serve_on(rt, listener, app, shutdown);
-            handles.push(
-                std::thread::Builder::new()
-                    .name("fnhost-http".into())
-                    .spawn(f)?,
-            );
-        }
+                .build()?,
+        ],
+    };
+    let mut handles = Vec::new();
+    let mut lanes = Vec::new();
+    for (i, rt) in runtimes.into_iter().enumerate() {
+        let (lane, receiver) = crate::server::lane();
+        lanes.push(lane);
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("fnhost-http-{i}"))
+                .spawn(move || {
+                    rt.block_on(crate::server::serve_handoffs(
+                        receiver,
+                        app,
+                        shutdown.cancelled_owned(),
+                        DRAIN,
+                    ))
+                })?,
+        );
     }
+    // A small runtime of its own accepts and hands each connection to the least busy lane.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    handles.push(
+        std::thread::Builder::new()
+            .name("fnhost-accept".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            crate::server::accept_balanced(l, lanes, shutdown.cancelled_owned())
+                                .await
+                        }
+                        Err(e) => tracing::error!("cannot register the listener: {e}"),
+                    }
+                })
+            })?,
+    );
     Ok(handles)
 }
 

@@ -1,11 +1,10 @@
-//! The HTTP/1.1 front: accepts connections on a bound listener and hands each request to the
-//! [`App`]. `run` takes the listener (so tests bind port 0) and a shutdown future: when it
-//! resolves, the server stops accepting and waits for in-flight requests to finish.
+//! The HTTP/1.1 front. [`accept_balanced`] accepts on a bound listener (so tests bind port 0)
+//! and hands each connection to the [`Lane`] with the fewest open ones; [`serve_handoffs`]
+//! serves a lane's connections on its runtime, handing each request to the [`App`]. When the
+//! shutdown future resolves, accepting stops and each lane waits for its in-flight requests.
 //!
-//! With one runtime per core, [`accept_balanced`] accepts on one thread and hands each
-//! connection to the core with the fewest open ones ([`serve_handoffs`] serves them there): a
-//! shared listener let whichever thread woke first take a connection, and 16 keep-alive
-//! clients could end up 12 on one core and 4 on the other.
+//! With one runtime per core, a listener shared by the cores let whichever thread woke first
+//! take a connection, and 16 keep-alive clients could end up 12 on one core and 4 on the other.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,26 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-
-/// Serves until `shutdown` resolves, then drains in-flight connections for up to `drain`.
-pub async fn run(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        serve_connection(stream, peer, &app, &graceful, None);
-    }
-    drop(listener);
-    drain_connections(graceful, drain).await;
-}
 
 /// One core's share of the connections: where [`accept_balanced`] hands them over.
 pub struct Lane {
