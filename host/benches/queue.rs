@@ -65,7 +65,7 @@ async fn enqueue(queue: Arc<Queue>, clients: usize, total: usize) -> (f64, f64, 
                 let mut lat = Vec::with_capacity(per);
                 for i in 0..per {
                     let inv = NewInvocation {
-                        id: format!("{c}-{i}-{}", fnhost::app::new_invocation_id()),
+                        id: format!("{c}-{i}-{}", fnhost::ids::new_id()),
                         function: "bench-background".into(),
                         idempotency_key: None,
                         method: "POST".into(),

@@ -3,42 +3,33 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list; only `engine` names wasmtime types.
+//! Each module uses only modules below it in this list (no import points up); only `engine`
+//! names wasmtime types and only `queue` names sqlx.
 //!
-//! - [`cli`]: the `fnhost` command line; validates arguments, starts the runtime.
+//! - [`cli`]: the `fnhost` command line: raw arguments + fnhost.toml → validated options;
+//!   `status`/`invocations` as a small client.
 //! - [`builder`]: `fnhost build`: Rust crates and `function.toml` projects → `NAME.wasm`.
-//! - [`server`]: the HTTP/1.1 accept loop, graceful shutdown.
-//! - [`worker`]: background attempts: claim, run, classify, retry or finish.
-//! - [`destinations`]: outcome records (AWS Lambda's shape) and their delivery.
-//! - [`app`]: one request: route, check limits, invoke or enqueue, answer.
-//! - [`api`]: fnhost's own endpoints: status resources, health, admin.
-//! - [`cors`]: pure CORS policy: preflights, allowed origins, response headers.
-//! - [`redirects`]: `_redirects` rules (pure matching) and the HTTP proxy they may call.
-//! - [`client`]: the CLI's HTTP client.
-//! - [`error`]: errors fnhost answers itself, turned into responses in one place.
-//! - [`functions`]: discovers and loads functions, resolves their settings.
-//! - [`queue`]: the durable queue (SQLite or PostgreSQL through sqlx).
-//! - [`retry`]: pure retry and delivery-backoff policy.
-//! - [`router`]: pure path/method routing.
-//! - [`egress`]: pure outbound-HTTP policy.
-//! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets.
-//! - [`config`]: `fnhost.toml` parsing and validation.
+//! - [`site`]: the composition root: load, open the queue, bind, start HTTP and workers, drain.
+//! - [`http`]: the acceptor and lanes, the per-request chain, fnhost's own API, CORS, rules,
+//!   proxy, and errors turned into responses in one place.
+//! - [`background`]: the worker (claim → run → classify → finish), retry policy, destinations.
+//! - [`invoke`]: one invocation as both paths use it: the guest's request, judging the outcome.
+//! - [`functions`]: discovers and loads functions, merges their settings, routes to them.
+//! - [`queue`]: the durable queue (SQLite or PostgreSQL): states, group commit, leases, reads.
+//! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
+//! - [`config`]: fnhost.toml parsing and validation, its values, the one path-pattern type,
+//!   CORS policies and `_redirects` rules as read from the site.
+//! - [`body`], [`ids`]: leaf types every layer shares: the HTTP body, ids, header names.
 
-pub mod api;
-pub mod app;
+pub mod background;
+pub mod body;
 pub mod builder;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod cors;
-pub mod destinations;
-pub mod egress;
 pub mod engine;
-pub mod error;
 pub mod functions;
+pub mod http;
+pub mod ids;
+pub mod invoke;
 pub mod queue;
-pub mod redirects;
-pub mod retry;
-pub mod router;
-pub mod server;
-pub mod worker;
+pub mod site;

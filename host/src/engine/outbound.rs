@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::egress;
 use crate::config::OutboundRule;
-use crate::egress;
 
 type ResponseFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 

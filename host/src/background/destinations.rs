@@ -8,16 +8,22 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::retry;
+use crate::engine::client::post_json;
 use crate::functions::Function;
-use crate::queue::{Claimed, Finish, NewDelivery, Queue, StoredResult, now_ms};
-use crate::retry;
+use crate::queue::{Claimed, DeliveryAttempt, Finish, NewDelivery, Queue, StoredResult, now_ms};
 
 /// The delivery for `finish`, if the function has a destination for it.
 pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
     let (url, condition, result, error) = match finish {
-        Finish::Succeeded(r) => (function.on_success.as_ref()?, "Success", r, None),
+        Finish::Succeeded(r) => (
+            function.destinations.on_success.as_ref()?,
+            "Success",
+            r,
+            None,
+        ),
         Finish::Dead { error, result } => (
-            function.on_failure.as_ref()?,
+            function.destinations.on_failure.as_ref()?,
             "RetriesExhausted",
             result,
             Some(error.as_str()),
@@ -86,22 +92,20 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
         let idle = due.is_empty();
         for d in due {
             let outcome = match d.url.parse::<http::Uri>() {
-                Ok(url) => {
-                    crate::engine::post_json(&url, d.payload.clone(), Duration::from_secs(10)).await
-                }
+                Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
                 Err(e) => Err(format!("bad URL: {e}")),
             };
             let attempt = d.attempts + 1;
-            let (delivered, error, next_at) = match outcome {
-                Ok(status) if (200..300).contains(&status) => (true, None, None),
+            let recorded = match outcome {
+                Ok(status) if (200..300).contains(&status) => DeliveryAttempt::Delivered,
                 other => {
                     let error = match other {
                         Ok(status) => format!("destination answered {status}"),
                         Err(e) => e,
                     };
-                    let next = (attempt < retry::DELIVERY_ATTEMPTS)
+                    let retry_at = (attempt < retry::DELIVERY_ATTEMPTS)
                         .then(|| now_ms() + retry::delivery_backoff(attempt).as_millis() as i64);
-                    if next.is_none() {
+                    if retry_at.is_none() {
                         tracing::error!(
                             id = d.invocation_id,
                             "giving up delivering to {} after {attempt} attempts: {error}",
@@ -114,13 +118,10 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
                             d.url
                         );
                     }
-                    (false, Some(error), next)
+                    DeliveryAttempt::Failed { error, retry_at }
                 }
             };
-            if let Err(e) = queue
-                .delivery_attempted(&d.id, delivered, error, next_at)
-                .await
-            {
+            if let Err(e) = queue.delivery_attempted(&d.id, recorded).await {
                 tracing::error!(
                     id = d.invocation_id,
                     "cannot record the delivery attempt: {e}"
@@ -132,7 +133,7 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = queue.work.notified() => {},
+            () = queue.work_notified() => {},
             () = tokio::time::sleep(Duration::from_millis(500)) => {},
         }
     }

@@ -5,9 +5,11 @@
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
 
-use crate::app::App;
-use crate::engine::Body;
-use crate::error::{ApiError, json};
+use super::App;
+use super::error::{ApiError, json};
+use crate::body::Body;
+use crate::ids::API_PREFIX;
+use crate::queue::InvocationState;
 
 /// Answers `/.fnhost{rest}`.
 pub async fn handle(
@@ -19,7 +21,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let internal = |e: crate::queue::QueueError| {
-        let id = crate::app::new_invocation_id();
+        let id = crate::ids::new_id();
         tracing::error!(id, "queue error answering {rest}: {e}");
         ApiError::Internal { id }
     };
@@ -32,7 +34,7 @@ pub async fn handle(
                 .await
                 .map_err(internal)?
                 .into_iter()
-                .map(|(k, v)| (k, json!(v)))
+                .map(|(k, v)| (k.to_string(), json!(v)))
                 .collect();
             Ok(json(
                 StatusCode::OK,
@@ -42,7 +44,7 @@ pub async fn handle(
         (&Method::GET, ["invocations", id]) => {
             match app.queue.status(id).await.map_err(internal)? {
                 Some(status) => Ok(json(StatusCode::OK, &status)),
-                None => Err(ApiError::NotFound(format!("no invocation {id}"))),
+                None => Err(ApiError::NoInvocation(id.to_string())),
             }
         }
         (&Method::GET, ["invocations"]) => {
@@ -53,9 +55,13 @@ pub async fn handle(
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(100)
                 .min(1000);
+            let state = get("state")
+                .map(str::parse::<InvocationState>)
+                .transpose()
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let list = app
                 .queue
-                .list(get("function"), get("state"), limit)
+                .list(get("function"), state, limit)
                 .await
                 .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))
@@ -76,7 +82,7 @@ pub async fn handle(
                     .map_err(internal)?
                     .map(|s| s.state);
                 return match state {
-                    None => Err(ApiError::NotFound(format!("no invocation {id}"))),
+                    None => Err(ApiError::NoInvocation(id.to_string())),
                     Some(state) => Err(ApiError::Conflict(format!(
                         "cannot {action} an invocation that is {state}"
                     ))),
@@ -89,10 +95,7 @@ pub async fn handle(
             method: method.to_string(),
             allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
         }),
-        _ => Err(ApiError::NotFound(format!(
-            "{}{rest}",
-            crate::app::API_PREFIX
-        ))),
+        _ => Err(ApiError::NoEndpoint(format!("{API_PREFIX}{rest}"))),
     }
 }
 

@@ -2,18 +2,28 @@
 //! conversion does not log: whoever decides an error is worth logging logs it, with detail the
 //! client must not see.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use std::time::Duration;
 
-use crate::engine::Body;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, full};
+use crate::ids::headers::INVOCATION_ID;
 
 /// Errors answered by the host rather than a function.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No route has the path.
     #[error("no function at {0}")]
-    NotFound(String),
+    NoRoute(String),
+    /// No invocation has the id (or it was purged).
+    #[error("no invocation {0}")]
+    NoInvocation(String),
+    /// Nothing of fnhost's own lives at the path.
+    #[error("no fnhost endpoint at {0}")]
+    NoEndpoint(String),
+    /// An admin endpoint, and no admin token is configured.
+    #[error("admin endpoints are off (no admin_token configured)")]
+    AdminOff,
     /// The route exists but not for this method.
     #[error("method {method} not allowed")]
     MethodNotAllowed {
@@ -46,6 +56,21 @@ pub enum ApiError {
         /// Invocation id, to find the log lines.
         id: String,
     },
+    /// A CORS policy applies and does not allow the request's origin.
+    #[error("origin {origin} is not allowed")]
+    OriginNotAllowed {
+        /// The `Origin` header as sent.
+        origin: String,
+    },
+    /// A proxy rule's upstream could not be reached or failed (detail in the log).
+    #[error("bad gateway: the upstream did not answer")]
+    BadGateway,
+    /// A proxy rule's upstream sent no response head in time.
+    #[error("upstream did not answer within {after:?}")]
+    UpstreamTimeout {
+        /// The proxy timeout.
+        after: Duration,
+    },
     /// Admin endpoint without the right bearer token.
     #[error("admin token required")]
     Unauthorized,
@@ -60,14 +85,17 @@ pub enum ApiError {
     },
 }
 
-/// Header carrying the invocation id on responses fnhost writes.
-pub const INVOCATION_ID: &str = "fnhost-invocation-id";
-
 impl ApiError {
     /// The status code for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoRoute(_)
+            | ApiError::NoInvocation(_)
+            | ApiError::NoEndpoint(_)
+            | ApiError::AdminOff => StatusCode::NOT_FOUND,
+            ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadGateway => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -97,6 +125,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::OriginNotAllowed { .. } => {
+                headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
             ApiError::Timeout { id }
             | ApiError::FunctionFailed { id }
             | ApiError::Internal { id } => {
@@ -108,13 +139,6 @@ impl ApiError {
         }
         resp
     }
-}
-
-/// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 /// A `text/plain` response.
@@ -139,4 +163,65 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: ApiError) -> (u16, String) {
+        let resp = e.into_response();
+        let status = resp.status().as_u16();
+        let bytes = futures::executor::block_on(http_body_util::BodyExt::collect(resp.into_body()))
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// Regression: `GET /.fnhost/invocations/nope` answered "no function at no invocation
+    /// nope" (the route error's wording reused for a missing invocation).
+    #[test]
+    fn missing_invocation_says_no_invocation() {
+        assert_eq!(
+            body(ApiError::NoInvocation("nope".into())),
+            (404, "no invocation nope\n".into())
+        );
+    }
+
+    #[test]
+    fn every_error_has_its_status_and_headers() {
+        let allow = ApiError::MethodNotAllowed {
+            method: "PUT".into(),
+            allow: vec!["GET".into(), "POST".into()],
+        }
+        .into_response();
+        assert_eq!(allow.status(), 405);
+        assert_eq!(allow.headers()[header::ALLOW], "GET, POST");
+        let busy = ApiError::Busy.into_response();
+        assert_eq!(
+            (busy.status().as_u16(), &busy.headers()[header::RETRY_AFTER]),
+            (503, &HeaderValue::from_static("1"))
+        );
+        let refused = ApiError::OriginNotAllowed {
+            origin: "https://evil.test".into(),
+        }
+        .into_response();
+        assert_eq!(refused.status(), 403);
+        assert_eq!(refused.headers()[header::VARY], "Origin");
+        let failed = ApiError::FunctionFailed { id: "abc".into() }.into_response();
+        assert_eq!(failed.status(), 500);
+        assert_eq!(failed.headers()[INVOCATION_ID], "abc");
+        assert_eq!(
+            body(ApiError::BadGateway),
+            (502, "bad gateway: the upstream did not answer\n".into())
+        );
+        assert_eq!(
+            body(ApiError::UpstreamTimeout {
+                after: Duration::from_secs(30)
+            })
+            .0,
+            504
+        );
+        assert_eq!(body(ApiError::PayloadTooLarge { limit: 10 }).0, 413);
+    }
 }

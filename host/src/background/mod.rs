@@ -1,5 +1,8 @@
-//! The background worker: claim → run → classify → finish (retry, succeed or dead-letter),
-//! as a chain of short steps. Runs up to its concurrency cap of attempts at once, keeps each
+//! Background work: the worker — claim → run → classify → finish (retry, succeed or
+//! dead-letter), as a chain of short steps — with its pure [`retry`] policy and the
+//! [`destinations`] its outcomes are delivered to.
+//!
+//! The worker Runs up to its concurrency cap of attempts at once, keeps each
 //! lease alive with a heartbeat (a lost lease stops the guest at once), re-queues expired
 //! leases, and on shutdown gives running attempts a grace period before handing them back.
 
@@ -7,18 +10,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod destinations;
+pub mod retry;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{guest_request, invoke_context};
-use crate::destinations;
-use crate::engine::{Engine, Outcome};
-use crate::functions::{Function, FunctionTable};
+use crate::engine::Engine;
+use crate::functions::router::Match;
+use crate::functions::{Function, FunctionTable, RetryPolicy};
+use crate::invoke;
 use crate::queue::{Claimed, Finish, Queue, StoredResult, now_ms};
-use crate::retry::{self, Next};
-use crate::router::Match;
+use retry::Next;
 
 /// Stored response bodies are cut at this size.
 pub const RESULT_CAP: usize = 256 * 1024;
@@ -57,11 +62,7 @@ impl Worker {
             .iter()
             .map(|f| (f.name.clone(), f.clone()))
             .collect();
-        let owner = format!(
-            "{}-{}",
-            std::process::id(),
-            &crate::app::new_invocation_id()[..8]
-        );
+        let owner = format!("{}-{}", std::process::id(), &crate::ids::new_id()[..8]);
         Worker {
             queue,
             engine,
@@ -82,8 +83,7 @@ impl Worker {
         loop {
             while running.try_join_next().is_some() {}
             // Register interest before looking, so a commit in between is not missed.
-            let work = self.queue.work.clone();
-            let notified = work.notified();
+            let notified = self.queue.work_notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
@@ -188,7 +188,20 @@ impl Worker {
         let Some((function, result)) = result else {
             return;
         };
-        let finish = self.classify(&claim, function.as_deref(), result);
+        let finish = classify(
+            &claim,
+            function.as_deref().map(|f| &f.retry),
+            result,
+            now_ms(),
+        );
+        if let Finish::Retry { error, .. } | Finish::Dead { error, .. } = &finish {
+            tracing::warn!(
+                id = claim.id,
+                function = claim.function,
+                attempt = claim.attempt,
+                "attempt failed: {error}"
+            );
+        }
         let delivery = function
             .as_deref()
             .and_then(|f| destinations::record_for(f, &claim, &finish));
@@ -227,89 +240,59 @@ impl Worker {
             Match::Found(_, params) => params,
             _ => Vec::new(),
         };
-        let request = guest_request(
+        let mut running = invoke::start(
+            &self.engine,
+            &function,
             request,
-            &function.name,
             &params,
             &claim.id,
             Some(claim.attempt),
-        );
-        let running = self.engine.invoke(
-            &function.component,
-            request,
-            &invoke_context(&function, &claim.id),
             (),
         );
         // The guest runs on a task of its own: when this attempt is abandoned (lease lost,
         // shutdown grace over) dropping this future must stop the guest too.
         let _stop_guest = AbortOnDrop(running.outcome.abort_handle());
-        let stored = match running.response.await {
-            Ok(Ok(resp)) => Some(drain(resp).await),
-            Ok(Err(code)) => {
-                return (
-                    Some(function),
-                    Err(format!("function answered with error code {code}")),
-                );
+        let budget = function.limits.timeout;
+        let result = match invoke::answer(&mut running, budget).await {
+            Ok(resp) => {
+                let stored = drain(resp).await;
+                invoke::ended(&mut running, budget).await.map(|()| stored)
             }
-            Err(_) => None,
+            Err(failure) => Err(failure),
         };
-        let outcome = running
-            .outcome
-            .await
-            .unwrap_or_else(|e| Outcome::Trap(e.to_string()));
-        let result = match (outcome, stored) {
-            (Outcome::Completed { .. }, Some(r)) => Ok(r),
-            (Outcome::Completed { .. }, None) => {
-                Err("function returned without setting a response".to_string())
-            }
-            (Outcome::Timeout, _) => Err(format!("budget of {:?} exceeded", function.timeout)),
-            // The root cause is the last part of the chain.
-            (Outcome::Trap(detail), _) => Err(format!(
-                "trapped: {}",
-                detail.rsplit(" | ").next().unwrap_or_default()
-            )),
-        };
-        (Some(function), result)
+        (Some(function), result.map_err(|f| f.to_string()))
     }
+}
 
-    fn classify(
-        &self,
-        claim: &Claimed,
-        function: Option<&Function>,
-        result: Result<StoredResult, String>,
-    ) -> Finish {
-        let (error, result) = match result {
-            Ok(r)
-                if function.is_some_and(|f| f.retry_on_5xx)
-                    && r.status.is_some_and(|s| s >= 500) =>
-            {
-                (format!("function answered {}", r.status.unwrap_or(500)), r)
-            }
-            Ok(r) => return Finish::Succeeded(r),
-            Err(e) => (e, StoredResult::default()),
-        };
-        let delays = function
-            .map(|f| f.retry_delays.as_slice())
-            .unwrap_or(&crate::config::defaults::RETRY_DELAYS);
-        let next = if claim.attempt >= claim.max_attempts {
-            Next::Dead
-        } else {
-            retry::after_failure(claim.attempt, delays)
-        };
-        tracing::warn!(
-            id = claim.id,
-            function = claim.function,
-            attempt = claim.attempt,
-            "attempt failed: {error}"
-        );
-        match next {
-            Next::RetryAfter(d) => Finish::Retry {
-                error,
-                result,
-                run_at: now_ms() + d.as_millis() as i64,
-            },
-            Next::Dead => Finish::Dead { error, result },
+/// How an attempt counts: success, or a failure retried after the policy's delay, or the last
+/// failure. A 5xx answer is a failure only when the policy says so; without a loaded function
+/// the default delays apply.
+fn classify(
+    claim: &Claimed,
+    policy: Option<&RetryPolicy>,
+    result: Result<StoredResult, String>,
+    now: i64,
+) -> Finish {
+    let (error, result) = match result {
+        Ok(r) if policy.is_some_and(|p| p.on_5xx) && r.status.is_some_and(|s| s >= 500) => {
+            (format!("function answered {}", r.status.unwrap_or(500)), r)
         }
+        Ok(r) => return Finish::Succeeded(r),
+        Err(e) => (e, StoredResult::default()),
+    };
+    let delays = policy.map_or(&crate::config::defaults::RETRY_DELAYS[..], |p| &p.delays);
+    let next = if claim.attempt >= claim.max_attempts {
+        Next::Dead
+    } else {
+        retry::after_failure(claim.attempt, delays)
+    };
+    match next {
+        Next::RetryAfter(d) => Finish::Retry {
+            error,
+            result,
+            run_at: now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2),
+        },
+        Next::Dead => Finish::Dead { error, result },
     }
 }
 
@@ -364,7 +347,7 @@ fn rebuild_request(claim: &Claimed) -> Result<http::Request<Bytes>, String> {
 
 /// Reads the response, keeping at most [`RESULT_CAP`] bytes of body (the rest is drained so
 /// the guest is never blocked writing).
-async fn drain(resp: http::Response<crate::engine::Body>) -> StoredResult {
+async fn drain(resp: http::Response<crate::body::Body>) -> StoredResult {
     let (parts, mut body) = resp.into_parts();
     let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -387,5 +370,93 @@ async fn drain(resp: http::Response<crate::engine::Body>) -> StoredResult {
             })
             .collect(),
         body: kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn claim(attempt: u32, max_attempts: u32) -> Claimed {
+        Claimed {
+            id: "id".into(),
+            function: "f".into(),
+            attempt,
+            max_attempts,
+            token: 1,
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: vec![],
+            body: vec![],
+        }
+    }
+
+    fn answered(status: u16) -> Result<StoredResult, String> {
+        Ok(StoredResult {
+            status: Some(status),
+            ..StoredResult::default()
+        })
+    }
+
+    fn policy(on_5xx: bool) -> RetryPolicy {
+        RetryPolicy {
+            delays: vec![Duration::from_secs(1), Duration::from_secs(2)],
+            on_5xx,
+        }
+    }
+
+    #[test]
+    fn an_answer_succeeds_even_a_5xx_unless_the_policy_retries_it() {
+        let p = policy(false);
+        assert!(matches!(
+            classify(&claim(1, 3), Some(&p), answered(500), 0),
+            Finish::Succeeded(r) if r.status == Some(500)
+        ));
+        let p = policy(true);
+        match classify(&claim(1, 3), Some(&p), answered(503), 1_000) {
+            Finish::Retry {
+                error,
+                run_at,
+                result,
+            } => {
+                assert_eq!(error, "function answered 503");
+                assert_eq!(run_at, 2_000);
+                assert_eq!(result.status, Some(503), "the answer is kept");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_follow_the_delays_then_die() {
+        let p = policy(false);
+        let fail = || Err::<StoredResult, _>("trapped: unreachable".to_string());
+        assert!(matches!(
+            classify(&claim(1, 3), Some(&p), fail(), 0),
+            Finish::Retry { run_at: 1_000, .. }
+        ));
+        assert!(matches!(
+            classify(&claim(2, 3), Some(&p), fail(), 0),
+            Finish::Retry { run_at: 2_000, .. }
+        ));
+        match classify(&claim(3, 3), Some(&p), fail(), 0) {
+            Finish::Dead { error, .. } => assert_eq!(error, "trapped: unreachable"),
+            other => panic!("{other:?}"),
+        }
+        // The row's max_attempts wins over a policy that grew since it was enqueued.
+        assert!(matches!(
+            classify(&claim(1, 1), Some(&p), fail(), 0),
+            Finish::Dead { .. }
+        ));
+    }
+
+    #[test]
+    fn without_the_function_the_default_delays_apply() {
+        match classify(&claim(1, 3), None, Err("not loaded".into()), 0) {
+            Finish::Retry { run_at, .. } => assert_eq!(run_at, 60_000),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::app::App;
+use super::App;
 
 /// One core's share of the connections: where [`accept_balanced`] hands them over.
 pub struct Lane {

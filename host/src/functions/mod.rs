@@ -1,0 +1,223 @@
+//! The function table: discovers `DIR/NAME.wasm`, loads each through the engine, resolves its
+//! settings ([`settings`]: fnhost.toml over the component's `config` export over the defaults)
+//! and routes to it ([`router`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, defaults};
+use crate::engine::{self, Engine};
+
+pub mod router;
+mod settings;
+
+use router::{DuplicateRoute, Router};
+pub use settings::{Destinations, Limits, RetryPolicy, Routes, Sandbox, Settings};
+
+/// How a function is invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers the request itself.
+    Sync,
+    /// Acknowledged with `202`, run detached, retried.
+    Background,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Sync => "sync",
+            Mode::Background => "background",
+        })
+    }
+}
+
+/// A loaded function with every setting resolved.
+pub struct Function {
+    /// `NAME` of `NAME.wasm`.
+    pub name: String,
+    /// The component file.
+    pub file: PathBuf,
+    /// The loaded component.
+    pub component: engine::Component,
+    /// Sync or background.
+    pub mode: Mode,
+    /// Where it answers.
+    pub routes: Routes,
+    /// What one invocation may use.
+    pub limits: Limits,
+    /// What the guest sees of the host.
+    pub sandbox: Sandbox,
+    /// What happens after a failed background attempt.
+    pub retry: RetryPolicy,
+    /// Where background outcomes are sent.
+    pub destinations: Destinations,
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "function {:?}", self.name)
+    }
+}
+
+/// A `.wasm` that could not be served, and why.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The file.
+    pub file: PathBuf,
+    /// The reason, naming the file.
+    pub reason: String,
+}
+
+/// Every function found, the routes to them, and the files that failed.
+pub struct FunctionTable {
+    /// Loaded functions, by name.
+    pub functions: Vec<Arc<Function>>,
+    /// Routes to them.
+    pub router: Router<Arc<Function>>,
+    /// Files that failed to load or route.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Settings the engine must know before any component is loaded.
+pub fn engine_needs(config: &Config) -> (u64, bool) {
+    let tables = std::iter::once(&config.defaults).chain(config.functions.values());
+    let max_memory = tables
+        .clone()
+        .filter_map(|f| f.memory.map(|m| m.0))
+        .fold(defaults::MEMORY, u64::max);
+    let fuel = tables.clone().any(|f| f.fuel.is_some());
+    (max_memory, fuel)
+}
+
+/// The `.wasm` files in `dir`, sorted by name.
+pub fn discover(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+            if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+                found.push((name.to_string(), path.clone()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Loads every function in `dir` (concurrently) and builds the routing table. A file that
+/// fails is reported in `rejected`; the others are still served.
+pub async fn load(
+    engine: &Engine,
+    dir: &Path,
+    config: &Config,
+    max_memory: u64,
+) -> std::io::Result<FunctionTable> {
+    let files = discover(dir)?;
+    let loads = files
+        .iter()
+        .map(|(name, path)| async move { (name, path, engine.load(path).await) });
+    let results = futures::future::join_all(loads).await;
+
+    let mut table = FunctionTable {
+        functions: Vec::new(),
+        router: Router::default(),
+        rejected: Vec::new(),
+    };
+    for (name, path, loaded) in results {
+        let component = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                table.rejected.push(Rejected {
+                    file: path.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let declared = component.declared.clone().unwrap_or_default();
+        let resolved = settings::resolve(
+            name,
+            &declared,
+            config.functions.get(name.as_str()),
+            &config.defaults,
+            max_memory,
+        );
+        let function = match resolved {
+            Ok(s) => Arc::new(Function {
+                name: name.clone(),
+                file: path.clone(),
+                component,
+                mode: s.mode,
+                routes: s.routes,
+                limits: s.limits,
+                sandbox: s.sandbox,
+                retry: s.retry,
+                destinations: s.destinations,
+            }),
+            Err(reason) => {
+                table.rejected.push(Rejected {
+                    file: path.clone(),
+                    reason: format!("{}: {reason}", path.display()),
+                });
+                continue;
+            }
+        };
+        if let Err(e) = add_routes(&mut table.router, &function) {
+            table.rejected.push(Rejected {
+                file: path.clone(),
+                reason: format!("{}: {e}", path.display()),
+            });
+            continue;
+        }
+        table.functions.push(function);
+    }
+    for name in config.functions.keys() {
+        if !files.iter().any(|(n, _)| n == name) {
+            tracing::warn!(
+                "fnhost.toml configures [functions.{name}] but {}/{name}.wasm does not exist",
+                dir.display()
+            );
+        }
+    }
+    Ok(table)
+}
+
+fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(), DuplicateRoute> {
+    for pattern in &f.routes.patterns {
+        router.add(pattern.clone(), f.routes.methods.clone(), f.clone())?;
+    }
+    Ok(())
+}
+
+/// The startup table: name, mode, routes, methods.
+pub fn print_table(table: &FunctionTable) -> String {
+    let mut out = String::new();
+    let width = table
+        .functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(8);
+    out.push_str(&format!("{:<width$}  {:<10}  ROUTES\n", "FUNCTION", "MODE"));
+    for f in &table.functions {
+        let methods = if f.routes.methods.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", f.routes.methods.join(","))
+        };
+        let patterns: Vec<&str> = f.routes.patterns.iter().map(|p| p.as_str()).collect();
+        out.push_str(&format!(
+            "{:<width$}  {:<10}  {}{methods}\n",
+            f.name,
+            f.mode.to_string(),
+            patterns.join(", ")
+        ));
+    }
+    for r in &table.rejected {
+        out.push_str(&format!("FAILED  {}\n", r.reason));
+    }
+    out
+}

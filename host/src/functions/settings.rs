@@ -1,0 +1,338 @@
+//! The settings merge, pure: every setting of one function from its three sources —
+//! `[functions.NAME]` in fnhost.toml, then the component's `config` export, then `[defaults]`
+//! and the built-in defaults (the `-background` suffix being the last word on the mode).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Mode;
+use crate::config::pattern::Pattern;
+use crate::config::{self, FunctionConfig, OutboundRule, defaults};
+use crate::engine::Declared;
+
+/// Where a function answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    /// Route patterns, parsed once.
+    pub patterns: Vec<Pattern>,
+    /// Allowed methods (upper case); empty = all.
+    pub methods: Vec<String>,
+}
+
+/// What one invocation (or background attempt) may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget.
+    pub timeout: Duration,
+    /// Linear-memory cap in bytes.
+    pub memory: u64,
+    /// Largest request body in bytes.
+    pub max_body: u64,
+    /// Fuel cap, when metered.
+    pub fuel: Option<u64>,
+}
+
+/// What the guest sees of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Environment variables (and only these).
+    pub env: Arc<[(String, String)]>,
+    /// Outbound HTTP allow-list.
+    pub outbound: Arc<[OutboundRule]>,
+}
+
+/// What happens after a failed background attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delays before each retry; their count + 1 is the number of attempts.
+    pub delays: Vec<Duration>,
+    /// Count a 5xx answer as a failed attempt.
+    pub on_5xx: bool,
+}
+
+/// Where background outcomes are POSTed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Destinations {
+    /// For successful invocations.
+    pub on_success: Option<http::Uri>,
+    /// For exhausted invocations.
+    pub on_failure: Option<http::Uri>,
+}
+
+/// Every setting of one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Sync or background.
+    pub mode: Mode,
+    /// Where it answers.
+    pub routes: Routes,
+    /// What one invocation may use.
+    pub limits: Limits,
+    /// What the guest sees.
+    pub sandbox: Sandbox,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Destinations.
+    pub destinations: Destinations,
+}
+
+/// Merges the three sources of settings for function `name`: its own table (`table`), what its
+/// component declared, and the site's `[defaults]` (`site`). A declared memory above the
+/// engine's cap (`max_memory`) is lowered to it. The error names the bad declared value.
+pub fn resolve(
+    name: &str,
+    declared: &Declared,
+    table: Option<&FunctionConfig>,
+    site: &FunctionConfig,
+    max_memory: u64,
+) -> Result<Settings, String> {
+    let empty = FunctionConfig::default();
+    let table = table.unwrap_or(&empty);
+
+    let background = table
+        .background
+        .or(declared.background)
+        .or(site.background)
+        .unwrap_or_else(|| name.ends_with("-background"));
+    let mode = if background {
+        Mode::Background
+    } else {
+        Mode::Sync
+    };
+
+    let patterns: Vec<Pattern> = if !table.path.0.is_empty() {
+        table.path.0.iter().map(|p| p.0.clone()).collect()
+    } else if !declared.paths.is_empty() {
+        declared
+            .paths
+            .iter()
+            .map(|p| Pattern::parse(p).map_err(|e| format!("config export: {e}")))
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![
+            Pattern::parse(&format!("/.netlify/functions/{name}"))
+                .map_err(|e| format!("the file name makes no route: {e}"))?,
+        ]
+    };
+    let methods: Vec<String> = if !table.method.0.is_empty() {
+        table.method.0.iter().map(|m| m.0.clone()).collect()
+    } else {
+        declared
+            .methods
+            .iter()
+            .map(|m| {
+                m.parse::<config::Method>()
+                    .map(|m| m.0)
+                    .map_err(|e| format!("config export: {e}"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+
+    let (site_timeout, builtin_timeout, site_body, builtin_body) = match mode {
+        Mode::Sync => (
+            site.timeout,
+            defaults::SYNC_TIMEOUT,
+            site.max_body,
+            defaults::SYNC_MAX_BODY,
+        ),
+        Mode::Background => (
+            site.background_timeout,
+            defaults::BACKGROUND_TIMEOUT,
+            site.background_max_body,
+            defaults::BACKGROUND_MAX_BODY,
+        ),
+    };
+    let timeout = table
+        .timeout
+        .map(|t| t.0)
+        .or(declared.timeout)
+        .or(site_timeout.map(|t| t.0))
+        .unwrap_or(builtin_timeout);
+    let mut memory = table
+        .memory
+        .map(|m| m.0)
+        .or(declared.memory)
+        .or(site.memory.map(|m| m.0))
+        .unwrap_or(defaults::MEMORY);
+    if table.memory.is_none() && memory > max_memory {
+        tracing::warn!(
+            "{name}: declared memory {memory} bytes exceeds the engine's cap; using {max_memory}"
+        );
+        memory = max_memory;
+    }
+    let max_body = table.max_body.or(site_body).map_or(builtin_body, |b| b.0);
+
+    let mut env = site.env.clone();
+    env.extend(table.env.clone());
+    let outbound = if table.allowed_outbound_hosts.is_empty() {
+        site.allowed_outbound_hosts.clone()
+    } else {
+        table.allowed_outbound_hosts.clone()
+    };
+    let delays = table
+        .retry_delays
+        .as_ref()
+        .or(site.retry_delays.as_ref())
+        .map_or_else(
+            || defaults::RETRY_DELAYS.to_vec(),
+            |v| v.iter().map(|d| d.0).collect(),
+        );
+
+    Ok(Settings {
+        mode,
+        routes: Routes { patterns, methods },
+        limits: Limits {
+            timeout,
+            memory,
+            max_body,
+            fuel: table.fuel.or(site.fuel),
+        },
+        sandbox: Sandbox {
+            env: env.into_iter().collect::<Vec<_>>().into(),
+            outbound: outbound.into(),
+        },
+        retry: RetryPolicy {
+            delays,
+            on_5xx: table.retry_on_5xx.or(site.retry_on_5xx).unwrap_or(false),
+        },
+        destinations: Destinations {
+            on_success: table
+                .on_success
+                .clone()
+                .or_else(|| site.on_success.clone())
+                .map(|u| u.0),
+            on_failure: table
+                .on_failure
+                .clone()
+                .or_else(|| site.on_failure.clone())
+                .map(|u| u.0),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const GB: u64 = 1 << 30;
+
+    fn site(toml: &str) -> Config {
+        Config::from_str(toml, Path::new("fnhost.toml")).unwrap()
+    }
+
+    fn merge(name: &str, declared: &Declared, toml: &str) -> Result<Settings, String> {
+        let c = site(toml);
+        resolve(name, declared, c.functions.get(name), &c.defaults, GB)
+    }
+
+    #[test]
+    fn built_in_defaults_and_the_suffix() {
+        let s = merge("hello", &Declared::default(), "").unwrap();
+        assert_eq!(s.mode, Mode::Sync);
+        assert_eq!(s.routes.patterns[0].as_str(), "/.netlify/functions/hello");
+        assert!(s.routes.methods.is_empty());
+        assert_eq!(s.limits.timeout, defaults::SYNC_TIMEOUT);
+        assert_eq!(s.limits.max_body, defaults::SYNC_MAX_BODY);
+        assert_eq!(s.limits.memory, defaults::MEMORY);
+        assert_eq!(s.retry.delays, defaults::RETRY_DELAYS.to_vec());
+
+        let b = merge("report-background", &Declared::default(), "").unwrap();
+        assert_eq!(b.mode, Mode::Background);
+        assert_eq!(b.limits.timeout, defaults::BACKGROUND_TIMEOUT);
+        assert_eq!(b.limits.max_body, defaults::BACKGROUND_MAX_BODY);
+    }
+
+    #[test]
+    fn file_wins_over_export_and_export_over_suffix_and_site() {
+        let declared = Declared {
+            background: Some(false),
+            paths: vec!["/declared".into()],
+            methods: vec!["get".into()],
+            timeout: Some(Duration::from_secs(3)),
+            memory: Some(64 << 20),
+        };
+        // The export beats the `-background` suffix and `[defaults]`.
+        let s = merge(
+            "x-background",
+            &declared,
+            "[defaults]\ntimeout = \"9s\"\nbackground = true\n",
+        )
+        .unwrap();
+        assert_eq!(s.mode, Mode::Sync);
+        assert_eq!(s.routes.patterns[0].as_str(), "/declared");
+        assert_eq!(s.routes.methods, ["GET"]);
+        assert_eq!(s.limits.timeout, Duration::from_secs(3));
+        assert_eq!(s.limits.memory, 64 << 20);
+        // fnhost.toml beats the export, key by key.
+        let s = merge(
+            "x-background",
+            &declared,
+            "[functions.x-background]\nbackground = true\npath = \"/file\"\nmethod = \"POST\"\ntimeout = \"7s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.mode, Mode::Background);
+        assert_eq!(s.routes.patterns[0].as_str(), "/file");
+        assert_eq!(s.routes.methods, ["POST"]);
+        assert_eq!(s.limits.timeout, Duration::from_secs(7));
+        assert_eq!(s.limits.memory, 64 << 20, "unset in the file: the export's");
+    }
+
+    #[test]
+    fn site_defaults_fill_in_per_mode_and_tables_merge() {
+        let toml = "[defaults]\ntimeout = \"2s\"\nbackground_timeout = \"1m\"\nmax_body = \"1KB\"\n\
+                    background_max_body = \"2KB\"\nretry_delays = [\"1s\"]\nretry_on_5xx = true\n\
+                    env = { A = \"site\", B = \"site\" }\non_failure = \"http://127.0.0.1:9/fail\"\n\
+                    [functions.job-background]\nenv = { B = \"own\" }\n";
+        let sync = merge("hello", &Declared::default(), toml).unwrap();
+        assert_eq!(sync.limits.timeout, Duration::from_secs(2));
+        assert_eq!(sync.limits.max_body, 1024);
+        let bg = merge("job-background", &Declared::default(), toml).unwrap();
+        assert_eq!(bg.limits.timeout, Duration::from_secs(60));
+        assert_eq!(bg.limits.max_body, 2048);
+        assert_eq!(bg.retry.delays, [Duration::from_secs(1)]);
+        assert!(bg.retry.on_5xx);
+        assert_eq!(
+            &*bg.sandbox.env,
+            [("A".into(), "site".into()), ("B".into(), "own".into())]
+        );
+        assert_eq!(
+            bg.destinations.on_failure.unwrap().to_string(),
+            "http://127.0.0.1:9/fail"
+        );
+        assert_eq!(bg.destinations.on_success, None);
+    }
+
+    #[test]
+    fn declared_memory_is_capped_but_the_files_is_not() {
+        let declared = Declared {
+            memory: Some(2 * GB),
+            ..Declared::default()
+        };
+        assert_eq!(merge("f", &declared, "").unwrap().limits.memory, GB);
+        let c = site("[functions.f]\nmemory = \"2GB\"\n");
+        let s = resolve("f", &declared, c.functions.get("f"), &c.defaults, 2 * GB).unwrap();
+        assert_eq!(s.limits.memory, 2 * GB);
+    }
+
+    #[test]
+    fn a_bad_declared_value_is_named() {
+        let bad_path = Declared {
+            paths: vec!["nope".into()],
+            ..Declared::default()
+        };
+        let e = merge("f", &bad_path, "").unwrap_err();
+        assert!(e.starts_with("config export: invalid path \"nope\""), "{e}");
+        let bad_method = Declared {
+            methods: vec!["G T".into()],
+            ..Declared::default()
+        };
+        assert!(
+            merge("f", &bad_method, "")
+                .unwrap_err()
+                .contains("invalid method")
+        );
+    }
+}

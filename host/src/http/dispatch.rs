@@ -1,0 +1,183 @@
+//! Answering one request with a function: run it now (synchronous) or store it durably and
+//! acknowledge it (background); and reading a request body within its limits.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::App;
+use super::error::ApiError;
+use crate::body::{Body, full};
+use crate::functions::Function;
+use crate::ids::{headers, status_path};
+use crate::invoke::{self, Failure};
+use crate::queue::NewInvocation;
+
+impl App {
+    /// Runs a synchronous invocation and answers with the guest's response. The slot is
+    /// taken before the body is read; the guest holds it until it is done.
+    pub(super) async fn invoke_sync<B>(
+        &self,
+        function: &Arc<Function>,
+        req: Request<B>,
+        params: &[(String, String)],
+        id: String,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let permit = self
+            .sync_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Busy)?;
+        let req = read_body(req, function.limits.max_body).await?;
+        let mut running = invoke::start(&self.engine, function, req, params, &id, None, permit);
+        match invoke::answer(&mut running, function.limits.timeout).await {
+            Ok(resp) => Ok(resp),
+            Err(Failure::Timeout(_)) => Err(ApiError::Timeout { id }),
+            // The engine logged a trap already; the rest is news to the log.
+            Err(Failure::Trapped(_)) => Err(ApiError::FunctionFailed { id }),
+            Err(failure) => {
+                tracing::warn!(function = function.name, id, "{failure}");
+                Err(ApiError::FunctionFailed { id })
+            }
+        }
+    }
+
+    /// Checks and durably stores a background request, then answers `202`.
+    pub(super) async fn accept_background<B>(
+        &self,
+        function: &Function,
+        req: Request<B>,
+        id: String,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let req = read_body(req, function.limits.max_body).await?;
+        let (parts, body) = req.into_parts();
+        let idempotency_key = parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                !k.as_str().starts_with(headers::PREFIX) && !HOP_BY_HOP.contains(&k.as_str())
+            })
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let inv = NewInvocation {
+            id: id.clone(),
+            function: function.name.clone(),
+            idempotency_key,
+            method: parts.method.to_string(),
+            uri: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            headers,
+            body: body.to_vec(),
+            max_attempts: u32::try_from(function.retry.delays.len() + 1).unwrap_or(u32::MAX),
+        };
+        let enqueued = self.queue.enqueue(inv).await.map_err(|e| {
+            tracing::error!(function = function.name, id, "cannot enqueue: {e}");
+            ApiError::Internal { id: id.clone() }
+        })?;
+        let id = enqueued.id();
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        for (name, value) in [
+            (headers::INVOCATION_ID, id.to_string()),
+            (http::header::LOCATION.as_str(), status_path(id)),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Headers that describe one connection, not the request; not stored.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+/// How long a client may take to send a request body.
+const READ_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the whole body, refusing more than `limit` bytes with `413`.
+pub async fn read_body<B>(req: Request<B>, limit: u64) -> Result<Request<Bytes>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // An over-limit body is still read (and dropped) up to this much, so the client, which is
+    // busy sending, gets the 413 instead of a reset connection.
+    const DRAIN_CAP: u64 = 16 * 1024 * 1024;
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit.max(DRAIN_CAP)) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let (parts, body) = req.into_parts();
+    let mut body = std::pin::pin!(body);
+    let mut kept = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    let mut drain_until = None;
+    // A client that stalls mid-body is not allowed to hold a slot for long.
+    let give_up = tokio::time::Instant::now() + READ_BODY_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(give_up, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "request body not received within {READ_BODY_TIMEOUT:?}"
+                )));
+            }
+        };
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("cannot read body: {}", e.into())))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+            continue;
+        }
+        let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + DRAIN_TIME);
+        if seen > DRAIN_CAP || std::time::Instant::now() > until {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(Request::from_parts(parts, kept.freeze()))
+}

@@ -1,0 +1,321 @@
+//! The HTTP side: one request through fnhost's chain, transport-agnostic (`server` feeds it):
+//! `_redirects` rules → fnhost's own endpoints | CORS preflight → route → invoke or enqueue →
+//! CORS headers. Errors become responses in one place ([`error`]).
+//!
+//! - [`server`]: the acceptor and per-core lanes (the socket side).
+//! - [`dispatch`]: running a function or enqueueing it; reading a body within limits.
+//! - [`api`]: fnhost's own endpoints under `/.fnhost`.
+//! - [`cors`], [`rules`], [`proxy`]: CORS policies, `_redirects` rules, proxied forwards.
+//! - [`error`]: every error fnhost answers itself, turned into a response.
+
+pub mod api;
+pub mod cors;
+pub mod dispatch;
+pub mod error;
+pub mod proxy;
+pub mod rules;
+pub mod server;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use tokio::sync::Semaphore;
+
+use crate::body::{Body, full};
+use crate::config::cors::Policies;
+use crate::config::redirects::Rules;
+use crate::engine::Engine;
+use crate::functions::router::Match;
+use crate::functions::{FunctionTable, Mode};
+use crate::ids::{API_PREFIX, headers::INVOCATION_ID, new_id};
+use crate::queue::Queue;
+use error::ApiError;
+use rules::Action;
+
+/// Everything needed to answer requests: the per-request handler.
+pub struct App {
+    /// The engine running guests.
+    pub engine: Arc<Engine>,
+    /// Loaded functions and their routes.
+    pub table: Arc<FunctionTable>,
+    /// The durable queue of background invocations.
+    pub queue: Queue,
+    /// Bearer token of the admin endpoints; `None` turns them off.
+    admin_token: Option<String>,
+    /// Permits for synchronous invocations.
+    sync_permits: Arc<Semaphore>,
+    /// CORS policies (`[cors]`, `[functions.NAME.cors]`); empty = none.
+    cors: Policies,
+    /// `_redirects` and `[[redirects]]` rules.
+    redirects: Rules,
+}
+
+impl App {
+    /// Builds the app; `max_concurrency` caps synchronous invocations in flight.
+    pub fn new(
+        engine: Arc<Engine>,
+        table: Arc<FunctionTable>,
+        queue: Queue,
+        admin_token: Option<String>,
+        max_concurrency: usize,
+    ) -> App {
+        App {
+            engine,
+            table,
+            queue,
+            admin_token,
+            sync_permits: Arc::new(Semaphore::new(max_concurrency)),
+            cors: Policies::default(),
+            redirects: Rules::default(),
+        }
+    }
+
+    /// Adds the site's CORS policies and its rewrite/redirect/proxy rules, both resolved and
+    /// validated by the caller (see `site`).
+    pub fn with_edge(mut self, cors: Policies, redirects: Rules) -> App {
+        for rule in redirects.iter() {
+            if rule.status == 200 && rule.to.starts_with("https://") {
+                tracing::warn!(
+                    "redirect {} -> {}: https proxy not supported, it will answer 502",
+                    rule.from,
+                    rule.to
+                );
+            }
+        }
+        if !redirects.is_empty() {
+            tracing::info!("{} redirect rule(s)", redirects.iter().count());
+        }
+        self.cors = cors;
+        self.redirects = redirects;
+        self
+    }
+
+    /// Answers one request. Never fails: errors become responses.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.try_handle(req).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn try_handle<B>(&self, mut req: Request<B>) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut path = req.uri().path().to_string();
+        // Rules never apply to fnhost's own endpoints; a rewrite is routed once, not re-ruled.
+        if !path.starts_with(API_PREFIX) && !self.redirects.is_empty() {
+            let routed = || {
+                !matches!(
+                    self.table.router.route(req.method().as_str(), &path),
+                    Match::NotFound
+                )
+            };
+            match rules::resolve(&self.redirects, &path, req.uri().query(), routed) {
+                None => {}
+                Some(Action::Redirect { status, location }) => {
+                    return Ok(redirect_response(status, &location));
+                }
+                Some(Action::Proxy(url)) => {
+                    return proxy::forward(req, &url, proxy::TIMEOUT).await;
+                }
+                Some(Action::Rewrite(target)) => {
+                    *req.uri_mut() = target.parse().map_err(|_| {
+                        ApiError::BadRequest(format!("rewrite produced a bad path {target:?}"))
+                    })?;
+                    path = req.uri().path().to_string();
+                }
+            }
+        }
+        let origin = cors::request_origin(req.headers()).map(str::to_string);
+        let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
+        if let Some(rest) = path.strip_prefix(API_PREFIX) {
+            if let (Some(origin), false) = (&origin, self.cors.is_empty()) {
+                return Ok(self
+                    .api_with_cors(&req, rest, origin, preflight.as_deref())
+                    .await);
+            }
+            return api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await;
+        }
+        if let (Some(method), Some(origin), false) = (&preflight, &origin, self.cors.is_empty()) {
+            if let Some(resp) = self.preflight(&path, method, origin, req.headers())? {
+                return Ok(resp);
+            }
+        }
+        let (function, params) = match self.table.router.route(req.method().as_str(), &path) {
+            Match::Found(f, params) => (f.clone(), params),
+            Match::MethodNotAllowed(allow) => {
+                return Err(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow,
+                });
+            }
+            Match::NotFound => return Err(ApiError::NoRoute(path)),
+        };
+        // CORS, in one place: refuse a foreign origin the policy does not allow before anything
+        // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
+        let policy = self.cors.for_function(&function.name);
+        if let (Some(policy), Some(origin)) = (policy, &origin) {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            if !policy.allowed(origin) && !cors::same_origin(origin, host) {
+                tracing::info!(
+                    function = function.name,
+                    origin,
+                    "refused: origin not allowed by the CORS policy"
+                );
+                return Err(ApiError::OriginNotAllowed {
+                    origin: origin.clone(),
+                });
+            }
+        }
+        let id = new_id();
+        let answered = match function.mode {
+            Mode::Sync => self
+                .invoke_sync(&function, req, &params, id)
+                .await
+                .map(|r| (r, false)),
+            Mode::Background => self
+                .accept_background(&function, req, id)
+                .await
+                .map(|r| (r, true)),
+        };
+        let (mut resp, ours) = match answered {
+            Ok(answered) => answered,
+            Err(e) => (e.into_response(), true),
+        };
+        if let (Some(policy), Some(origin)) = (policy, &origin) {
+            // The function's own Access-Control-* headers win; fnhost fills in the rest.
+            let expose: &[&str] = if ours {
+                &[INVOCATION_ID, "location"]
+            } else {
+                &[]
+            };
+            policy.decorate(resp.headers_mut(), origin, expose);
+        }
+        Ok(resp)
+    }
+
+    /// Answers a CORS preflight for a function route without invoking anything. `None` when
+    /// the route's function has no policy: then its `OPTIONS` reaches it, as on Netlify.
+    fn preflight(
+        &self,
+        path: &str,
+        method: &str,
+        origin: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Response<Body>>, ApiError> {
+        let policy = match self.table.router.route(method, path) {
+            Match::Found(f, _) => match self.cors.for_function(&f.name) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+            // The route does not take that method: a refusal, unless no site-wide policy
+            // speaks for the route (then the usual 405 answers).
+            Match::MethodNotAllowed(_) => match self.cors.site() {
+                Some(_) => return Ok(Some(no_content(cors::refused_preflight()))),
+                None => return Ok(None),
+            },
+            Match::NotFound => return Err(ApiError::NoRoute(path.to_string())),
+        };
+        let requested = headers
+            .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .and_then(|v| v.to_str().ok());
+        Ok(Some(no_content(
+            policy.preflight(origin, method, requested),
+        )))
+    }
+
+    /// `/.fnhost{rest}` for a request with an `Origin`: the status resource carries the CORS
+    /// headers of its invocation's function (else the site-wide policy); preflights for it are
+    /// answered here.
+    async fn api_with_cors<B>(
+        &self,
+        req: &Request<B>,
+        rest: &str,
+        origin: &str,
+        preflight: Option<&str>,
+    ) -> Response<Body> {
+        let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        let policy = match segments.as_slice() {
+            ["invocations", id] => {
+                let function = self
+                    .queue
+                    .status(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| s.function);
+                function
+                    .as_deref()
+                    .and_then(|f| self.cors.for_function(f))
+                    .or(self.cors.site())
+            }
+            _ => None,
+        };
+        let Some(policy) = policy else {
+            return api::handle(self, req.method(), rest, req.uri().query(), req.headers())
+                .await
+                .unwrap_or_else(ApiError::into_response);
+        };
+        if let Some(method) = preflight {
+            let requested = req
+                .headers()
+                .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .and_then(|v| v.to_str().ok());
+            return no_content(policy.preflight(origin, method, requested));
+        }
+        let mut resp = api::handle(self, req.method(), rest, req.uri().query(), req.headers())
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        policy.decorate(resp.headers_mut(), origin, &[INVOCATION_ID]);
+        resp
+    }
+}
+
+impl App {
+    /// Whether the request carries the admin token. `Err` when admin is off or the token is wrong.
+    pub fn check_admin(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.admin_token else {
+            return Err(ApiError::AdminOff);
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// `204 No Content` with `headers` (a preflight answer).
+fn no_content(headers: http::HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+    resp.headers_mut().extend(headers);
+    resp
+}
+
+/// A redirect rule's answer.
+fn redirect_response(status: u16, location: &str) -> Response<Body> {
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FOUND);
+    let mut resp = error::text(status, format!("Redirecting to {location}\n"));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,41 @@
+//! Identifiers and names shared by every layer: invocation ids, the headers fnhost sets, and
+//! where its own endpoints live. A leaf: no runtime types.
+
+/// 128 random bits, hex: unguessable, so a status URL is its own capability.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Where fnhost's own endpoints live.
+pub const API_PREFIX: &str = "/.fnhost";
+
+/// The status resource of an invocation.
+pub fn status_path(id: &str) -> String {
+    format!("{API_PREFIX}/invocations/{id}")
+}
+
+/// Header names fnhost writes: on the responses it answers itself, and on the requests a guest
+/// sees (the same names from a client are removed before the guest sees them).
+pub mod headers {
+    /// The invocation id (responses fnhost writes, and the guest's request).
+    pub const INVOCATION_ID: &str = "fnhost-invocation-id";
+    /// Route parameters, `application/x-www-form-urlencoded`.
+    pub const PARAMS: &str = "fnhost-params";
+    /// Attempt number of a background invocation, from 1.
+    pub const ATTEMPT: &str = "fnhost-attempt";
+    /// The function's name.
+    pub const FUNCTION: &str = "fnhost-function";
+    /// Prefix of every header fnhost sets for a guest; a client's are dropped.
+    pub const PREFIX: &str = "fnhost-";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_128_bit_hex_and_distinct() {
+        let (a, b) = (super::new_id(), super::new_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,142 @@
+//! What admins and status readers ask of the queue: a status resource, lists, replay and
+//! cancel, counts, durability settings; and the destination deliveries' bookkeeping.
+
+use sqlx::Row;
+
+use super::model::{self, STATUS_COLUMNS};
+use super::{
+    Backend, Delivery, DeliveryAttempt, InvocationState, Queue, Result, Status, now_ms, schema,
+};
+
+impl Queue {
+    /// Durability settings as a fresh pool connection reports them.
+    pub async fn durability(&self) -> Result<serde_json::Value> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let (journal, sync) = sqlite_durability(&mut conn).await?;
+                let sync = match sync {
+                    2 => "full".to_string(),
+                    n => n.to_string(),
+                };
+                serde_json::json!({ "backend": "sqlite", "journal_mode": journal, "synchronous": sync })
+            }
+            Backend::Postgres => {
+                let sync: String = sqlx::query("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+                let fsync: String = sqlx::query("SHOW fsync")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+                serde_json::json!({ "backend": "postgres", "synchronous_commit": sync, "fsync": fsync })
+            }
+        })
+    }
+
+    /// The status resource of one invocation.
+    pub async fn status(&self, id: &str) -> Result<Option<Status>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STATUS_COLUMNS} FROM invocations WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(model::status_from_row).transpose()
+    }
+
+    /// Invocations, newest first, filtered by function and state.
+    pub async fn list(
+        &self,
+        function: Option<&str>,
+        state: Option<InvocationState>,
+        limit: u32,
+    ) -> Result<Vec<Status>> {
+        let rows = sqlx::query(&schema::list_sql(self.backend, STATUS_COLUMNS))
+            .bind(function.map(str::to_string))
+            .bind(state.map(|s| s.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(model::status_from_row).collect()
+    }
+
+    /// Runs a dead invocation again from attempt 1. `false` unless it was dead.
+    pub async fn replay(&self, id: &str) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $now, finished_at = NULL, last_error = NULL \
+             WHERE id = $1 AND state = 'dead'",
+        );
+        let query = sqlx::query(&sql).bind(id.to_string());
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            self.announce().await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Cancels an invocation that is waiting to run. `false` unless it was queued or retrying.
+    pub async fn cancel(&self, id: &str) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE invocations SET state = 'cancelled', finished_at = $now WHERE id = $1 AND state IN ('queued', 'retrying')",
+        );
+        let query = sqlx::query(&sql).bind(id.to_string());
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deliveries due now (on PostgreSQL, taken by this node for a while: see
+    /// [`schema::due_deliveries_sql`]).
+    pub async fn due_deliveries(&self, limit: u32) -> Result<Vec<Delivery>> {
+        let sql = schema::due_deliveries_sql(self.backend);
+        let query = sqlx::query(&sql).bind(i64::from(limit));
+        let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
+        rows.iter().map(model::delivery_from_row).collect()
+    }
+
+    /// Records a delivery attempt.
+    pub async fn delivery_attempted(&self, id: &str, attempt: DeliveryAttempt) -> Result<()> {
+        let now = now_ms();
+        let (error, retry_at) = match &attempt {
+            DeliveryAttempt::Delivered => (None, None),
+            DeliveryAttempt::Failed { error, retry_at } => (Some(error.clone()), *retry_at),
+        };
+        let sql = self.sql(
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, last_error = $2, next_at = COALESCE($now + $3, next_at) WHERE id = $4",
+        );
+        let query = sqlx::query(&sql)
+            .bind(attempt.state().as_str())
+            .bind(error)
+            .bind(retry_at.map(|t| t - now))
+            .bind(id.to_string());
+        self.now(query, now).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Counts of invocations by state (for health, metrics and tests).
+    pub async fn counts(&self) -> Result<Vec<(InvocationState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM invocations GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((model::state_from_row(r, "state")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+pub(super) async fn sqlite_durability(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<(String, i64), sqlx::Error> {
+    let journal: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    Ok((journal.to_ascii_lowercase(), sync))
+}

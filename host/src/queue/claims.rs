@@ -1,0 +1,159 @@
+//! Claims and leases: claim due invocations with a fenced lease, renew it, record how the
+//! attempt ended (with its destination delivery, in one transaction), hand it back, and
+//! re-queue leases that expired.
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::{
+    Backend, Claimed, Finish, NewDelivery, Queue, Result, model, ms, now_ms, schema, writer,
+};
+
+impl Queue {
+    /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`.
+    pub async fn claim(&self, owner: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        let sql = schema::claim_sql(self.backend);
+        let query = sqlx::query(&sql)
+            .bind(owner.to_string())
+            .bind(ms(lease))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
+        rows.iter().map(model::claimed_from_row).collect()
+    }
+
+    /// Extends a lease; `false` when the lease is no longer ours (fenced out).
+    pub async fn heartbeat(&self, id: &str, token: i64, lease: Duration) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE invocations SET lease_expires_at = $now + $1 WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql)
+            .bind(ms(lease))
+            .bind(id.to_string())
+            .bind(token);
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records how an attempt ended, plus any destination delivery, in one transaction.
+    /// `false` (and nothing written) when the claim was fenced out meanwhile.
+    pub async fn finish(
+        &self,
+        claim: &Claimed,
+        finish: Finish,
+        delivery: Option<NewDelivery>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the
+        // stored time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
+        let state = finish.state();
+        let (error, result, delay) = match finish {
+            Finish::Succeeded(r) => (None, r, None),
+            Finish::Retry {
+                error,
+                result,
+                run_at,
+            } => (Some(error), result, Some(run_at - now)),
+            Finish::Dead { error, result } => (Some(error), result, None),
+        };
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql(
+            "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($now + $3, run_at), \
+             finished_at = CASE WHEN $1 = 'retrying' THEN NULL ELSE $now END, \
+             result_status = $4, result_headers = $5, result_body = $6, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $7 AND lease_token = $8 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(delay)
+            .bind(result.status.map(i64::from))
+            .bind(serde_json::to_string(&result.headers).unwrap_or_default())
+            .bind(result.body)
+            .bind(claim.id.clone())
+            .bind(claim.token);
+        let done = self.now(query, now).execute(&mut *tx).await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let retrying = delay.is_some();
+        let delivering = delivery.is_some();
+        if let Some(d) = delivery {
+            self.insert_delivery(&mut tx, &claim.id, d, now).await?;
+        }
+        if self.backend == Backend::Postgres && (retrying || delivering) {
+            // A retry is runnable later and a delivery now, by any node: tell them.
+            writer::notify(&mut *tx, &self.node).await?;
+        }
+        tx.commit().await?;
+        self.work.notify_waiters();
+        Ok(true)
+    }
+
+    /// Gives a claim back without counting its attempt (shutdown cut it off).
+    pub async fn release(&self, claim: &Claimed) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
+             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $now \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        );
+        let query = sqlx::query(&sql).bind(claim.id.clone()).bind(claim.token);
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            self.announce().await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Re-queues running invocations whose lease expired (their node died or stalled); with
+    /// `all`, every running invocation (an embedded queue at startup: the previous process
+    /// is gone; never on a shared queue, where other nodes own them). The interrupted attempt
+    /// is not counted. Returns how many.
+    pub async fn requeue_expired(&self, all: bool) -> Result<u64> {
+        let sql = self.sql(
+            "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
+             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $now \
+             WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now)",
+        );
+        let query = sqlx::query(&sql).bind(i64::from(all));
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() > 0 {
+            self.announce().await;
+        }
+        Ok(done.rows_affected())
+    }
+
+    /// When the earliest queued or retrying invocation is due (ms, on this host's clock), if any.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        let now = now_ms();
+        let sql = self.sql(
+            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN ('queued', 'retrying')",
+        );
+        let row = self
+            .now(sqlx::query(&sql), now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.map(|wait| now + wait))
+    }
+
+    async fn insert_delivery(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        invocation: &str,
+        d: NewDelivery,
+        now: i64,
+    ) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $now, $now)",
+        );
+        let query = sqlx::query(&sql)
+            .bind(crate::ids::new_id())
+            .bind(invocation.to_string())
+            .bind(d.url)
+            .bind(d.payload);
+        self.now(query, now).execute(&mut **tx).await?;
+        Ok(())
+    }
+}

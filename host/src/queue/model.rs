@@ -1,0 +1,414 @@
+//! What the queue stores and hands out: invocation and delivery states (enums, turned into text
+//! only at the SQL and JSON edges), the records passed in and out, and their row mapping.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::Result;
+
+/// Where an invocation is in its life.
+///
+/// `queued → running → succeeded | retrying | dead`, `retrying → running`, `queued | retrying →
+/// cancelled` (admin), `dead → queued` (admin replay); an interrupted `running` goes back to
+/// `queued` or `retrying` without counting the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvocationState {
+    /// Accepted, waiting for its first attempt.
+    Queued,
+    /// An attempt holds a lease on it.
+    Running,
+    /// An attempt failed; the next is due at `run_at`.
+    Retrying,
+    /// An attempt succeeded (end state).
+    Succeeded,
+    /// Every attempt failed (end state; an admin may replay it).
+    Dead,
+    /// Cancelled by an admin while waiting (end state).
+    Cancelled,
+}
+
+impl InvocationState {
+    /// Every state, in life order.
+    pub const ALL: [InvocationState; 6] = [
+        InvocationState::Queued,
+        InvocationState::Running,
+        InvocationState::Retrying,
+        InvocationState::Succeeded,
+        InvocationState::Dead,
+        InvocationState::Cancelled,
+    ];
+
+    /// The text stored in the database and shown in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationState::Queued => "queued",
+            InvocationState::Running => "running",
+            InvocationState::Retrying => "retrying",
+            InvocationState::Succeeded => "succeeded",
+            InvocationState::Dead => "dead",
+            InvocationState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Waiting for an attempt (queued or retrying).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, InvocationState::Queued | InvocationState::Retrying)
+    }
+}
+
+impl fmt::Display for InvocationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown state name (from a query string or a row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {0:?}: expected queued, running, retrying, succeeded, dead or cancelled")]
+pub struct UnknownState(pub String);
+
+impl FromStr for InvocationState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        InvocationState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// Where a destination delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Due (now or after a backoff).
+    Pending,
+    /// The destination answered 2xx.
+    Delivered,
+    /// Given up after the last try.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// How one delivery attempt went, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryAttempt {
+    /// The destination answered 2xx.
+    Delivered,
+    /// It did not; try again at `retry_at` (ms, this host's clock), or never (`None`).
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        retry_at: Option<i64>,
+    },
+}
+
+impl DeliveryAttempt {
+    /// The delivery's state after this attempt.
+    pub fn state(&self) -> DeliveryState {
+        match self {
+            DeliveryAttempt::Delivered => DeliveryState::Delivered,
+            DeliveryAttempt::Failed {
+                retry_at: Some(_), ..
+            } => DeliveryState::Pending,
+            DeliveryAttempt::Failed { retry_at: None, .. } => DeliveryState::Failed,
+        }
+    }
+}
+
+/// A request to run, as accepted.
+#[derive(Debug, Clone)]
+pub struct NewInvocation {
+    /// Unguessable id.
+    pub id: String,
+    /// Function name.
+    pub function: String,
+    /// Client's `Idempotency-Key`, scoped to the function.
+    pub idempotency_key: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+}
+
+/// Result of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored now.
+    New(String),
+    /// The idempotency key was seen before: the earlier invocation's id; nothing stored.
+    Existing(String),
+}
+
+impl Enqueued {
+    /// The id either way.
+    pub fn id(&self) -> &str {
+        match self {
+            Enqueued::New(id) | Enqueued::Existing(id) => id,
+        }
+    }
+}
+
+/// An invocation claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Invocation id.
+    pub id: String,
+    /// Function name.
+    pub function: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// Fencing token of this claim.
+    pub token: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+}
+
+/// What one attempt produced, stored with its outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoredResult {
+    /// Response status, if the function answered.
+    pub status: Option<u16>,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body (capped).
+    pub body: Vec<u8>,
+}
+
+/// How an attempt ended, as the queue records it.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// Done: `succeeded`.
+    Succeeded(StoredResult),
+    /// Failed; run again at this time: `retrying`.
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// What it answered, if anything.
+        result: StoredResult,
+        /// When to run it again (ms).
+        run_at: i64,
+    },
+    /// Failed for the last time: `dead`.
+    Dead {
+        /// Why it failed.
+        error: String,
+        /// What it answered, if anything.
+        result: StoredResult,
+    },
+}
+
+impl Finish {
+    /// The state the invocation ends up in.
+    pub fn state(&self) -> InvocationState {
+        match self {
+            Finish::Succeeded(_) => InvocationState::Succeeded,
+            Finish::Retry { .. } => InvocationState::Retrying,
+            Finish::Dead { .. } => InvocationState::Dead,
+        }
+    }
+}
+
+/// A destination record to deliver, written in the same transaction as the outcome.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Where to POST it.
+    pub url: String,
+    /// The JSON record.
+    pub payload: String,
+}
+
+/// A delivery due now.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Delivery id.
+    pub id: String,
+    /// Invocation it reports.
+    pub invocation_id: String,
+    /// Where to POST.
+    pub url: String,
+    /// JSON record.
+    pub payload: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// The status resource of an invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Invocation id.
+    pub id: String,
+    /// Function name.
+    pub function: String,
+    /// Where it is in its life.
+    pub state: InvocationState,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// RFC 3339 times.
+    pub created_at: String,
+    /// Start of the latest attempt.
+    pub started_at: Option<String>,
+    /// When it reached an end state.
+    pub finished_at: Option<String>,
+    /// When the next attempt is due (queued or retrying).
+    pub next_attempt_at: Option<String>,
+    /// Why the latest attempt failed.
+    pub last_error: Option<String>,
+    /// What the function answered on its latest attempt.
+    pub result: Option<ResultView>,
+}
+
+/// A stored response, for the status resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultView {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body, lossy UTF-8.
+    pub body: String,
+}
+
+/// The columns [`status_from_row`] reads.
+pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
+     last_error, result_status, result_headers, result_body";
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn count(r: &AnyRow, column: &str) -> Result<u32> {
+    Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
+}
+
+pub(super) fn state_from_row(r: &AnyRow, column: &str) -> Result<InvocationState> {
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e: UnknownState| super::QueueError::Corrupt(e.to_string()))
+}
+
+pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
+    let state = state_from_row(r, "state")?;
+    let result = match r.try_get::<Option<i64>, _>("result_status")? {
+        Some(status) => Some(ResultView {
+            status: u16::try_from(status).unwrap_or(0),
+            headers: serde_json::from_str(
+                &r.try_get::<Option<String>, _>("result_headers")?
+                    .unwrap_or_default(),
+            )
+            .unwrap_or_default(),
+            body: String::from_utf8_lossy(
+                &r.try_get::<Option<Vec<u8>>, _>("result_body")?
+                    .unwrap_or_default(),
+            )
+            .into_owned(),
+        }),
+        None => None,
+    };
+    Ok(Status {
+        id: r.try_get("id")?,
+        function: r.try_get("function")?,
+        attempts: count(r, "attempts")?,
+        max_attempts: count(r, "max_attempts")?,
+        created_at: rfc3339(r.try_get("created_at")?),
+        started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
+        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339),
+        next_attempt_at: if state.is_waiting() {
+            Some(rfc3339(r.try_get("run_at")?))
+        } else {
+            None
+        },
+        last_error: r.try_get("last_error")?,
+        result,
+        state,
+    })
+}
+
+pub(super) fn claimed_from_row(r: &AnyRow) -> Result<Claimed> {
+    Ok(Claimed {
+        id: r.try_get("id")?,
+        function: r.try_get("function")?,
+        attempt: count(r, "attempts")?.max(1),
+        max_attempts: count(r, "max_attempts")?.max(1),
+        token: r.try_get("lease_token")?,
+        method: r.try_get("method")?,
+        uri: r.try_get("uri")?,
+        headers: serde_json::from_str(&r.try_get::<String, _>("headers")?).unwrap_or_default(),
+        body: r.try_get("body")?,
+    })
+}
+
+pub(super) fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        invocation_id: r.try_get("invocation_id")?,
+        url: r.try_get("url")?,
+        payload: r.try_get("payload")?,
+        attempts: count(r, "attempts")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_text() {
+        for state in InvocationState::ALL {
+            assert_eq!(state.as_str().parse::<InvocationState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(state.as_str())
+            );
+        }
+        assert_eq!(
+            "done".parse::<InvocationState>().unwrap_err().to_string(),
+            "unknown state \"done\": expected queued, running, retrying, succeeded, dead or cancelled"
+        );
+    }
+
+    #[test]
+    fn delivery_attempts_map_to_states() {
+        assert_eq!(DeliveryAttempt::Delivered.state(), DeliveryState::Delivered);
+        let failed = |retry_at| DeliveryAttempt::Failed {
+            error: "503".into(),
+            retry_at,
+        };
+        assert_eq!(failed(Some(1)).state(), DeliveryState::Pending);
+        assert_eq!(failed(None).state(), DeliveryState::Failed);
+    }
+}

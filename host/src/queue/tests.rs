@@ -1,0 +1,282 @@
+//! The queue's state transitions, on a real SQLite file in a temporary directory.
+
+use std::time::Duration;
+
+use super::*;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn queue() -> (Queue, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+    (Queue::open(&url).await.unwrap(), dir)
+}
+
+fn invocation(id: &str, key: Option<&str>, max_attempts: u32) -> NewInvocation {
+    NewInvocation {
+        id: id.into(),
+        function: "job-background".into(),
+        idempotency_key: key.map(str::to_string),
+        method: "POST".into(),
+        uri: "/.netlify/functions/job-background?x=1".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"n":1}"#.to_vec(),
+        max_attempts,
+    }
+}
+
+async fn state(q: &Queue, id: &str) -> InvocationState {
+    q.status(id)
+        .await
+        .unwrap()
+        .expect("the invocation exists")
+        .state
+}
+
+async fn claim_one(q: &Queue) -> Claimed {
+    let mut claimed = q.claim("test-owner", 4, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1, "exactly one invocation is due");
+    claimed.pop().unwrap()
+}
+
+fn answered(status: u16, body: &str) -> StoredResult {
+    StoredResult {
+        status: Some(status),
+        headers: vec![("x-a".into(), "1".into())],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn enqueue_claim_succeed() {
+    let (q, _dir) = queue().await;
+    assert_eq!(
+        q.enqueue(invocation("a", None, 3)).await.unwrap(),
+        Enqueued::New("a".into())
+    );
+    let queued = q.status("a").await.unwrap().unwrap();
+    assert_eq!(queued.state, InvocationState::Queued);
+    assert_eq!((queued.attempts, queued.max_attempts), (0, 3));
+    assert!(queued.next_attempt_at.is_some());
+    assert!(q.next_due().await.unwrap().unwrap() <= now_ms());
+
+    let claim = claim_one(&q).await;
+    assert_eq!(
+        (claim.id.as_str(), claim.attempt, claim.max_attempts),
+        ("a", 1, 3)
+    );
+    assert_eq!(claim.method, "POST");
+    assert_eq!(claim.uri, "/.netlify/functions/job-background?x=1");
+    assert_eq!(claim.body, br#"{"n":1}"#);
+    assert_eq!(claim.headers[0].1, "application/json");
+    assert_eq!(state(&q, "a").await, InvocationState::Running);
+    assert!(
+        q.claim("other", 4, LEASE).await.unwrap().is_empty(),
+        "a running invocation is not claimed twice"
+    );
+    assert!(q.heartbeat("a", claim.token, LEASE).await.unwrap());
+
+    assert!(
+        q.finish(&claim, Finish::Succeeded(answered(200, "done")), None)
+            .await
+            .unwrap()
+    );
+    let done = q.status("a").await.unwrap().unwrap();
+    assert_eq!(done.state, InvocationState::Succeeded);
+    assert!(done.finished_at.is_some() && done.next_attempt_at.is_none());
+    let result = done.result.unwrap();
+    assert_eq!((result.status, result.body.as_str()), (200, "done"));
+    assert_eq!(q.next_due().await.unwrap(), None);
+    assert_eq!(
+        q.counts().await.unwrap(),
+        vec![(InvocationState::Succeeded, 1)]
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_stores_once() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("first", Some("k1"), 1)).await.unwrap();
+    assert_eq!(
+        q.enqueue(invocation("second", Some("k1"), 1))
+            .await
+            .unwrap(),
+        Enqueued::Existing("first".into())
+    );
+    assert!(q.status("second").await.unwrap().is_none());
+    q.enqueue(invocation("third", Some("k2"), 1)).await.unwrap();
+    assert_eq!(
+        q.counts().await.unwrap(),
+        vec![(InvocationState::Queued, 2)]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_retries_at_its_time_then_dies() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("r", None, 2)).await.unwrap();
+    let first = claim_one(&q).await;
+    let later = now_ms() + 60_000;
+    let retry = Finish::Retry {
+        error: "trapped: unreachable".into(),
+        result: StoredResult::default(),
+        run_at: later,
+    };
+    assert!(q.finish(&first, retry, None).await.unwrap());
+    let retrying = q.status("r").await.unwrap().unwrap();
+    assert_eq!(retrying.state, InvocationState::Retrying);
+    assert_eq!(retrying.last_error.as_deref(), Some("trapped: unreachable"));
+    assert!(retrying.finished_at.is_none());
+    assert_eq!(q.next_due().await.unwrap(), Some(later));
+    assert!(
+        q.claim("o", 4, LEASE).await.unwrap().is_empty(),
+        "not due before run_at"
+    );
+
+    // Due now (an earlier retry time): the second attempt.
+    let again = Finish::Retry {
+        error: "trapped".into(),
+        result: StoredResult::default(),
+        run_at: now_ms() - 1,
+    };
+    // A stale claim (its token moved on) changes nothing.
+    assert!(!q.finish(&first, again.clone(), None).await.unwrap());
+    sqlx::query("UPDATE invocations SET run_at = 0 WHERE id = 'r'")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    let second = claim_one(&q).await;
+    assert_eq!(second.attempt, 2);
+    assert_ne!(second.token, first.token);
+    assert!(!q.heartbeat("r", first.token, LEASE).await.unwrap());
+    let dead = Finish::Dead {
+        error: "trapped: again".into(),
+        result: answered(500, "boom"),
+    };
+    assert!(q.finish(&second, dead, None).await.unwrap());
+    let dead = q.status("r").await.unwrap().unwrap();
+    assert_eq!(dead.state, InvocationState::Dead);
+    assert_eq!(dead.attempts, 2);
+    assert!(dead.finished_at.is_some());
+    assert_eq!(dead.result.unwrap().status, 500);
+
+    // Replay starts over from attempt 1; cancel takes only waiting invocations.
+    assert!(!q.cancel("r").await.unwrap(), "a dead one is not cancelled");
+    assert!(q.replay("r").await.unwrap());
+    let replayed = q.status("r").await.unwrap().unwrap();
+    assert_eq!(
+        (replayed.state, replayed.attempts),
+        (InvocationState::Queued, 0)
+    );
+    assert!(!q.replay("r").await.unwrap(), "only dead ones are replayed");
+    assert!(q.cancel("r").await.unwrap());
+    assert_eq!(state(&q, "r").await, InvocationState::Cancelled);
+    assert!(q.claim("o", 4, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn interrupted_attempts_go_back_uncounted() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("h", None, 3)).await.unwrap();
+    let claim = claim_one(&q).await;
+    assert!(q.release(&claim).await.unwrap());
+    let back = q.status("h").await.unwrap().unwrap();
+    assert_eq!((back.state, back.attempts), (InvocationState::Queued, 0));
+    assert!(!q.release(&claim).await.unwrap(), "released once");
+
+    // An embedded queue at startup re-queues whatever the last process left running.
+    let claim = claim_one(&q).await;
+    assert_eq!(claim.attempt, 1);
+    assert_eq!(
+        q.requeue_expired(false).await.unwrap(),
+        0,
+        "lease still valid"
+    );
+    assert_eq!(q.requeue_expired(true).await.unwrap(), 1);
+    assert_eq!(state(&q, "h").await, InvocationState::Queued);
+    assert!(
+        !q.finish(&claim, Finish::Succeeded(StoredResult::default()), None)
+            .await
+            .unwrap(),
+        "the interrupted holder's result is discarded"
+    );
+    assert_eq!(claim_one(&q).await.attempt, 1);
+}
+
+#[tokio::test]
+async fn an_outcome_and_its_delivery_commit_together_and_deliveries_back_off() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("d", None, 1)).await.unwrap();
+    let claim = claim_one(&q).await;
+    let delivery = NewDelivery {
+        url: "http://127.0.0.1:9/inbox".into(),
+        payload: r#"{"version":"1.0"}"#.into(),
+    };
+    assert!(
+        q.finish(
+            &claim,
+            Finish::Succeeded(answered(200, "ok")),
+            Some(delivery)
+        )
+        .await
+        .unwrap()
+    );
+    let due = q.due_deliveries(16).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].invocation_id.as_str(), due[0].attempts), ("d", 0));
+    assert_eq!(due[0].payload, r#"{"version":"1.0"}"#);
+
+    let failed = DeliveryAttempt::Failed {
+        error: "destination answered 503".into(),
+        retry_at: Some(now_ms() + 60_000),
+    };
+    q.delivery_attempted(&due[0].id, failed).await.unwrap();
+    assert!(
+        q.due_deliveries(16).await.unwrap().is_empty(),
+        "backing off"
+    );
+    sqlx::query("UPDATE deliveries SET next_at = 0")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    let again = q.due_deliveries(16).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    q.delivery_attempted(&again[0].id, DeliveryAttempt::Delivered)
+        .await
+        .unwrap();
+    assert!(q.due_deliveries(16).await.unwrap().is_empty());
+    let state: String = sqlx::query("SELECT state FROM deliveries")
+        .fetch_one(&q.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(state, DeliveryState::Delivered.as_str());
+}
+
+#[tokio::test]
+async fn lists_filter_by_function_and_state() {
+    let (q, _dir) = queue().await;
+    for id in ["l1", "l2"] {
+        q.enqueue(invocation(id, None, 1)).await.unwrap();
+    }
+    let mut other = invocation("l3", None, 1);
+    other.function = "other".into();
+    q.enqueue(other).await.unwrap();
+    let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+    q.finish(&claim, Finish::Succeeded(StoredResult::default()), None)
+        .await
+        .unwrap();
+
+    let all = q.list(None, None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let mine = q.list(Some("job-background"), None, 10).await.unwrap();
+    assert_eq!(mine.len(), 2);
+    let queued = q
+        .list(None, Some(InvocationState::Queued), 10)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|s| s.state == InvocationState::Queued));
+    assert_eq!(q.list(None, None, 1).await.unwrap().len(), 1);
+}

@@ -1,0 +1,289 @@
+//! The composition root: builds the engine, loads the functions, opens the queue, binds the
+//! listener, starts the HTTP threads, the background worker and the deliveries, and drains
+//! them on shutdown. Takes [`Options`] already validated by the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::background::{Worker, WorkerOptions};
+use crate::config::cors::Policies;
+use crate::config::redirects::Rules;
+use crate::config::{Config, RuntimeKind, defaults};
+use crate::engine::{Engine, EngineOptions};
+use crate::functions;
+use crate::http::App;
+use crate::queue::{Backend, Queue};
+
+/// Validated `serve` settings.
+pub struct Options {
+    /// Directory holding `NAME.wasm`.
+    pub dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The site file (defaults when there is none).
+    pub config: Config,
+    /// Compiled-component cache; `None` = off.
+    pub cache_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    pub queue_url: String,
+}
+
+impl Options {
+    /// Synchronous and background invocations allowed at once.
+    fn caps(&self) -> (usize, usize) {
+        let server = &self.config.server;
+        (
+            server.max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY),
+            server
+                .background_concurrency
+                .unwrap_or(defaults::BACKGROUND_CONCURRENCY),
+        )
+    }
+}
+
+/// Loads and serves until Ctrl-C or SIGTERM; with `list_only`, prints the function table and
+/// returns (failure when a function could not be loaded).
+pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
+    // The control runtime: loading, the queue writer, the background worker, deliveries and
+    // signals. HTTP requests are served on their own threads (see `spawn_http`).
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if list_only {
+        let (_, table) = control.block_on(load(&opts))?;
+        return Ok(if table.rejected.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let site = control.block_on(start(&opts))?;
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    listener.set_nonblocking(true)?;
+    let server_cfg = &opts.config.server;
+    let threads = server_cfg
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let http = spawn_http(
+        listener.try_clone()?,
+        site.app.clone(),
+        site.shutdown.clone(),
+        threads,
+        server_cfg.runtime.unwrap_or_default(),
+    )?;
+    // Tests and scripts read the bound address from this line.
+    println!("listening on http://{}", listener.local_addr()?);
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    drop(listener);
+    control.block_on(async {
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("shutdown requested"),
+            () = site.shutdown.cancelled() => {},
+        }
+        site.shutdown.cancel();
+        let _ = site.worker.await;
+        site.deliveries.abort();
+    });
+    for t in http {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `start` brings up.
+struct Site {
+    app: Arc<App>,
+    worker: tokio::task::JoinHandle<()>,
+    deliveries: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// Builds the engine and loads the functions, printing the table.
+async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
+    let (sync_cap, bg_cap) = opts.caps();
+    let (max_memory, fuel) = functions::engine_needs(&opts.config);
+    let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
+    let engine = Arc::new(Engine::new(&EngineOptions::new(
+        slots,
+        max_memory,
+        fuel,
+        opts.cache_dir.clone(),
+    ))?);
+    let started = std::time::Instant::now();
+    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
+        .await
+        .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
+    print!("{}", functions::print_table(&table));
+    for r in &table.rejected {
+        tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
+    }
+    let cache = match engine.cache_stats() {
+        Some((hits, misses)) => format!("{hits} from cache, {misses} compiled"),
+        None => "cache off".to_string(),
+    };
+    tracing::info!(
+        "loaded {} function(s) from {} in {:.0} ms ({cache}; pooling allocator: {} (reset: {}), fuel metering: {})",
+        table.functions.len(),
+        opts.dir.display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        engine.pooling(),
+        engine.reset_mode(),
+        fuel,
+    );
+    Ok((engine, table))
+}
+
+/// Loads the functions, opens the queue and starts the background worker.
+async fn start(opts: &Options) -> anyhow::Result<Site> {
+    let (engine, table) = load(opts).await?;
+    let server_cfg = &opts.config.server;
+    let (sync_cap, bg_cap) = opts.caps();
+    let queue = Queue::open(&opts.queue_url)
+        .await
+        .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
+    if queue.backend() == Backend::Sqlite {
+        // One process owns an embedded queue: whatever it left running was cut off.
+        let n = queue.requeue_expired(true).await?;
+        if n > 0 {
+            tracing::warn!(
+                "re-queued {n} background invocation(s) interrupted by the last shutdown"
+            );
+        }
+    }
+    let table = Arc::new(table);
+    let shutdown = CancellationToken::new();
+    let worker = Arc::new(Worker::new(
+        queue.clone(),
+        engine.clone(),
+        table.clone(),
+        WorkerOptions {
+            concurrency: bg_cap,
+            lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
+            grace: server_cfg
+                .shutdown_grace
+                .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+        },
+    ));
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let deliveries = tokio::spawn(crate::background::destinations::deliver_loop(
+        queue.clone(),
+        shutdown.clone(),
+    ));
+    let cors = Policies::from_config(&opts.config)
+        .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
+    let redirects = Rules::load(&opts.dir, opts.config.redirects.iter().map(|r| r.0.clone()))?;
+    let app = Arc::new(
+        App::new(
+            engine,
+            table,
+            queue,
+            server_cfg.admin_token.clone(),
+            sync_cap,
+        )
+        .with_edge(cors, redirects),
+    );
+    Ok(Site {
+        app,
+        worker,
+        deliveries,
+        shutdown,
+    })
+}
+
+/// Starts the HTTP threads. Per core (the default): one single-threaded runtime per thread,
+/// each accepting on the shared listener, so a request, its instance and its response stay on
+/// one thread. Shared: one multi-threaded runtime (work stealing), kept for comparison.
+fn spawn_http(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    threads: usize,
+    runtime: RuntimeKind,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    const DRAIN: Duration = Duration::from_secs(30);
+    // The runtimes serving connections, each fed by one lane: one per core, or one shared
+    // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
+    let runtimes = match runtime {
+        RuntimeKind::PerCore => (0..threads.max(1))
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        RuntimeKind::Shared => vec![
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()?,
+        ],
+    };
+    let mut handles = Vec::new();
+    let mut lanes = Vec::new();
+    for (i, rt) in runtimes.into_iter().enumerate() {
+        let (lane, receiver) = crate::http::server::lane();
+        lanes.push(lane);
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("fnhost-http-{i}"))
+                .spawn(move || {
+                    rt.block_on(crate::http::server::serve_handoffs(
+                        receiver,
+                        app,
+                        shutdown.cancelled_owned(),
+                        DRAIN,
+                    ))
+                })?,
+        );
+    }
+    // A small runtime of its own accepts and hands each connection to the least busy lane.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    handles.push(
+        std::thread::Builder::new()
+            .name("fnhost-accept".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            crate::http::server::accept_balanced(
+                                l,
+                                lanes,
+                                shutdown.cancelled_owned(),
+                            )
+                            .await
+                        }
+                        Err(e) => tracing::error!("cannot register the listener: {e}"),
+                    }
+                })
+            })?,
+    );
+    Ok(handles)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
