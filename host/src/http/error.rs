@@ -62,9 +62,13 @@ pub enum ApiError {
         /// The `Origin` header as sent.
         origin: String,
     },
-    /// A proxy rule's upstream could not be reached or failed (detail in the log).
-    #[error("bad gateway: the upstream did not answer")]
-    BadGateway,
+    /// A proxy rule's upstream could not be reached or failed. `why` is a fixed phrase: the
+    /// address and the OS error go to the log, never the client.
+    #[error("bad gateway: {why}")]
+    BadGateway {
+        /// What a client may know.
+        why: &'static str,
+    },
     /// A proxy rule's upstream sent no response head in time.
     #[error("upstream did not answer within {after:?}")]
     UpstreamTimeout {
@@ -94,7 +98,7 @@ impl ApiError {
             | ApiError::NoEndpoint(_)
             | ApiError::AdminOff => StatusCode::NOT_FOUND,
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ApiError::BadGateway => StatusCode::BAD_GATEWAY,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,7 +216,9 @@ mod tests {
         assert_eq!(failed.status(), 500);
         assert_eq!(failed.headers()[INVOCATION_ID], "abc");
         assert_eq!(
-            body(ApiError::BadGateway),
+            body(ApiError::BadGateway {
+                why: "the upstream did not answer"
+            }),
             (502, "bad gateway: the upstream did not answer\n".into())
         );
         assert_eq!(

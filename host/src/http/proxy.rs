@@ -44,15 +44,24 @@ where
 {
     let uri: http::Uri = match target.parse() {
         Ok(u) => u,
-        Err(e) => return Err(bad_gateway(format!("bad proxy target {target}: {e}"))),
+        Err(e) => {
+            return Err(bad_gateway(
+                format!("bad proxy target {target}: {e}"),
+                UNREACHABLE,
+            ));
+        }
     };
     if uri.scheme_str() == Some("https") {
-        return Err(bad_gateway(format!(
-            "https proxy not supported (fnhost has no TLS client): {target}"
-        )));
+        return Err(bad_gateway(
+            format!("https proxy not supported (fnhost has no TLS client): {target}"),
+            "https proxy not supported (fnhost has no TLS client)",
+        ));
     }
     let Some(authority) = uri.authority().cloned() else {
-        return Err(bad_gateway(format!("bad proxy target {target}")));
+        return Err(bad_gateway(
+            format!("bad proxy target {target}"),
+            UNREACHABLE,
+        ));
     };
     let addr = format!(
         "{}:{}",
@@ -109,7 +118,7 @@ where
             tracing::warn!("proxy to {target}: no response within {timeout:?}");
             return Err(ApiError::UpstreamTimeout { after: timeout });
         }
-        Ok(Err(e)) => return Err(bad_gateway(e)),
+        Ok(Err(e)) => return Err(bad_gateway(e, UNREACHABLE)),
         Ok(Ok(resp)) => resp,
     };
     let (mut parts, body) = resp.into_parts();
@@ -124,10 +133,13 @@ where
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
-/// Logs why, answers without it.
-fn bad_gateway(why: String) -> ApiError {
-    tracing::warn!("proxy: {why}");
-    ApiError::BadGateway
+/// What a client hears when the upstream failed.
+const UNREACHABLE: &str = "the upstream did not answer";
+
+/// Logs the detail; answers with a phrase that carries none.
+fn bad_gateway(detail: String, why: &'static str) -> ApiError {
+    tracing::warn!("proxy: {detail}");
+    ApiError::BadGateway { why }
 }
 
 /// The upstream body. A read error mid-body ends the stream (logged). With a
