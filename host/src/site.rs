@@ -63,20 +63,21 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    let site = control.block_on(start(&opts))?;
+    // One process owns an embedded queue: refuse to touch it while another holds it.
+    let _owner = match embedded_queue_file(&opts.queue_url) {
+        Some(db) => Some(lock_embedded_queue(&db)?),
+        None => None,
+    };
+    // Bound before anything starts, so a port in use changes nothing.
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     listener.set_nonblocking(true)?;
-    let server_cfg = &opts.config.server;
-    let threads = server_cfg
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let site = control.block_on(start(&opts))?;
     let http = spawn_http(
         listener.try_clone()?,
         site.app.clone(),
         site.shutdown.clone(),
-        threads,
-        server_cfg.runtime.unwrap_or_default(),
+        &opts.config.server,
     )?;
     // Tests and scripts read the bound address from this line.
     println!("listening on http://{}", listener.local_addr()?);
@@ -89,14 +90,68 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             () = site.shutdown.cancelled() => {},
         }
         site.shutdown.cancel();
-        let _ = site.worker.await;
+        // The queue writer runs on this runtime: it keeps committing until every HTTP thread
+        // has drained, so a background POST in flight still gets its whole answer.
+        let http = tokio::task::spawn_blocking(move || {
+            for t in http {
+                let _ = t.join();
+            }
+        });
+        let _ = tokio::join!(site.worker, http);
         site.deliveries.abort();
     });
-    for t in http {
-        let _ = t.join();
-    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The database file of an embedded (`sqlite://PATH`) queue URL.
+fn embedded_queue_file(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    (!path.is_empty() && !path.starts_with(':')).then(|| PathBuf::from(path))
+}
+
+/// Takes the exclusive lock `QUEUE.lock` beside the queue file (released when the process
+/// ends, however it ends) and writes this process's id into it. A second fnhost on the same
+/// data dir stops here, naming the holder, before it touches anything.
+fn lock_embedded_queue(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = db.with_extension("lock");
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            anyhow::bail!(
+                "the data dir {} is in use by another fnhost ({holder}): one process owns an \
+                 embedded queue; stop that one first, or give this one its own --data-dir \
+                 (several hosts share work through PostgreSQL)",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// What `start` brings up.
@@ -188,6 +243,9 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
             queue,
             server_cfg.admin_token.clone(),
             sync_cap,
+            server_cfg
+                .body_timeout
+                .map_or(defaults::BODY_TIMEOUT, |d| d.0),
         )
         .with_edge(cors, redirects),
     );
@@ -206,10 +264,17 @@ fn spawn_http(
     listener: std::net::TcpListener,
     app: Arc<App>,
     shutdown: CancellationToken,
-    threads: usize,
-    runtime: RuntimeKind,
+    server: &crate::config::ServerConfig,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     const DRAIN: Duration = Duration::from_secs(30);
+    let threads = server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = server.runtime.unwrap_or_default();
+    let header_timeout = server
+        .header_timeout
+        .map_or(defaults::HEADER_TIMEOUT, |d| d.0);
+    let max_connections = server.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
     // The runtimes serving connections, each fed by one lane: one per core, or one shared
     // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
     let runtimes = match runtime {
@@ -240,6 +305,7 @@ fn spawn_http(
                     rt.block_on(crate::http::server::serve_handoffs(
                         receiver,
                         app,
+                        header_timeout,
                         shutdown.cancelled_owned(),
                         DRAIN,
                     ))
@@ -260,6 +326,7 @@ fn spawn_http(
                             crate::http::server::accept_balanced(
                                 l,
                                 lanes,
+                                max_connections,
                                 shutdown.cancelled_owned(),
                             )
                             .await

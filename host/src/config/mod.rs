@@ -45,6 +45,13 @@ pub mod defaults {
     pub const LEASE: Duration = Duration::from_secs(30);
     /// Time running background attempts get to finish after SIGTERM.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// Time a client has to send a request's head, and a keep-alive connection to start its
+    /// next request.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time a client has to send a request body.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Connections open at once; more wait in the listen backlog.
+    pub const MAX_CONNECTIONS: usize = 10_000;
 }
 
 /// A problem with `fnhost.toml`, pointing at the place in the file.
@@ -108,6 +115,12 @@ pub struct ServerConfig {
     /// `per-core` (default: a single-threaded runtime per HTTP thread) or `shared` (one
     /// work-stealing runtime).
     pub runtime: Option<RuntimeKind>,
+    /// Time to send a request head (and for a keep-alive connection to start the next one).
+    pub header_timeout: Option<Humantime>,
+    /// Time to send a request body; past it, `408`.
+    pub body_timeout: Option<Humantime>,
+    /// Connections open at once; more wait in the backlog.
+    pub max_connections: Option<usize>,
 }
 
 /// How HTTP threads are scheduled.
@@ -254,6 +267,17 @@ impl Config {
         }
         if self.server.background_concurrency == Some(0) {
             return Err("server.background_concurrency: must be at least 1".into());
+        }
+        if self.server.max_connections == Some(0) {
+            return Err("server.max_connections: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("header_timeout", self.server.header_timeout),
+            ("body_timeout", self.server.body_timeout),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(format!("server.{key}: must be longer than 0"));
+            }
         }
         if !self.defaults.path.0.is_empty() {
             return Err(

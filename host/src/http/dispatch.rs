@@ -13,11 +13,12 @@ use crate::body::{Body, full};
 use crate::functions::Function;
 use crate::ids::{headers, status_path};
 use crate::invoke::{self, Failure};
-use crate::queue::NewInvocation;
+use crate::queue::{NewInvocation, QueueError};
 
 impl App {
     /// Runs a synchronous invocation and answers with the guest's response. The slot is
-    /// taken before the body is read; the guest holds it until it is done.
+    /// taken once the body has been read (a slow upload holds a connection, never a slot);
+    /// the guest holds it until it is done.
     pub(super) async fn invoke_sync<B>(
         &self,
         function: &Arc<Function>,
@@ -29,12 +30,12 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let req = read_body(req, function.limits.max_body, self.body_timeout).await?;
         let permit = self
             .sync_permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Busy)?;
-        let req = read_body(req, function.limits.max_body).await?;
         let mut running = invoke::start(&self.engine, function, req, params, &id, None, permit);
         match invoke::answer(&mut running, function.limits.timeout).await {
             Ok(resp) => Ok(resp),
@@ -59,7 +60,7 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let req = read_body(req, function.limits.max_body).await?;
+        let req = read_body(req, function.limits.max_body, self.body_timeout).await?;
         let (parts, body) = req.into_parts();
         let idempotency_key = parts
             .headers
@@ -93,9 +94,13 @@ impl App {
             body: body.to_vec(),
             max_attempts: u32::try_from(function.retry.delays.len() + 1).unwrap_or(u32::MAX),
         };
-        let enqueued = self.queue.enqueue(inv).await.map_err(|e| {
-            tracing::error!(function = function.name, id, "cannot enqueue: {e}");
-            ApiError::Internal { id: id.clone() }
+        let enqueued = self.queue.enqueue(inv).await.map_err(|e| match e {
+            // Shutting down: refused, not lost; the client may retry elsewhere or later.
+            QueueError::WriterGone => ApiError::Busy,
+            e => {
+                tracing::error!(function = function.name, id, "cannot enqueue: {e}");
+                ApiError::Internal { id: id.clone() }
+            }
         })?;
         let id = enqueued.id();
         let mut resp = Response::new(full(Bytes::new()));
@@ -123,11 +128,13 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-connection",
 ];
 
-/// How long a client may take to send a request body.
-const READ_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Reads the whole body, refusing more than `limit` bytes with `413`.
-pub async fn read_body<B>(req: Request<B>, limit: u64) -> Result<Request<Bytes>, ApiError>
+/// Reads the whole body, refusing more than `limit` bytes with `413` and a body still not
+/// received after `timeout` with `408`.
+pub async fn read_body<B>(
+    req: Request<B>,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<Request<Bytes>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -150,16 +157,12 @@ where
     let mut seen: u64 = 0;
     let mut drain_until = None;
     // A client that stalls mid-body is not allowed to hold a slot for long.
-    let give_up = tokio::time::Instant::now() + READ_BODY_TIMEOUT;
+    let give_up = tokio::time::Instant::now() + timeout;
     loop {
         let frame = match tokio::time::timeout_at(give_up, body.frame()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(_) => {
-                return Err(ApiError::BadRequest(format!(
-                    "request body not received within {READ_BODY_TIMEOUT:?}"
-                )));
-            }
+            Err(_) => return Err(ApiError::RequestTimeout { after: timeout }),
         };
         let frame =
             frame.map_err(|e| ApiError::BadRequest(format!("cannot read body: {}", e.into())))?;

@@ -41,6 +41,12 @@ pub enum ApiError {
     /// The request could not be read.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client did not send its body in time.
+    #[error("request body not received within {after:?}")]
+    RequestTimeout {
+        /// The body timeout.
+        after: Duration,
+    },
     /// Every invocation slot is taken.
     #[error("too many concurrent invocations; retry shortly")]
     Busy,
@@ -103,6 +109,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -43,6 +43,8 @@ pub struct App {
     pub queue: Queue,
     /// Bearer token of the admin endpoints; `None` turns them off.
     admin_token: Option<String>,
+    /// Time a client has to send a request body.
+    body_timeout: std::time::Duration,
     /// Permits for synchronous invocations.
     sync_permits: Arc<Semaphore>,
     /// CORS policies (`[cors]`, `[functions.NAME.cors]`); empty = none.
@@ -59,12 +61,14 @@ impl App {
         queue: Queue,
         admin_token: Option<String>,
         max_concurrency: usize,
+        body_timeout: std::time::Duration,
     ) -> App {
         App {
             engine,
             table,
             queue,
             admin_token,
+            body_timeout,
             sync_permits: Arc::new(Semaphore::new(max_concurrency)),
             cors: Policies::default(),
             redirects: Rules::default(),
@@ -109,6 +113,9 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut path = req.uri().path().to_string();
+        // `.`, `..` and empty segments mean different things to different servers: refused
+        // before anything matches or forwards the path.
+        rules::check_path(&path).map_err(ApiError::BadRequest)?;
         // Rules never apply to fnhost's own endpoints; a rewrite is routed once, not re-ruled.
         if !path.starts_with(API_PREFIX) && !self.redirects.is_empty() {
             let routed = || {
@@ -120,6 +127,11 @@ impl App {
             match rules::resolve(&self.redirects, &path, req.uri().query(), routed) {
                 None => {}
                 Some(Action::Redirect { status, location }) => {
+                    if rules::is_off_site(&location) {
+                        return Err(ApiError::BadRequest(format!(
+                            "the redirect rule for {path} would leave the site"
+                        )));
+                    }
                     return Ok(redirect_response(status, &location));
                 }
                 Some(Action::Proxy(url)) => {

@@ -94,6 +94,30 @@ pub fn resolve(
     None
 }
 
+/// Refuses a request path with an empty segment (`//`, but a trailing `/` is fine) or a `.` or
+/// `..` segment, percent-encoded or not: the router, a rule and a proxied upstream would each
+/// read it differently (`/api/../admin`, `/go//evil.com`).
+pub fn check_path(path: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("path {path:?} does not start with `/`"));
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if (segment.is_empty() && i != last) || decoded == "." || decoded == ".." {
+            return Err(format!("path {path:?} has an empty, `.` or `..` segment"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a redirect target would leave the site: a browser reads `//host` and `/\host` as
+/// another host.
+pub fn is_off_site(location: &str) -> bool {
+    location.starts_with("//") || location.starts_with("/\\")
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -206,5 +230,33 @@ mod tests {
         assert!(e.contains("needs `from` to end in `/*`"), "{e}");
         let e = parse("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nconditions = {}\n").unwrap_err();
         assert!(e.contains("unknown field `conditions`"), "{e}");
+    }
+
+    /// Regression: `/go/*  /:splat  301` answered `GET /go//evil.com` with
+    /// `Location: //evil.com`, an open redirect; `..` passed through to proxies.
+    #[test]
+    fn dot_segments_and_empty_segments_are_refused_and_off_site_locations_caught() {
+        for bad in [
+            "/go//evil.com",
+            "//evil.com",
+            "/api/../admin",
+            "/api/./x",
+            "/api/%2e%2e/admin",
+            "/api/%2E/x",
+            "/..",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/.well-known/x"] {
+            assert_eq!(check_path(good), Ok(()), "{good}");
+        }
+        let r = rules("/go/*  /:splat  301\n");
+        match resolve(&r, "/go/x/y", None, || false) {
+            Some(Action::Redirect { location, .. }) => assert!(!is_off_site(&location)),
+            other => panic!("{other:?}"),
+        }
+        assert!(is_off_site("//evil.com"));
+        assert!(is_off_site("/\\evil.com"));
+        assert!(!is_off_site("/evil.com"));
     }
 }

@@ -15,21 +15,26 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::App;
 
+/// An accepted connection on its way to a lane; the permit counts it against
+/// `max_connections` until it closes.
+type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+
 /// One core's share of the connections: where [`accept_balanced`] hands them over.
 pub struct Lane {
-    handoff: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    handoff: mpsc::UnboundedSender<Handoff>,
     open: Arc<AtomicUsize>,
 }
 
 /// The receiving end of a [`Lane`], for [`serve_handoffs`].
 pub struct LaneReceiver {
-    handoff: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    handoff: mpsc::UnboundedReceiver<Handoff>,
     open: Arc<AtomicUsize>,
 }
 
@@ -47,15 +52,23 @@ pub fn lane() -> (Lane, LaneReceiver) {
 }
 
 /// Accepts until `shutdown` resolves, handing each connection to the lane with the fewest open
-/// connections (ties go round-robin). Dropping the lanes at the end tells each core to drain.
+/// connections (ties go round-robin). At `max_connections` open, it stops accepting until one
+/// closes (new ones wait in the listen backlog). Dropping the lanes at the end tells each core
+/// to drain.
 pub async fn accept_balanced(
     listener: TcpListener,
     lanes: Vec<Lane>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut next = 0;
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
@@ -70,24 +83,31 @@ pub async fn accept_balanced(
             .expect("at least one lane");
         next = (next + 1) % n;
         lane.open.fetch_add(1, Ordering::Relaxed);
-        if lane.handoff.send((stream, peer)).is_err() {
+        if lane.handoff.send((stream, peer, permit)).is_err() {
             lane.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
 /// Serves the connections handed to this lane (on the calling thread's runtime) until
-/// `shutdown` resolves or the acceptor is gone, then drains for up to `drain`.
+/// `shutdown` resolves or the acceptor is gone, then drains for up to `drain`. A client gets
+/// `header_timeout` to send each request head (and a keep-alive connection as long to start
+/// its next request), else the connection is closed.
 pub async fn serve_handoffs(
     mut lane: LaneReceiver,
     app: Arc<App>,
+    header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, permit) = tokio::select! {
             handed = lane.handoff.recv() => match handed {
                 Some(conn) => conn,
                 None => break,
@@ -95,7 +115,14 @@ pub async fn serve_handoffs(
             () = &mut shutdown => break,
         };
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(stream, peer, &app, &graceful, Some(lane.open.clone())),
+            Ok(stream) => serve_connection(
+                stream,
+                peer,
+                &app,
+                &http,
+                &graceful,
+                (lane.open.clone(), permit),
+            ),
             Err(e) => {
                 lane.open.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!("cannot register the connection from {peer}: {e}");
@@ -118,13 +145,15 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Serves one connection on its own task; `open` is decremented when it closes.
+/// Serves one connection on its own task; `open` is decremented and the permit released when
+/// it closes.
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: &Arc<App>,
+    http: &http1::Builder,
     graceful: &GracefulShutdown,
-    open: Option<Arc<AtomicUsize>>,
+    (open, permit): (Arc<AtomicUsize>, OwnedSemaphorePermit),
 ) {
     // Without it, a guest writing its body in pieces stalls 40 ms per response (Nagle).
     let _ = stream.set_nodelay(true);
@@ -133,17 +162,14 @@ fn serve_connection(
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
     });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let conn = http.serve_connection(TokioIo::new(stream), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("connection from {peer}: {e}");
         }
-        if let Some(open) = open {
-            open.fetch_sub(1, Ordering::Relaxed);
-        }
+        open.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
     });
 }
 
@@ -170,6 +196,7 @@ mod tests {
         let acceptor = tokio::spawn(accept_balanced(
             listener,
             lanes,
+            100,
             stop.clone().cancelled_owned(),
         ));
         let mut clients = Vec::new();
