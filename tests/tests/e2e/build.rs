@@ -197,16 +197,20 @@ async fn a_second_start_loads_components_from_the_cache() {
             .start()
     };
     let first = start();
-    first.wait_for_log(
-        &["loaded 2 function(s)", "0 from cache, 2 compiled"],
-        Duration::from_secs(1),
-    );
+    first
+        .wait_for_log(
+            &["loaded 2 function(s)", "0 from cache, 2 compiled"],
+            Duration::from_secs(1),
+        )
+        .await;
     drop(first);
     let second = start();
-    second.wait_for_log(
-        &["loaded 2 function(s)", "2 from cache, 0 compiled"],
-        Duration::from_secs(1),
-    );
+    second
+        .wait_for_log(
+            &["loaded 2 function(s)", "2 from cache, 0 compiled"],
+            Duration::from_secs(1),
+        )
+        .await;
     assert_eq!(
         get(&second.url("/.netlify/functions/hello")).await.status,
         200

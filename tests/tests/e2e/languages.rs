@@ -156,11 +156,13 @@ async fn big_components_start_from_the_compile_cache_the_second_time() {
     // The run's shared cache: the first start may compile (or another test already did).
     drop(serve(&hellos, ""));
     let second = serve(&hellos, "");
-    second.wait_for_log(
-        &[
-            &format!("loaded {} function(s)", hellos.len()),
-            &format!("{} from cache, 0 compiled", hellos.len()),
-        ],
-        Duration::from_secs(1),
-    );
+    second
+        .wait_for_log(
+            &[
+                &format!("loaded {} function(s)", hellos.len()),
+                &format!("{} from cache, 0 compiled", hellos.len()),
+            ],
+            Duration::from_secs(1),
+        )
+        .await;
 }

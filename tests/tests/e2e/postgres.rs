@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::background::{self, Destination, accepted_id, post, wait_state};
-use crate::support::{QueueScope, Server, get, repo_root, send};
+use crate::support::{QueueScope, Server, get, repo_root, send, wait_until};
 
 /// The shared throwaway server.
 struct Pg {
@@ -156,15 +156,6 @@ fn signal(server: &Server, sig: &str) {
     assert!(status.success());
 }
 
-/// Polls `cond` every 50 ms; panics with `what` after `within`.
-async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Starts the builders at once (each on its own thread), as nodes booting together would.
 fn start_all(builders: Vec<crate::support::ServerBuilder>) -> Vec<Server> {
     std::thread::scope(|s| {
@@ -244,10 +235,10 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
     }
     assert_eq!(ids.len(), N);
     let accepted = started.elapsed();
-    until(
+    wait_until(
         "every invocation to succeed",
         Duration::from_secs(60),
-        || db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded'") == N as i64,
+        async || db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded'") == N as i64,
     )
     .await;
     let ran = started.elapsed();
@@ -281,9 +272,11 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
         "one node ran nothing: {per_node:?}"
     );
     // One success record per id, from whichever node ran it.
-    until("every destination record", Duration::from_secs(30), || {
-        dest.records.lock().unwrap().len() >= N
-    })
+    wait_until(
+        "every destination record",
+        Duration::from_secs(30),
+        async || dest.records.lock().unwrap().len() >= N,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for id in &ids {
@@ -331,7 +324,7 @@ async fn an_idempotency_key_sent_to_both_nodes_at_once_is_stored_once() {
     assert_eq!(ids.len(), 24);
     assert!(ids.values().all(|v| v.len() == 1), "{ids:?}");
     assert_eq!(db.int("SELECT COUNT(*) FROM invocations"), 24);
-    until("all 24 to succeed", Duration::from_secs(20), || {
+    wait_until("all 24 to succeed", Duration::from_secs(20), async || {
         db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded' AND attempts = 1") == 24
     })
     .await;
@@ -361,7 +354,7 @@ async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds
             .await,
         ));
     }
-    until("all six running", Duration::from_secs(10), || {
+    wait_until("all six running", Duration::from_secs(10), async || {
         db.int("SELECT COUNT(*) FROM invocations WHERE state = 'running'") == 6
     })
     .await;
@@ -408,7 +401,9 @@ async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds
             "claimed twice: by the victim, then by the survivor"
         );
     }
-    survivor.wait_for_log(&["lease expired"], Duration::from_secs(1));
+    survivor
+        .wait_for_log(&["lease expired"], Duration::from_secs(1))
+        .await;
     eprintln!(
         "kill -9: {} held by the killed node, all succeeded {:?} after the kill",
         victims.len(),
@@ -447,26 +442,29 @@ async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
     assert!(owner(stalled.pid()), "the first node does not hold {id}");
     signal(&stalled, "STOP");
     let stopped = Instant::now();
-    until(
+    wait_until(
         "the other node to take it over",
         Duration::from_secs(10),
-        || owner(other.pid()),
+        async || owner(other.pid()),
     )
     .await;
     let took_over = stopped.elapsed();
     signal(&stalled, "CONT");
     // Its heartbeat (or, if the guest finished first, its completion) matches nothing.
-    let fenced = Instant::now() + Duration::from_secs(5);
-    while stalled.count_log(&["lease lost", &id]) + stalled.count_log(&["result discarded", &id])
-        == 0
-    {
-        assert!(
-            Instant::now() < fenced,
-            "the stalled node was not fenced out:\n{}",
-            stalled.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the stalled node to be fenced out",
+        Duration::from_secs(5),
+        async || {
+            let fenced = stalled.count_log(&["lease lost", &id])
+                + stalled.count_log(&["result discarded", &id]);
+            if fenced > 0 {
+                Ok(())
+            } else {
+                Err(stalled.logs())
+            }
+        },
+    )
+    .await;
     let done = wait_state(&other, &id, &["succeeded"], Duration::from_secs(10)).await;
     assert_eq!(done["attempts"], 1, "{done}");
     assert_eq!(
@@ -476,6 +474,7 @@ async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
         2
     );
     dest.wait_for(&id, Duration::from_secs(5)).await;
+    // Not a wait for state: a quiet period in which a record from the fenced node would arrive.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let records = dest.for_id(&id);
     assert_eq!(records.len(), 1, "{records:?}");
@@ -503,10 +502,21 @@ async fn an_idle_node_wakes_at_once_on_work_enqueued_on_another() {
     );
     wait_state(&busy, &long, &["running"], Duration::from_secs(5)).await;
     let idle = node(&db, "").start();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both nodes LISTEN on the work channel (the idle one's listener is what is tested).
+    wait_until(
+        "both nodes to LISTEN for work",
+        Duration::from_secs(5),
+        async || {
+            db.int(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ) == 2
+        },
+    )
+    .await;
     let mut delays = Vec::new();
     for i in 0..8 {
-        // Land anywhere in the idle node's poll cycle.
+        // Pacing, not a wait for state: land anywhere in the idle node's 1 s poll cycle.
         tokio::time::sleep(Duration::from_millis(150 + 130 * i)).await;
         let id =
             accepted_id(&post(&busy, "/.netlify/functions/work-background?ms=10", &[], "").await);

@@ -81,7 +81,9 @@ async fn outbound_http_is_denied_unless_allowed() {
         "{}",
         reply.text()
     );
-    server.wait_for_log(&["outbound request", "denied"], Duration::from_secs(2));
+    server
+        .wait_for_log(&["outbound request", "denied"], Duration::from_secs(2))
+        .await;
 }
 
 #[tokio::test]
@@ -92,10 +94,12 @@ async fn guest_output_is_logged_with_function_and_invocation_id() {
     let reply = get(&server.url("/.netlify/functions/counter")).await;
     let id = reply.header("fnhost-invocation-id").map(str::to_string);
     // The counter guest prints `counter is N` on stdout.
-    let line = server.wait_for_log(
-        &["counter is 1", "function=\"counter\""],
-        Duration::from_secs(5),
-    );
+    let line = server
+        .wait_for_log(
+            &["counter is 1", "function=\"counter\""],
+            Duration::from_secs(5),
+        )
+        .await;
     if let Some(id) = id {
         assert!(line.contains(&id), "{line}");
     }

@@ -113,6 +113,65 @@ pub fn optional_component(name: &str) -> Option<PathBuf> {
     None
 }
 
+// --- waiting ----------------------------------------------------------------------------------
+
+/// What a [`wait_until`] probe reports: ready with a value, or not yet, with what it saw (for
+/// the message at the deadline; empty when there is nothing to say).
+pub trait Check {
+    /// What [`wait_until`] returns once ready.
+    type Value;
+    /// `Ok` when ready, else what was seen.
+    fn ready(self) -> Result<Self::Value, String>;
+}
+
+impl Check for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err(String::new()) }
+    }
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Check for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// How often [`wait_until`] probes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Probes observable state every 20 ms (without blocking the test's runtime) until `probe`
+/// reports ready, and returns its value; panics naming `what`, with the last thing seen, once
+/// `within` has passed. Every wait for state in these tests goes through here.
+pub async fn wait_until<C: Check>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> C,
+) -> C::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = match probe().await.ready() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            if seen.is_empty() {
+                panic!("timed out after {within:?} waiting for {what}");
+            }
+            panic!("timed out after {within:?} waiting for {what}; last seen:\n{seen}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A running `fnhost serve`, killed on drop.
 pub struct Server {
     child: Child,
@@ -193,24 +252,20 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit; panics after `within`.
-    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {within:?} after SIGTERM:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, stderr) = (&mut self.child, &self.stderr);
+        wait_until("the server to exit after SIGTERM", within, async || {
+            child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| stderr.lock().unwrap().join("\n"))
+        })
+        .await
     }
 
     /// How many stderr lines contain every needle.
@@ -229,25 +284,20 @@ impl Server {
     }
 
     /// Waits until stderr has a line containing every needle, or panics after `within`.
-    pub fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(line) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?} in:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
+        wait_until(
+            &format!("a log line with {needles:?}"),
+            within,
+            async || {
+                let lines = self.stderr.lock().unwrap();
+                lines
+                    .iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .cloned()
+                    .ok_or_else(|| lines.join("\n"))
+            },
+        )
+        .await
     }
 }
 
