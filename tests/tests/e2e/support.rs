@@ -38,7 +38,7 @@ fn work_dir() -> PathBuf {
 
 /// Builds `examples/` and `tests/guests/` with `fnhost build` once per test run; returns the
 /// directory holding every `NAME.wasm`. Every project is attempted: one whose language tool is
-/// missing is simply absent (see [`component`] and [`optional_component`]).
+/// missing is absent, and a test asking for it fails (see [`component`]).
 pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -86,31 +86,64 @@ pub fn shared_cache() -> PathBuf {
     work_dir().join("cache")
 }
 
-/// Path of one built component.
-pub fn component(name: &str) -> PathBuf {
-    let path = components().join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} was not built (see `fnhost build` above)",
-        path.display()
-    );
-    path
+// --- tools from outside Rust -----------------------------------------------------------------
+//
+// The one rule: a test that needs a tool from outside Rust (PostgreSQL, Chromium, node/npm,
+// componentize-py, cargo-component) is marked
+// `#[ignore = "needs TOOL (installed by .ci/run); run with --ignored"]`, so a plain
+// `cargo test` lists it as ignored with that reason. When it does run (`--ignored`,
+// `--include-ignored`, as `.ci/run` does), a missing tool fails it through [`missing_tool`] —
+// in CI or not. No test passes by skipping itself.
+
+/// Fails the running test: it needs `tool`, which is missing (`detail` says how that was found
+/// out).
+#[track_caller]
+pub fn missing_tool(tool: &str, detail: &str) -> ! {
+    panic!(
+        "this test needs {tool}, which is missing: {detail}\n\
+         `bash .ci/run` installs every tool the tests need and runs them all (README, Quick start)"
+    )
 }
 
-/// A component whose build needs a tool outside Rust (npm, componentize-py): `None` when it did
-/// not build — a failure under `CI=true`, a skip otherwise.
-pub fn optional_component(name: &str) -> Option<PathBuf> {
-    let path = components().join(format!("{name}.wasm"));
-    if path.is_file() {
-        return Some(path);
+/// The path of `tool` on [`tool_path`], or a failed test naming it.
+#[track_caller]
+pub fn require_tool(tool: &str) -> PathBuf {
+    let found = std::env::split_paths(&tool_path())
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file());
+    match found {
+        Some(path) => path,
+        None => missing_tool(tool, &format!("no `{tool}` on PATH")),
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci,
-        "{name} did not build: CI must install its tools (see .ci/run and the example's README)"
-    );
-    eprintln!("SKIPPED: {name} did not build (its language tool is missing; see its README)");
-    None
+}
+
+/// Components whose build needs a tool from outside Rust, and that tool.
+const BUILT_BY_TOOL: &[(&str, &str)] = &[
+    ("js-hello", "node and npm (jco)"),
+    ("python-hello", "componentize-py"),
+    ("python-background", "componentize-py"),
+];
+
+/// Path of one built component; a failed test when it did not build, naming the language tool
+/// it needs when that is not Rust.
+#[track_caller]
+pub fn component(name: &str) -> PathBuf {
+    let path = components().join(format!("{name}.wasm"));
+    if !path.is_file() {
+        if let Some((_, tool)) = BUILT_BY_TOOL.iter().find(|(n, _)| *n == name) {
+            missing_tool(
+                tool,
+                &format!(
+                    "{name} did not build: see `fnhost build` above and examples/{name}/README.md"
+                ),
+            );
+        }
+        panic!(
+            "{} was not built (see `fnhost build` above)",
+            path.display()
+        );
+    }
+    path
 }
 
 // --- waiting ----------------------------------------------------------------------------------
