@@ -265,6 +265,7 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
         async || dest.records.lock().unwrap().len() >= N,
     )
     .await;
+    // Not a wait for state: a quiet period in which a second record for an id would arrive.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for id in &ids {
         let records = dest.for_id(id);
