@@ -6,12 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Reply, Server, get, send};
+use crate::support::{Reply, Server, get, send, wait_until};
 
 /// Short schedule for tests: attempts spaced 1 s then 2 s; 2 s lease.
 pub(crate) const FAST: &str = "[server]\nlease = \"2s\"\nshutdown_grace = \"1s\"\n[defaults]\nretry_delays = [\"1s\", \"2s\"]\nbackground_timeout = \"5s\"\n";
@@ -62,15 +63,14 @@ impl Destination {
             .collect()
     }
 
+    /// Waits for the first record for `id`.
     pub async fn wait_for(&self, id: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(r) = self.for_id(id).into_iter().next() {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "no destination record for {id}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            &format!("a destination record for {id}"),
+            within,
+            async || self.for_id(id).into_iter().next(),
+        )
+        .await
     }
 }
 
@@ -96,18 +96,15 @@ pub(crate) async fn wait_state(
     states: &[&str],
     within: Duration,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    wait_until(&format!("{id} to reach {states:?}"), within, async || {
         let s = status(server, id).await;
         if states.contains(&s["state"].as_str().unwrap()) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s)
         }
-        assert!(
-            Instant::now() < deadline,
-            "{id} never reached {states:?}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 pub(crate) fn accepted_id(reply: &Reply) -> String {
@@ -151,19 +148,26 @@ pub(crate) async fn accepted_at_once_then_runs_to_success_and_reports_once() {
     );
     let id = accepted_id(&reply);
 
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.last().map(String::as_str) != Some("succeeded") {
-        assert!(Instant::now() < deadline, "stuck: {seen:?}");
-        let state = status(&server, &id).await["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if seen.last() != Some(&state) {
-            seen.push(state);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut seen: Vec<String> = Vec::new();
+    wait_until(
+        "the invocation to succeed",
+        Duration::from_secs(10),
+        async || {
+            let state = status(&server, &id).await["state"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+            if seen.last().map(String::as_str) == Some("succeeded") {
+                Ok(())
+            } else {
+                Err(format!("states so far: {seen:?}"))
+            }
+        },
+    )
+    .await;
     assert!(
         seen == ["queued", "running", "succeeded"] || seen == ["running", "succeeded"],
         "{seen:?}"
@@ -182,6 +186,8 @@ pub(crate) async fn accepted_at_once_then_runs_to_success_and_reports_once() {
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
     assert_eq!(record["requestPayload"]["job"], 1);
     assert_eq!(record["responseContext"]["statusCode"], 200);
+    // Not a wait for state: a quiet period in which a second delivery would arrive (an absence
+    // has no state to poll).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(dest.for_id(&id).len(), 1, "delivered more than once");
 }
@@ -202,20 +208,24 @@ pub(crate) async fn fails_twice_then_succeeds_with_attempts_spaced_by_the_delays
         .await,
     );
     let mut changes: Vec<(u64, Instant)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = status(&server, &id).await;
-        let attempts = s["attempts"].as_u64().unwrap();
-        if changes.last().map(|c| c.0) != Some(attempts) {
-            changes.push((attempts, Instant::now()));
-        }
-        if s["state"] == "succeeded" {
-            assert_eq!(s["result"]["body"], "ok on attempt 3");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let s = wait_until(
+        "the invocation to succeed",
+        Duration::from_secs(15),
+        async || {
+            let s = status(&server, &id).await;
+            let attempts = s["attempts"].as_u64().unwrap();
+            if changes.last().map(|c| c.0) != Some(attempts) {
+                changes.push((attempts, Instant::now()));
+            }
+            if s["state"] == "succeeded" {
+                Ok(s)
+            } else {
+                Err(s)
+            }
+        },
+    )
+    .await;
+    assert_eq!(s["result"]["body"], "ok on attempt 3");
     let at = |n: u64| {
         changes
             .iter()
@@ -234,10 +244,12 @@ pub(crate) async fn fails_twice_then_succeeds_with_attempts_spaced_by_the_delays
         at(3) - at(2)
     );
     for n in 1..=3 {
-        server.wait_for_log(
-            &[&format!("flaky attempt {n}"), &id],
-            Duration::from_secs(1),
-        );
+        server
+            .wait_for_log(
+                &[&format!("flaky attempt {n}"), &id],
+                Duration::from_secs(1),
+            )
+            .await;
     }
 }
 
@@ -264,6 +276,7 @@ pub(crate) async fn always_failing_is_dead_after_three_attempts_with_one_failure
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
     assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    // Not a wait for state: a quiet period in which a second record would arrive.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(dest.for_id(&id).len(), 1);
 }
@@ -365,9 +378,11 @@ pub(crate) async fn kill_9_during_a_burst_of_enqueues_loses_nothing_acknowledged
         .data_dir(data.path())
         .start();
     let url = server.url("/.netlify/functions/burst-background?ms=50");
+    let acked = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..16 {
         let url = url.clone();
+        let acked = acked.clone();
         clients.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             let stop = Instant::now() + Duration::from_secs(3);
@@ -382,12 +397,20 @@ pub(crate) async fn kill_9_during_a_burst_of_enqueues_loses_nothing_acknowledged
                 };
                 if reply.status == 202 {
                     ids.push(reply.header("fnhost-invocation-id").unwrap().to_string());
+                    acked.fetch_add(1, Ordering::Relaxed);
                 }
             }
             ids
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Kill while the burst is under way: once it has had enqueues acknowledged (the clients
+    // keep sending for 3 s).
+    wait_until(
+        "10 enqueues of the burst acknowledged",
+        Duration::from_secs(3),
+        async || acked.load(Ordering::Relaxed) >= 10,
+    )
+    .await;
     server.kill9();
     let mut acknowledged = BTreeSet::new();
     for c in clients {
@@ -592,7 +615,9 @@ pub(crate) async fn a_dead_invocation_can_be_replayed() {
     // Replay starts again from attempt 1, which fails again: dead once more, after running.
     let s = wait_state(&server, &id, &["dead"], Duration::from_secs(5)).await;
     assert_eq!(s["attempts"], 1);
-    server.wait_for_log(&["flaky attempt 1", &id], Duration::from_secs(1));
+    server
+        .wait_for_log(&["flaky attempt 1", &id], Duration::from_secs(1))
+        .await;
     assert_eq!(
         server.count_log(&["flaky attempt 1", &id]),
         2,
@@ -646,10 +671,12 @@ async fn the_background_examples_report_to_their_destinations() {
     let record = dest.wait_for(&process, Duration::from_secs(10)).await;
     assert_eq!(record["requestPayload"], "three little words");
     assert_eq!(record["responsePayload"]["words"], 3);
-    server.wait_for_log(
-        &["hello-background: working on", &hello],
-        Duration::from_secs(1),
-    );
+    server
+        .wait_for_log(
+            &["hello-background: working on", &hello],
+            Duration::from_secs(1),
+        )
+        .await;
 
     // The inbox example is the destination the examples' own fnhost.toml uses.
     let reply = post(
@@ -660,10 +687,12 @@ async fn the_background_examples_report_to_their_destinations() {
     )
     .await;
     assert_eq!(reply.status, 204);
-    server.wait_for_log(
-        &["inbox received: {\"version\":\"1.0\"}"],
-        Duration::from_secs(1),
-    );
+    server
+        .wait_for_log(
+            &["inbox received: {\"version\":\"1.0\"}"],
+            Duration::from_secs(1),
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -734,10 +763,16 @@ async fn sigterm_drains_sync_requests_and_hands_back_cut_off_background_work() {
     wait_state(&server, &long, &["running"], Duration::from_secs(5)).await;
     let url = server.url("/.netlify/functions/nap?ms=1500");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The sync request is in flight: its guest is running (it says so first).
+    server
+        .wait_for_log(
+            &["sleeping 1500 ms", "function=\"nap\""],
+            Duration::from_secs(1),
+        )
+        .await;
 
     let stopping = Instant::now();
-    let status = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10)));
+    let status = server.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     let reply = in_flight.await.unwrap();
     assert_eq!(

@@ -2,72 +2,74 @@
 //! from `examples/js-hello`, `examples/python-hello` and `examples/python-background` by the
 //! same `fnhost build` as the Rust ones, and served unchanged.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::background::{Destination, accepted_id, post};
-use crate::support::{Server, get, optional_component, send};
+use crate::support::{Server, component, get, send};
 
-/// `(function name, component, how it greets)` for each language whose tools are present.
-fn hellos() -> Vec<(&'static str, PathBuf, &'static str)> {
-    [
-        ("js-hello", "JavaScript", "javascript"),
-        ("python-hello", "Python", "python"),
-    ]
-    .into_iter()
-    .filter_map(|(name, language, _)| optional_component(name).map(|path| (name, path, language)))
-    .collect()
-}
+/// The JavaScript example, built by jco (node and npm).
+const JS: (&str, &str) = ("js-hello", "JavaScript");
+/// The Python example, built by componentize-py.
+const PYTHON: (&str, &str) = ("python-hello", "Python");
 
-fn serve(functions: &[(&str, PathBuf, &str)], config: &str) -> Server {
+/// Serves the named components (each must have built: see `support::component`).
+fn serve(names: &[&str], config: &str) -> Server {
     let mut builder = Server::with(&[]).config(config);
-    for (name, path, _) in functions {
-        builder = builder.function_file(name, path);
+    for name in names {
+        builder = builder.function_file(name, &component(name));
     }
     builder.start()
 }
 
-#[tokio::test]
-async fn javascript_and_python_functions_see_the_query_and_body_and_set_status_and_headers() {
-    let hellos = hellos();
-    let server = serve(&hellos, "");
-    for (name, _, language) in &hellos {
-        let path = format!("/.netlify/functions/{name}");
-        let reply = get(&server.url(&format!("{path}?name=Ada"))).await;
-        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
-        assert_eq!(reply.text(), format!("Hello, Ada from {language}!\n"));
-        assert_eq!(
-            reply.header("x-language"),
-            Some(language.to_lowercase().as_str())
-        );
-        assert_eq!(
-            reply.header("content-type"),
-            Some("text/plain; charset=utf-8")
-        );
-        assert_eq!(
-            get(&server.url(&path)).await.text(),
-            format!("Hello, world from {language}!\n"),
-            "{name}: no name in the query"
-        );
+/// The hello example `name`, written in `language`, sees the query and body and sets its status
+/// and headers.
+async fn hello_sees_the_request_and_sets_status_and_headers((name, language): (&str, &str)) {
+    let server = serve(&[name], "");
+    let path = format!("/.netlify/functions/{name}");
+    let reply = get(&server.url(&format!("{path}?name=Ada"))).await;
+    assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+    assert_eq!(reply.text(), format!("Hello, Ada from {language}!\n"));
+    assert_eq!(
+        reply.header("x-language"),
+        Some(language.to_lowercase().as_str())
+    );
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        get(&server.url(&path)).await.text(),
+        format!("Hello, world from {language}!\n"),
+        "{name}: no name in the query"
+    );
 
-        let body = "grüße, fnhost";
-        let reply = send("POST", &server.url(&format!("{path}?name=Bo")), &[], body).await;
-        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
-        assert_eq!(reply.header("content-type"), Some("application/json"));
-        let json = reply.json();
-        assert_eq!(json["language"], language.to_lowercase(), "{json}");
-        assert_eq!(json["name"], "Bo", "{json}");
-        assert_eq!(json["length"], body.len(), "{json}: length in bytes");
-        assert_eq!(json["body"], body, "{json}");
-    }
+    let body = "grüße, fnhost";
+    let reply = send("POST", &server.url(&format!("{path}?name=Bo")), &[], body).await;
+    assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let json = reply.json();
+    assert_eq!(json["language"], language.to_lowercase(), "{json}");
+    assert_eq!(json["name"], "Bo", "{json}");
+    assert_eq!(json["length"], body.len(), "{json}: length in bytes");
+    assert_eq!(json["body"], body, "{json}");
 }
 
 #[tokio::test]
+#[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
+async fn a_javascript_function_sees_the_query_and_body_and_sets_status_and_headers() {
+    hello_sees_the_request_and_sets_status_and_headers(JS).await;
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_python_function_sees_the_query_and_body_and_sets_status_and_headers() {
+    hello_sees_the_request_and_sets_status_and_headers(PYTHON).await;
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
 async fn a_python_function_declares_its_methods_through_the_config_export() {
-    let Some(path) = optional_component("python-hello") else {
-        return;
-    };
-    let server = serve(&[("python-hello", path, "")], "");
+    let server = serve(&["python-hello"], "");
     let table = server.stdout.lock().unwrap().join("\n");
     assert!(
         table
@@ -86,43 +88,47 @@ async fn a_python_function_declares_its_methods_through_the_config_export() {
     assert_eq!(reply.header("allow"), Some("GET, POST"));
 }
 
-#[tokio::test]
-async fn spinning_javascript_and_python_handlers_get_504_at_their_budget() {
-    let hellos = hellos();
-    let config: String = hellos
-        .iter()
-        .map(|(name, _, _)| format!("[functions.{name}]\ntimeout = \"1s\"\n"))
-        .collect();
-    let server = serve(&hellos, &config);
-    for (name, _, language) in &hellos {
-        let path = format!("/.netlify/functions/{name}");
-        let started = Instant::now();
-        let reply = get(&server.url(&format!("{path}?spin=1"))).await;
-        let took = started.elapsed();
-        assert_eq!(reply.status, 504, "{name}: {}", reply.text());
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-            "{name} stopped after {took:?}"
-        );
-        // The next request gets a fresh instance and answers normally.
-        assert_eq!(
-            get(&server.url(&path)).await.text(),
-            format!("Hello, world from {language}!\n")
-        );
-    }
+/// The hello example `name`, written in `language`, spinning on `?spin=1`, gets 504 at its
+/// 1 s budget; the next request gets a fresh instance and answers normally.
+async fn a_spinning_handler_gets_504_at_its_budget((name, language): (&str, &str)) {
+    let server = serve(&[name], &format!("[functions.{name}]\ntimeout = \"1s\"\n"));
+    let path = format!("/.netlify/functions/{name}");
+    let started = Instant::now();
+    let reply = get(&server.url(&format!("{path}?spin=1"))).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{name}: {}", reply.text());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{name} stopped after {took:?}"
+    );
+    // The next request gets a fresh instance and answers normally.
+    assert_eq!(
+        get(&server.url(&path)).await.text(),
+        format!("Hello, world from {language}!\n")
+    );
 }
 
 #[tokio::test]
+#[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
+async fn a_spinning_javascript_handler_gets_504_at_its_budget() {
+    a_spinning_handler_gets_504_at_its_budget(JS).await;
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_spinning_python_handler_gets_504_at_its_budget() {
+    a_spinning_handler_gets_504_at_its_budget(PYTHON).await;
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
 async fn a_python_background_function_is_acknowledged_then_reports_to_its_destination() {
-    let Some(path) = optional_component("python-background") else {
-        return;
-    };
     let dest = Destination::start().await;
     let config = format!(
         "[functions.python-background]\non_success = \"{}\"\n",
         dest.url("/done")
     );
-    let server = serve(&[("python-background", path, "")], &config);
+    let server = serve(&["python-background"], &config);
     let table = server.stdout.lock().unwrap().join("\n");
     assert!(
         table
@@ -148,19 +154,19 @@ async fn a_python_background_function_is_acknowledged_then_reports_to_its_destin
 }
 
 #[tokio::test]
+#[ignore = "needs node, npm and componentize-py (installed by .ci/run); run with --ignored"]
 async fn big_components_start_from_the_compile_cache_the_second_time() {
-    let hellos = hellos();
-    if hellos.is_empty() {
-        return;
-    }
+    let names = [JS.0, PYTHON.0];
     // The run's shared cache: the first start may compile (or another test already did).
-    drop(serve(&hellos, ""));
-    let second = serve(&hellos, "");
-    second.wait_for_log(
-        &[
-            &format!("loaded {} function(s)", hellos.len()),
-            &format!("{} from cache, 0 compiled", hellos.len()),
-        ],
-        Duration::from_secs(1),
-    );
+    drop(serve(&names, ""));
+    let second = serve(&names, "");
+    second
+        .wait_for_log(
+            &[
+                &format!("loaded {} function(s)", names.len()),
+                &format!("{} from cache, 0 compiled", names.len()),
+            ],
+            Duration::from_secs(1),
+        )
+        .await;
 }

@@ -1,5 +1,8 @@
 //! End-to-end tests: each starts the real `fnhost` binary on `127.0.0.1:0` with a config of
 //! short budgets and talks to it over loopback HTTP. Guests are built from source once per run.
+//! Tests needing a tool from outside Rust are `#[ignore]`d with the tool's name and fail when
+//! run without it (see `support::missing_tool`); waits for state go through
+//! `support::wait_until`.
 //!
 //! - `background`: durable 202, retries, destinations, idempotency, kill -9, admin.
 //! - `sync`: synchronous functions — answers, routes, isolation, budgets, limits.

@@ -5,8 +5,8 @@
 //!
 //! One throwaway server per test binary (`tests/pg/tmp-postgres.sh`: `initdb` in a temp dir,
 //! unix socket there plus a free loopback port; a watchdog stops it when this process ends),
-//! one fresh database per test. Without PostgreSQL installed the tests print SKIPPED and pass
-//! — except under `CI=true`, where they fail.
+//! one fresh database per test. They need PostgreSQL's binaries, so they are ignored by a plain
+//! `cargo test`; run with `--ignored` (as `.ci/run` does), they fail when it is not installed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::background::{self, Destination, accepted_id, post, wait_state};
-use crate::support::{QueueScope, Server, get, repo_root, send};
+use crate::support::{QueueScope, Server, get, missing_tool, repo_root, send, wait_until};
 
 /// The shared throwaway server.
 struct Pg {
@@ -29,13 +29,10 @@ fn script() -> PathBuf {
     repo_root().join("tests").join("pg").join("tmp-postgres.sh")
 }
 
-fn under_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok(v) if !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Starts the server once per test binary; `None` when PostgreSQL is not installed.
-fn server() -> Option<&'static Pg> {
-    static PG: OnceLock<Option<Pg>> = OnceLock::new();
+/// Starts the server once per test binary; `Err` (what is missing) when PostgreSQL is not
+/// installed.
+fn server() -> Result<&'static Pg, &'static str> {
+    static PG: OnceLock<Result<Pg, String>> = OnceLock::new();
     PG.get_or_init(|| {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -52,12 +49,12 @@ fn server() -> Option<&'static Pg> {
             .output()
             .expect("run tests/pg/tmp-postgres.sh");
         match out.status.code() {
-            Some(0) => Some(Pg {
+            Some(0) => Ok(Pg {
                 dir,
                 port,
                 url: String::from_utf8(out.stdout).unwrap().trim().to_string(),
             }),
-            Some(3) => None,
+            Some(3) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
             _ => panic!(
                 "cannot start PostgreSQL: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -65,20 +62,12 @@ fn server() -> Option<&'static Pg> {
         }
     })
     .as_ref()
+    .map_err(String::as_str)
 }
 
-/// A fresh database named after `test`: its URL, or `None` (SKIPPED printed) when PostgreSQL
-/// is not installed outside CI.
-fn database(test: &str) -> Option<Db> {
-    let Some(pg) = server() else {
-        assert!(
-            !under_ci(),
-            "CI is set but PostgreSQL is not installed (no /usr/lib/postgresql/*/bin, no initdb on PATH): \
-             the PostgreSQL tests must run in CI"
-        );
-        eprintln!("SKIPPED {test}: PostgreSQL is not installed");
-        return None;
-    };
+/// A fresh database named after `test`; a failed test when PostgreSQL is not installed.
+fn database(test: &str) -> Db {
+    let pg = server().unwrap_or_else(|why| missing_tool("PostgreSQL", why));
     static N: AtomicUsize = AtomicUsize::new(0);
     let mut name = format!("t{}_{test}", N.fetch_add(1, Ordering::Relaxed));
     name.truncate(63);
@@ -95,11 +84,11 @@ fn database(test: &str) -> Option<Db> {
         "createdb {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(Db {
+    Db {
         url: format!("{}/{name}", pg.url),
         name,
         pg,
-    })
+    }
 }
 
 /// One test's database.
@@ -156,15 +145,6 @@ fn signal(server: &Server, sig: &str) {
     assert!(status.success());
 }
 
-/// Polls `cond` every 50 ms; panics with `what` after `within`.
-async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Starts the builders at once (each on its own thread), as nodes booting together would.
 fn start_all(builders: Vec<crate::support::ServerBuilder>) -> Vec<Server> {
     std::thread::scope(|s| {
@@ -184,10 +164,9 @@ fn node(db: &Db, config: &str) -> crate::support::ServerBuilder {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
-    let Some(db) = database("migrate") else {
-        return;
-    };
+    let db = database("migrate");
     let nodes = start_all((0..3).map(|_| node(&db, "")).collect());
     assert_eq!(
         db.query("SELECT version FROM fnhost_schema ORDER BY version"),
@@ -210,11 +189,10 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
     const N: usize = 300;
-    let Some(db) = database("share") else {
-        return;
-    };
+    let db = database("share");
     let dest = Destination::start().await;
     let config = format!(
         "[server]\nlease = \"5s\"\n[functions.work-background]\non_success = \"{}\"\n",
@@ -244,10 +222,10 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
     }
     assert_eq!(ids.len(), N);
     let accepted = started.elapsed();
-    until(
+    wait_until(
         "every invocation to succeed",
         Duration::from_secs(60),
-        || db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded'") == N as i64,
+        async || db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded'") == N as i64,
     )
     .await;
     let ran = started.elapsed();
@@ -281,10 +259,13 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
         "one node ran nothing: {per_node:?}"
     );
     // One success record per id, from whichever node ran it.
-    until("every destination record", Duration::from_secs(30), || {
-        dest.records.lock().unwrap().len() >= N
-    })
+    wait_until(
+        "every destination record",
+        Duration::from_secs(30),
+        async || dest.records.lock().unwrap().len() >= N,
+    )
     .await;
+    // Not a wait for state: a quiet period in which a second record for an id would arrive.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for id in &ids {
         let records = dest.for_id(id);
@@ -297,10 +278,9 @@ async fn two_nodes_share_a_few_hundred_invocations_and_run_each_exactly_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn an_idempotency_key_sent_to_both_nodes_at_once_is_stored_once() {
-    let Some(db) = database("idem_nodes") else {
-        return;
-    };
+    let db = database("idem_nodes");
     let nodes = start_all(vec![node(&db, ""), node(&db, "")]);
     // 24 keys, each sent once by each of 16 clients, half of them taking the keys in reverse
     // order, alternating nodes: batches on both nodes carry the same keys at once.
@@ -331,17 +311,16 @@ async fn an_idempotency_key_sent_to_both_nodes_at_once_is_stored_once() {
     assert_eq!(ids.len(), 24);
     assert!(ids.values().all(|v| v.len() == 1), "{ids:?}");
     assert_eq!(db.int("SELECT COUNT(*) FROM invocations"), 24);
-    until("all 24 to succeed", Duration::from_secs(20), || {
+    wait_until("all 24 to succeed", Duration::from_secs(20), async || {
         db.int("SELECT COUNT(*) FROM invocations WHERE state = 'succeeded' AND attempts = 1") == 24
     })
     .await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds() {
-    let Some(db) = database("kill9") else {
-        return;
-    };
+    let db = database("kill9");
     let lease = "[server]\nlease = \"2s\"\n";
     // The survivor runs two at a time, so the victim holds most of the six.
     let mut nodes = start_all(vec![
@@ -361,7 +340,7 @@ async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds
             .await,
         ));
     }
-    until("all six running", Duration::from_secs(10), || {
+    wait_until("all six running", Duration::from_secs(10), async || {
         db.int("SELECT COUNT(*) FROM invocations WHERE state = 'running'") == 6
     })
     .await;
@@ -408,7 +387,9 @@ async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds
             "claimed twice: by the victim, then by the survivor"
         );
     }
-    survivor.wait_for_log(&["lease expired"], Duration::from_secs(1));
+    survivor
+        .wait_for_log(&["lease expired"], Duration::from_secs(1))
+        .await;
     eprintln!(
         "kill -9: {} held by the killed node, all succeeded {:?} after the kill",
         victims.len(),
@@ -417,10 +398,9 @@ async fn a_killed_node_s_running_work_is_taken_over_after_its_lease_and_succeeds
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
-    let Some(db) = database("fence") else {
-        return;
-    };
+    let db = database("fence");
     let dest = Destination::start().await;
     let config = format!(
         "[server]\nlease = \"2s\"\n[functions.work-background]\non_success = \"{}\"\n",
@@ -447,26 +427,29 @@ async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
     assert!(owner(stalled.pid()), "the first node does not hold {id}");
     signal(&stalled, "STOP");
     let stopped = Instant::now();
-    until(
+    wait_until(
         "the other node to take it over",
         Duration::from_secs(10),
-        || owner(other.pid()),
+        async || owner(other.pid()),
     )
     .await;
     let took_over = stopped.elapsed();
     signal(&stalled, "CONT");
     // Its heartbeat (or, if the guest finished first, its completion) matches nothing.
-    let fenced = Instant::now() + Duration::from_secs(5);
-    while stalled.count_log(&["lease lost", &id]) + stalled.count_log(&["result discarded", &id])
-        == 0
-    {
-        assert!(
-            Instant::now() < fenced,
-            "the stalled node was not fenced out:\n{}",
-            stalled.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the stalled node to be fenced out",
+        Duration::from_secs(5),
+        async || {
+            let fenced = stalled.count_log(&["lease lost", &id])
+                + stalled.count_log(&["result discarded", &id]);
+            if fenced > 0 {
+                Ok(())
+            } else {
+                Err(stalled.logs())
+            }
+        },
+    )
+    .await;
     let done = wait_state(&other, &id, &["succeeded"], Duration::from_secs(10)).await;
     assert_eq!(done["attempts"], 1, "{done}");
     assert_eq!(
@@ -476,6 +459,7 @@ async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
         2
     );
     dest.wait_for(&id, Duration::from_secs(5)).await;
+    // Not a wait for state: a quiet period in which a record from the fenced node would arrive.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let records = dest.for_id(&id);
     assert_eq!(records.len(), 1, "{records:?}");
@@ -485,10 +469,9 @@ async fn a_stalled_node_is_fenced_out_and_one_result_stands() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn an_idle_node_wakes_at_once_on_work_enqueued_on_another() {
-    let Some(db) = database("notify") else {
-        return;
-    };
+    let db = database("notify");
     // The node taking the requests has one slot, kept busy, so the other must run them; idle,
     // it polls only once a second, so a prompt start is the notification's doing.
     let busy = node(&db, "[server]\nbackground_concurrency = 1\n").start();
@@ -503,10 +486,21 @@ async fn an_idle_node_wakes_at_once_on_work_enqueued_on_another() {
     );
     wait_state(&busy, &long, &["running"], Duration::from_secs(5)).await;
     let idle = node(&db, "").start();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both nodes LISTEN on the work channel (the idle one's listener is what is tested).
+    wait_until(
+        "both nodes to LISTEN for work",
+        Duration::from_secs(5),
+        async || {
+            db.int(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ) == 2
+        },
+    )
+    .await;
     let mut delays = Vec::new();
     for i in 0..8 {
-        // Land anywhere in the idle node's poll cycle.
+        // Pacing, not a wait for state: land anywhere in the idle node's 1 s poll cycle.
         tokio::time::sleep(Duration::from_millis(150 + 130 * i)).await;
         let id =
             accepted_id(&post(&busy, "/.netlify/functions/work-background?ms=10", &[], "").await);
@@ -526,14 +520,13 @@ async fn an_idle_node_wakes_at_once_on_work_enqueued_on_another() {
 /// Runs a background-suite scenario (written for the embedded queue) on a fresh PostgreSQL
 /// database: every server it starts uses that database.
 fn on_postgres(name: &str, scenario: fn()) {
-    let Some(db) = database(name) else {
-        return;
-    };
+    let db = database(name);
     let _scope = QueueScope::enter(&db.url);
     scenario();
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_success_and_its_destination_record() {
     on_postgres(
         "success",
@@ -542,6 +535,7 @@ fn background_success_and_its_destination_record() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_retries_then_succeeds() {
     on_postgres(
         "retries",
@@ -550,6 +544,7 @@ fn background_retries_then_succeeds() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_dead_after_three_with_one_failure_record() {
     on_postgres(
         "dead",
@@ -558,6 +553,7 @@ fn background_dead_after_three_with_one_failure_record() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_idempotency_across_restarts() {
     on_postgres(
         "idempotency",
@@ -566,6 +562,7 @@ fn background_idempotency_across_restarts() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_kill_9_while_running_and_retrying() {
     on_postgres(
         "kill9_running",
@@ -574,6 +571,7 @@ fn background_kill_9_while_running_and_retrying() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_kill_9_during_a_burst_of_enqueues() {
     on_postgres(
         "kill9_burst",
@@ -582,6 +580,7 @@ fn background_kill_9_during_a_burst_of_enqueues() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_admin_list_cancel() {
     on_postgres(
         "admin",
@@ -590,11 +589,13 @@ fn background_admin_list_cancel() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_replay() {
     on_postgres("replay", background::a_dead_invocation_can_be_replayed);
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 fn background_body_limit() {
     on_postgres(
         "body_limit",

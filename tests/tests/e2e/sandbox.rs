@@ -81,7 +81,9 @@ async fn outbound_http_is_denied_unless_allowed() {
         "{}",
         reply.text()
     );
-    server.wait_for_log(&["outbound request", "denied"], Duration::from_secs(2));
+    server
+        .wait_for_log(&["outbound request", "denied"], Duration::from_secs(2))
+        .await;
 }
 
 #[tokio::test]
@@ -90,14 +92,35 @@ async fn guest_output_is_logged_with_function_and_invocation_id() {
         .function_as("counter", "guest-counter")
         .start();
     let reply = get(&server.url("/.netlify/functions/counter")).await;
-    let id = reply.header("fnhost-invocation-id").map(str::to_string);
+    assert_eq!((reply.status, reply.text().trim()), (200, "1"));
+    // A sync function's answer passes through untouched: the client gets no invocation id;
+    // the log is where the id is.
+    assert_eq!(reply.header("fnhost-invocation-id"), None);
     // The counter guest prints `counter is N` on stdout.
-    let line = server.wait_for_log(
-        &["counter is 1", "function=\"counter\""],
-        Duration::from_secs(5),
+    let line = server
+        .wait_for_log(
+            &["counter is 1", "function=\"counter\""],
+            Duration::from_secs(5),
+        )
+        .await;
+    let id = line
+        .split("id=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no id=\"...\" in {line}"));
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not an invocation id: {id:?} in {line}"
     );
-    if let Some(id) = id {
-        assert!(line.contains(&id), "{line}");
-    }
-    assert!(line.contains("id="), "{line}");
+    // The id is this invocation's: the host's own line for it names the same one.
+    server
+        .wait_for_log(
+            &[
+                "invocation completed",
+                "function=\"counter\"",
+                &format!("id=\"{id}\""),
+            ],
+            Duration::from_secs(5),
+        )
+        .await;
 }

@@ -38,7 +38,7 @@ fn work_dir() -> PathBuf {
 
 /// Builds `examples/` and `tests/guests/` with `fnhost build` once per test run; returns the
 /// directory holding every `NAME.wasm`. Every project is attempted: one whose language tool is
-/// missing is simply absent (see [`component`] and [`optional_component`]).
+/// missing is absent, and a test asking for it fails (see [`component`]).
 pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -86,31 +86,123 @@ pub fn shared_cache() -> PathBuf {
     work_dir().join("cache")
 }
 
-/// Path of one built component.
+// --- tools from outside Rust -----------------------------------------------------------------
+//
+// The one rule: a test that needs a tool from outside Rust (PostgreSQL, Chromium, node/npm,
+// componentize-py, cargo-component) is marked
+// `#[ignore = "needs TOOL (installed by .ci/run); run with --ignored"]`, so a plain
+// `cargo test` lists it as ignored with that reason. When it does run (`--ignored`,
+// `--include-ignored`, as `.ci/run` does), a missing tool fails it through [`missing_tool`] —
+// in CI or not. No test passes by skipping itself.
+
+/// Fails the running test: it needs `tool`, which is missing (`detail` says how that was found
+/// out).
+#[track_caller]
+pub fn missing_tool(tool: &str, detail: &str) -> ! {
+    panic!(
+        "this test needs {tool}, which is missing: {detail}\n\
+         `bash .ci/run` installs every tool the tests need and runs them all (README, Quick start)"
+    )
+}
+
+/// The path of `tool` on [`tool_path`], or a failed test naming it.
+#[track_caller]
+pub fn require_tool(tool: &str) -> PathBuf {
+    let found = std::env::split_paths(&tool_path())
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file());
+    match found {
+        Some(path) => path,
+        None => missing_tool(tool, &format!("no `{tool}` on PATH")),
+    }
+}
+
+/// Components whose build needs a tool from outside Rust, and that tool.
+const BUILT_BY_TOOL: &[(&str, &str)] = &[
+    ("js-hello", "node and npm (jco)"),
+    ("python-hello", "componentize-py"),
+    ("python-background", "componentize-py"),
+];
+
+/// Path of one built component; a failed test when it did not build, naming the language tool
+/// it needs when that is not Rust.
+#[track_caller]
 pub fn component(name: &str) -> PathBuf {
     let path = components().join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} was not built (see `fnhost build` above)",
-        path.display()
-    );
+    if !path.is_file() {
+        if let Some((_, tool)) = BUILT_BY_TOOL.iter().find(|(n, _)| *n == name) {
+            missing_tool(
+                tool,
+                &format!(
+                    "{name} did not build: see `fnhost build` above and examples/{name}/README.md"
+                ),
+            );
+        }
+        panic!(
+            "{} was not built (see `fnhost build` above)",
+            path.display()
+        );
+    }
     path
 }
 
-/// A component whose build needs a tool outside Rust (npm, componentize-py): `None` when it did
-/// not build — a failure under `CI=true`, a skip otherwise.
-pub fn optional_component(name: &str) -> Option<PathBuf> {
-    let path = components().join(format!("{name}.wasm"));
-    if path.is_file() {
-        return Some(path);
+// --- waiting ----------------------------------------------------------------------------------
+
+/// What a [`wait_until`] probe reports: ready with a value, or not yet, with what it saw (for
+/// the message at the deadline; empty when there is nothing to say).
+pub trait Check {
+    /// What [`wait_until`] returns once ready.
+    type Value;
+    /// `Ok` when ready, else what was seen.
+    fn ready(self) -> Result<Self::Value, String>;
+}
+
+impl Check for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err(String::new()) }
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci,
-        "{name} did not build: CI must install its tools (see .ci/run and the example's README)"
-    );
-    eprintln!("SKIPPED: {name} did not build (its language tool is missing; see its README)");
-    None
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Check for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// How often [`wait_until`] probes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Probes observable state every 20 ms (without blocking the test's runtime) until `probe`
+/// reports ready, and returns its value; panics naming `what`, with the last thing seen, once
+/// `within` has passed. Every wait for state in these tests goes through here.
+pub async fn wait_until<C: Check>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> C,
+) -> C::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = match probe().await.ready() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            if seen.is_empty() {
+                panic!("timed out after {within:?} waiting for {what}");
+            }
+            panic!("timed out after {within:?} waiting for {what}; last seen:\n{seen}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// A running `fnhost serve`, killed on drop.
@@ -193,24 +285,20 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit; panics after `within`.
-    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {within:?} after SIGTERM:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, stderr) = (&mut self.child, &self.stderr);
+        wait_until("the server to exit after SIGTERM", within, async || {
+            child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| stderr.lock().unwrap().join("\n"))
+        })
+        .await
     }
 
     /// How many stderr lines contain every needle.
@@ -229,25 +317,20 @@ impl Server {
     }
 
     /// Waits until stderr has a line containing every needle, or panics after `within`.
-    pub fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(line) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?} in:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
+        wait_until(
+            &format!("a log line with {needles:?}"),
+            within,
+            async || {
+                let lines = self.stderr.lock().unwrap();
+                lines
+                    .iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .cloned()
+                    .ok_or_else(|| lines.join("\n"))
+            },
+        )
+        .await
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, get, send};
+use crate::support::{Server, get, send, wait_until};
 
 #[tokio::test]
 async fn hello_answers_its_greeting() {
@@ -101,11 +101,15 @@ async fn spinning_and_sleeping_guests_get_504_at_their_budget_while_others_are_s
         .function_as("sleep", "guest-sleep")
         .config("[functions.spin]\ntimeout = \"1s\"\n[functions.sleep]\ntimeout = \"1s\"\n")
         .start();
-    for name in ["spin", "sleep"] {
+    for (name, running) in [("spin", "spinning"), ("sleep", "sleeping")] {
         let url = server.url(&format!("/.netlify/functions/{name}"));
         let started = Instant::now();
         let stuck = tokio::spawn(async move { (get(&url).await, started.elapsed()) });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The stuck guest is running (it says so first) before hello is asked.
+        let function = format!("function=\"{name}\"");
+        server
+            .wait_for_log(&[running, &function], Duration::from_millis(900))
+            .await;
         let t = Instant::now();
         let hello = get(&server.url("/.netlify/functions/hello")).await;
         let hello_latency = t.elapsed();
@@ -148,7 +152,9 @@ async fn memory_hog_gets_500_and_the_host_keeps_serving() {
         get(&server.url("/.netlify/functions/hello")).await.status,
         200
     );
-    server.wait_for_log(&[&id, "trapped"], Duration::from_secs(5));
+    server
+        .wait_for_log(&[&id, "trapped"], Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test]
@@ -193,7 +199,13 @@ async fn over_the_concurrency_cap_requests_get_503_with_retry_after() {
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both slots are taken: both guests are running (each says so first).
+    wait_until(
+        "both sleep guests to be running",
+        Duration::from_millis(1500),
+        async || server.count_log(&["sleeping", "function=\"sleep\""]) == 2,
+    )
+    .await;
     let reply = get(&server.url("/.netlify/functions/hello")).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -239,10 +251,12 @@ async fn fuel_metering_caps_cpu_and_logs_fuel_used() {
     assert_eq!(reply.status, 200);
     let id = reply.header("fnhost-invocation-id");
     assert!(id.is_none(), "sync responses pass through untouched");
-    let line = server.wait_for_log(
-        &["invocation completed", "function=\"cpu\"", "fuel="],
-        Duration::from_secs(5),
-    );
+    let line = server
+        .wait_for_log(
+            &["invocation completed", "function=\"cpu\"", "fuel="],
+            Duration::from_secs(5),
+        )
+        .await;
     let fuel: u64 = line
         .split("fuel=")
         .nth(1)
