@@ -8,6 +8,7 @@
 //! - `sync`: synchronous functions — answers, routes, isolation, budgets, limits.
 //! - `sandbox`: environment, outbound allow-list, guest logs.
 //! - `config`: bad fnhost.toml files.
+//! - `hardening`: slow clients, a second host on one data dir, SIGTERM in a burst, hostile paths.
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
 //! - `languages`: JavaScript and Python functions built from the examples.
@@ -17,6 +18,7 @@ mod background;
 mod build;
 mod config;
 mod cors;
+mod hardening;
 mod languages;
 mod postgres;
 mod sandbox;

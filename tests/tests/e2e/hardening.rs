@@ -1,0 +1,281 @@
+//! Hostile clients and operator mistakes, as a client sees them: slow clients, a second host on
+//! the same data dir, SIGTERM in a burst, and paths that try to leave the site.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::background::{FAST, accepted_id, post, wait_state};
+use crate::support::{Server, fnhost_bin, get, shared_cache, wait_until};
+
+/// Reads until the server closes the connection (or `within` passes): what it sent.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    closed
+        .ok()
+        .map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// Regression (slowloris): connections that sent half a request head stayed open forever.
+#[tokio::test]
+async fn half_sent_request_heads_are_dropped_at_header_timeout_while_others_are_served() {
+    let server = Server::with(&["hello"])
+        .config("[server]\nheader_timeout = \"1s\"\n")
+        .start();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /.netlify/functions/hello HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let started = Instant::now();
+    let reply = get(&server.url("/.netlify/functions/hello")).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a normal request waited {:?} behind 200 slow ones",
+        started.elapsed()
+    );
+    // Every one is closed within a few header timeouts; one deadline for all of them.
+    let since = Instant::now();
+    let closing = slow.into_iter().map(|mut s| async move {
+        read_until_closed(&mut s, Duration::from_secs(6))
+            .await
+            .is_some()
+    });
+    let closed = futures::future::join_all(closing).await;
+    let open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(
+        open, 0,
+        "{open} of 200 half-sent heads still open after 6 s"
+    );
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "dropped after {:?}",
+        since.elapsed()
+    );
+}
+
+/// Regression: the sync slot was taken before the body was read, so slow uploaders made every
+/// synchronous function answer 503.
+#[tokio::test]
+async fn a_slow_upload_holds_no_sync_slot_and_gets_408_at_body_timeout() {
+    let server = Server::with(&["hello", "echo"])
+        .config("[server]\nmax_concurrency = 1\nbody_timeout = \"2s\"\n")
+        .start();
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(
+            b"POST /.netlify/functions/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+        )
+        .await
+        .unwrap();
+        uploads.push(s);
+    }
+    // Wait until the server is reading those bodies: their heads were parsed by now when a
+    // request sent after them on a fresh connection has been answered.
+    for _ in 0..3 {
+        let reply = get(&server.url("/.netlify/functions/hello")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let answers = futures::future::join_all(
+        uploads
+            .iter_mut()
+            .map(|s| read_until_closed(s, Duration::from_secs(10))),
+    )
+    .await;
+    for answer in answers {
+        let answer = answer.expect("answered and closed after the body timeout");
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a stalled upload got {answer:?}"
+        );
+    }
+}
+
+/// Regression: a second `fnhost serve` on the same data dir re-queued the live one's running
+/// invocations (the function ran twice) before failing to bind.
+#[tokio::test]
+async fn a_second_serve_on_the_same_data_dir_is_refused_and_changes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::with(&[])
+        .function_as("slow-background", "guest-sleep")
+        .config(FAST)
+        .data_dir(data.path())
+        .start();
+    let id = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/slow-background?ms=2500",
+            &[],
+            "",
+        )
+        .await,
+    );
+    let running = wait_state(&server, &id, &["running"], Duration::from_secs(10)).await;
+
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("functions")).unwrap();
+    let second = tokio::process::Command::new(fnhost_bin())
+        .arg("serve")
+        .arg(other.path().join("functions"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .current_dir(other.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second fnhost exits instead of serving")
+        .expect("run a second fnhost");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&data.path().display().to_string())
+            && stderr.contains(&format!("pid {}", server.pid()))
+            && stderr.contains("in use by another fnhost"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stdout).is_empty(),
+        "it listened"
+    );
+
+    let done = wait_state(&server, &id, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(done["started_at"], running["started_at"], "{done}");
+    assert!(
+        !server.logs().contains("lease was taken over"),
+        "{}",
+        server.logs()
+    );
+}
+
+/// Regression: SIGTERM during a burst of background POSTs closed connections before their
+/// `202`: the queue writer stopped before HTTP drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_a_burst_of_background_posts_answers_every_client_and_runs_every_202() {
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::with(&[])
+            .function_as("burst-background", "guest-sleep")
+            // No grace: the worker stops at once, so the HTTP side must not depend on it.
+            .config(&FAST.replace("shutdown_grace = \"1s\"", "shutdown_grace = \"0s\""))
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    let url = server.url("/.netlify/functions/burst-background?ms=10");
+    // Big bodies make each group commit take a while, so SIGTERM lands during one.
+    let payload = "x".repeat(200 * 1024);
+    // 60 clients POST back to back, each on a fresh connection, until the server is gone.
+    let mut clients = Vec::new();
+    for c in 0..60 {
+        let (url, payload) = (url.clone(), payload.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut accepted, mut refused, mut cut_off) = (Vec::new(), 0, Vec::new());
+            for i in 0..2_000 {
+                let body = format!("client {c} request {i} {payload}");
+                match crate::support::try_send("POST", &url, &[], body.into()).await {
+                    Ok(reply) if reply.status == 202 => accepted.push(accepted_id(&reply)),
+                    Ok(reply) if reply.status == 503 => refused += 1,
+                    Ok(reply) => cut_off.push(format!("{} {}", reply.status, reply.text())),
+                    // The listener is closed: connecting fails, nothing was sent.
+                    Err(e) if e.contains("Connection refused") => break,
+                    // Reset while waiting in the listen backlog: never accepted, never read.
+                    Err(e) if e == "connection error" => refused += 1,
+                    // Read, then closed without an answer: what must never happen.
+                    Err(e) => cut_off.push(e),
+                }
+            }
+            (accepted, refused, cut_off)
+        }));
+    }
+    wait_until("enqueues under way", Duration::from_secs(10), async || {
+        let health = get(&server.url("/.fnhost/health")).await.json();
+        let stored: i64 = health["invocations"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(|v| v.as_i64()).sum());
+        if stored >= 50 {
+            Ok(())
+        } else {
+            Err(health.to_string())
+        }
+    })
+    .await;
+    let status = server.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    let (mut accepted, mut refused, mut cut_off) = (Vec::new(), 0, Vec::new());
+    for client in clients {
+        let (a, r, c) = client.await.unwrap();
+        accepted.extend(a);
+        refused += r;
+        cut_off.extend(c);
+    }
+    assert!(
+        cut_off.is_empty(),
+        "requests answered by no whole answer: {cut_off:?}"
+    );
+    assert!(accepted.len() >= 50, "{} accepted", accepted.len());
+    eprintln!("{} accepted, {refused} refused", accepted.len());
+
+    let server = start();
+    for id in &accepted {
+        wait_state(&server, id, &["succeeded"], Duration::from_secs(30)).await;
+    }
+}
+
+/// Regression: `/go/*  /:splat  301` answered `GET /go//evil.com` with `Location: //evil.com`,
+/// and `..` segments passed through to rules and proxies.
+#[tokio::test]
+async fn paths_with_dot_or_empty_segments_are_refused_and_redirects_stay_on_site() {
+    let server = Server::with(&["hello"])
+        .file(
+            "_redirects",
+            b"/go/*  /:splat  301\n/api/*  /.netlify/functions/:splat  200\n",
+        )
+        .start();
+    let ok = get(&server.url("/go/somewhere/else")).await;
+    assert_eq!(ok.status, 301);
+    assert_eq!(ok.header("location"), Some("/somewhere/else"));
+    for bad in [
+        "/go//evil.com",
+        "/api/../.fnhost/invocations",
+        "/api/%2e%2e/admin",
+        "/.netlify/functions/./hello",
+    ] {
+        let reply = get(&server.url(bad)).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+        assert_eq!(reply.header("location"), None, "{bad}");
+    }
+    assert_eq!(get(&server.url("/api/hello")).await.status, 200);
+}
+
+/// An invocation id no one has: its own message, not a route's.
+#[tokio::test]
+async fn an_unknown_invocation_is_named_as_such() {
+    let server = Server::with(&["hello"]).start();
+    let reply = get(&server.url("/.fnhost/invocations/nope")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (404, "no invocation nope\n")
+    );
+}
