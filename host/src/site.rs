@@ -246,6 +246,7 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
             server_cfg
                 .body_timeout
                 .map_or(defaults::BODY_TIMEOUT, |d| d.0),
+            shutdown.clone(),
         )
         .with_edge(cors, redirects),
     );
@@ -297,7 +298,7 @@ fn spawn_http(
     for (i, rt) in runtimes.into_iter().enumerate() {
         let (lane, receiver) = crate::http::server::lane();
         lanes.push(lane);
-        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let app = app.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("fnhost-http-{i}"))
@@ -306,7 +307,6 @@ fn spawn_http(
                         receiver,
                         app,
                         header_timeout,
-                        shutdown.cancelled_owned(),
                         DRAIN,
                     ))
                 })?,

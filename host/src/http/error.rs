@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The request could not be read.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The host is shutting down and takes no new request.
+    #[error("shutting down; retry shortly")]
+    ShuttingDown,
     /// The client did not send its body in time.
     #[error("request body not received within {after:?}")]
     RequestTimeout {
@@ -110,7 +113,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -132,6 +135,10 @@ impl ApiError {
             }
             ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

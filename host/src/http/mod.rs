@@ -43,6 +43,8 @@ pub struct App {
     pub queue: Queue,
     /// Bearer token of the admin endpoints; `None` turns them off.
     admin_token: Option<String>,
+    /// Cancelled when the host starts shutting down: new requests are refused (`503`).
+    shutdown: tokio_util::sync::CancellationToken,
     /// Time a client has to send a request body.
     body_timeout: std::time::Duration,
     /// Permits for synchronous invocations.
@@ -62,8 +64,10 @@ impl App {
         admin_token: Option<String>,
         max_concurrency: usize,
         body_timeout: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> App {
         App {
+            shutdown,
             engine,
             table,
             queue,
@@ -95,12 +99,17 @@ impl App {
         self
     }
 
-    /// Answers one request. Never fails: errors become responses.
+    /// Answers one request. Never fails: errors become responses. Once shutdown has started a
+    /// new request is refused with `503` and `Connection: close`; those already in flight
+    /// finish.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if self.shutdown.is_cancelled() {
+            return ApiError::ShuttingDown.into_response();
+        }
         match self.try_handle(req).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),

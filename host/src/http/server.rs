@@ -61,6 +61,12 @@ pub async fn accept_balanced(
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Connections keep being accepted for a moment after shutdown starts: a request already on
+    // its way is read and answered `503` instead of meeting a closed socket.
+    let shutdown = async {
+        shutdown.await;
+        tokio::time::sleep(LINGER).await;
+    };
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut next = 0;
@@ -89,15 +95,19 @@ pub async fn accept_balanced(
     }
 }
 
-/// Serves the connections handed to this lane (on the calling thread's runtime) until
-/// `shutdown` resolves or the acceptor is gone, then drains for up to `drain`. A client gets
-/// `header_timeout` to send each request head (and a keep-alive connection as long to start
-/// its next request), else the connection is closed.
+/// How long the front keeps accepting and reading requests after shutdown starts (they are
+/// answered `503` with `Connection: close`; see [`App::handle`]), and then how long a lane
+/// gives its newest connections to deliver their request before closing idle ones.
+pub const LINGER: Duration = Duration::from_millis(250);
+
+/// Serves the connections handed to this lane (on the calling thread's runtime) until the
+/// acceptor is gone, then drains for up to `drain`. A client gets `header_timeout` to send each
+/// request head (and a keep-alive connection as long to start its next request), else the
+/// connection is closed.
 pub async fn serve_handoffs(
     mut lane: LaneReceiver,
     app: Arc<App>,
     header_timeout: Duration,
-    shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
@@ -105,15 +115,7 @@ pub async fn serve_handoffs(
     http.keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer, permit) = tokio::select! {
-            handed = lane.handoff.recv() => match handed {
-                Some(conn) => conn,
-                None => break,
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer, permit)) = lane.handoff.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => serve_connection(
                 stream,
@@ -129,6 +131,9 @@ pub async fn serve_handoffs(
             }
         }
     }
+    // Graceful shutdown closes a connection that has not sent a request yet: give the last
+    // ones handed over the time to send theirs (answered 503).
+    tokio::time::sleep(LINGER).await;
     drain_connections(graceful, drain).await;
 }
 

@@ -200,9 +200,12 @@ async fn sigterm_in_a_burst_of_background_posts_answers_every_client_and_runs_ev
                     Ok(reply) => cut_off.push(format!("{} {}", reply.status, reply.text())),
                     // The listener is closed: connecting fails, nothing was sent.
                     Err(e) if e.contains("Connection refused") => break,
-                    // Reset while waiting in the listen backlog: never accepted, never read.
-                    Err(e) if e == "connection error" => refused += 1,
-                    // Read, then closed without an answer: what must never happen.
+                    // Reset in the listen backlog when the listener closed: never accepted,
+                    // never read (the kernel answers with RST; a client may retry).
+                    Err(e) if e.contains("reset by peer") || e == "connection error" => {
+                        refused += 1
+                    }
+                    // Accepted, then closed without an answer: what must never happen.
                     Err(e) => cut_off.push(e),
                 }
             }
