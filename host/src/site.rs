@@ -18,7 +18,7 @@ use crate::config::{Config, RuntimeKind, defaults};
 use crate::engine::{Engine, EngineOptions};
 use crate::functions;
 use crate::http::App;
-use crate::queue::{Backend, Queue};
+use crate::queue::{Backend, Queue, QueueSettings};
 
 /// Validated `serve` settings.
 pub struct Options {
@@ -202,7 +202,12 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
     let (engine, table) = load(opts).await?;
     let server_cfg = &opts.config.server;
     let (sync_cap, bg_cap) = opts.caps();
-    let queue = Queue::open(&opts.queue_url)
+    let settings = QueueSettings {
+        idempotency_ttl: server_cfg
+            .idempotency_ttl
+            .map_or(crate::queue::IDEMPOTENCY_TTL, |d| d.0),
+    };
+    let queue = Queue::open_with(&opts.queue_url, settings)
         .await
         .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
     if queue.backend() == Backend::Sqlite {

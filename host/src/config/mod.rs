@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub body_timeout: Option<Humantime>,
     /// Connections open at once; more wait in the backlog.
     pub max_connections: Option<usize>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Option<Humantime>,
 }
 
 /// How HTTP threads are scheduled.
@@ -274,6 +276,7 @@ impl Config {
         for (key, value) in [
             ("header_timeout", self.server.header_timeout),
             ("body_timeout", self.server.body_timeout),
+            ("idempotency_ttl", self.server.idempotency_ttl),
         ] {
             if value.is_some_and(|d| d.0.is_zero()) {
                 return Err(format!("server.{key}: must be longer than 0"));

@@ -13,7 +13,7 @@ use crate::body::{Body, full};
 use crate::functions::Function;
 use crate::ids::{headers, status_path};
 use crate::invoke::{self, Failure};
-use crate::queue::{NewInvocation, QueueError};
+use crate::queue::{Enqueued, NewInvocation, QueueError};
 
 impl App {
     /// Runs a synchronous invocation and answers with the guest's response. The slot is
@@ -102,6 +102,11 @@ impl App {
                 ApiError::Internal { id: id.clone() }
             }
         })?;
+        if let Enqueued::Conflict(earlier) = &enqueued {
+            return Err(ApiError::IdempotencyConflict {
+                earlier: earlier.clone(),
+            });
+        }
         let id = enqueued.id();
         let mut resp = Response::new(full(Bytes::new()));
         *resp.status_mut() = StatusCode::ACCEPTED;

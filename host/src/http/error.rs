@@ -41,6 +41,15 @@ pub enum ApiError {
     /// The request could not be read.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// An `Idempotency-Key` came back with another request (method, path or body).
+    #[error(
+        "Idempotency-Key already used for a different request (invocation {earlier}); \
+         use a new key for a new request"
+    )]
+    IdempotencyConflict {
+        /// The invocation the key belongs to.
+        earlier: String,
+    },
     /// The host is shutting down and takes no new request.
     #[error("shutting down; retry shortly")]
     ShuttingDown,
@@ -116,6 +125,7 @@ impl ApiError {
             ApiError::Busy | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyConflict { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::FunctionFailed { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -40,6 +40,24 @@ pub use model::{
 };
 pub use writer::NOTIFY_CHANNEL;
 
+/// How long an idempotency key is remembered by default (Stripe's 24 h).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Queue behaviour the site configures.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// How long an `Idempotency-Key` is remembered; after that the key starts afresh.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> QueueSettings {
+        QueueSettings {
+            idempotency_ttl: IDEMPOTENCY_TTL,
+        }
+    }
+}
+
 /// Which database is behind the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -106,8 +124,13 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens (creating when needed) the queue at `url` and starts its writer task.
+    /// Opens (creating when needed) the queue at `url` with the default settings.
     pub async fn open(url: &str) -> Result<Queue> {
+        Queue::open_with(url, QueueSettings::default()).await
+    }
+
+    /// Opens (creating when needed) the queue at `url` and starts its writer task.
+    pub async fn open_with(url: &str, settings: QueueSettings) -> Result<Queue> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -170,6 +193,7 @@ impl Queue {
             pool.clone(),
             backend,
             node.clone(),
+            settings.idempotency_ttl,
             rx,
             work.clone(),
         ));

@@ -154,20 +154,38 @@ pub struct NewInvocation {
     pub max_attempts: u32,
 }
 
+impl NewInvocation {
+    /// SHA-256 of method, path and query, and body: what makes a request "the same" for its
+    /// idempotency key (headers may differ between a request and its retry).
+    pub fn request_hash(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in [self.method.as_bytes(), self.uri.as_bytes(), &self.body] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Result of an enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
     /// Stored now.
     New(String),
-    /// The idempotency key was seen before: the earlier invocation's id; nothing stored.
+    /// The idempotency key was seen before with the same request: the earlier invocation's
+    /// id; nothing stored.
     Existing(String),
+    /// The idempotency key was seen before with another request: the earlier invocation's
+    /// id; nothing stored.
+    Conflict(String),
 }
 
 impl Enqueued {
-    /// The id either way.
+    /// The invocation the key points at.
     pub fn id(&self) -> &str {
         match self {
-            Enqueued::New(id) | Enqueued::Existing(id) => id,
+            Enqueued::New(id) | Enqueued::Existing(id) | Enqueued::Conflict(id) => id,
         }
     }
 }

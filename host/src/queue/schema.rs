@@ -5,9 +5,10 @@ use sqlx::{AnyPool, Row};
 use super::{Backend, Result};
 
 /// Migrations in order; each entry is `(version, sqlite, postgres)`. Append, never edit.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE invocations (
         id TEXT PRIMARY KEY,
         function TEXT NOT NULL,
@@ -48,8 +49,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     );
     CREATE INDEX deliveries_due ON deliveries (state, next_at);
     "#,
-    "",
-)];
+        "",
+    ),
+    // A digest of method, path and body, so a reused idempotency key with another request is
+    // told apart from a retry of the same one.
+    (
+        2,
+        "ALTER TABLE invocations ADD COLUMN request_hash TEXT",
+        "",
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
 const MIGRATION_LOCK: i64 = 0x666e_686f_7374;
@@ -159,12 +168,12 @@ async fn apply(
 /// Insert one invocation; a repeated idempotency key inserts nothing (on PostgreSQL a
 /// concurrent insert of the same key by another node waits for that node's commit, then
 /// inserts nothing).
-/// Binds: id, function, key, method, uri, headers, body, max_attempts (+ now).
+/// Binds: id, function, key, method, uri, headers, body, max_attempts, request_hash (+ now).
 pub(super) fn insert_sql(backend: Backend) -> String {
     with_now(
         backend,
-        "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, created_at, run_at) \
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $now, $now) ON CONFLICT DO NOTHING",
+        "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $now, $now) ON CONFLICT DO NOTHING",
     )
 }
 

@@ -109,6 +109,65 @@ async fn an_idempotency_key_stores_once() {
         q.counts().await.unwrap(),
         vec![(InvocationState::Queued, 2)]
     );
+    // A retry may differ in headers; it is the same request.
+    let mut retry = invocation("fourth", Some("k1"), 1);
+    retry.headers.push(("x-retry".into(), "1".into()));
+    assert_eq!(
+        q.enqueue(retry).await.unwrap(),
+        Enqueued::Existing("first".into())
+    );
+}
+
+/// Regression: a key reused with another body was answered `202` with the first invocation's
+/// id, silently dropping the second payload.
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_request_is_a_conflict() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("first", Some("k"), 1)).await.unwrap();
+    let mut other_body = invocation("second", Some("k"), 1);
+    other_body.body = br#"{"n":2}"#.to_vec();
+    assert_eq!(
+        q.enqueue(other_body).await.unwrap(),
+        Enqueued::Conflict("first".into())
+    );
+    let mut other_path = invocation("third", Some("k"), 1);
+    other_path.uri = "/.netlify/functions/job-background?x=2".into();
+    assert_eq!(
+        q.enqueue(other_path).await.unwrap(),
+        Enqueued::Conflict("first".into())
+    );
+    assert_eq!(
+        q.list(None, None, 10).await.unwrap().len(),
+        1,
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_after_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+    let settings = QueueSettings {
+        idempotency_ttl: Duration::from_millis(50),
+    };
+    let q = Queue::open_with(&url, settings).await.unwrap();
+    q.enqueue(invocation("old", Some("k"), 1)).await.unwrap();
+    sqlx::query("UPDATE invocations SET created_at = created_at - 1000")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    let mut new_body = invocation("new", Some("k"), 1);
+    new_body.body = b"another day".to_vec();
+    assert_eq!(
+        q.enqueue(new_body).await.unwrap(),
+        Enqueued::New("new".into())
+    );
+    assert_eq!(
+        q.enqueue(invocation("again", Some("k"), 1)).await.unwrap(),
+        Enqueued::Conflict("new".into()),
+        "the key now belongs to the new request"
+    );
+    assert_eq!(q.list(None, None, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -60,13 +60,15 @@ pub(super) async fn run(
     pool: AnyPool,
     backend: Backend,
     node: Arc<str>,
+    idempotency_ttl: Duration,
     mut rx: mpsc::Receiver<Pending>,
     work: Arc<Notify>,
 ) {
+    let ttl = super::ms(idempotency_ttl);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let invs: Vec<&NewInvocation> = batch.iter().map(|(inv, _)| inv).collect();
-        match write_batch(&pool, backend, &node, &invs).await {
+        match write_batch(&pool, backend, &node, ttl, &invs).await {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));
@@ -88,10 +90,16 @@ async fn write_batch(
     pool: &AnyPool,
     backend: Backend,
     node: &str,
+    ttl: i64,
     invs: &[&NewInvocation],
 ) -> Result<Vec<Enqueued>> {
     let now = now_ms();
     let insert = schema::insert_sql(backend);
+    let forget = schema::with_now(
+        backend,
+        "UPDATE invocations SET idempotency_key = NULL \
+         WHERE function = $1 AND idempotency_key = $2 AND created_at < $now - $3",
+    );
     // Inserted in (function, key) order, the same on every node: two nodes' batches holding
     // idempotency keys the other wants wait for each other in one direction only, never in a
     // cycle (a deadlock would fail both batches). Stable: among repeats of a key in one batch
@@ -105,6 +113,19 @@ async fn write_batch(
     let mut out = vec![None; invs.len()];
     for i in order {
         let inv = invs[i];
+        let hash = inv.request_hash();
+        if inv.idempotency_key.is_some() {
+            // A key older than the TTL is forgotten: this request starts afresh.
+            let query = sqlx::query(&forget)
+                .bind(inv.function.clone())
+                .bind(inv.idempotency_key.clone())
+                .bind(ttl);
+            let query = match backend {
+                Backend::Sqlite => query.bind(now),
+                Backend::Postgres => query,
+            };
+            query.execute(&mut *tx).await?;
+        }
         let query = sqlx::query(&insert)
             .bind(inv.id.clone())
             .bind(inv.function.clone())
@@ -113,7 +134,8 @@ async fn write_batch(
             .bind(inv.uri.clone())
             .bind(serde_json::to_string(&inv.headers).unwrap_or_default())
             .bind(inv.body.clone())
-            .bind(i64::from(inv.max_attempts));
+            .bind(i64::from(inv.max_attempts))
+            .bind(hash.clone());
         let query = match backend {
             Backend::Sqlite => query.bind(now),
             Backend::Postgres => query,
@@ -123,13 +145,18 @@ async fn write_batch(
             Enqueued::New(inv.id.clone())
         } else {
             let row = sqlx::query(
-                "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
+                "SELECT id, request_hash FROM invocations WHERE function = $1 AND idempotency_key = $2",
             )
             .bind(inv.function.clone())
             .bind(inv.idempotency_key.clone())
             .fetch_one(&mut *tx)
             .await?;
-            Enqueued::Existing(row.try_get(0)?)
+            let id: String = row.try_get("id")?;
+            // Rows stored before the digest existed count as the same request.
+            match row.try_get::<Option<String>, _>("request_hash")? {
+                Some(stored) if stored != hash => Enqueued::Conflict(id),
+                _ => Enqueued::Existing(id),
+            }
         });
     }
     let out: Vec<Enqueued> = out.into_iter().flatten().collect();

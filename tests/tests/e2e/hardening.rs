@@ -282,3 +282,30 @@ async fn an_unknown_invocation_is_named_as_such() {
         (404, "no invocation nope\n")
     );
 }
+
+/// Regression: an `Idempotency-Key` reused with a different body was answered `202` with the
+/// first invocation's id, silently dropping the second payload.
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_body_is_a_422_and_stores_nothing() {
+    let server = Server::with(&[])
+        .function_as("order-background", "guest-sleep")
+        .config("[server]\nadmin_token = \"t0ken\"\n")
+        .start();
+    let key = [("idempotency-key", "order-7")];
+    let path = "/.netlify/functions/order-background?ms=10";
+    let first = accepted_id(&post(&server, path, &key, "{\"qty\": 1}").await);
+    let again = accepted_id(&post(&server, path, &key, "{\"qty\": 1}").await);
+    assert_eq!(first, again);
+    let other = post(&server, path, &key, "{\"qty\": 2}").await;
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert!(
+        other
+            .text()
+            .contains("Idempotency-Key already used for a different request"),
+        "{}",
+        other.text()
+    );
+    assert_eq!(other.header("fnhost-invocation-id"), None);
+    let list = crate::support::admin_list(&server).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
