@@ -210,15 +210,6 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
     let queue = Queue::open_with(&opts.queue_url, settings)
         .await
         .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
-    if queue.backend() == Backend::Sqlite {
-        // One process owns an embedded queue: whatever it left running was cut off.
-        let n = queue.requeue_expired(true).await?;
-        if n > 0 {
-            tracing::warn!(
-                "re-queued {n} background invocation(s) interrupted by the last shutdown"
-            );
-        }
-    }
     let table = Arc::new(table);
     let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(
@@ -231,8 +222,15 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
             grace: server_cfg
                 .shutdown_grace
                 .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+            max_interruptions: server_cfg
+                .max_interruptions
+                .unwrap_or(defaults::MAX_INTERRUPTIONS),
         },
     ));
+    if queue.backend() == Backend::Sqlite {
+        // One process owns an embedded queue: whatever it left running was cut off.
+        worker.recover().await;
+    }
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let deliveries = tokio::spawn(crate::background::destinations::deliver_loop(
         queue.clone(),

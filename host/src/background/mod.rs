@@ -37,6 +37,8 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// How long running attempts may go on after shutdown starts.
     pub grace: Duration,
+    /// Interruptions (host died, lease lost) after which an invocation is dead.
+    pub max_interruptions: u32,
 }
 
 /// Runs background invocations from the queue.
@@ -153,10 +155,56 @@ impl Worker {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {},
             }
-            match self.queue.requeue_expired(false).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!("re-queued {n} invocation(s) whose lease expired"),
-                Err(e) => tracing::error!("lease reaper failed: {e}"),
+            self.sweep(false).await;
+        }
+    }
+
+    /// Re-queues every `running` invocation: for an embedded queue at startup, whose previous
+    /// owner is gone (never for a shared queue, where other nodes own them).
+    pub async fn recover(&self) {
+        self.sweep(true).await;
+    }
+
+    /// Re-queues interrupted attempts (`all`: every running one; else expired leases) and
+    /// reports those interrupted once too often to their `on_failure` destination.
+    async fn sweep(&self, all: bool) {
+        let swept = match self
+            .queue
+            .requeue_expired(all, self.opts.max_interruptions)
+            .await
+        {
+            Ok(swept) => swept,
+            Err(e) => {
+                tracing::error!("re-queueing interrupted attempts failed: {e}");
+                return;
+            }
+        };
+        if swept.requeued > 0 {
+            let why = if all {
+                "interrupted by the last shutdown"
+            } else {
+                "whose lease expired"
+            };
+            tracing::warn!("re-queued {} invocation(s) {why}", swept.requeued);
+        }
+        for claim in swept.dead {
+            let error = format!(
+                "interrupted {} times; not run again (max_interruptions)",
+                self.opts.max_interruptions
+            );
+            tracing::error!(id = claim.id, function = claim.function, "dead: {error}");
+            let finish = Finish::Dead {
+                error,
+                result: StoredResult::default(),
+            };
+            let delivery = self
+                .by_name
+                .get(&claim.function)
+                .and_then(|f| destinations::record_for(f, &claim, &finish));
+            if let Some(d) = delivery
+                && let Err(e) = self.queue.add_delivery(&claim.id, d).await
+            {
+                tracing::error!(id = claim.id, "cannot record the failure delivery: {e}");
             }
         }
     }

@@ -52,6 +52,8 @@ pub mod defaults {
     pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Connections open at once; more wait in the listen backlog.
     pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Interrupted attempts (host died, lease lost) after which an invocation is dead.
+    pub const MAX_INTERRUPTIONS: u32 = 5;
 }
 
 /// A problem with `fnhost.toml`, pointing at the place in the file.
@@ -123,6 +125,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Option<Humantime>,
+    /// Interrupted attempts after which an invocation is dead.
+    pub max_interruptions: Option<u32>,
 }
 
 /// How HTTP threads are scheduled.
@@ -269,6 +273,9 @@ impl Config {
         }
         if self.server.background_concurrency == Some(0) {
             return Err("server.background_concurrency: must be at least 1".into());
+        }
+        if self.server.max_interruptions == Some(0) {
+            return Err("server.max_interruptions: must be at least 1".into());
         }
         if self.server.max_connections == Some(0) {
             return Err("server.max_connections: must be at least 1".into());

@@ -7,7 +7,8 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::{
-    Backend, Claimed, Finish, NewDelivery, Queue, Result, model, ms, now_ms, schema, writer,
+    Backend, Claimed, Finish, Interrupted, NewDelivery, Queue, Result, model, ms, now_ms, schema,
+    writer,
 };
 
 impl Queue {
@@ -109,19 +110,60 @@ impl Queue {
     /// Re-queues running invocations whose lease expired (their node died or stalled); with
     /// `all`, every running invocation (an embedded queue at startup: the previous process
     /// is gone; never on a shared queue, where other nodes own them). The interrupted attempt
-    /// is not counted. Returns how many.
-    pub async fn requeue_expired(&self, all: bool) -> Result<u64> {
-        let sql = self.sql(
+    /// is not counted as an attempt but as an interruption; the one interrupted for the
+    /// `max_interruptions`-th time is dead instead (its attempts keep killing hosts or losing
+    /// leases), and returned so its failure can be reported.
+    pub async fn requeue_expired(&self, all: bool, max_interruptions: u32) -> Result<Interrupted> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let bury = self.sql(
+            "UPDATE invocations SET state = 'dead', interruptions = interruptions + 1, \
+             finished_at = $now, last_error = $3, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now) \
+             AND interruptions + 1 >= $2 \
+             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body",
+        );
+        let error = format!(
+            "interrupted {max_interruptions} times (the host stopped or lost its lease during \
+             the attempt); not run again (max_interruptions)"
+        );
+        let query = sqlx::query(&bury)
+            .bind(i64::from(all))
+            .bind(i64::from(max_interruptions))
+            .bind(error);
+        let rows = self.now(query, now).fetch_all(&mut *tx).await?;
+        let dead = rows
+            .iter()
+            .map(model::claimed_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let requeue = self.sql(
             "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
-             attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_at = $now \
+             attempts = attempts - 1, interruptions = interruptions + 1, lease_owner = NULL, \
+             lease_expires_at = NULL, run_at = $now \
              WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now)",
         );
-        let query = sqlx::query(&sql).bind(i64::from(all));
-        let done = self.now(query, now_ms()).execute(&self.pool).await?;
-        if done.rows_affected() > 0 {
+        let query = sqlx::query(&requeue).bind(i64::from(all));
+        let requeued = self
+            .now(query, now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        if requeued > 0 {
             self.announce().await;
         }
-        Ok(done.rows_affected())
+        Ok(Interrupted { requeued, dead })
+    }
+
+    /// Adds a destination delivery for an invocation already finished (one that died of
+    /// interruptions).
+    pub async fn add_delivery(&self, invocation: &str, delivery: NewDelivery) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.insert_delivery(&mut tx, invocation, delivery, now_ms())
+            .await?;
+        tx.commit().await?;
+        self.work.notify_waiters();
+        Ok(())
     }
 
     /// When the earliest queued or retrying invocation is due (ms, on this host's clock), if any.

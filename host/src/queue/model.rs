@@ -213,6 +213,15 @@ pub struct Claimed {
     pub body: Vec<u8>,
 }
 
+/// What a sweep of interrupted attempts did.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupted {
+    /// Invocations put back to wait for another attempt.
+    pub requeued: u64,
+    /// Invocations interrupted once too often: now dead.
+    pub dead: Vec<Claimed>,
+}
+
 /// What one attempt produced, stored with its outcome.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StoredResult {

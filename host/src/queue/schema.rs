@@ -58,6 +58,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE invocations ADD COLUMN request_hash TEXT",
         "",
     ),
+    // Attempts cut off by a host that died or lost its lease, counted apart from attempts.
+    (
+        3,
+        "ALTER TABLE invocations ADD COLUMN interruptions BIGINT NOT NULL DEFAULT 0",
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).

@@ -247,11 +247,11 @@ async fn interrupted_attempts_go_back_uncounted() {
     let claim = claim_one(&q).await;
     assert_eq!(claim.attempt, 1);
     assert_eq!(
-        q.requeue_expired(false).await.unwrap(),
+        q.requeue_expired(false, 5).await.unwrap().requeued,
         0,
         "lease still valid"
     );
-    assert_eq!(q.requeue_expired(true).await.unwrap(), 1);
+    assert_eq!(q.requeue_expired(true, 5).await.unwrap().requeued, 1);
     assert_eq!(state(&q, "h").await, InvocationState::Queued);
     assert!(
         !q.finish(&claim, Finish::Succeeded(StoredResult::default()), None)
@@ -338,4 +338,34 @@ async fn lists_filter_by_function_and_state() {
     assert_eq!(queued.len(), 2);
     assert!(queued.iter().all(|s| s.state == InvocationState::Queued));
     assert_eq!(q.list(None, None, 1).await.unwrap().len(), 1);
+}
+
+/// Regression: an invocation whose attempts kept killing the host was re-queued forever (and
+/// re-run by every restart): a crash loop.
+#[tokio::test]
+async fn an_invocation_interrupted_max_interruptions_times_is_dead() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("p", None, 3)).await.unwrap();
+    for round in 1..=2 {
+        let claim = claim_one(&q).await;
+        assert_eq!(
+            claim.attempt, 1,
+            "round {round}: interruptions are not attempts"
+        );
+        let swept = q.requeue_expired(true, 3).await.unwrap();
+        assert_eq!((swept.requeued, swept.dead.len()), (1, 0));
+    }
+    claim_one(&q).await;
+    let swept = q.requeue_expired(true, 3).await.unwrap();
+    assert_eq!(swept.requeued, 0);
+    assert_eq!(swept.dead.len(), 1);
+    assert_eq!(swept.dead[0].id, "p");
+    assert_eq!(swept.dead[0].body, br#"{"n":1}"#);
+    let dead = q.status("p").await.unwrap().unwrap();
+    assert_eq!(dead.state, InvocationState::Dead);
+    assert!(
+        dead.last_error.unwrap().starts_with("interrupted 3 times"),
+        "the error says why"
+    );
+    assert!(q.claim("o", 4, LEASE).await.unwrap().is_empty());
 }

@@ -309,3 +309,74 @@ async fn an_idempotency_key_reused_with_another_body_is_a_422_and_stores_nothing
     let list = crate::support::admin_list(&server).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+/// Regression: an invocation whose attempts kept killing the host was re-queued by every
+/// restart with the attempt not counted — a crash loop. Now each cut-off attempt counts as an
+/// interruption, and past `max_interruptions` the invocation is dead and reported.
+#[tokio::test]
+async fn an_invocation_that_keeps_killing_its_host_is_dead_after_max_interruptions() {
+    let dest = crate::background::Destination::start().await;
+    let data = tempfile::tempdir().unwrap();
+    // `max_interruptions` goes in [server], the table FAST opens with.
+    let config = format!(
+        "{}[functions.doomed-background]\non_failure = \"{}\"\n",
+        FAST.replacen("[server]\n", "[server]\nmax_interruptions = 2\n", 1),
+        dest.url("/failed")
+    );
+    let start = || {
+        Server::with(&[])
+            .function_as("doomed-background", "guest-sleep")
+            .config(&config)
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    let id = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/doomed-background?ms=600000",
+            &[],
+            "{}",
+        )
+        .await,
+    );
+    let mut started = serde_json::Value::Null;
+    for round in 1..=2 {
+        // Running again: a fresh start of the same first attempt.
+        let running = wait_until(
+            &format!("round {round}: {id} running anew"),
+            Duration::from_secs(10),
+            async || {
+                let s = crate::background::status(&server, &id).await;
+                if s["state"] == "running" && s["started_at"] != started {
+                    Ok(s)
+                } else {
+                    Err(s)
+                }
+            },
+        )
+        .await;
+        started = running["started_at"].clone();
+        assert_eq!(running["attempts"], 1, "round {round}: {running}");
+        // The host dies mid-attempt (as if the guest had brought it down).
+        server.kill9();
+        server = start();
+    }
+    let dead = wait_state(&server, &id, &["dead"], Duration::from_secs(10)).await;
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted 2 times"),
+        "{dead}"
+    );
+    let record = dest.wait_for(&id, Duration::from_secs(10)).await;
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert!(
+        record["responsePayload"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("max_interruptions"),
+        "{record}"
+    );
+}
