@@ -90,6 +90,8 @@ impl Worker {
             notified.as_mut().enable();
 
             let free = slots.available_permits();
+            // The leases run from when the claim statement began, at the latest.
+            let claim_began = tokio::time::Instant::now();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -109,7 +111,7 @@ impl Worker {
                     .expect("claimed no more than the free slots");
                 let (me, cut_off) = (self.clone(), cut_off.clone());
                 running.spawn(async move {
-                    me.attempt(claim, cut_off).await;
+                    me.attempt(claim, claim_began, cut_off).await;
                     drop(permit);
                 });
             }
@@ -210,14 +212,25 @@ impl Worker {
     }
 
     /// One attempt: run with a heartbeat, then record the outcome (fenced by the token).
-    async fn attempt(&self, claim: Claimed, cut_off: CancellationToken) {
+    async fn attempt(
+        &self,
+        claim: Claimed,
+        claim_began: tokio::time::Instant,
+        cut_off: CancellationToken,
+    ) {
         let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
-            self.queue.clone(),
-            claim.clone(),
-            self.opts.lease,
-            lost.clone(),
-        ));
+        // Stopped however this attempt ends, a panic included: a heartbeat outliving its
+        // attempt would keep a dead attempt's lease alive.
+        let _heartbeat = AbortOnDrop(
+            tokio::spawn(heartbeat(
+                self.queue.clone(),
+                claim.clone(),
+                self.opts.lease,
+                claim_began,
+                lost.clone(),
+            ))
+            .abort_handle(),
+        );
         let result = tokio::select! {
             r = self.execute(&claim) => Some(r),
             () = lost.cancelled() => {
@@ -232,7 +245,7 @@ impl Worker {
                 None
             }
         };
-        heartbeat.abort();
+        drop(_heartbeat);
         let Some((function, result)) = result else {
             return;
         };
@@ -355,28 +368,54 @@ impl Drop for AbortOnDrop {
 
 /// Renews the lease every third of it; cancels `lost` when the lease is no longer ours: the
 /// renewal matched nothing (another node took the invocation over: its token moved on), or
-/// no renewal has succeeded for a whole lease (the database is unreachable from here, so
-/// another node may take it over any moment).
-async fn heartbeat(queue: Queue, claim: Claimed, lease: Duration, lost: CancellationToken) {
+/// one lease has passed since the last *confirmed* renewal *began* (`confirmed`, at first the
+/// claim's start) — the database may let another node take it over from then on, so the guest
+/// is stopped then, never later, however long a renewal hangs.
+async fn heartbeat(
+    queue: Queue,
+    claim: Claimed,
+    lease: Duration,
+    claim_began: tokio::time::Instant,
+    lost: CancellationToken,
+) {
+    let renew = || queue.heartbeat(&claim.id, claim.token, lease);
+    keep_lease(renew, &claim.id, lease, claim_began, lost).await;
+}
+
+/// [`heartbeat`]'s loop over any renewal (`Ok(false)`: fenced out).
+async fn keep_lease<F, E>(
+    mut renew: impl FnMut() -> F,
+    id: &str,
+    lease: Duration,
+    claim_began: tokio::time::Instant,
+    lost: CancellationToken,
+) where
+    F: Future<Output = Result<bool, E>>,
+    E: std::fmt::Display,
+{
     let every = lease / 3;
-    let mut renewed = tokio::time::Instant::now();
+    let mut confirmed = claim_began;
     loop {
-        tokio::time::sleep(every).await;
-        let attempt = tokio::time::timeout(every, queue.heartbeat(&claim.id, claim.token, lease));
-        match attempt.await {
-            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
-            Ok(Ok(false)) => {
+        let renewal = async {
+            tokio::time::sleep(every).await;
+            let began = tokio::time::Instant::now();
+            (began, renew().await)
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(confirmed + lease) => {
+                tracing::warn!(id, "no lease renewal confirmed for {lease:?}");
                 lost.cancel();
                 return;
             }
-            // A failed renewal is not a lost lease yet; try again next tick.
-            Ok(Err(e)) => tracing::warn!(id = claim.id, "heartbeat failed: {e}"),
-            Err(_) => tracing::warn!(id = claim.id, "heartbeat timed out"),
-        }
-        if renewed.elapsed() >= lease {
-            tracing::warn!(id = claim.id, "no lease renewal for {lease:?}");
-            lost.cancel();
-            return;
+            (began, renewed) = renewal => match renewed {
+                Ok(true) => confirmed = began,
+                Ok(false) => {
+                    lost.cancel();
+                    return;
+                }
+                // A failed renewal is not a lost lease yet; try again next tick.
+                Err(e) => tracing::warn!(id, "heartbeat failed: {e}"),
+            },
         }
     }
 }
@@ -498,6 +537,51 @@ mod tests {
             classify(&claim(1, 1), Some(&p), fail(), 0),
             Finish::Dead { .. }
         ));
+    }
+
+    /// Regression: the last renewal was dated when its UPDATE returned and a hung renewal was
+    /// judged only after two more ticks, so another node could take over while this one still
+    /// ran the guest for up to ~10 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_given_up_one_lease_after_the_last_confirmed_renewal_began() {
+        let lease = Duration::from_secs(30);
+        let start = tokio::time::Instant::now();
+        let lost = CancellationToken::new();
+        // The first renewal (at 10 s) takes 15 s to confirm; the next one hangs for ever.
+        let calls = std::cell::Cell::new(0);
+        let renew = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n == 1 {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    Ok::<_, String>(true)
+                } else {
+                    std::future::pending().await
+                }
+            }
+        };
+        keep_lease(renew, "id", lease, start, lost.clone()).await;
+        assert!(lost.is_cancelled());
+        // Confirmed renewal began at 10 s: the lease is held until 40 s, not 25 s + 30 s.
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+
+        let fenced = CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        keep_lease(
+            || async { Ok::<_, String>(false) },
+            "id",
+            lease,
+            start,
+            fenced.clone(),
+        )
+        .await;
+        assert!(fenced.is_cancelled());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "fenced out at the first tick"
+        );
     }
 
     #[test]
