@@ -81,7 +81,11 @@ fn payload(body: &[u8]) -> Value {
 
 /// POSTs due records until `shutdown`.
 pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
+    // Grows while attempts cannot be recorded (the database is failing): a record left due is
+    // not POSTed again back to back.
+    let mut backoff = Duration::ZERO;
     loop {
+        let mut unrecorded = false;
         let due = match queue.due_deliveries(16).await {
             Ok(d) => d,
             Err(e) => {
@@ -126,7 +130,16 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
                     id = d.invocation_id,
                     "cannot record the delivery attempt: {e}"
                 );
+                unrecorded = true;
             }
+        }
+        backoff = next_backoff(backoff, unrecorded);
+        if !backoff.is_zero() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {},
+            }
+            continue;
         }
         if !idle {
             continue;
@@ -136,6 +149,16 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
             () = queue.work_notified() => {},
             () = tokio::time::sleep(Duration::from_millis(500)) => {},
         }
+    }
+}
+
+/// The pause before the next round of deliveries: none while attempts are recorded; 1 s,
+/// doubling to a minute, while they cannot be.
+fn next_backoff(previous: Duration, unrecorded: bool) -> Duration {
+    if unrecorded {
+        (previous * 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -188,5 +211,19 @@ mod tests {
         assert_eq!(r["requestPayload"], "plain text");
         assert_eq!(r["responseContext"]["functionError"], "Unhandled");
         assert_eq!(r["responsePayload"]["errorMessage"], "trapped");
+    }
+
+    /// Regression: when recording an attempt failed the loop did not pause and the row stayed
+    /// due, so the same record was POSTed back to back, past its 12-try cap.
+    #[test]
+    fn unrecorded_attempts_back_off() {
+        let mut pause = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            pause = next_backoff(pause, true);
+            seen.push(pause.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(next_backoff(pause, false), Duration::ZERO);
     }
 }

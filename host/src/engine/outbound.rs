@@ -48,10 +48,12 @@ impl WasiHttpHooks for Hooks {
                 .port_u16()
                 .unwrap_or(if scheme == "https" { 443 } else { 80 });
             let deny = |why: &str| {
+                // No query string: it may carry tokens.
                 tracing::warn!(
                     function = &*function,
                     id = &*id,
-                    "outbound request to {uri} denied: {why}"
+                    "outbound request to {scheme}://{host}:{port}{} denied: {why}",
+                    uri.path()
                 );
                 Error::HttpRequestDenied
             };
