@@ -197,7 +197,7 @@ fn run() -> anyhow::Result<ExitCode> {
             token,
         } => {
             let mut url = format!(
-                "{}{}/invocations?limit=1000",
+                "{}{}/invocations?limit=100",
                 url.trim_end_matches('/'),
                 API_PREFIX
             );

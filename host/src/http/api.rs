@@ -11,6 +11,9 @@ use crate::body::Body;
 use crate::ids::API_PREFIX;
 use crate::queue::InvocationState;
 
+/// Most invocations one admin list returns.
+pub const LIST_LIMIT: u32 = 100;
+
 /// Answers `/.fnhost{rest}`.
 pub async fn handle(
     app: &App,
@@ -53,15 +56,16 @@ pub async fn handle(
             let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
             let limit = get("limit")
                 .and_then(|l| l.parse().ok())
-                .unwrap_or(100)
-                .min(1000);
+                .unwrap_or(LIST_LIMIT)
+                .min(LIST_LIMIT);
+            let with_bodies = matches!(get("result"), Some("1" | "true"));
             let state = get("state")
                 .map(str::parse::<InvocationState>)
                 .transpose()
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let list = app
                 .queue
-                .list(get("function"), state, limit)
+                .list(get("function"), state, limit, with_bodies)
                 .await
                 .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))

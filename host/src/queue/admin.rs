@@ -52,14 +52,22 @@ impl Queue {
         function: Option<&str>,
         state: Option<InvocationState>,
         limit: u32,
+        with_bodies: bool,
     ) -> Result<Vec<Status>> {
-        let rows = sqlx::query(&schema::list_sql(self.backend, STATUS_COLUMNS))
+        let columns = if with_bodies {
+            STATUS_COLUMNS
+        } else {
+            model::STATUS_COLUMNS_NO_BODY
+        };
+        let rows = sqlx::query(&schema::list_sql(self.backend, columns))
             .bind(function.map(str::to_string))
             .bind(state.map(|s| s.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(model::status_from_row).collect()
+        rows.iter()
+            .map(|r| model::status_from_row_with(r, with_bodies))
+            .collect()
     }
 
     /// Runs a dead invocation again from attempt 1. `false` unless it was dead.

@@ -325,8 +325,9 @@ pub struct ResultView {
     pub status: u16,
     /// Headers.
     pub headers: Vec<(String, String)>,
-    /// Body, lossy UTF-8.
-    pub body: String,
+    /// Body, lossy UTF-8; left out of lists unless asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// The columns [`status_from_row`] reads.
@@ -348,7 +349,15 @@ pub(super) fn state_from_row(r: &AnyRow, column: &str) -> Result<InvocationState
         .map_err(|e: UnknownState| super::QueueError::Corrupt(e.to_string()))
 }
 
+/// [`STATUS_COLUMNS`] with the result body cut to nothing (lists without bodies).
+pub(super) const STATUS_COLUMNS_NO_BODY: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
+     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body";
+
 pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
+    status_from_row_with(r, true)
+}
+
+pub(super) fn status_from_row_with(r: &AnyRow, body: bool) -> Result<Status> {
     let state = state_from_row(r, "state")?;
     let result = match r.try_get::<Option<i64>, _>("result_status")? {
         Some(status) => Some(ResultView {
@@ -358,11 +367,17 @@ pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
                     .unwrap_or_default(),
             )
             .unwrap_or_default(),
-            body: String::from_utf8_lossy(
-                &r.try_get::<Option<Vec<u8>>, _>("result_body")?
-                    .unwrap_or_default(),
-            )
-            .into_owned(),
+            body: if body {
+                Some(
+                    String::from_utf8_lossy(
+                        &r.try_get::<Option<Vec<u8>>, _>("result_body")?
+                            .unwrap_or_default(),
+                    )
+                    .into_owned(),
+                )
+            } else {
+                None
+            },
         }),
         None => None,
     };

@@ -85,7 +85,7 @@ async fn enqueue_claim_succeed() {
     assert_eq!(done.state, InvocationState::Succeeded);
     assert!(done.finished_at.is_some() && done.next_attempt_at.is_none());
     let result = done.result.unwrap();
-    assert_eq!((result.status, result.body.as_str()), (200, "done"));
+    assert_eq!((result.status, result.body.as_deref()), (200, Some("done")));
     assert_eq!(q.next_due().await.unwrap(), None);
     assert_eq!(
         q.counts().await.unwrap(),
@@ -137,7 +137,7 @@ async fn an_idempotency_key_reused_with_another_request_is_a_conflict() {
         Enqueued::Conflict("first".into())
     );
     assert_eq!(
-        q.list(None, None, 10).await.unwrap().len(),
+        q.list(None, None, 10, false).await.unwrap().len(),
         1,
         "nothing stored"
     );
@@ -167,7 +167,7 @@ async fn an_idempotency_key_is_forgotten_after_its_ttl() {
         Enqueued::Conflict("new".into()),
         "the key now belongs to the new request"
     );
-    assert_eq!(q.list(None, None, 10).await.unwrap().len(), 2);
+    assert_eq!(q.list(None, None, 10, false).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -323,21 +323,39 @@ async fn lists_filter_by_function_and_state() {
     other.function = "other".into();
     q.enqueue(other).await.unwrap();
     let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
-    q.finish(&claim, Finish::Succeeded(StoredResult::default()), None)
+    q.finish(&claim, Finish::Succeeded(answered(200, "listed")), None)
         .await
         .unwrap();
 
-    let all = q.list(None, None, 10).await.unwrap();
+    let all = q.list(None, None, 10, false).await.unwrap();
     assert_eq!(all.len(), 3);
-    let mine = q.list(Some("job-background"), None, 10).await.unwrap();
+    let mine = q
+        .list(Some("job-background"), None, 10, false)
+        .await
+        .unwrap();
     assert_eq!(mine.len(), 2);
     let queued = q
-        .list(None, Some(InvocationState::Queued), 10)
+        .list(None, Some(InvocationState::Queued), 10, false)
         .await
         .unwrap();
     assert_eq!(queued.len(), 2);
     assert!(queued.iter().all(|s| s.state == InvocationState::Queued));
-    assert_eq!(q.list(None, None, 1).await.unwrap().len(), 1);
+    assert_eq!(q.list(None, None, 1, false).await.unwrap().len(), 1);
+    // Result bodies only when asked for; status and headers always.
+    let done = q
+        .list(None, Some(InvocationState::Succeeded), 10, false)
+        .await
+        .unwrap();
+    let result = done[0].result.as_ref().unwrap();
+    assert_eq!((result.status, result.body.as_deref()), (200, None));
+    let done = q
+        .list(None, Some(InvocationState::Succeeded), 10, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        done[0].result.as_ref().unwrap().body.as_deref(),
+        Some("listed")
+    );
 }
 
 /// Regression: an invocation whose attempts kept killing the host was re-queued forever (and
