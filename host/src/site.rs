@@ -232,6 +232,11 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(crate::background::retention::purge_loop(
+        queue.clone(),
+        server_cfg.retention.map_or(defaults::RETENTION, |d| d.0),
+        shutdown.clone(),
+    ));
     let deliveries = tokio::spawn(crate::background::destinations::deliver_loop(
         queue.clone(),
         shutdown.clone(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod destinations;
+pub mod retention;
 pub mod retry;
 
 use bytes::Bytes;

@@ -54,6 +54,8 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// Interrupted attempts (host died, lease lost) after which an invocation is dead.
     pub const MAX_INTERRUPTIONS: u32 = 5;
+    /// How long finished invocations, their results and delivered records are kept.
+    pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 }
 
 /// A problem with `fnhost.toml`, pointing at the place in the file.
@@ -127,6 +129,8 @@ pub struct ServerConfig {
     pub idempotency_ttl: Option<Humantime>,
     /// Interrupted attempts after which an invocation is dead.
     pub max_interruptions: Option<u32>,
+    /// How long finished invocations are kept before they are purged.
+    pub retention: Option<Humantime>,
 }
 
 /// How HTTP threads are scheduled.
@@ -284,6 +288,7 @@ impl Config {
             ("header_timeout", self.server.header_timeout),
             ("body_timeout", self.server.body_timeout),
             ("idempotency_ttl", self.server.idempotency_ttl),
+            ("retention", self.server.retention),
         ] {
             if value.is_some_and(|d| d.0.is_zero()) {
                 return Err(format!("server.{key}: must be longer than 0"));

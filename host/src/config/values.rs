@@ -55,7 +55,7 @@ macro_rules! from_str_deserialize {
     };
 }
 
-/// A duration written `500ms`, `10s`, `1m`, `2h`.
+/// A duration written `500ms`, `10s`, `1m`, `2h`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Humantime(pub Duration);
 from_str_deserialize!(Humantime);
@@ -65,7 +65,7 @@ impl std::str::FromStr for Humantime {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "invalid duration {s:?}: expected a whole number followed by ms, s, m or h \
+                "invalid duration {s:?}: expected a whole number followed by ms, s, m, h or d \
                  (e.g. \"10s\", \"15m\")"
             )
         };
@@ -79,6 +79,7 @@ impl std::str::FromStr for Humantime {
             "s" => Duration::from_secs(n),
             "m" | "min" => secs(60)?,
             "h" => secs(3600)?,
+            "d" => secs(86_400)?,
             _ => return Err(bad()),
         };
         Ok(Humantime(d))

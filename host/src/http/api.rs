@@ -33,7 +33,7 @@ pub async fn handle(
             let queue = app.queue.durability().await.map_err(internal)?;
             let counts: serde_json::Map<String, serde_json::Value> = app
                 .queue
-                .counts()
+                .recent_counts()
                 .await
                 .map_err(internal)?
                 .into_iter()

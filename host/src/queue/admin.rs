@@ -1,6 +1,8 @@
 //! What admins and status readers ask of the queue: a status resource, lists, replay and
 //! cancel, counts, durability settings; and the destination deliveries' bookkeeping.
 
+use std::time::Duration;
+
 use sqlx::Row;
 
 use super::model::{self, STATUS_COLUMNS};
@@ -120,6 +122,63 @@ impl Queue {
             .bind(id.to_string());
         self.now(query, now).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Deletes up to `batch` invocations that finished (succeeded, dead, cancelled) more than
+    /// `older_than` ago and have no delivery still pending, with their deliveries. Returns how
+    /// many invocations went.
+    pub async fn purge_finished(&self, older_than: Duration, batch: u32) -> Result<u64> {
+        let now = now_ms();
+        let pick = self.sql(
+            "SELECT id FROM invocations WHERE state IN ('succeeded', 'dead', 'cancelled') \
+             AND finished_at < $now - $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+             WHERE d.invocation_id = invocations.id AND d.state = 'pending') \
+             ORDER BY finished_at LIMIT $2",
+        );
+        let query = sqlx::query(&pick)
+            .bind(super::ms(older_than))
+            .bind(i64::from(batch));
+        let ids: Vec<String> = self
+            .now(query, now)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = self.pool.begin().await?;
+        for table_where in [
+            format!("DELETE FROM deliveries WHERE invocation_id IN ({list})"),
+            format!("DELETE FROM invocations WHERE id IN ({list})"),
+        ] {
+            let mut query = sqlx::query(&table_where);
+            for id in &ids {
+                query = query.bind(id.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Counts by state no older than [`super::COUNTS_MAX_AGE`]: one caller scans, the others
+    /// wait for it and share the result.
+    pub async fn recent_counts(&self) -> Result<Vec<(InvocationState, i64)>> {
+        let mut cached = self.counts.lock().await;
+        if let Some((at, counts)) = &*cached
+            && at.elapsed() < super::COUNTS_MAX_AGE
+        {
+            return Ok(counts.clone());
+        }
+        let counts = self.counts().await?;
+        *cached = Some((std::time::Instant::now(), counts.clone()));
+        Ok(counts)
     }
 
     /// Counts of invocations by state (for health, metrics and tests).

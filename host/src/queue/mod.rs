@@ -121,7 +121,13 @@ pub struct Queue {
     writer: mpsc::Sender<Pending>,
     /// Signalled after every commit of new work, so idle workers wake at once.
     work: Arc<Notify>,
+    /// The latest counts by state and when they were taken: health answers from them, so a
+    /// busy health check costs one scan per [`COUNTS_MAX_AGE`], not one per call.
+    counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Vec<(InvocationState, i64)>)>>>,
 }
+
+/// How old the counts behind `/.fnhost/health` may be.
+pub const COUNTS_MAX_AGE: Duration = Duration::from_secs(5);
 
 impl Queue {
     /// Opens (creating when needed) the queue at `url` with the default settings.
@@ -203,6 +209,7 @@ impl Queue {
             node,
             writer: tx,
             work,
+            counts: Arc::default(),
         })
     }
 

@@ -387,3 +387,64 @@ async fn an_invocation_interrupted_max_interruptions_times_is_dead() {
     );
     assert!(q.claim("o", 4, LEASE).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn finished_invocations_are_purged_after_retention_but_not_with_pending_deliveries() {
+    let (q, _dir) = queue().await;
+    for id in ["done", "reporting", "waiting"] {
+        q.enqueue(invocation(id, None, 1)).await.unwrap();
+    }
+    for _ in 0..2 {
+        let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+        let delivery = (claim.id == "reporting").then(|| NewDelivery {
+            url: "http://127.0.0.1:9/".into(),
+            payload: "{}".into(),
+        });
+        q.finish(&claim, Finish::Succeeded(answered(200, "ok")), delivery)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        q.purge_finished(Duration::from_secs(3600), 10)
+            .await
+            .unwrap(),
+        0,
+        "younger than the retention"
+    );
+    sqlx::query(
+        "UPDATE invocations SET finished_at = finished_at - 7200000 WHERE finished_at IS NOT NULL",
+    )
+    .execute(&q.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        q.purge_finished(Duration::from_secs(3600), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q.status("done").await.unwrap().is_none());
+    assert!(
+        q.status("reporting").await.unwrap().is_some(),
+        "its record is still pending"
+    );
+    assert!(q.status("waiting").await.unwrap().is_some(), "not finished");
+    let due = q.due_deliveries(10).await.unwrap();
+    q.delivery_attempted(&due[0].id, DeliveryAttempt::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.purge_finished(Duration::from_secs(3600), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q.status("reporting").await.unwrap().is_none());
+    let left: i64 = sqlx::query("SELECT COUNT(*) FROM deliveries")
+        .fetch_one(&q.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(left, 0, "its deliveries went with it");
+}

@@ -380,3 +380,38 @@ async fn an_invocation_that_keeps_killing_its_host_is_dead_after_max_interruptio
         "{record}"
     );
 }
+
+/// Regression: finished invocations, their results and records were kept for ever.
+#[tokio::test]
+async fn finished_invocations_are_purged_after_the_retention() {
+    let server = Server::with(&[])
+        .function_as("short-background", "guest-sleep")
+        .config("[server]\nretention = \"1s\"\n")
+        .start();
+    let id = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/short-background?ms=1",
+            &[],
+            "",
+        )
+        .await,
+    );
+    wait_state(&server, &id, &["succeeded"], Duration::from_secs(10)).await;
+    wait_until(
+        "the finished invocation to be purged",
+        Duration::from_secs(10),
+        async || {
+            let reply = get(&server.url(&format!("/.fnhost/invocations/{id}"))).await;
+            if reply.status == 404 {
+                Ok(())
+            } else {
+                Err(reply.text())
+            }
+        },
+    )
+    .await;
+    server
+        .wait_for_log(&["purged 1 finished invocation(s)"], Duration::from_secs(5))
+        .await;
+}

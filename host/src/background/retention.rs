@@ -1,0 +1,42 @@
+//! Retention: finished invocations, their results and delivered records are purged once they
+//! are older than `[server] retention`, in small batches so no transaction holds the queue for
+//! long.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::Queue;
+
+/// Invocations deleted per transaction.
+const BATCH: u32 = 500;
+
+/// Purges until `shutdown`, checking every tenth of `retention` (at most once a minute, at
+/// least every 100 ms).
+pub async fn purge_loop(queue: Queue, retention: Duration, shutdown: CancellationToken) {
+    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {},
+        }
+        let mut purged = 0;
+        loop {
+            match queue.purge_finished(retention, BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < u64::from(BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("purging finished invocations failed: {e}");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!("purged {purged} finished invocation(s) older than {retention:?}");
+        }
+    }
+}
