@@ -93,6 +93,8 @@ fn context(function: &Function, id: &str) -> InvokeContext {
         fuel: function.limits.fuel,
         env: function.sandbox.env.clone(),
         outbound: function.sandbox.outbound.clone(),
+        max_outbound: function.limits.max_outbound,
+        max_log: function.limits.max_log,
     }
 }
 

@@ -125,10 +125,14 @@ pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FNHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
+    // Log lines go to stderr from a thread of their own through a bounded queue: a serving
+    // thread never blocks on a slow or stalled stderr (lines are dropped when the queue is
+    // full). The guard flushes what is queued when `main` returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     match run() {
         Ok(code) => code,

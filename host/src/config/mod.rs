@@ -54,6 +54,10 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// Interrupted attempts (host died, lease lost) after which an invocation is dead.
     pub const MAX_INTERRUPTIONS: u32 = 5;
+    /// Outbound requests one instance may have in flight.
+    pub const MAX_OUTBOUND: usize = 16;
+    /// Bytes of guest output (stdout + stderr) logged per invocation.
+    pub const MAX_LOG: u64 = 1024 * 1024;
     /// How long finished invocations, their results and delivered records are kept.
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 }
@@ -169,6 +173,10 @@ pub struct FunctionConfig {
     pub background_max_body: Option<ByteSize>,
     /// Fuel (roughly wasm instructions) one invocation may burn; turns fuel metering on.
     pub fuel: Option<u64>,
+    /// Outbound requests one instance may have in flight; more get an error value.
+    pub max_outbound: Option<usize>,
+    /// Guest output (stdout + stderr) logged per invocation; the rest is dropped.
+    pub max_log: Option<ByteSize>,
     /// Environment variables the guest sees (and only these).
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -72,6 +72,8 @@ pub(super) async fn describe(
         fuel: None,
         env: Arc::from(Vec::new()),
         outbound: Arc::from(Vec::new()),
+        max_outbound: 0,
+        max_log: 64 * 1024,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

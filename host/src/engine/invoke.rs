@@ -39,6 +39,10 @@ pub struct InvokeContext {
     pub env: Arc<[(String, String)]>,
     /// Outbound HTTP allow-list.
     pub outbound: Arc<[OutboundRule]>,
+    /// Outbound requests in flight at once; more get `connection-limit-reached`.
+    pub max_outbound: usize,
+    /// Bytes of stdout + stderr logged; the rest is dropped after one "truncated" line.
+    pub max_log: u64,
 }
 
 /// How an invocation ended.
@@ -105,13 +109,16 @@ impl WasiHttpView for State {
 impl Engine {
     pub(super) fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
         let mut wasi = WasiCtx::builder();
+        let log = stdio::LogBudget::new(ctx.max_log);
         wasi.stdout(stdio::LogStream::stdout(
             ctx.function.clone(),
             ctx.id.clone(),
+            log.clone(),
         ))
         .stderr(stdio::LogStream::stderr(
             ctx.function.clone(),
             ctx.id.clone(),
+            log,
         ))
         .allow_tcp(false)
         .allow_udp(false)
@@ -127,7 +134,12 @@ impl Engine {
                 .memory_size(usize::try_from(ctx.memory).unwrap_or(usize::MAX))
                 .trap_on_grow_failure(true)
                 .build(),
-            hooks: outbound::Hooks::new(ctx.outbound.clone(), ctx.function.clone(), ctx.id.clone()),
+            hooks: outbound::Hooks::new(
+                ctx.outbound.clone(),
+                ctx.function.clone(),
+                ctx.id.clone(),
+                ctx.max_outbound,
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -17,14 +17,23 @@ pub(super) struct Hooks {
     rules: Arc<[OutboundRule]>,
     function: Arc<str>,
     id: Arc<str>,
+    /// Outbound requests this instance may have in flight (`max_outbound`); a request holds a
+    /// permit until its response body is done.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Hooks {
-    pub(super) fn new(rules: Arc<[OutboundRule]>, function: Arc<str>, id: Arc<str>) -> Hooks {
+    pub(super) fn new(
+        rules: Arc<[OutboundRule]>,
+        function: Arc<str>,
+        id: Arc<str>,
+        max_outbound: usize,
+    ) -> Hooks {
         Hooks {
             rules,
             function,
             id,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_outbound)),
         }
     }
 }
@@ -38,6 +47,16 @@ impl WasiHttpHooks for Hooks {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseFuture), Error>> + Send>
     {
         drop(fut);
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                function = &*self.function,
+                id = &*self.id,
+                "outbound request refused: max_outbound requests already in flight"
+            );
+            return Box::new(async {
+                Err::<(http::Response<WasiBody>, ResponseFuture), _>(Error::ConnectionLimitReached)
+            });
+        };
         let rules = self.rules.clone();
         let (function, id) = (self.function.clone(), self.id.clone());
         Box::new(async move {
@@ -88,6 +107,11 @@ impl WasiHttpHooks for Hooks {
                     http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The slot is free again once the exchange is over.
+            let io = async move {
+                let _permit = permit;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as ResponseFuture,

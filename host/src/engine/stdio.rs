@@ -1,9 +1,13 @@
 //! Guest stdout and stderr, line by line, into the host log — each line tagged with the function
-//! name and the invocation id.
+//! name and the invocation id. Bounded: a line is cut at [`MAX_LINE`] bytes, and one
+//! invocation's output at its `max_log` bytes (stdout and stderr together), after which a single
+//! "truncated" line says so and the rest is dropped. The log writer itself never blocks a
+//! serving thread (see `cli::main`: a non-blocking, lossy writer thread).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -12,26 +16,55 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// Longest line kept whole; longer output is logged in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
 
+/// What one invocation may still print, shared by its stdout and stderr.
+pub(super) struct LogBudget {
+    max: u64,
+    left: AtomicU64,
+    truncated: AtomicBool,
+}
+
+impl LogBudget {
+    pub(super) fn new(max: u64) -> Arc<LogBudget> {
+        Arc::new(LogBudget {
+            max,
+            left: AtomicU64::new(max),
+            truncated: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes `n` bytes; `false` (and nothing taken) when they do not fit.
+    fn take(&self, n: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct LogStream {
     function: Arc<str>,
     id: Arc<str>,
     stream: &'static str,
+    budget: Arc<LogBudget>,
 }
 
 impl LogStream {
-    pub(super) fn stdout(function: Arc<str>, id: Arc<str>) -> LogStream {
+    pub(super) fn stdout(function: Arc<str>, id: Arc<str>, budget: Arc<LogBudget>) -> LogStream {
         LogStream {
             function,
             id,
             stream: "stdout",
+            budget,
         }
     }
-    pub(super) fn stderr(function: Arc<str>, id: Arc<str>) -> LogStream {
+    pub(super) fn stderr(function: Arc<str>, id: Arc<str>, budget: Arc<LogBudget>) -> LogStream {
         LogStream {
             function,
             id,
             stream: "stderr",
+            budget,
         }
     }
 }
@@ -53,25 +86,46 @@ impl StdoutStream for LogStream {
 
 struct LineWriter {
     target: LogStream,
+    /// The unfinished line.
     buf: Vec<u8>,
 }
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
         let t = &self.target;
+        if !t.budget.take(line.len() as u64 + 1) {
+            if !t.budget.truncated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream,
+                    "log truncated: this invocation printed more than max_log ({} bytes); the rest is dropped",
+                    t.budget.max);
+            }
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
         tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, "{}", text.trim_end_matches('\r'));
     }
 
-    fn flush_lines(&mut self) {
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let rest = self.buf.split_off(pos + 1);
-            let line = std::mem::replace(&mut self.buf, rest);
-            self.emit(&line[..line.len() - 1]);
+    /// Emits every complete line of `buf + data` and keeps the rest: each byte is looked at
+    /// once.
+    fn write(&mut self, mut data: &[u8]) {
+        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
+            if self.buf.is_empty() {
+                self.emit(&data[..pos]);
+            } else {
+                self.buf.extend_from_slice(&data[..pos]);
+                let line = std::mem::take(&mut self.buf);
+                self.emit(&line);
+            }
+            data = &data[pos + 1..];
         }
-        if self.buf.len() >= MAX_LINE {
-            let line = std::mem::take(&mut self.buf);
-            self.emit(&line);
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while self.buf.len() - start >= MAX_LINE {
+            self.emit(&self.buf[start..start + MAX_LINE]);
+            start += MAX_LINE;
+        }
+        if start > 0 {
+            self.buf.drain(..start);
         }
     }
 }
@@ -82,8 +136,7 @@ impl AsyncWrite for LineWriter {
         _: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.buf.extend_from_slice(data);
-        self.flush_lines();
+        self.write(data);
         Poll::Ready(Ok(data.len()))
     }
 
@@ -106,5 +159,38 @@ impl Drop for LineWriter {
             let rest = std::mem::take(&mut self.buf);
             self.emit(&rest);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_and_stops_at_max() {
+        let budget = LogBudget::new(10);
+        assert!(budget.take(4));
+        assert!(budget.take(6));
+        assert!(!budget.take(1));
+        assert!(!budget.take(0) || budget.left.load(Ordering::Relaxed) == 0);
+    }
+
+    #[test]
+    fn lines_are_split_and_long_ones_cut_without_rescanning() {
+        let budget = LogBudget::new(u64::MAX);
+        let target = LogStream::stdout("f".into(), "id".into(), budget.clone());
+        let mut w = LineWriter {
+            target,
+            buf: Vec::new(),
+        };
+        w.write(b"one\ntw");
+        assert_eq!(w.buf, b"tw");
+        w.write(b"o\nthree");
+        assert_eq!(w.buf, b"three");
+        w.write(&vec![b'x'; 2 * MAX_LINE + 5]);
+        assert_eq!(w.buf.len(), 5 + 5, "two whole pieces logged, the rest kept");
+        // Charged: "one\n", "two\n", two cut pieces (each + 1).
+        let used = u64::MAX - budget.left.load(Ordering::Relaxed);
+        assert_eq!(used, 4 + 4 + 2 * (MAX_LINE as u64 + 1));
     }
 }

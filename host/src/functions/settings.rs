@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_body: u64,
     /// Fuel cap, when metered.
     pub fuel: Option<u64>,
+    /// Outbound requests in flight at once.
+    pub max_outbound: usize,
+    /// Guest output logged per invocation, in bytes.
+    pub max_log: u64,
 }
 
 /// What the guest sees of the host.
@@ -186,6 +190,14 @@ pub fn resolve(
             memory,
             max_body,
             fuel: table.fuel.or(site.fuel),
+            max_outbound: table
+                .max_outbound
+                .or(site.max_outbound)
+                .unwrap_or(defaults::MAX_OUTBOUND),
+            max_log: table
+                .max_log
+                .or(site.max_log)
+                .map_or(defaults::MAX_LOG, |b| b.0),
         },
         sandbox: Sandbox {
             env: env.into_iter().collect::<Vec<_>>().into(),

@@ -415,3 +415,81 @@ async fn finished_invocations_are_purged_after_the_retention() {
         .wait_for_log(&["purged 1 finished invocation(s)"], Duration::from_secs(5))
         .await;
 }
+
+/// Regression: guest output was unbounded, and each line a blocking write from a serving
+/// thread. A guest printing 100 MB is logged up to `max_log`, then one line says the rest was
+/// dropped, and the host keeps serving.
+#[tokio::test]
+async fn a_guest_printing_100_mb_is_cut_at_max_log_and_the_host_keeps_serving() {
+    let server = Server::with(&["hello"])
+        .function_as("chatty", "guest-chatty")
+        .config("[functions.chatty]\nmax_log = \"64KB\"\n")
+        .start();
+    let reply = get(&server.url("/.netlify/functions/chatty?lines=10000&size=10000")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "printed 100010000 bytes\n")
+    );
+    server
+        .wait_for_log(
+            &["log truncated", "function=\"chatty\""],
+            Duration::from_secs(10),
+        )
+        .await;
+    let printed = server.count_log(&["function=\"chatty\"", "xxxxxxxxxx"]);
+    // 64 KiB of 10,001-byte lines: 6 fit.
+    assert_eq!(printed, 6, "guest lines logged");
+    assert_eq!(server.count_log(&["log truncated"]), 1);
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+    // The next invocation has its own budget.
+    let small = get(&server.url("/.netlify/functions/chatty?lines=2&size=10")).await;
+    assert_eq!(small.status, 200);
+    wait_until(
+        "the next invocation's lines",
+        Duration::from_secs(5),
+        async || {
+            let n = server.count_log(&["function=\"chatty\"", "xxxxxxxxxx"]);
+            if n == 8 {
+                Ok(())
+            } else {
+                Err(format!("{n} lines"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Regression: an instance could open any number of outbound requests at once. Past
+/// `max_outbound` in flight, a request gets `connection-limit-reached` (an error value the
+/// guest handles), and the others go through.
+#[tokio::test]
+async fn outbound_requests_past_max_outbound_get_an_error_value() {
+    let upstream = crate::support::serve_http(std::sync::Arc::new(|_req| {
+        Box::pin(async {
+            // Slow enough that all of them are in flight together.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        })
+    }))
+    .await;
+    let server = Server::with(&[])
+        .function_as("fanout", "guest-fanout")
+        .config(&format!(
+            "[functions.fanout]\nmax_outbound = 4\nallowed_outbound_hosts = [\"http://{upstream}\"]\n"
+        ))
+        .start();
+    let url = format!("http://{upstream}/slow");
+    let reply = get(&server.url(&format!("/.netlify/functions/fanout?n=6&url={url}"))).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "ok=4 limited=2 other=0\n")
+    );
+    // Slots come back when the exchanges end.
+    let again = get(&server.url(&format!("/.netlify/functions/fanout?n=4&url={url}"))).await;
+    assert_eq!(again.text(), "ok=4 limited=0 other=0\n");
+}
