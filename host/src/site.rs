@@ -280,9 +280,12 @@ fn spawn_http(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = server.runtime.unwrap_or_default();
-    let header_timeout = server
-        .header_timeout
-        .map_or(defaults::HEADER_TIMEOUT, |d| d.0);
+    let limits = crate::http::server::ConnLimits {
+        header_timeout: server
+            .header_timeout
+            .map_or(defaults::HEADER_TIMEOUT, |d| d.0),
+        idle_timeout: server.idle_timeout.map_or(defaults::IDLE_TIMEOUT, |d| d.0),
+    };
     let max_connections = server.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
     // The runtimes serving connections, each fed by one lane: one per core, or one shared
     // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
@@ -312,10 +315,7 @@ fn spawn_http(
                 .name(format!("fnhost-http-{i}"))
                 .spawn(move || {
                     rt.block_on(crate::http::server::serve_handoffs(
-                        receiver,
-                        app,
-                        header_timeout,
-                        DRAIN,
+                        receiver, app, limits, DRAIN,
                     ))
                 })?,
         );

@@ -45,9 +45,10 @@ pub mod defaults {
     pub const LEASE: Duration = Duration::from_secs(30);
     /// Time running background attempts get to finish after SIGTERM.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-    /// Time a client has to send a request's head, and a keep-alive connection to start its
-    /// next request.
+    /// Time a client has to send a request's head.
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time a keep-alive connection may sit idle between requests.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// Time a client has to send a request body.
     pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Connections open at once; more wait in the listen backlog.
@@ -123,8 +124,10 @@ pub struct ServerConfig {
     /// `per-core` (default: a single-threaded runtime per HTTP thread) or `shared` (one
     /// work-stealing runtime).
     pub runtime: Option<RuntimeKind>,
-    /// Time to send a request head (and for a keep-alive connection to start the next one).
+    /// Time to send a request head.
     pub header_timeout: Option<Humantime>,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Option<Humantime>,
     /// Time to send a request body; past it, `408`.
     pub body_timeout: Option<Humantime>,
     /// Connections open at once; more wait in the backlog.
@@ -294,6 +297,7 @@ impl Config {
         }
         for (key, value) in [
             ("header_timeout", self.server.header_timeout),
+            ("idle_timeout", self.server.idle_timeout),
             ("body_timeout", self.server.body_timeout),
             ("idempotency_ttl", self.server.idempotency_ttl),
             ("retention", self.server.retention),

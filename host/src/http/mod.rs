@@ -9,6 +9,7 @@
 //! - [`error`]: every error fnhost answers itself, turned into a response.
 
 pub mod api;
+pub mod clock;
 pub mod cors;
 pub mod dispatch;
 pub mod error;

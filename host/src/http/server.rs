@@ -15,12 +15,12 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::App;
+use super::clock::{Clocked, ConnClock};
 
 /// An accepted connection on its way to a lane; the permit counts it against
 /// `max_connections` until it closes.
@@ -100,28 +100,34 @@ pub async fn accept_balanced(
 /// gives its newest connections to deliver their request before closing idle ones.
 pub const LINGER: Duration = Duration::from_millis(250);
 
+/// How long a connection may take over a request head, and sit idle between requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// From connecting, or the first byte after a response, to the whole head.
+    pub header_timeout: Duration,
+    /// From the last byte of a response to the first of the next request.
+    pub idle_timeout: Duration,
+}
+
 /// Serves the connections handed to this lane (on the calling thread's runtime) until the
-/// acceptor is gone, then drains for up to `drain`. A client gets `header_timeout` to send each
-/// request head (and a keep-alive connection as long to start its next request), else the
-/// connection is closed.
+/// acceptor is gone, then drains for up to `drain`. A connection that overstays its
+/// [`ConnLimits`] is closed.
 pub async fn serve_handoffs(
     mut lane: LaneReceiver,
     app: Arc<App>,
-    header_timeout: Duration,
+    limits: ConnLimits,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    http.keep_alive(true);
     while let Some((stream, peer, permit)) = lane.handoff.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => serve_connection(
                 stream,
                 peer,
                 &app,
-                &http,
+                (&http, limits),
                 &graceful,
                 (lane.open.clone(), permit),
             ),
@@ -156,22 +162,34 @@ fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: &Arc<App>,
-    http: &http1::Builder,
+    (http, limits): (&http1::Builder, ConnLimits),
     graceful: &GracefulShutdown,
     (open, permit): (Arc<AtomicUsize>, OwnedSemaphorePermit),
 ) {
     // Without it, a guest writing its body in pieces stalls 40 ms per response (Nagle).
     let _ = stream.set_nodelay(true);
+    let clock = ConnClock::new(limits.header_timeout, limits.idle_timeout);
     let app = app.clone();
+    let timed = clock.clone();
     let service = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+        let (app, timed) = (app.clone(), timed.clone());
+        async move {
+            timed.request_started();
+            let resp = app.handle(req).await;
+            timed.request_answered();
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let conn = http.serve_connection(TokioIo::new(Clocked::new(stream, clock.clone())), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("connection from {peer}: {e}");
+        tokio::select! {
+            served = conn => if let Err(e) = served {
+                tracing::debug!("connection from {peer}: {e}");
+            },
+            () = clock.expired() => {
+                tracing::debug!("connection from {peer} closed: request head too slow, or idle too long");
+            }
         }
         open.fetch_sub(1, Ordering::Relaxed);
         drop(permit);

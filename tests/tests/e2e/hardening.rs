@@ -493,3 +493,62 @@ async fn outbound_requests_past_max_outbound_get_an_error_value() {
     let again = get(&server.url(&format!("/.netlify/functions/fanout?n=4&url={url}"))).await;
     assert_eq!(again.text(), "ok=4 limited=0 other=0\n");
 }
+
+/// Sends `GET /nope` on a keep-alive connection and reads its whole answer.
+async fn ask(s: &mut TcpStream) {
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).ends_with("no function at /nope\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Regression: idle keep-alive connections were kept for ever (hyper 1 sets no timeout
+/// unless told). 5,000 of them are closed at `idle_timeout`, each after a whole answer; one
+/// that speaks again in time is served on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_at_idle_timeout() {
+    let server = Server::with(&["hello"])
+        .config("[server]\nidle_timeout = \"2s\"\nheader_timeout = \"30s\"\n")
+        .start();
+    let addr = server.addr;
+    let mut idle = Vec::new();
+    for chunk in 0..10 {
+        let opened = (0..500).map(|_| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            ask(&mut s).await;
+            s
+        });
+        idle.extend(futures::future::join_all(opened).await);
+        assert_eq!(idle.len(), (chunk + 1) * 500);
+    }
+    let all_idle = Instant::now();
+    // One connection speaks again within the idle time: still served.
+    let mut lively = TcpStream::connect(addr).await.unwrap();
+    ask(&mut lively).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // part of the scenario: idle, but not too long
+    ask(&mut lively).await;
+
+    let closed = futures::future::join_all(
+        idle.iter_mut()
+            .map(|s| read_until_closed(s, Duration::from_secs(15))),
+    )
+    .await;
+    let open = closed.iter().filter(|c| c.is_none()).count();
+    assert_eq!(open, 0, "{open} of 5000 idle connections still open");
+    assert!(
+        closed.iter().all(|c| c.as_deref() == Some("")),
+        "an idle connection got bytes before closing"
+    );
+    let waited = all_idle.elapsed();
+    assert!(waited < Duration::from_secs(12), "closed after {waited:?}");
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+}
