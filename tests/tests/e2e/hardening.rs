@@ -552,3 +552,76 @@ async fn idle_keep_alive_connections_are_closed_at_idle_timeout() {
         200
     );
 }
+
+/// 10,000 malformed, random and truncated requests, 32 at a time: the host answers or closes
+/// each, and then still serves a normal request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_malformed_requests_leave_the_host_serving() {
+    let server = Server::with(&["hello"])
+        .config("[server]\nheader_timeout = \"1s\"\n")
+        .start();
+    let addr = server.addr;
+    const VALID: &[u8] =
+        b"POST /.netlify/functions/hello?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    // xorshift: reproducible without a dependency.
+    let next = |state: &mut u64| {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut requests = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let r = next(&mut seed);
+        let bytes: Vec<u8> = match i % 4 {
+            // Random bytes.
+            0 => (0..r % 300).map(|_| next(&mut seed) as u8).collect(),
+            // A valid request cut anywhere.
+            1 => VALID[..(r as usize % VALID.len())].to_vec(),
+            // A valid request with one byte flipped.
+            2 => {
+                let mut v = VALID.to_vec();
+                let at = r as usize % v.len();
+                v[at] = next(&mut seed) as u8;
+                v
+            }
+            // Oversized or odd heads.
+            _ => match r % 3 {
+                0 => {
+                    format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes()
+                }
+                1 => b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+                _ => b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\n\r\nzz\r\n"
+                    .to_vec(),
+            },
+        };
+        requests.push(bytes);
+    }
+    let started = Instant::now();
+    let mut answered = 0;
+    for batch in requests.chunks(32) {
+        let sent = batch.iter().map(|bytes| async move {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .expect("the host still accepts");
+            let _ = s.write_all(bytes).await;
+            let _ = s.shutdown().await;
+            read_until_closed(&mut s, Duration::from_secs(5))
+                .await
+                .expect("answered or closed within the header timeout")
+        });
+        for reply in futures::future::join_all(sent).await {
+            if reply.starts_with("HTTP/1.1") {
+                answered += 1;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "too slow");
+    }
+    assert!(
+        answered > 0,
+        "some malformed requests are answered (400, 404, ...)"
+    );
+    let reply = get(&server.url("/.netlify/functions/hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
