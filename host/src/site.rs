@@ -32,6 +32,8 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…`.
     pub queue_url: String,
+    /// Extra CA certificates (PEM) for guests' outbound HTTPS.
+    pub outbound_ca: Option<PathBuf>,
 }
 
 impl Options {
@@ -167,12 +169,9 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
     let (sync_cap, bg_cap) = opts.caps();
     let (max_memory, fuel) = functions::engine_needs(&opts.config);
     let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
-    let engine = Arc::new(Engine::new(&EngineOptions::new(
-        slots,
-        max_memory,
-        fuel,
-        opts.cache_dir.clone(),
-    ))?);
+    let mut engine_options = EngineOptions::new(slots, max_memory, fuel, opts.cache_dir.clone());
+    engine_options.outbound_ca = opts.outbound_ca.clone();
+    let engine = Arc::new(Engine::new(&engine_options)?);
     let started = std::time::Instant::now();
     let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
         .await

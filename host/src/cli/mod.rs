@@ -271,12 +271,14 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
             format!("sqlite://{}", data_dir.join("queue.db").display())
         }
     };
+    let outbound_ca = config.server.outbound_ca.as_ref().map(|p| base.join(p));
     Ok(site::Options {
         dir,
         listen,
         config,
         cache_dir,
         queue_url,
+        outbound_ca,
     })
 }
 

@@ -138,6 +138,9 @@ pub struct ServerConfig {
     pub max_interruptions: Option<u32>,
     /// How long finished invocations are kept before they are purged.
     pub retention: Option<Humantime>,
+    /// PEM file of CA certificates trusted for guests' outbound HTTPS besides the Mozilla
+    /// roots, relative to the config file.
+    pub outbound_ca: Option<PathBuf>,
 }
 
 /// How HTTP threads are scheduled.

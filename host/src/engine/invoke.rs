@@ -139,6 +139,7 @@ impl Engine {
                 ctx.function.clone(),
                 ctx.id.clone(),
                 ctx.max_outbound,
+                self.tls.clone(),
             ),
         };
         let mut store = Store::new(&self.engine, state);

@@ -13,6 +13,7 @@ pub mod describe;
 pub mod egress;
 pub mod invoke;
 mod outbound;
+mod pinned;
 mod stdio;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ pub struct EngineOptions {
     /// Epoch interruption. Only benchmarks turn it off, to measure its cost: without it a
     /// guest spinning in wasm is stopped only by the host timeout dropping the call.
     pub epoch: bool,
+    /// A PEM file of certificates trusted for guests' outbound HTTPS, besides the Mozilla
+    /// roots.
+    pub outbound_ca: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -73,6 +77,7 @@ impl EngineOptions {
             cache_dir,
             pooling: true,
             epoch: true,
+            outbound_ca: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct Engine {
     pooling: bool,
     epoch: bool,
     cache: Option<wasmtime::Cache>,
+    /// Trust for guests' outbound HTTPS.
+    tls: std::sync::Arc<pinned::TlsClient>,
 }
 
 /// A compiled, linked, pre-instantiated component.
@@ -185,6 +192,7 @@ impl Engine {
             pooling,
             epoch: opts.epoch,
             cache,
+            tls: std::sync::Arc::new(pinned::TlsClient::new(opts.outbound_ca.as_deref())?),
         })
     }
 

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::egress;
+use super::pinned::{self, TlsClient};
 use crate::config::OutboundRule;
 
 type ResponseFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -20,6 +21,8 @@ pub(super) struct Hooks {
     /// Outbound requests this instance may have in flight (`max_outbound`); a request holds a
     /// permit until its response body is done.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Trust for HTTPS.
+    tls: Arc<TlsClient>,
 }
 
 impl Hooks {
@@ -28,11 +31,13 @@ impl Hooks {
         function: Arc<str>,
         id: Arc<str>,
         max_outbound: usize,
+        tls: Arc<TlsClient>,
     ) -> Hooks {
         Hooks {
             rules,
             function,
             id,
+            tls,
             slots: Arc::new(tokio::sync::Semaphore::new(max_outbound)),
         }
     }
@@ -41,7 +46,7 @@ impl Hooks {
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: ResponseFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseFuture), Error>> + Send>
@@ -58,6 +63,7 @@ impl WasiHttpHooks for Hooks {
             });
         };
         let rules = self.rules.clone();
+        let tls = self.tls.clone();
         let (function, id) = (self.function.clone(), self.id.clone());
         Box::new(async move {
             let uri = request.uri().clone();
@@ -94,19 +100,10 @@ impl WasiHttpHooks for Hooks {
             else {
                 return Err(deny("resolves only to non-public addresses"));
             };
-            // Plain HTTP connects to the address just checked, so a second lookup cannot
-            // swap it for a private one; TLS keeps the name for SNI and certificates.
-            if scheme == "http" {
-                let mut parts = uri.into_parts();
-                parts.authority = Some(
-                    addr.to_string()
-                        .parse()
-                        .map_err(|_| Error::HttpRequestUriInvalid)?,
-                );
-                *request.uri_mut() =
-                    http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // Connect to the address just checked, so a second lookup cannot swap it for a
+            // private one; TLS checks the certificate against the name (and sends it as SNI).
+            let tls = (scheme == "https").then_some((&*tls, bare));
+            let (response, io) = pinned::send(request, addr, tls, options).await?;
             // The slot is free again once the exchange is over.
             let io = async move {
                 let _permit = permit;

@@ -625,3 +625,94 @@ async fn ten_thousand_malformed_requests_leave_the_host_serving() {
     let reply = get(&server.url("/.netlify/functions/hello")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+/// A loopback HTTPS server whose certificate (for `localhost` only) is signed by a CA made for
+/// the test: its address and the CA's PEM.
+async fn tls_upstream() -> (std::net::SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"secret over tls")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+/// Regression: HTTPS from guests went through wasmtime's client, which resolved the name again
+/// after the allow-list had checked it (DNS rebinding). fnhost's own client connects to the
+/// checked address and verifies the certificate against the name: a trusted certificate for
+/// the name works, the same server under an IP literal its certificate does not name fails, and
+/// without the CA nothing is trusted.
+#[tokio::test]
+async fn outbound_https_connects_to_the_checked_address_and_checks_the_name() {
+    let (upstream, ca_pem) = tls_upstream().await;
+    let port = upstream.port();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &ca_pem).unwrap();
+    let hosts = format!(
+        "allowed_outbound_hosts = [\"https://localhost:{port}\", \"https://127.0.0.1:{port}\"]\n"
+    );
+    let server = Server::with(&[])
+        .function_as("outbound", "guest-outbound")
+        .config(&format!(
+            "[server]\noutbound_ca = {:?}\n[functions.outbound]\n{hosts}",
+            ca.path().display().to_string()
+        ))
+        .start();
+    let fetch = |url: String| {
+        let page = server.url(&format!("/.netlify/functions/outbound?url={url}"));
+        async move { get(&page).await }
+    };
+    let ok = fetch(format!("https://localhost:{port}/x")).await;
+    assert_eq!(
+        (ok.status, ok.text().as_str()),
+        (200, "upstream 200: secret over tls")
+    );
+    let wrong_name = fetch(format!("https://127.0.0.1:{port}/x")).await;
+    assert_eq!(wrong_name.status, 502, "{}", wrong_name.text());
+    assert!(wrong_name.text().contains("Tls"), "{}", wrong_name.text());
+
+    let untrusting = Server::with(&[])
+        .function_as("outbound", "guest-outbound")
+        .config(&format!("[functions.outbound]\n{hosts}"))
+        .start();
+    let page = untrusting.url(&format!(
+        "/.netlify/functions/outbound?url=https://localhost:{port}/x"
+    ));
+    let unknown_ca = get(&page).await;
+    assert_eq!(unknown_ca.status, 502, "{}", unknown_ca.text());
+}
