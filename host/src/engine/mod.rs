@@ -203,6 +203,27 @@ impl Engine {
             .map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
+    /// A connection for fnhost's own forwarding (`_redirects` proxy rules) to `host:port`:
+    /// resolved here, TLS (the same trust as guests' HTTPS) when `https`.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        https: bool,
+        timeout: Duration,
+    ) -> Result<Box<dyn pinned::Stream>, String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        self.tls
+            .connect(addr, https.then_some(bare), timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {addr} ({host}): {e}"))
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling

@@ -57,8 +57,47 @@ impl TlsClient {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+/// A connected byte stream, plain or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 impl<T> Stream for T where T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+
+impl TlsClient {
+    /// A plain TCP connection to `addr`.
+    async fn plain(addr: SocketAddr, timeout: Duration) -> Result<Box<dyn Stream>, Error> {
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(stream) => stream.map_err(Error::Connect)?,
+            Err(_) => return Err(Error::ConnectionTimeout),
+        };
+        let _ = tcp.set_nodelay(true);
+        Ok(Box::new(tcp))
+    }
+
+    /// A TCP connection to `addr`, wrapped in TLS for `host` (SNI and certificate name) when
+    /// given.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Box<dyn Stream>, Error> {
+        let Some(host) = host else {
+            return TlsClient::plain(addr, timeout).await;
+        };
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(stream) => stream.map_err(Error::Connect)?,
+            Err(_) => return Err(Error::ConnectionTimeout),
+        };
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|_| Error::HttpRequestUriInvalid)?
+            .to_owned();
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+            Ok(stream) => Ok(Box::new(stream.map_err(Error::Tls)?)),
+            Err(_) => Err(Error::ConnectionTimeout),
+        }
+    }
+}
 
 /// What [`send`] returns: the response, and the connection's remaining I/O to drive.
 type Sent = (
@@ -84,24 +123,9 @@ pub async fn send(
     let first_byte_timeout = timeout(|o| o.first_byte_timeout);
     let between_bytes_timeout = timeout(|o| o.between_bytes_timeout).max(Duration::new(0, 1));
 
-    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(stream) => stream.map_err(Error::Connect)?,
-        Err(_) => return Err(Error::ConnectionTimeout),
-    };
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Stream> = match tls {
-        Some((client, host)) => {
-            let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-                .map_err(|_| Error::HttpRequestUriInvalid)?
-                .to_owned();
-            let connector = tokio_rustls::TlsConnector::from(client.config.clone());
-            let handshake = connector.connect(name, tcp);
-            match tokio::time::timeout(connect_timeout, handshake).await {
-                Ok(stream) => Box::new(stream.map_err(Error::Tls)?),
-                Err(_) => return Err(Error::ConnectionTimeout),
-            }
-        }
-        None => Box::new(tcp),
+    let stream = match tls {
+        Some((client, host)) => client.connect(addr, Some(host), connect_timeout).await?,
+        None => TlsClient::plain(addr, connect_timeout).await?,
     };
     let (mut sender, conn) = tokio::time::timeout(
         connect_timeout,

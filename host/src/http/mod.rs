@@ -83,15 +83,6 @@ impl App {
     /// Adds the site's CORS policies and its rewrite/redirect/proxy rules, both resolved and
     /// validated by the caller (see `site`).
     pub fn with_edge(mut self, cors: Policies, redirects: Rules) -> App {
-        for rule in redirects.iter() {
-            if rule.status == 200 && rule.to.starts_with("https://") {
-                tracing::warn!(
-                    "redirect {} -> {}: https proxy not supported, it will answer 502",
-                    rule.from,
-                    rule.to
-                );
-            }
-        }
         if !redirects.is_empty() {
             tracing::info!("{} redirect rule(s)", redirects.iter().count());
         }
@@ -145,7 +136,7 @@ impl App {
                     return Ok(redirect_response(status, &location));
                 }
                 Some(Action::Proxy(url)) => {
-                    return proxy::forward(req, &url, proxy::TIMEOUT).await;
+                    return proxy::forward(&self.engine, req, &url, proxy::TIMEOUT).await;
                 }
                 Some(Action::Rewrite(target)) => {
                     *req.uri_mut() = target.parse().map_err(|_| {

@@ -1,4 +1,4 @@
-//! Forwarding a request to an `http://` upstream (a `_redirects` proxy rule), streaming both
+//! Forwarding a request to an `http://` or `https://` upstream (a `_redirects` proxy rule), streaming both
 //! bodies. Failures are [`ApiError`]s: the client gets a short status line, the log the detail.
 
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 
 use super::error::ApiError;
 use crate::body::{Body, BodyError};
+use crate::engine::Engine;
 
 /// Time allowed from the start of forwarding to the upstream's response head.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,11 +30,12 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Forwards `req` to `target` (an absolute URL) and streams the answer back. `https`
-/// upstreams are refused (no TLS client in fnhost yet); an unreachable upstream is
+/// Forwards `req` to `target` (an absolute URL, `http` or `https`: the same trust as guests'
+/// HTTPS) and streams the answer back. An unreachable upstream is
 /// [`ApiError::BadGateway`]; no response head within `timeout` [`ApiError::UpstreamTimeout`].
 /// The detail goes to the log, never to the client.
 pub async fn forward<B>(
+    engine: &Engine,
     req: Request<B>,
     target: &str,
     timeout: Duration,
@@ -51,23 +53,14 @@ where
             ));
         }
     };
-    if uri.scheme_str() == Some("https") {
-        return Err(bad_gateway(
-            format!("https proxy not supported (fnhost has no TLS client): {target}"),
-            "https proxy not supported (fnhost has no TLS client)",
-        ));
-    }
+    let https = uri.scheme_str() == Some("https");
     let Some(authority) = uri.authority().cloned() else {
         return Err(bad_gateway(
             format!("bad proxy target {target}"),
             UNREACHABLE,
         ));
     };
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.remove(header::HOST);
     for name in HOP_BY_HOP {
@@ -95,14 +88,13 @@ where
     let upstream = Request::from_parts(parts, body);
 
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = engine
+            .connect(authority.host(), port, https, timeout)
+            .await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .map_err(|e| format!("upstream {addr}: {e}"))?;
+                .map_err(|e| format!("upstream {authority}: {e}"))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("proxy connection: {e}");
@@ -111,7 +103,7 @@ where
         sender
             .send_request(upstream)
             .await
-            .map_err(|e| format!("upstream {addr}: {e}"))
+            .map_err(|e| format!("upstream {authority}: {e}"))
     };
     let resp = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => {

@@ -716,3 +716,28 @@ async fn outbound_https_connects_to_the_checked_address_and_checks_the_name() {
     let unknown_ca = get(&page).await;
     assert_eq!(unknown_ca.status, 502, "{}", unknown_ca.text());
 }
+
+/// `_redirects` proxy rules reach `https://` upstreams (they answered 502 "not supported"),
+/// with the same trust as guests' HTTPS.
+#[tokio::test]
+async fn proxy_rules_reach_https_upstreams() {
+    let (upstream, ca_pem) = tls_upstream().await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &ca_pem).unwrap();
+    let rules = format!(
+        "/secure/*  https://localhost:{}/:splat  200\n",
+        upstream.port()
+    );
+    let server = Server::with(&["hello"])
+        .config(&format!(
+            "[server]\noutbound_ca = {:?}\n",
+            ca.path().display().to_string()
+        ))
+        .file("_redirects", rules.as_bytes())
+        .start();
+    let reply = get(&server.url("/secure/anything")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "secret over tls")
+    );
+}
