@@ -299,6 +299,7 @@ impl Config {
             return Err("server.max_connections: must be at least 1".into());
         }
         for (key, value) in [
+            ("lease", self.server.lease),
             ("header_timeout", self.server.header_timeout),
             ("idle_timeout", self.server.idle_timeout),
             ("body_timeout", self.server.body_timeout),
@@ -307,6 +308,20 @@ impl Config {
         ] {
             if value.is_some_and(|d| d.0.is_zero()) {
                 return Err(format!("server.{key}: must be longer than 0"));
+            }
+        }
+        for (table, f) in std::iter::once(("defaults".to_string(), &self.defaults)).chain(
+            self.functions
+                .iter()
+                .map(|(n, f)| (format!("functions.{n}"), f)),
+        ) {
+            for (key, value) in [
+                ("timeout", f.timeout),
+                ("background_timeout", f.background_timeout),
+            ] {
+                if value.is_some_and(|d| d.0.is_zero()) {
+                    return Err(format!("{table}.{key}: must be longer than 0"));
+                }
             }
         }
         if !self.defaults.path.0.is_empty() {
@@ -440,6 +455,26 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid URL")
         );
+    }
+
+    /// Regression: an absurd duration overflowed `n * 3600` (a panic at startup) or the clock
+    /// arithmetic of a budget; a zero budget or lease made no sense.
+    #[test]
+    fn durations_are_range_checked() {
+        let e = parse("[defaults]\ntimeout = \"99999999999999999999h\"\n").unwrap_err();
+        assert!(e.contains("invalid duration"), "{e}");
+        let e = parse("[defaults]\ntimeout = \"5124095576030431h\"\n").unwrap_err();
+        assert!(
+            e.contains("invalid duration") || e.contains("too long"),
+            "{e}"
+        );
+        let e = parse("[server]\nretention = \"3651d\"\n").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        let e = parse("[functions.a]\ntimeout = \"0s\"\n").unwrap_err();
+        assert_eq!(e, "fnhost.toml: functions.a.timeout: must be longer than 0");
+        let e = parse("[server]\nlease = \"0ms\"\n").unwrap_err();
+        assert!(e.contains("server.lease: must be longer than 0"), "{e}");
+        assert!(parse("[server]\nretention = \"3650d\"\n").is_ok());
     }
 
     #[test]

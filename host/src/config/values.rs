@@ -55,6 +55,9 @@ macro_rules! from_str_deserialize {
     };
 }
 
+/// The longest duration fnhost.toml accepts (ten years).
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// A duration written `500ms`, `10s`, `1m`, `2h`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Humantime(pub Duration);
@@ -82,6 +85,11 @@ impl std::str::FromStr for Humantime {
             "d" => secs(86_400)?,
             _ => return Err(bad()),
         };
+        if d > MAX_DURATION {
+            return Err(format!(
+                "duration {s:?} is too long: at most 3650d (budgets and timers past it overflow)"
+            ));
+        }
         Ok(Humantime(d))
     }
 }
