@@ -88,13 +88,13 @@ fn context(function: &Function, id: &str) -> InvokeContext {
     InvokeContext {
         id: id.into(),
         function: function.name.as_str().into(),
-        timeout: function.limits.timeout,
-        memory: function.limits.memory,
-        fuel: function.limits.fuel,
-        env: function.sandbox.env.clone(),
-        outbound: function.sandbox.outbound.clone(),
-        max_outbound: function.limits.max_outbound,
-        max_log: function.limits.max_log,
+        timeout: function.settings.limits.timeout,
+        memory: function.settings.limits.memory,
+        fuel: function.settings.limits.fuel,
+        env: function.settings.sandbox.env.clone(),
+        outbound: function.settings.sandbox.outbound.clone(),
+        max_outbound: function.settings.limits.max_outbound,
+        max_log: function.settings.limits.max_log,
     }
 }
 

@@ -17,13 +17,13 @@ use crate::queue::{Claimed, DeliveryAttempt, Finish, NewDelivery, Queue, StoredR
 pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
     let (url, condition, result, error) = match finish {
         Finish::Succeeded(r) => (
-            function.destinations.on_success.as_ref()?,
+            function.settings.destinations.on_success.as_ref()?,
             "Success",
             r,
             None,
         ),
         Finish::Dead { error, result } => (
-            function.destinations.on_failure.as_ref()?,
+            function.settings.destinations.on_failure.as_ref()?,
             "RetriesExhausted",
             result,
             Some(error.as_str()),

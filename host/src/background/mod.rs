@@ -252,7 +252,7 @@ impl Worker {
         };
         let finish = classify(
             &claim,
-            function.as_deref().map(|f| &f.retry),
+            function.as_deref().map(|f| &f.settings.retry),
             result,
             now_ms(),
         );
@@ -314,7 +314,7 @@ impl Worker {
         // The guest runs on a task of its own: when this attempt is abandoned (lease lost,
         // shutdown grace over) dropping this future must stop the guest too.
         let _stop_guest = AbortOnDrop(running.outcome.abort_handle());
-        let budget = function.limits.timeout;
+        let budget = function.settings.limits.timeout;
         let result = match invoke::answer(&mut running, budget).await {
             Ok(resp) => {
                 let stored = drain(resp).await;

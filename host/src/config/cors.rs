@@ -214,10 +214,10 @@ fn layered(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn policies(toml: &str) -> Result<Policies, String> {
+    pub(crate) fn policies(toml: &str) -> Result<Policies, String> {
         let config = Config::from_str(toml, std::path::Path::new("fnhost.toml"))
             .map_err(|e| e.to_string())?;
         Policies::from_config(&config).map_err(|e| format!("{}: {}", e.key, e.message))

@@ -41,18 +41,8 @@ pub struct Function {
     pub file: PathBuf,
     /// The loaded component.
     pub component: engine::Component,
-    /// Sync or background.
-    pub mode: Mode,
-    /// Where it answers.
-    pub routes: Routes,
-    /// What one invocation may use.
-    pub limits: Limits,
-    /// What the guest sees of the host.
-    pub sandbox: Sandbox,
-    /// What happens after a failed background attempt.
-    pub retry: RetryPolicy,
-    /// Where background outcomes are sent.
-    pub destinations: Destinations,
+    /// Mode, routes, limits, sandbox, retries and destinations, resolved.
+    pub settings: Settings,
 }
 
 impl fmt::Display for Function {
@@ -145,16 +135,11 @@ pub async fn load(
             max_memory,
         );
         let function = match resolved {
-            Ok(s) => Arc::new(Function {
+            Ok(settings) => Arc::new(Function {
                 name: name.clone(),
                 file: path.clone(),
                 component,
-                mode: s.mode,
-                routes: s.routes,
-                limits: s.limits,
-                sandbox: s.sandbox,
-                retry: s.retry,
-                destinations: s.destinations,
+                settings,
             }),
             Err(reason) => {
                 table.rejected.push(Rejected {
@@ -185,8 +170,12 @@ pub async fn load(
 }
 
 fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(), DuplicateRoute> {
-    for pattern in &f.routes.patterns {
-        router.add(pattern.clone(), f.routes.methods.clone(), f.clone())?;
+    for pattern in &f.settings.routes.patterns {
+        router.add(
+            pattern.clone(),
+            f.settings.routes.methods.clone(),
+            f.clone(),
+        )?;
     }
     Ok(())
 }
@@ -203,16 +192,22 @@ pub fn print_table(table: &FunctionTable) -> String {
         .max(8);
     out.push_str(&format!("{:<width$}  {:<10}  ROUTES\n", "FUNCTION", "MODE"));
     for f in &table.functions {
-        let methods = if f.routes.methods.is_empty() {
+        let methods = if f.settings.routes.methods.is_empty() {
             String::new()
         } else {
-            format!(" [{}]", f.routes.methods.join(","))
+            format!(" [{}]", f.settings.routes.methods.join(","))
         };
-        let patterns: Vec<&str> = f.routes.patterns.iter().map(|p| p.as_str()).collect();
+        let patterns: Vec<&str> = f
+            .settings
+            .routes
+            .patterns
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
         out.push_str(&format!(
             "{:<width$}  {:<10}  {}{methods}\n",
             f.name,
-            f.mode.to_string(),
+            f.settings.mode.to_string(),
             patterns.join(", ")
         ));
     }

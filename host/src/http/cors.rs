@@ -193,14 +193,7 @@ pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::config::cors::Policies;
-
-    fn policies(toml: &str) -> Result<Policies, String> {
-        let config = Config::from_str(toml, std::path::Path::new("fnhost.toml"))
-            .map_err(|e| e.to_string())?;
-        Policies::from_config(&config).map_err(|e| format!("{}: {}", e.key, e.message))
-    }
+    use crate::config::cors::tests::policies;
 
     fn policy(toml: &str) -> Policy {
         policies(toml).unwrap().site().unwrap().clone()

@@ -30,14 +30,14 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let req = read_body(req, function.limits.max_body, self.body_timeout).await?;
+        let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
         let permit = self
             .sync_permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Busy)?;
         let mut running = invoke::start(&self.engine, function, req, params, &id, None, permit);
-        match invoke::answer(&mut running, function.limits.timeout).await {
+        match invoke::answer(&mut running, function.settings.limits.timeout).await {
             Ok(resp) => Ok(resp),
             Err(Failure::Timeout(_)) => Err(ApiError::Timeout { id }),
             // The engine logged a trap already; the rest is news to the log.
@@ -60,7 +60,7 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let req = read_body(req, function.limits.max_body, self.body_timeout).await?;
+        let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
         let (parts, body) = req.into_parts();
         let idempotency_key = parts
             .headers
@@ -92,7 +92,8 @@ impl App {
                 .to_string(),
             headers,
             body: body.to_vec(),
-            max_attempts: u32::try_from(function.retry.delays.len() + 1).unwrap_or(u32::MAX),
+            max_attempts: u32::try_from(function.settings.retry.delays.len() + 1)
+                .unwrap_or(u32::MAX),
         };
         let enqueued = self.queue.enqueue(inv).await.map_err(|e| match e {
             // Shutting down: refused, not lost; the client may retry elsewhere or later.

@@ -191,7 +191,7 @@ impl App {
             }
         }
         let id = new_id();
-        let answered = match function.mode {
+        let answered = match function.settings.mode {
             Mode::Sync => self
                 .invoke_sync(&function, req, &params, id)
                 .await
