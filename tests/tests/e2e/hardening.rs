@@ -741,3 +741,49 @@ async fn proxy_rules_reach_https_upstreams() {
         (200, "secret over tls")
     );
 }
+
+/// At `max_connections` open, a new connection waits in the listen backlog (it is not
+/// refused) and is served as soon as one closes.
+#[tokio::test]
+async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
+    let server = Server::with(&["hello"])
+        .config("[server]\nmax_connections = 2\n")
+        .start();
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    ask(&mut first).await;
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    ask(&mut second).await;
+    let mut third = TcpStream::connect(server.addr).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        ask(&mut third).await;
+        Instant::now()
+    });
+    // Part of the scenario, not a wait for state: the third must still be waiting after a
+    // while in which it would have been served ten times over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served past max_connections");
+    let closed_at = Instant::now();
+    drop(first);
+    let served_at = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(served_at >= closed_at);
+    drop(second);
+}
+
+/// Denied outbound requests are logged without their query string (it may carry tokens).
+#[tokio::test]
+async fn a_denied_outbound_request_is_logged_without_its_query() {
+    let server = Server::with(&[])
+        .function_as("outbound", "guest-outbound")
+        .start();
+    let target = "http://example.invalid/path%3Ftoken%3Dsecret-123";
+    let reply = get(&server.url(&format!("/.netlify/functions/outbound?url={target}"))).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let line = server
+        .wait_for_log(&["outbound request to", "denied"], Duration::from_secs(5))
+        .await;
+    assert!(line.contains("example.invalid"), "{line}");
+    assert!(!line.contains("secret-123"), "{line}");
+}
