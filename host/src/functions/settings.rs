@@ -114,7 +114,8 @@ pub fn resolve(
             .collect::<Result<_, _>>()?
     } else {
         vec![
-            Pattern::parse(&format!("/.netlify/functions/{name}"))
+            // The function's URL and everything under it, as on Netlify (Express-style apps).
+            Pattern::parse(&format!("/.netlify/functions/{name}/*"))
                 .map_err(|e| format!("the file name makes no route: {e}"))?,
         ]
     };
@@ -244,7 +245,11 @@ mod tests {
     fn built_in_defaults_and_the_suffix() {
         let s = merge("hello", &Declared::default(), "").unwrap();
         assert_eq!(s.mode, Mode::Sync);
-        assert_eq!(s.routes.patterns[0].as_str(), "/.netlify/functions/hello");
+        assert_eq!(s.routes.patterns[0].as_str(), "/.netlify/functions/hello/*");
+        let p = &s.routes.patterns[0];
+        assert!(p.matches("/.netlify/functions/hello").is_some());
+        assert!(p.matches("/.netlify/functions/hello/users/7").is_some());
+        assert!(p.matches("/.netlify/functions/hello2").is_none());
         assert!(s.routes.methods.is_empty());
         assert_eq!(s.limits.timeout, defaults::SYNC_TIMEOUT);
         assert_eq!(s.limits.max_body, defaults::SYNC_MAX_BODY);

@@ -12,6 +12,7 @@
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
 //! - `languages`: JavaScript and Python functions built from the examples.
+//! - `parity`: Netlify parity — function subpaths.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 
 mod background;
@@ -20,6 +21,7 @@ mod config;
 mod cors;
 mod hardening;
 mod languages;
+mod parity;
 mod postgres;
 mod sandbox;
 mod support;
