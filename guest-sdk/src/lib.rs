@@ -84,7 +84,7 @@ pub use fetch::{FetchError, fetch};
 pub use request::{
     ATTEMPT_HEADER, INVOCATION_ID_HEADER, PARAMS_HEADER, RequestExt, decode_component, parse_form,
 };
-pub use response::IntoResponse;
+pub use response::{IntoResponse, WaitUntil, wait_until};
 pub use settings::Settings;
 
 /// The request a handler receives: method, URI, headers and the whole body.

@@ -7,7 +7,8 @@ use crate::bindings::exports::fnhost::function::config as wit;
 use crate::bindings::wasi::http::types::{IncomingRequest, OutgoingResponse, ResponseOutparam};
 use crate::{IntoResponse, Request, Response, Settings, body, convert};
 
-/// Runs `handler` for one incoming request and sends its response.
+/// Runs `handler` for one incoming request, sends its response, then runs the work a
+/// [`crate::WaitUntil`] carries.
 ///
 /// A request whose body cannot be read is answered `400` without calling the handler.
 pub fn serve<R: IntoResponse>(
@@ -15,11 +16,15 @@ pub fn serve<R: IntoResponse>(
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> R,
 ) {
-    let response = match read_request(request) {
-        Ok(request) => handler(request).into_response(),
-        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+    let (response, after) = match read_request(request) {
+        Ok(request) => handler(request).into_response_then(),
+        Err(message) => ((StatusCode::BAD_REQUEST, message).into_response(), None),
     };
     send_response(out, response);
+    // The response is complete (body finished): the client has it while this runs.
+    if let Some(work) = after {
+        work();
+    }
 }
 
 /// The `describe` export: the function's declared settings, as the WIT record.

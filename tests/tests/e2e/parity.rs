@@ -57,3 +57,76 @@ async fn a_function_with_its_own_path_keeps_only_that_route() {
         assert_eq!(get(&server.url(gone)).await.status, 404, "{gone}");
     }
 }
+
+/// fnhost's `waitUntil`: a synchronous function answers, finishes its body, and keeps working
+/// in the same instance — the client has its answer at once, the later work still happens.
+#[tokio::test]
+async fn a_function_answers_first_then_finishes_its_work() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = arrivals.clone();
+    let upstream = crate::support::serve_http(Arc::new(move |_req| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push(Instant::now());
+            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        })
+    }))
+    .await;
+    let server = Server::with(&[])
+        .function_as("later", "guest-later")
+        .config(&format!(
+            "[functions.later]\nallowed_outbound_hosts = [\"http://{upstream}\"]\n"
+        ))
+        .start();
+    let asked = Instant::now();
+    let reply = get(&server.url(&format!(
+        "/.netlify/functions/later?ms=800&url=http://{upstream}/report"
+    )))
+    .await;
+    let answered = Instant::now();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "answered\n"));
+    assert!(
+        answered - asked < Duration::from_millis(700),
+        "the answer waited for the work: {:?}",
+        answered - asked
+    );
+    assert!(
+        arrivals.lock().unwrap().is_empty(),
+        "the work ran before the answer"
+    );
+    let posted = crate::support::wait_until(
+        "the POST made after answering",
+        Duration::from_secs(10),
+        async || match arrivals.lock().unwrap().first() {
+            Some(at) => Ok(*at),
+            None => Err(String::new()),
+        },
+    )
+    .await;
+    assert!(posted >= answered);
+}
+
+/// Work after the answer runs within the same budget and is stopped at it.
+#[tokio::test]
+async fn work_after_the_answer_is_stopped_at_the_budget() {
+    let server = Server::with(&[])
+        .function_as("later", "guest-later")
+        .config("[functions.later]\ntimeout = \"1s\"\n")
+        .start();
+    let reply = get(&server.url("/.netlify/functions/later?spin=1")).await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "answered\n"));
+    server
+        .wait_for_log(
+            &["invocation stopped: budget exceeded", "function=\"later\""],
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    // The next request gets a fresh instance.
+    let again = get(&server.url("/.netlify/functions/later")).await;
+    assert_eq!(again.text(), "answered\n");
+}
