@@ -98,14 +98,9 @@ fn context(function: &Function, id: &str) -> InvokeContext {
     }
 }
 
-/// The request as the guest sees it: client `fnhost-*` headers removed, ours added.
-pub fn guest_request(
-    mut req: Request<Bytes>,
-    function: &str,
-    params: &[(String, String)],
-    id: &str,
-    attempt: Option<u32>,
-) -> Request<Bytes> {
+/// A client's request without the `fnhost-*` headers only fnhost may set (the HTTP edge calls
+/// it for synchronous requests; background requests are stored without them).
+pub fn without_fnhost_headers(mut req: Request<Bytes>) -> Request<Bytes> {
     let map = req.headers_mut();
     let spoofed: Vec<HeaderName> = map
         .keys()
@@ -115,6 +110,18 @@ pub fn guest_request(
     for name in spoofed {
         map.remove(name);
     }
+    req
+}
+
+/// The request as the guest sees it: fnhost's headers set (id, function, attempt, params).
+pub fn guest_request(
+    mut req: Request<Bytes>,
+    function: &str,
+    params: &[(String, String)],
+    id: &str,
+    attempt: Option<u32>,
+) -> Request<Bytes> {
+    let map = req.headers_mut();
     if !map.contains_key(http::header::HOST) {
         map.insert(http::header::HOST, HeaderValue::from_static("localhost"));
     }
@@ -178,7 +185,7 @@ mod tests {
             .header("fnhost-invocation-id", "forged")
             .body(Bytes::new())
             .unwrap();
-        let req = guest_request(req, "f", &[], "real", None);
+        let req = guest_request(without_fnhost_headers(req), "f", &[], "real", None);
         assert_eq!(req.headers()["fnhost-invocation-id"], "real");
         assert_eq!(req.headers()["fnhost-function"], "f");
         assert!(req.headers().get("fnhost-attempt").is_none());

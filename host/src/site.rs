@@ -231,6 +231,11 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(crate::background::scheduler::run(
+        queue.clone(),
+        table.functions.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::background::retention::purge_loop(
         queue.clone(),
         server_cfg.retention.map_or(defaults::RETENTION, |d| d.0),

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub mod destinations;
 pub mod retention;
 pub mod retry;
+pub mod scheduler;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;

@@ -5,6 +5,7 @@
 pub mod cors;
 pub mod pattern;
 pub mod redirects;
+pub mod schedule;
 mod values;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,8 @@ pub mod defaults {
     pub const DATA_DIR: &str = ".fnhost";
     /// Lease on a claimed background attempt.
     pub const LEASE: Duration = Duration::from_secs(30);
+    /// Wall-clock budget of a scheduled run (Netlify's).
+    pub const SCHEDULED_TIMEOUT: Duration = Duration::from_secs(30);
     /// Time running background attempts get to finish after SIGTERM.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     /// Time a client has to send a request's head.
@@ -199,6 +202,8 @@ pub struct FunctionConfig {
     pub on_failure: Option<Url>,
     /// `[functions.NAME.cors]`: merged key by key over `[cors]`.
     pub cors: Option<CorsConfig>,
+    /// When the function runs on its own (cron in UTC, or `@daily` and the like).
+    pub schedule: Option<schedule::Schedule>,
 }
 
 /// `[cors]` and `[functions.NAME.cors]`; resolved and validated by [`cors`].
@@ -323,6 +328,11 @@ impl Config {
                     return Err(format!("{table}.{key}: must be longer than 0"));
                 }
             }
+        }
+        if self.defaults.schedule.is_some() {
+            return Err(
+                "defaults.schedule: schedules are per function; set it in [functions.NAME]".into(),
+            );
         }
         if !self.defaults.path.0.is_empty() {
             return Err(
@@ -475,6 +485,16 @@ mod tests {
         let e = parse("[server]\nlease = \"0ms\"\n").unwrap_err();
         assert!(e.contains("server.lease: must be longer than 0"), "{e}");
         assert!(parse("[server]\nretention = \"3650d\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_bad_schedule_names_the_file_line_key_and_value() {
+        let e = parse("[functions.report]\nschedule = \"61 * * * *\"\n").unwrap_err();
+        assert!(e.starts_with("fnhost.toml:2:"), "{e}");
+        assert!(e.contains("invalid schedule \"61 * * * *\""), "{e}");
+        let e = parse("[defaults]\nschedule = \"@daily\"\n").unwrap_err();
+        assert!(e.contains("defaults.schedule"), "{e}");
+        assert!(parse("[functions.report]\nschedule = \"@daily\"\n").is_ok());
     }
 
     #[test]

@@ -204,8 +204,21 @@ pub fn print_table(table: &FunctionTable) -> String {
             .iter()
             .map(|p| p.as_str())
             .collect();
+        let schedule = match &f.settings.schedule {
+            Some(s) => format!(
+                "  schedule {}{}",
+                s.as_str(),
+                s.next_after(chrono::Utc::now())
+                    .map(|t| format!(
+                        " (next {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "{:<width$}  {:<10}  {}{methods}\n",
+            "{:<width$}  {:<10}  {}{methods}{schedule}\n",
             f.name,
             f.settings.mode.to_string(),
             patterns.join(", ")

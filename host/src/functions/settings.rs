@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Mode;
 use crate::config::pattern::Pattern;
+use crate::config::schedule::Schedule;
 use crate::config::{self, FunctionConfig, OutboundRule, defaults};
 use crate::engine::Declared;
 
@@ -78,6 +79,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Destinations.
     pub destinations: Destinations,
+    /// When it runs on its own, if it does.
+    pub schedule: Option<Schedule>,
 }
 
 /// Merges the three sources of settings for function `name`: its own table (`table`), what its
@@ -147,6 +150,12 @@ pub fn resolve(
             defaults::BACKGROUND_MAX_BODY,
         ),
     };
+    // A scheduled function gets Netlify's 30 s unless a budget is set for it.
+    let builtin_timeout = if table.schedule.is_some() {
+        defaults::SCHEDULED_TIMEOUT
+    } else {
+        builtin_timeout
+    };
     let timeout = table
         .timeout
         .map(|t| t.0)
@@ -174,14 +183,15 @@ pub fn resolve(
     } else {
         table.allowed_outbound_hosts.clone()
     };
-    let delays = table
-        .retry_delays
-        .as_ref()
-        .or(site.retry_delays.as_ref())
-        .map_or_else(
+    // A scheduled run is not retried unless the function's own retry_delays say so.
+    let delays = match (&table.retry_delays, &table.schedule) {
+        (Some(v), _) => v.iter().map(|d| d.0).collect(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => site.retry_delays.as_ref().map_or_else(
             || defaults::RETRY_DELAYS.to_vec(),
             |v| v.iter().map(|d| d.0).collect(),
-        );
+        ),
+    };
 
     Ok(Settings {
         mode,
@@ -220,6 +230,7 @@ pub fn resolve(
                 .or_else(|| site.on_failure.clone())
                 .map(|u| u.0),
         },
+        schedule: table.schedule.clone(),
     })
 }
 
@@ -320,6 +331,27 @@ mod tests {
             "http://127.0.0.1:9/fail"
         );
         assert_eq!(bg.destinations.on_success, None);
+    }
+
+    #[test]
+    fn a_scheduled_function_gets_30_s_and_no_retries_unless_set() {
+        let s = merge(
+            "report",
+            &Declared::default(),
+            "[functions.report]\nschedule = \"@daily\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.schedule.as_ref().map(|s| s.as_str()), Some("@daily"));
+        assert_eq!(s.limits.timeout, Duration::from_secs(30));
+        assert!(s.retry.delays.is_empty());
+        let s = merge(
+            "report",
+            &Declared::default(),
+            "[functions.report]\nschedule = \"@daily\"\ntimeout = \"2m\"\nretry_delays = [\"1s\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.timeout, Duration::from_secs(120));
+        assert_eq!(s.retry.delays, [Duration::from_secs(1)]);
     }
 
     #[test]

@@ -31,6 +31,7 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
+        let req = invoke::without_fnhost_headers(req);
         let permit = self
             .sync_permits
             .clone()

@@ -167,6 +167,19 @@ impl Queue {
         Ok(ids.len() as u64)
     }
 
+    /// The greatest idempotency key starting with `prefix` that `function` has (schedule ticks
+    /// are keyed by their time, so this is the latest tick stored).
+    pub async fn latest_key(&self, function: &str, prefix: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT MAX(idempotency_key) FROM invocations WHERE function = $1 AND idempotency_key LIKE $2",
+        )
+        .bind(function.to_string())
+        .bind(format!("{prefix}%"))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<String>, _>(0)?)
+    }
+
     /// Counts by state no older than [`super::COUNTS_MAX_AGE`]: one caller scans, the others
     /// wait for it and share the result.
     pub async fn recent_counts(&self) -> Result<Vec<(InvocationState, i64)>> {

@@ -130,3 +130,173 @@ async fn work_after_the_answer_is_stopped_at_the_budget() {
     let again = get(&server.url("/.netlify/functions/later")).await;
     assert_eq!(again.text(), "answered\n");
 }
+
+/// Stored results of `function`'s invocations (admin list with bodies), oldest first.
+async fn runs(server: &Server, function: &str) -> Vec<serde_json::Value> {
+    let list = crate::support::send(
+        "GET",
+        &server.url(&format!(
+            "/.fnhost/invocations?function={function}&result=1"
+        )),
+        &[("authorization", "Bearer t0ken")],
+        "",
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let mut all: Vec<serde_json::Value> = list.json().as_array().unwrap().clone();
+    all.reverse();
+    all
+}
+
+/// What the echo guest saw on a scheduled run: (tick time, echoed request).
+fn tick_of(run: &serde_json::Value) -> Option<(chrono_like::Secs, serde_json::Value)> {
+    let body = run["result"]["body"].as_str()?;
+    let seen: serde_json::Value = serde_json::from_str(body).ok()?;
+    let payload: serde_json::Value = serde_json::from_str(seen["body"].as_str()?).ok()?;
+    let next = chrono_like::parse(payload["next_run"].as_str()?)?;
+    Some((next - 2, seen))
+}
+
+/// RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` to seconds of the day is all these tests need.
+mod chrono_like {
+    pub type Secs = i64;
+    pub fn parse(t: &str) -> Option<Secs> {
+        let time = t.strip_suffix('Z')?.split('T').nth(1)?;
+        let mut parts = time.split(':').map(|p| p.parse::<i64>().ok());
+        Some(parts.next()?? * 3600 + parts.next()?? * 60 + parts.next()??)
+    }
+    pub fn now() -> Secs {
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        s % 86_400
+    }
+}
+
+const EVERY_2S: &str =
+    "[server]\nadmin_token = \"t0ken\"\n[functions.echo]\nschedule = \"*/2 * * * * *\"\n";
+
+/// A function scheduled every 2 s (seconds form) runs through the queue, each run a `POST` with
+/// `{"next_run": ...}` and the schedule event headers; the startup table shows the schedule.
+#[tokio::test]
+async fn a_scheduled_function_runs_every_tick_with_the_event_headers_and_next_run() {
+    use std::time::Duration;
+    let server = Server::with(&["echo"]).config(EVERY_2S).start();
+    let table = server.stdout.lock().unwrap().join("\n");
+    assert!(table.contains("schedule */2 * * * * * (next "), "{table}");
+    let done =
+        crate::support::wait_until("two scheduled runs", Duration::from_secs(7), async || {
+            let done: Vec<_> = runs(&server, "echo")
+                .await
+                .into_iter()
+                .filter(|r| r["state"] == "succeeded")
+                .collect();
+            if done.len() >= 2 {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
+        })
+        .await;
+    let mut ticks = Vec::new();
+    for run in &done {
+        let (tick, seen) = tick_of(run).unwrap_or_else(|| panic!("not a scheduled run: {run}"));
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["path"], "/.netlify/functions/echo");
+        assert_eq!(seen["headers"]["fnhost-event"], "schedule");
+        assert_eq!(seen["headers"]["x-nf-event"], "schedule");
+        assert_eq!(tick % 2, 0, "ticks fall on even seconds");
+        ticks.push(tick);
+    }
+    ticks.dedup();
+    assert_eq!(ticks.len(), done.len(), "one run per tick: {ticks:?}");
+}
+
+/// Ticks missed while no node ran: the latest runs once at startup, the others never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_missed_tick_runs_once_at_startup() {
+    use std::time::Duration;
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::with(&["echo"])
+            .config(EVERY_2S)
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    crate::support::wait_until(
+        "a first scheduled run",
+        Duration::from_secs(7),
+        async || {
+            let n = runs(&server, "echo").await.len();
+            if n >= 1 { Ok(()) } else { Err(String::new()) }
+        },
+    )
+    .await;
+    server.terminate(Duration::from_secs(10)).await;
+    let stopped = chrono_like::now();
+    // Part of the scenario: no node runs across at least two ticks.
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    let server = start();
+    let line = server
+        .wait_for_log(&["caught up the run missed at"], Duration::from_secs(5))
+        .await;
+    let missed = line
+        .split("missed at ")
+        .nth(1)
+        .and_then(|rest| chrono_like::parse(rest.split_whitespace().next()?))
+        .unwrap_or_else(|| panic!("no tick in {line}"));
+    assert!(missed > stopped, "{line}");
+    let caught =
+        crate::support::wait_until("the caught-up run", Duration::from_secs(5), async || {
+            let all = runs(&server, "echo").await;
+            let ticks: Vec<_> = all.iter().filter_map(tick_of).map(|(t, _)| t).collect();
+            if ticks.contains(&missed) {
+                Ok(ticks)
+            } else {
+                Err(format!("{ticks:?}"))
+            }
+        })
+        .await;
+    let during_downtime: Vec<_> = caught
+        .iter()
+        .filter(|t| **t > stopped && **t <= missed)
+        .collect();
+    assert_eq!(
+        during_downtime,
+        [&missed],
+        "only the latest missed tick ran"
+    );
+    assert_eq!(server.count_log(&["caught up the run missed at"]), 1);
+}
+
+/// A bad schedule is refused at startup, naming the file, the place and the value.
+#[tokio::test]
+async fn a_bad_schedule_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+    std::fs::write(
+        dir.path().join("fnhost.toml"),
+        "[functions.report]\nschedule = \"every day\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::fnhost_bin())
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "functions",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "fnhost.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fnhost.toml:2:") && stderr.contains("invalid schedule \"every day\""),
+        "{stderr}"
+    );
+}
