@@ -157,20 +157,35 @@ fn tick_of(run: &serde_json::Value) -> Option<(chrono_like::Secs, serde_json::Va
     Some((next - 2, seen))
 }
 
-/// RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` to seconds of the day is all these tests need.
+/// RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` to seconds since the epoch, without a date crate.
 mod chrono_like {
     pub type Secs = i64;
     pub fn parse(t: &str) -> Option<Secs> {
-        let time = t.strip_suffix('Z')?.split('T').nth(1)?;
-        let mut parts = time.split(':').map(|p| p.parse::<i64>().ok());
-        Some(parts.next()?? * 3600 + parts.next()?? * 60 + parts.next()??)
+        let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let mut h = time.split(':').map(|p| p.parse::<i64>().ok());
+        let secs = h.next()?? * 3600 + h.next()?? * 60 + h.next()??;
+        // Days from civil (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
     }
     pub fn now() -> Secs {
-        let s = std::time::SystemTime::now()
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_secs() as i64;
-        s % 86_400
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn parses_to_epoch_seconds() {
+        assert_eq!(parse("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse("2026-12-01T01:02:03Z"), Some(1_796_086_923));
+        assert_eq!(parse("2028-02-29T00:00:00Z"), Some(1_835_395_200));
     }
 }
 
@@ -298,5 +313,31 @@ async fn a_bad_schedule_is_refused_at_startup() {
     assert!(
         stderr.contains("fnhost.toml:2:") && stderr.contains("invalid schedule \"every day\""),
         "{stderr}"
+    );
+}
+
+/// The `report-scheduled` example, on a 2-second schedule instead of its daily one.
+#[tokio::test]
+async fn the_report_scheduled_example_reports_on_its_schedule() {
+    use std::time::Duration;
+    let server = Server::with(&[])
+        .function_as("report-scheduled", "report-scheduled")
+        .config(
+            "[server]\nadmin_token = \"t0ken\"\n[functions.report-scheduled]\nschedule = \"*/2 * * * * *\"\n",
+        )
+        .start();
+    let run =
+        crate::support::wait_until("a scheduled report", Duration::from_secs(7), async || {
+            let all = runs(&server, "report-scheduled").await;
+            match all.into_iter().find(|r| r["state"] == "succeeded") {
+                Some(run) => Ok(run),
+                None => Err(String::new()),
+            }
+        })
+        .await;
+    let body = run["result"]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("report done (schedule); next run at 20") && body.ends_with("Z\n"),
+        "{body}"
     );
 }

@@ -603,3 +603,45 @@ fn background_body_limit() {
         background::over_the_body_limit_is_413_and_nothing_is_enqueued,
     );
 }
+
+/// Two nodes on one PostgreSQL, a schedule every second: each tick is one invocation (its key
+/// is the tick), none twice and none missing while both run.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+async fn two_nodes_run_each_scheduled_tick_exactly_once() {
+    let db = database("schedule");
+    let config = "[functions.work-background]\nschedule = \"* * * * * *\"\n";
+    let nodes = start_all((0..2).map(|_| node(&db, config)).collect());
+    // Part of the scenario, not a wait for state: both nodes schedule for ten seconds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    drop(nodes);
+    let keys: Vec<String> = db
+        .query(
+            "SELECT idempotency_key FROM invocations WHERE function = 'work-background' \
+             ORDER BY idempotency_key",
+        )
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert!(keys.len() >= 8, "{keys:?}");
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(unique, keys, "a tick enqueued twice");
+    // Consecutive seconds: no tick missing between the first and the last.
+    let secs: Vec<i64> = keys
+        .iter()
+        .map(|k| {
+            let t = k.strip_prefix("schedule:").unwrap();
+            let hms = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+            let p: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+            p[0] * 3600 + p[1] * 60 + p[2]
+        })
+        .collect();
+    for pair in secs.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1,
+            "a tick missing between {pair:?}: {keys:?}"
+        );
+    }
+}
