@@ -5,7 +5,21 @@
 
 const LANGUAGE = 'javascript';
 
-addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+addEventListener('fetch', (event) => {
+  event.respondWith(handle(event.request));
+  // fnhost's waitUntil (the web's FetchEvent.waitUntil, which StarlingMonkey implements): the
+  // answer goes to the client first; the instance lives on until this promise settles, within
+  // the function's time budget. `?later=URL` POSTs to URL after the answer (the URL's host
+  // must be in allowed_outbound_hosts).
+  const later = new URL(event.request.url, 'http://localhost').searchParams.get('later');
+  if (later) {
+    event.waitUntil(
+      new Promise((resolve) => setTimeout(resolve, 300)).then(() =>
+        fetch(later, { method: 'POST', body: 'after the answer' }),
+      ),
+    );
+  }
+});
 
 async function handle(request) {
   // The URL the guest sees may be absolute or just a path: resolve against a base.

@@ -30,6 +30,7 @@ class Config(exports.Config):
             methods=["GET", "POST"],
             timeout_ms=None,
             memory_mb=None,
+            schedule=None,
         )
 
 

@@ -8718,6 +8718,11 @@ pub mod exports {
                     pub timeout_ms: ::core::option::Option<u64>,
                     /// Linear-memory cap for one instance, in mebibytes.
                     pub memory_mb: ::core::option::Option<u32>,
+                    /// Run on a schedule (since 0.2.0): 5-field cron in UTC (`0 * * * *`), a nickname
+                    /// (`@yearly @monthly @weekly @daily @hourly`) or fnhost's 6-field form with a leading
+                    /// seconds field. Each tick is one background invocation (`POST`, body
+                    /// `{"next_run": "<RFC 3339>"}`, header `x-nf-event: schedule`).
+                    pub schedule: ::core::option::Option<_rt::String>,
                 }
                 impl ::core::fmt::Debug for Settings {
                     fn fmt(
@@ -8730,6 +8735,7 @@ pub mod exports {
                             .field("methods", &self.methods)
                             .field("timeout-ms", &self.timeout_ms)
                             .field("memory-mb", &self.memory_mb)
+                            .field("schedule", &self.schedule)
                             .finish()
                     }
                 }
@@ -8746,6 +8752,7 @@ pub mod exports {
                             methods: methods2,
                             timeout_ms: timeout_ms2,
                             memory_mb: memory_mb2,
+                            schedule: schedule2,
                         } = result0;
                         match background2 {
                             Some(e) => {
@@ -8855,6 +8862,28 @@ pub mod exports {
                                     .cast::<u8>() = (0i32) as u8;
                             }
                         };
+                        match schedule2 {
+                            Some(e) => {
+                                *ptr1
+                                    .add(32 + 4 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<u8>() = (1i32) as u8;
+                                let vec7 = (e.into_bytes()).into_boxed_slice();
+                                let ptr7 = vec7.as_ptr().cast::<u8>();
+                                let len7 = vec7.len();
+                                ::core::mem::forget(vec7);
+                                *ptr1
+                                    .add(32 + 6 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>() = len7;
+                                *ptr1
+                                    .add(32 + 5 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<*mut u8>() = ptr7.cast_mut();
+                            }
+                            None => {
+                                *ptr1
+                                    .add(32 + 4 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<u8>() = (0i32) as u8;
+                            }
+                        };
                         ptr1
                     }
                 }
@@ -8910,6 +8939,23 @@ pub mod exports {
                             len9 * (2 * ::core::mem::size_of::<*const u8>()),
                             ::core::mem::size_of::<*const u8>(),
                         );
+                        let l10 = i32::from(
+                            *arg0
+                                .add(32 + 4 * ::core::mem::size_of::<*const u8>())
+                                .cast::<u8>(),
+                        );
+                        match l10 {
+                            0 => {}
+                            _ => {
+                                let l11 = *arg0
+                                    .add(32 + 5 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<*mut u8>();
+                                let l12 = *arg0
+                                    .add(32 + 6 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>();
+                                _rt::cabi_dealloc(l11, l12, 1);
+                            }
+                        }
                     }
                 }
                 pub trait Guest {
@@ -8919,28 +8965,28 @@ pub mod exports {
                 }
                 #[doc(hidden)]
                 #[macro_export]
-                macro_rules! __export_fnhost_function_config_0_1_0_cabi {
+                macro_rules! __export_fnhost_function_config_0_2_0_cabi {
                     ($ty:ident with_types_in $($path_to_types:tt)*) => {
                         const _ : () = { #[unsafe (export_name =
-                        "fnhost:function/config@0.1.0#describe")] unsafe extern "C" fn
+                        "fnhost:function/config@0.2.0#describe")] unsafe extern "C" fn
                         export_describe() -> * mut u8 { unsafe { $($path_to_types)*::
                         _export_describe_cabi::<$ty > () } } #[unsafe (export_name =
-                        "cabi_post_fnhost:function/config@0.1.0#describe")] unsafe extern
+                        "cabi_post_fnhost:function/config@0.2.0#describe")] unsafe extern
                         "C" fn _post_return_describe(arg0 : * mut u8,) { unsafe {
                         $($path_to_types)*:: __post_return_describe::<$ty > (arg0) } } };
                     };
                 }
                 #[doc(hidden)]
-                pub use __export_fnhost_function_config_0_1_0_cabi;
+                pub use __export_fnhost_function_config_0_2_0_cabi;
                 #[repr(align(8))]
                 struct _RetArea(
                     [::core::mem::MaybeUninit<
                         u8,
-                    >; 32 + 4 * ::core::mem::size_of::<*const u8>()],
+                    >; 40 + 6 * ::core::mem::size_of::<*const u8>()],
                 );
                 static mut _RET_AREA: _RetArea = _RetArea(
-                    [::core::mem::MaybeUninit::uninit(); 32
-                        + 4 * ::core::mem::size_of::<*const u8>()],
+                    [::core::mem::MaybeUninit::uninit(); 40
+                        + 6 * ::core::mem::size_of::<*const u8>()],
                 );
             }
         }
@@ -9235,18 +9281,18 @@ macro_rules! __export_function_impl {
     };
     ($ty:ident with_types_in $($path_to_types_root:tt)*) => {
         $($path_to_types_root)*::
-        exports::fnhost::function::config::__export_fnhost_function_config_0_1_0_cabi!($ty
+        exports::fnhost::function::config::__export_fnhost_function_config_0_2_0_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::fnhost::function::config);
         $($path_to_types_root)*::
         exports::wasi::http::incoming_handler::__export_wasi_http_incoming_handler_0_2_12_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::wasi::http::incoming_handler);
         const _ : () = { #[rustfmt::skip] #[cfg(target_arch = "wasm32")] #[unsafe
         (link_section =
-        "component-type:wit-bindgen:0.61.1:fnhost:function@0.1.0:function:imports and exportsfnhost-sdk")]
+        "component-type:wit-bindgen:0.61.1:fnhost:function@0.2.0:function:imports and exportsfnhost-sdk")]
         #[doc(hidden)] #[allow(clippy::octal_escapes)] pub static
-        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7198] = *
+        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7211] = *
         b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x9f7\x01A\x02\x01A%\x01\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xac7\x01A\x02\x01A%\x01\
 B\x0a\x04\0\x08pollable\x03\x01\x01h\0\x01@\x01\x04self\x01\0\x7f\x04\0\x16[meth\
 od]pollable.ready\x01\x02\x01@\x01\x04self\x01\x01\0\x04\0\x16[method]pollable.b\
 lock\x01\x03\x01p\x01\x01py\x01@\x01\x02in\x04\0\x05\x04\0\x04poll\x01\x06\x03\0\
@@ -9381,16 +9427,16 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \x18future-incoming-response\x03\0\x04\x02\x03\x02\x01\x12\x04\0\x0aerror-code\x03\
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
-ndler@0.2.12\x05\x13\x01B\x08\x01k\x7f\x01ps\x01kw\x01ky\x01r\x05\x0abackground\0\
-\x05paths\x01\x07methods\x01\x0atimeout-ms\x02\x09memory-mb\x03\x04\0\x08setting\
-s\x03\0\x04\x01@\0\0\x05\x04\0\x08describe\x01\x06\x04\0\x1cfnhost:function/conf\
-ig@0.1.0\x05\x14\x02\x03\0\x09\x10incoming-request\x02\x03\0\x09\x11response-out\
-param\x01B\x08\x02\x03\x02\x01\x15\x04\0\x10incoming-request\x03\0\0\x02\x03\x02\
-\x01\x16\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\x01@\x02\x07requ\
-est\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0!wasi:http/incomi\
-ng-handler@0.2.12\x05\x17\x04\0\x1efnhost:function/function@0.1.0\x04\0\x0b\x0e\x01\
-\0\x08function\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x07\
-0.258.0\x10wit-bindgen-rust\x060.61.1";
+ndler@0.2.12\x05\x13\x01B\x09\x01k\x7f\x01ps\x01kw\x01ky\x01ks\x01r\x06\x0abackg\
+round\0\x05paths\x01\x07methods\x01\x0atimeout-ms\x02\x09memory-mb\x03\x08schedu\
+le\x04\x04\0\x08settings\x03\0\x05\x01@\0\0\x06\x04\0\x08describe\x01\x07\x04\0\x1c\
+fnhost:function/config@0.2.0\x05\x14\x02\x03\0\x09\x10incoming-request\x02\x03\0\
+\x09\x11response-outparam\x01B\x08\x02\x03\x02\x01\x15\x04\0\x10incoming-request\
+\x03\0\0\x02\x03\x02\x01\x16\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\
+\x01@\x02\x07request\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0\
+!wasi:http/incoming-handler@0.2.12\x05\x17\x04\0\x1efnhost:function/function@0.2\
+.0\x04\0\x0b\x0e\x01\0\x08function\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\
+\x0dwit-component\x070.258.0\x10wit-bindgen-rust\x060.61.1";
         };
     };
 }
@@ -9399,7 +9445,7 @@ pub use __export_function_impl as export_function;
 #[rustfmt::skip]
 #[cfg(target_arch = "wasm32")]
 #[unsafe(
-    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.1.0:function-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
+    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.2.0:function-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
@@ -9540,7 +9586,7 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
 ndler@0.2.12\x05\x13\x04\0>fnhost:function/function-with-all-of-its-exports-remo\
-ved@0.1.0\x04\0\x0b.\x01\0(function-with-all-of-its-exports-removed\x03\0\0\0G\x09\
+ved@0.2.0\x04\0\x0b.\x01\0(function-with-all-of-its-exports-removed\x03\0\0\0G\x09\
 producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10wit-bindgen-rus\
 t\x060.61.1";
 #[inline(never)]

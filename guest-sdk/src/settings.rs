@@ -24,6 +24,7 @@ pub struct Settings {
     methods: Vec<String>,
     timeout_ms: Option<u64>,
     memory_mb: Option<u32>,
+    schedule: Option<String>,
 }
 
 impl Settings {
@@ -65,6 +66,17 @@ impl Settings {
         self.memory_mb = Some(memory_mb);
         self
     }
+
+    /// Run on a schedule, like Netlify's `config.schedule`: 5-field cron in UTC
+    /// (`"0 * * * *"`), a nickname (`"@yearly"`, `"@monthly"`, `"@weekly"`, `"@daily"`,
+    /// `"@hourly"`) or fnhost's 6-field form with a leading seconds field. Each tick is one
+    /// background invocation: a `POST` with the body `{"next_run": "<RFC 3339 UTC>"}` and the
+    /// header `x-nf-event: schedule`, with a 30 s budget and no retries unless set. fnhost
+    /// checks the expression when it loads the function and refuses a bad one.
+    pub fn schedule(mut self, schedule: &str) -> Self {
+        self.schedule = Some(schedule.to_owned());
+        self
+    }
 }
 
 impl From<Settings> for wit::Settings {
@@ -75,6 +87,7 @@ impl From<Settings> for wit::Settings {
             methods: s.methods,
             timeout_ms: s.timeout_ms,
             memory_mb: s.memory_mb,
+            schedule: s.schedule,
         }
     }
 }
@@ -89,6 +102,7 @@ mod tests {
         assert_eq!(wit.background, None);
         assert!(wit.paths.is_empty() && wit.methods.is_empty());
         assert_eq!((wit.timeout_ms, wit.memory_mb), (None, None));
+        assert_eq!(wit.schedule, None);
     }
 
     #[test]
@@ -101,11 +115,13 @@ mod tests {
             .method("Post")
             .timeout_ms(1500)
             .memory_mb(64)
+            .schedule("@daily")
             .into();
         assert_eq!(wit.background, Some(true));
         assert_eq!(wit.paths, ["/a", "/b/:id"]);
         assert_eq!(wit.methods, ["GET", "POST"]);
         assert_eq!(wit.timeout_ms, Some(1500));
         assert_eq!(wit.memory_mb, Some(64));
+        assert_eq!(wit.schedule.as_deref(), Some("@daily"));
     }
 }

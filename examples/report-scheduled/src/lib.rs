@@ -1,9 +1,10 @@
-//! A scheduled function (`schedule = "@daily"` in `examples/fnhost.toml`): fnhost runs it once
-//! a day at 00:00 UTC through the background queue, with the body `{"next_run": "<RFC 3339>"}`
+//! A scheduled function: it declares `@daily` itself (like Netlify's `config.schedule`; a
+//! `schedule` in `[functions.report-scheduled]` of fnhost.toml would override it), so fnhost
+//! runs it once a day at 00:00 UTC through the background queue, with the body `{"next_run": "<RFC 3339>"}`
 //! and the header `x-nf-event: schedule`. It answers a one-line report, kept as the run's
 //! result (see `fnhost invocations --function report-scheduled`).
 
-use fnhost_sdk::{Request, RequestExt};
+use fnhost_sdk::{Request, RequestExt, Settings};
 
 fn handle(req: Request) -> String {
     let event = req
@@ -21,4 +22,8 @@ fn handle(req: Request) -> String {
     format!("report done ({event}); next run at {next_run}\n")
 }
 
-fnhost_sdk::function!(handle);
+fn settings() -> Settings {
+    Settings::new().schedule("@daily")
+}
+
+fnhost_sdk::function!(handle, config = settings);

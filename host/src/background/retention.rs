@@ -1,6 +1,6 @@
 //! Retention: finished invocations, their results and delivered records are purged once they
 //! are older than `[server] retention`, in small batches so no transaction holds the queue for
-//! long.
+//! long. A scheduled function's last tick is kept: catch-up at startup reads it.
 
 use std::time::Duration;
 
@@ -22,7 +22,10 @@ pub async fn purge_loop(queue: Queue, retention: Duration, shutdown: Cancellatio
         }
         let mut purged = 0;
         loop {
-            match queue.purge_finished(retention, BATCH).await {
+            match queue
+                .purge_finished(retention, BATCH, super::scheduler::KEY_PREFIX)
+                .await
+            {
                 Ok(n) => {
                     purged += n;
                     if n < u64::from(BATCH) {

@@ -150,8 +150,16 @@ pub fn resolve(
             defaults::BACKGROUND_MAX_BODY,
         ),
     };
+    let schedule: Option<Schedule> = match (&table.schedule, &declared.schedule) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(text)) => Some(
+            text.parse()
+                .map_err(|e| format!("config export: schedule: {e}"))?,
+        ),
+        (None, None) => None,
+    };
     // A scheduled function gets Netlify's 30 s unless a budget is set for it.
-    let builtin_timeout = if table.schedule.is_some() {
+    let builtin_timeout = if schedule.is_some() {
         defaults::SCHEDULED_TIMEOUT
     } else {
         builtin_timeout
@@ -184,7 +192,7 @@ pub fn resolve(
         table.allowed_outbound_hosts.clone()
     };
     // A scheduled run is not retried unless the function's own retry_delays say so.
-    let delays = match (&table.retry_delays, &table.schedule) {
+    let delays = match (&table.retry_delays, &schedule) {
         (Some(v), _) => v.iter().map(|d| d.0).collect(),
         (None, Some(_)) => Vec::new(),
         (None, None) => site.retry_delays.as_ref().map_or_else(
@@ -230,7 +238,7 @@ pub fn resolve(
                 .or_else(|| site.on_failure.clone())
                 .map(|u| u.0),
         },
-        schedule: table.schedule.clone(),
+        schedule,
     })
 }
 
@@ -281,6 +289,7 @@ mod tests {
             methods: vec!["get".into()],
             timeout: Some(Duration::from_secs(3)),
             memory: Some(64 << 20),
+            schedule: None,
         };
         // The export beats the `-background` suffix and `[defaults]`.
         let s = merge(
@@ -352,6 +361,34 @@ mod tests {
         .unwrap();
         assert_eq!(s.limits.timeout, Duration::from_secs(120));
         assert_eq!(s.retry.delays, [Duration::from_secs(1)]);
+    }
+
+    #[test]
+    fn a_declared_schedule_applies_unless_the_file_sets_one() {
+        let declared = Declared {
+            schedule: Some("@hourly".into()),
+            ..Declared::default()
+        };
+        let s = merge("report", &declared, "").unwrap();
+        assert_eq!(s.schedule.as_ref().map(|s| s.as_str()), Some("@hourly"));
+        assert_eq!(s.limits.timeout, Duration::from_secs(30));
+        assert!(s.retry.delays.is_empty());
+        let s = merge(
+            "report",
+            &declared,
+            "[functions.report]\nschedule = \"*/2 * * * * *\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.schedule.unwrap().as_str(), "*/2 * * * * *");
+        let bad = Declared {
+            schedule: Some("every day".into()),
+            ..Declared::default()
+        };
+        let e = merge("report", &bad, "").unwrap_err();
+        assert!(
+            e.starts_with("config export: schedule: invalid schedule \"every day\""),
+            "{e}"
+        );
     }
 
     #[test]

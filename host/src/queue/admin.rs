@@ -126,18 +126,28 @@ impl Queue {
 
     /// Deletes up to `batch` invocations that finished (succeeded, dead, cancelled) more than
     /// `older_than` ago and have no delivery still pending, with their deliveries. Returns how
-    /// many invocations went.
-    pub async fn purge_finished(&self, older_than: Duration, batch: u32) -> Result<u64> {
+    /// many invocations went. Per function, the invocation with the greatest idempotency key
+    /// starting with `keep_latest` stays (the scheduler's last tick, which catch-up reads).
+    pub async fn purge_finished(
+        &self,
+        older_than: Duration,
+        batch: u32,
+        keep_latest: &str,
+    ) -> Result<u64> {
         let now = now_ms();
         let pick = self.sql(
             "SELECT id FROM invocations WHERE state IN ('succeeded', 'dead', 'cancelled') \
              AND finished_at < $now - $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
              WHERE d.invocation_id = invocations.id AND d.state = 'pending') \
+             AND (idempotency_key IS NULL OR idempotency_key NOT LIKE $3 \
+                  OR idempotency_key < (SELECT MAX(k.idempotency_key) FROM invocations k \
+                      WHERE k.function = invocations.function AND k.idempotency_key LIKE $3)) \
              ORDER BY finished_at LIMIT $2",
         );
         let query = sqlx::query(&pick)
             .bind(super::ms(older_than))
-            .bind(i64::from(batch));
+            .bind(i64::from(batch))
+            .bind(format!("{keep_latest}%"));
         let ids: Vec<String> = self
             .now(query, now)
             .fetch_all(&self.pool)

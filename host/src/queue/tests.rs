@@ -405,7 +405,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
             .unwrap();
     }
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10)
+        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
             .await
             .unwrap(),
         0,
@@ -418,7 +418,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
     .await
     .unwrap();
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10)
+        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
             .await
             .unwrap(),
         1
@@ -434,7 +434,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
         .await
         .unwrap();
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10)
+        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
             .await
             .unwrap(),
         1
@@ -447,4 +447,42 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
         .try_get(0)
         .unwrap();
     assert_eq!(left, 0, "its deliveries went with it");
+}
+
+#[tokio::test]
+async fn purging_keeps_each_functions_latest_schedule_tick() {
+    let (q, _dir) = queue().await;
+    for (id, key) in [
+        ("t1", "schedule:1700000000"),
+        ("t2", "schedule:1700086400"),
+        ("other", "client-key"),
+    ] {
+        q.enqueue(invocation(id, Some(key), 1)).await.unwrap();
+        let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+        q.finish(&claim, Finish::Succeeded(answered(200, "ok")), None)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE invocations SET finished_at = finished_at - 7200000")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    let purged = q
+        .purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        .await
+        .unwrap();
+    assert_eq!(purged, 2, "the older tick and the plain keyed one");
+    assert!(q.status("t1").await.unwrap().is_none());
+    assert!(q.status("other").await.unwrap().is_none());
+    assert!(
+        q.status("t2").await.unwrap().is_some(),
+        "the latest tick stays"
+    );
+    assert_eq!(
+        q.latest_key("job-background", "schedule:")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("schedule:1700086400")
+    );
 }

@@ -1,6 +1,6 @@
 //! Netlify parity: function subpaths, and rules rewriting to them.
 
-use crate::support::{Server, get};
+use crate::support::{Server, get, send};
 
 /// Regression: `GET /.netlify/functions/api/users/7` answered 404; on Netlify everything under
 /// a function's URL reaches it with the full path (Express-style apps in one function).
@@ -340,4 +340,44 @@ async fn the_report_scheduled_example_reports_on_its_schedule() {
         body.starts_with("report done (schedule); next run at 20") && body.ends_with("Z\n"),
         "{body}"
     );
+}
+
+/// `report-scheduled` declares `@daily` through its `config` export (world 0.2): without any
+/// fnhost.toml entry it is scheduled daily.
+#[tokio::test]
+async fn a_schedule_declared_by_the_component_is_used() {
+    let server = Server::with(&[])
+        .function_as("report-scheduled", "report-scheduled")
+        .start();
+    let table = server.stdout.lock().unwrap().join("\n");
+    let line = table
+        .lines()
+        .find(|l| l.contains("report-scheduled"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("schedule @daily (next 20"), "{line}");
+    assert!(
+        line.contains("T00:00:00Z)"),
+        "next run at midnight UTC: {line}"
+    );
+}
+
+/// A component built against `fnhost:function@0.1.0` (before `schedule` was added to its
+/// `settings` record) still loads: its declared route and method apply.
+#[tokio::test]
+async fn a_component_built_against_world_0_1_keeps_working() {
+    let server = Server::with(&[])
+        .function_as("old", "guest-world-0-1")
+        .start();
+    let reply = get(&server.url("/old/ada?x=1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "world 0.1 /old/ada?x=1\n");
+    let reply = send("POST", &server.url("/old/ada"), &[], "").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(
+        get(&server.url("/.netlify/functions/old")).await.status,
+        404,
+        "the declared path replaces the default route"
+    );
+    let table = server.stdout.lock().unwrap().join("\n");
+    assert!(table.contains("/old/:name [GET]"), "{table}");
 }
