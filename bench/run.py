@@ -3,7 +3,8 @@
 
 Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out BENCHMARKS.md]
        python3 bench/run.py --languages   # JS and Python examples vs the Rust hello
-       python3 bench/run.py --background  # accepted background requests/s
+       python3 bench/run.py --background [--duration 5] [--rounds 2] [--backlog 5000]
+                            [--queues sqlite,pg1,pg2]   # background functions vs sync
 
 Steps, all on this machine, loopback only, every load bounded by --duration:
   1. builds fnhost (release), examples/hello (wasm32-wasip2) and bench/native-hello (release);
@@ -20,16 +21,31 @@ Steps, all on this machine, loopback only, every load bounded by --duration:
 --languages builds examples/js-hello and examples/python-hello too (npm and componentize-py in
 target/tools/python, as .ci/run installs them) and reports, per language: component size,
 first start (compiling, empty cache) and cached start of a release fnhost, and requests/s and
-latency at 1 and 16 connections, as ratios to the Rust hello measured in the same run. Each mode
-rewrites its own section of --out.
-"""
+latency at 1 and 16 connections, as ratios to the Rust hello measured in the same run.
+
+--background serves the hello component as `hello` (sync) and as `noop-background` (a
+background function: answered 202, run from the durable queue) and reports, per round: sync
+req/s (GET, 64 clients, after a 1 s warm-up); then for each queue of --queues (sqlite: the
+embedded queue; pg1, pg2: one and two fnhost nodes on one database of a throwaway PostgreSQL
+started from Debian's packages by tests/pg/tmp-postgres.sh, stopped at the end; rows say "not
+run" when PostgreSQL is not installed), each on a fresh, empty queue: accepted/s and 202
+p50/p99 of `POST {"job": 1}` at 1 and 64 clients for --duration, and completed runs/s for a
+backlog of at least --backlog jobs POSTed at 64 clients (succeeded / (last finished_at - first
+created_at), read from the database once nothing is queued, running or retrying; bounded by
+300 s), with the number of invocations run twice (attempts > 1 or interrupted). It prints the
+medians, the ratios to sync, pg1 / sqlite and pg2 / pg1, and the issue's targets. Servers' logs
+are in target/bench/run/.
+
+Each mode rewrites its own section of --out."""
 
 import argparse
 import os
 import platform
 import re
 import shutil
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -168,15 +184,20 @@ def write_section(path, heading, body):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, help="default: 3, 2 with --background")
     ap.add_argument("--conns", default="1,16,64")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--background", action="store_true",
-                    help="instead: accepted background requests/s and 202 latency at 1 and 64 clients")
+                    help="instead: background functions vs sync (accepted/s, 202 latency, runs/s) on"
+                         " SQLite and PostgreSQL")
+    ap.add_argument("--backlog", type=int, default=5000, help="--background: jobs POSTed for runs/s")
+    ap.add_argument("--queues", default="sqlite,pg1,pg2", help="--background: sqlite, pg1, pg2")
     ap.add_argument("--languages", action="store_true",
                     help="instead: the JS and Python examples vs the Rust hello (size, start, latency)")
     args = ap.parse_args()
+    if args.rounds is None:
+        args.rounds = 2 if args.background else 3
     if args.languages:
         return languages(args)
     conns = [int(c) for c in args.conns.split(",")]
@@ -233,44 +254,402 @@ def main():
     write_section(args.out, "fnhost vs wasmtime serve vs native hyper (hello)", report)
 
 
+BG_SQL_STATS = ("SELECT COUNT(*), SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END), MIN(created_at),"
+                " MAX(finished_at), SUM(CASE WHEN attempts > 1 OR interruptions > 0 THEN 1 ELSE 0 END)"
+                " FROM invocations")
+BG_SQL_PENDING = "SELECT COUNT(*) FROM invocations WHERE state IN ('queued', 'running', 'retrying')"
+BG_PATH = "/.netlify/functions/noop-background"
+BG_POST = 'wrk.method = "POST"\nwrk.body = \'{"job": 1}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+PG_SCRIPT = ROOT / "tests/pg/tmp-postgres.sh"
+
+
+def log_tail(log, lines=30):
+    try:
+        text = Path(log).read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(no log {log}: {e})"
+    return f"--- last {min(lines, len(text))} lines of {log} ---\n" + "\n".join(text[-lines:])
+
+
+class Node:
+    """A release `fnhost serve` on a free port; stdout and stderr go to a log under `work`."""
+
+    def __init__(self, funcs, work, name, queue=None):
+        self.port = free_port()
+        self.data = work / f"data-{name}"
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.log = work / f"{name}-{self.port}.log"
+        argv = [ROOT / "target/release/fnhost", "serve", funcs, "--listen", f"127.0.0.1:{self.port}",
+                "--config", work / "fnhost.toml", "--data-dir", self.data, "--cache-dir", work / "cache"]
+        if queue:
+            argv += ["--queue", queue]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
+                                         env=SERVER_ENV)
+        try:
+            wait_port(self.port, self.proc, timeout=600)  # the first start compiles the components
+        except Exception as e:
+            self.stop()
+            print(f"fnhost {name} did not start: {e}\n{log_tail(self.log)}", flush=True)
+            raise
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def check(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"fnhost on port {self.port} exited with {self.proc.returncode}")
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Nodes:
+    """`count` nodes on one queue, stopped on exit; on an error, prints the tails of their logs."""
+
+    def __init__(self, funcs, work, name, queue=None, count=1):
+        self.args, self.name, self.queue, self.count, self.nodes = (funcs, work), name, queue, count, []
+
+    def __enter__(self):
+        try:
+            for i in range(self.count):
+                self.nodes.append(Node(*self.args, f"{self.name}-{'ab'[i]}" if self.count > 1 else self.name,
+                                       self.queue))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.nodes
+
+    def __exit__(self, kind, error, tb):
+        for node in self.nodes:
+            node.stop()
+        if kind is not None:
+            print(f"error in {self.name}: {error}", flush=True)
+            for node in self.nodes:
+                print(log_tail(node.log), flush=True)
+        return False
+
+
+def wrk_cmd(url, conns, duration, script=None):
+    cmd = ["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{duration}s", "--latency", url]
+    return cmd + (["-s", str(script)] if script else [])
+
+
+def wrk_result(cmd, proc, out, err):
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out}{err}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} error responses:\n{out}")
+    socket_errors = re.search(r"Socket errors: .*", out)
+    if socket_errors:
+        raise RuntimeError(f"{socket_errors.group(0)}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, parse_latency(out, 50), parse_latency(out, 99), requests
+
+
+def wrk_all(loads):
+    """Runs one wrk per (url, conns, duration, script) at once; returns their results."""
+    cmds = [wrk_cmd(*load) for load in loads]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+    outs = [p.communicate() for p in procs]
+    return [wrk_result(cmd, p, out, err) for cmd, p, (out, err) in zip(cmds, procs, outs)]
+
+
+class TmpPostgres:
+    """The throwaway PostgreSQL of tests/pg/tmp-postgres.sh; `missing` says why when not installed."""
+
+    def __init__(self, dir):
+        self.dir, self.port, self.missing, self.n = dir, free_port(), None, 0
+        subprocess.run(["sh", PG_SCRIPT, "stop", dir], capture_output=True)  # a previous run's leftovers
+        out = subprocess.run(["sh", PG_SCRIPT, "start", dir, str(self.port), str(os.getpid())],
+                             capture_output=True, text=True)
+        if out.returncode == 3:
+            self.missing = out.stderr.strip()
+        elif out.returncode != 0:
+            raise RuntimeError(f"cannot start PostgreSQL: {out.stderr}")
+        else:
+            self.base = out.stdout.strip()
+            print(f"PostgreSQL at {self.base} ({dir})", flush=True)
+
+    def createdb(self):
+        self.n += 1
+        name = f"bench_{os.getpid()}_{self.n}"
+        subprocess.run(["sh", PG_SCRIPT, "createdb", self.dir, str(self.port), name], check=True,
+                       capture_output=True, text=True)
+        return name, f"{self.base}/{name}"
+
+    def query(self, name, sql):
+        out = subprocess.run(["sh", PG_SCRIPT, "psql", self.dir, str(self.port), name, sql],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql: {out.stderr}")
+        return [None if v == "" else int(v) for v in out.stdout.strip().split("|")]
+
+    def stop(self):
+        if not self.missing:
+            subprocess.run(["sh", PG_SCRIPT, "stop", self.dir], capture_output=True)
+
+
+class Queue:
+    """A fresh, empty queue: a new SQLite data dir (the node's own), or a new PostgreSQL database."""
+
+    def __init__(self, kind, pg):
+        self.kind, self.pg = kind, pg
+        self.url = self.db = self.sqlite_path = None
+        if kind != "sqlite":
+            self.db, self.url = pg.createdb()
+        self.nodes_count = 2 if kind == "pg2" else 1
+
+    def attach(self, nodes):
+        if self.kind == "sqlite":
+            self.sqlite_path = nodes[0].data / "queue.db"
+
+    def query(self, sql):
+        if self.kind != "sqlite":
+            return self.pg.query(self.db, sql)
+        con = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return list(con.execute(sql).fetchone())
+        finally:
+            con.close()
+
+
+def accepted(funcs, work, kind, pg, conns, duration, tag):
+    """accepted/s, 202 p50 and p99 (ms) of POSTs for `duration` at `conns` clients, on a fresh queue."""
+    queue = Queue(kind, pg)
+    with Nodes(funcs, work, tag, queue.url, queue.nodes_count) as nodes:
+        if conns == 1:
+            loads = [(nodes[0].url(BG_PATH), 1, duration, work / "post.lua")]
+        else:
+            share = conns // len(nodes)
+            loads = [(n.url(BG_PATH), share, duration, work / "post.lua") for n in nodes]
+        results = wrk_all(loads)
+        for n in nodes:
+            n.check()
+    return (sum(r[0] for r in results), max(r[1] for r in results), max(r[2] for r in results))
+
+
+def post_backlog(nodes, backlog, marks):
+    """POSTs at least `backlog` jobs as fast as 64 clients can, split over `nodes` (one wrk -t2 each).
+
+    Each wrk thread stops itself after its share and leaves a mark file (wrk itself only ends at
+    its -d, so the harness interrupts it once every thread has marked); a few requests in flight
+    may slip through: the database, not this target, has the count."""
+    per_wrk = 64 // len(nodes)
+    threads = min(2, per_wrk)
+    share = -(-backlog // (len(nodes) * threads))
+    lua = marks.parent / f"{marks.name}.lua"
+    lua.write_text(BG_POST + f"""local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  mark = args[1] .. "-" .. id
+end
+local count = 0
+function response(status, headers, body)
+  count = count + 1
+  if count == {share} then
+    local f = io.open(mark, "w")
+    f:close()
+    wrk.thread:stop()
+  end
+end
+""")
+    cmds = [wrk_cmd(n.url(BG_PATH), per_wrk, 300, lua) + ["--", f"{marks}-{i}"] for i, n in enumerate(nodes)]
+    want = [Path(f"{marks}-{i}-{t + 1}") for i in range(len(nodes)) for t in range(threads)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+    try:
+        deadline = time.time() + 300
+        while not all(m.exists() for m in want):
+            if any(p.poll() is not None for p in procs) or time.time() > deadline:
+                break
+            for n in nodes:
+                n.check()
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        outs = []
+        for p in procs:
+            try:
+                outs.append(p.communicate(timeout=30))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                outs.append(p.communicate())
+    results = [wrk_result(cmd, p, out, err) for cmd, p, (out, err) in zip(cmds, procs, outs)]
+    missing = [m.name for m in want if not m.exists()]
+    if missing:
+        raise RuntimeError(f"wrk threads without their share of {share} after 300 s: {missing}")
+    return results
+
+
+def completed(funcs, work, kind, pg, backlog, tag):
+    """POSTs at least `backlog` jobs at 64 clients, waits for the queue to drain, reads the database:
+    (runs/s, rows, succeeded, run twice, seconds to post, seconds from the last 202 to drained)."""
+    queue = Queue(kind, pg)
+    with Nodes(funcs, work, tag, queue.url, queue.nodes_count) as nodes:
+        queue.attach(nodes)
+        started = time.time()
+        post_backlog(nodes, backlog, work / f"{tag}-done")
+        posted = time.time()
+        deadline = posted + 300
+        while True:
+            for n in nodes:
+                n.check()
+            if queue.query(BG_SQL_PENDING)[0] == 0:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"{tag}: invocations still pending after 300 s: {queue.query(BG_SQL_STATS)}")
+            time.sleep(0.1)
+        drained = time.time()
+        try:
+            rows, succeeded, first, last, twice = queue.query(BG_SQL_STATS)
+        except Exception:  # a build from before the interruptions column (schema version 3)
+            rows, succeeded, first, last, twice = queue.query(BG_SQL_STATS.replace(" OR interruptions > 0", ""))
+            print(f"{tag}: no interruptions column: run twice counts attempts > 1 only", flush=True)
+    if rows < backlog or succeeded != rows:
+        raise RuntimeError(f"{tag}: {rows} rows (wanted >= {backlog}), {succeeded} succeeded")
+    return succeeded / ((last - first) / 1000), rows, succeeded, twice, posted - started, drained - posted
+
+
 def background(hello, work, args):
-    """POSTs to a background function: every 202 waits for its group commit (WAL, FULL)."""
+    """Background functions vs sync, same no-op guest: accepted/s and 202 latency, completed runs/s,
+    on SQLite and on PostgreSQL with one and two nodes."""
+    kinds = args.queues.split(",")
+    for k in kinds:
+        if k not in ("sqlite", "pg1", "pg2"):
+            raise SystemExit(f"--queues: unknown queue {k!r} (sqlite, pg1, pg2)")
+    if not shutil.which("wrk"):
+        run(["apt-get", "install", "-y", "wrk"])
     funcs = work / "functions"
     funcs.mkdir(parents=True, exist_ok=True)
-    # The hello component as a background function: the runs themselves are trivial.
+    # The hello component as a sync function and as a background one (the `-background` suffix):
+    # the runs themselves are trivial.
+    shutil.copy(hello, funcs / "hello.wasm")
     shutil.copy(hello, funcs / "noop-background.wasm")
-    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n")
-    lua = work / "post.lua"
-    lua.write_text('wrk.method = "POST"\nwrk.body = \'{"job": 1}\'\nwrk.headers["Content-Type"] = "application/json"\n')
-    fnhost = ROOT / "target/release/fnhost"
-    rows = []
-    for rnd in range(args.rounds):
-        for c in [1, 64]:
-            shutil.rmtree(work / "data", ignore_errors=True)
-            port = free_port()
-            proc = subprocess.Popen([str(a) for a in [fnhost, "serve", funcs, "--listen", f"127.0.0.1:{port}",
-                                    "--config", work / "fnhost.toml", "--data-dir", work / "data",
-                                    "--cache-dir", work / "cache"]],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SERVER_ENV)
-            try:
-                wait_port(port, proc)
-                url = f"http://127.0.0.1:{port}/.netlify/functions/noop-background"
-                out = subprocess.run(["wrk", "-t", str(min(2, c)), "-c", str(c), "-d", f"{args.duration}s",
-                                      "--latency", "-s", str(lua), url], capture_output=True, text=True,
-                                     check=True).stdout
-                rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-                if re.search(r"Non-2xx or 3xx responses", out):
-                    raise RuntimeError(out)
-                r = (rps, parse_latency(out, 50), parse_latency(out, 99))
-                rows.append((c, r))
-                print(f"round {rnd + 1} c={c:<3} {r[0]:>8.0f} accepted/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms", flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-    for c in [1, 64]:
-        rs = [r for cc, r in rows if cc == c]
-        print(f"c={c}: median {statistics.median(r[0] for r in rs):.0f} accepted/s, "
-              f"p50 {statistics.median(r[1] for r in rs):.2f} ms, p99 {statistics.median(r[2] for r in rs):.2f} ms")
+    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n" + os.environ.get("BENCH_EXTRA_TOML", ""))
+    (work / "post.lua").write_text(BG_POST)
+    med = statistics.median
+    sync = []
+    res = {k: {"c1": [], "c64": [], "runs": [], "twice": []} for k in kinds}
+    pg = None
+    begun = time.time()
+    try:
+        if any(k != "sqlite" for k in kinds):
+            pg = TmpPostgres(BENCH / "pg")
+            if pg.missing:
+                print(f"PostgreSQL not run: {pg.missing}", flush=True)
+        for rnd in range(args.rounds):
+            with Nodes(funcs, work, f"r{rnd + 1}-sync") as nodes:
+                url = nodes[0].url("/.netlify/functions/hello")
+                wrk_all([(url, 64, 1, None)])  # warm-up
+                r = wrk_all([(url, 64, args.duration, None)])[0]
+                nodes[0].check()
+            sync.append(r[0])
+            print(f"round {rnd + 1} sync   c=64 {r[0]:>8.0f} req/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms",
+                  flush=True)
+            for k in kinds:
+                if k != "sqlite" and pg.missing:
+                    continue
+                for c in (1, 64):
+                    tag = f"r{rnd + 1}-{k}-c{c}"
+                    a = accepted(funcs, work, k, pg, c, args.duration, tag)
+                    res[k][f"c{c}"].append(a)
+                    print(f"round {rnd + 1} {k:<6} c={c:<2} {a[0]:>8.0f} accepted/s  p50 {a[1]:.2f} ms"
+                          f"  p99 {a[2]:.2f} ms", flush=True)
+                runs, rows, ok, twice, post_s, drain_s = completed(funcs, work, k, pg, args.backlog,
+                                                                   f"r{rnd + 1}-{k}-backlog")
+                res[k]["runs"].append(runs)
+                res[k]["twice"].append(twice)
+                print(f"round {rnd + 1} {k:<6} backlog {rows} rows, {ok} succeeded: {runs:>8.0f} runs/s"
+                      f"  (posting {post_s:.1f} s, drained {drain_s:.1f} s after the last 202),"
+                      f" run twice {twice}", flush=True)
+    finally:
+        if pg:
+            pg.stop()
+    print(f"background benchmark took {time.time() - begun:.0f} s", flush=True)
+
+    s = med(sync)
+    done = {k: bool(res[k]["runs"]) for k in kinds}
+    m = {k: {"a1": med([a[0] for a in res[k]["c1"]]), "a64": med([a[0] for a in res[k]["c64"]]),
+             "runs": med(res[k]["runs"])} for k in kinds if done[k]}
+    all_ = lambda xs: ", ".join(f"{x:.0f}" for x in xs)
+    cmd = (f"python3 bench/run.py --background --duration {args.duration} --rounds {args.rounds}"
+           f" --backlog {args.backlog} --queues {args.queues}")
+    lines = [
+        f"Machine: {machine()}. Release fnhost, wasmtime {wasmtime_version()}; load generator: wrk on the"
+        " same machine, loopback. Guest: examples/hello, served as `hello` (sync) and as"
+        " `noop-background` (background); `max_concurrency = 1024`, default background concurrency.",
+        "PostgreSQL: a throwaway server from Debian's packages (tests/pg/tmp-postgres.sh, default"
+        " durability); pg1 = one fnhost node, pg2 = two nodes on the same database. SQLite: the embedded"
+        " queue in a fresh data dir. Every measurement starts with a fresh, empty queue.",
+        f"Each cell: median of {args.rounds} rounds (all rounds in parentheses).",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "Columns: *accepted/s* = 202 responses per second to `POST {\"job\": 1}` for"
+        f" {args.duration} s at 1 and 64 keep-alive clients (pg2: split over the two nodes, summed);"
+        " *202 p50/p99* = wrk's latency percentiles of those responses (pg2: the higher node's);"
+        f" *runs/s* = invocations succeeded / (last `finished_at` - first `created_at`) after POSTing"
+        f" a backlog of at least {args.backlog} jobs as fast as 64 clients can (runs start while"
+        " posting); *accepted/sync*, *runs/sync* = accepted/s at 64 clients and runs/s over sync req/s"
+        " (GET `hello`, 64 clients, same run); *run twice* = invocations with more than one attempt or"
+        " an interruption, summed over rounds.",
+        "",
+        f"| queue | accepted/s c=1 | 202 p50/p99 ms c=1 | accepted/s c=64 | 202 p50/p99 ms c=64 |"
+        f" runs/s (backlog {args.backlog}) | accepted/sync | runs/sync | run twice |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in kinds:
+        if not done[k]:
+            lines.append(f"| {k} | not run: PostgreSQL not installed | | | | | | | |")
+            continue
+        r = res[k]
+        lat = lambda xs: f"{med([a[1] for a in xs]):.2f} / {med([a[2] for a in xs]):.2f}"
+        lines.append(f"| {k} | {m[k]['a1']:.0f} ({all_(a[0] for a in r['c1'])}) | {lat(r['c1'])} |"
+                     f" {m[k]['a64']:.0f} ({all_(a[0] for a in r['c64'])}) | {lat(r['c64'])} |"
+                     f" {m[k]['runs']:.0f} ({all_(r['runs'])}) | {m[k]['a64'] / s:.2f} | {m[k]['runs'] / s:.2f} |"
+                     f" {sum(r['twice'])} |")
+    lines += ["", f"Sync (GET `hello`, 64 clients): {s:.0f} req/s ({all_(sync)})."]
+
+    def ratio(a, b, label):
+        if a in m and b in m:
+            lines.append(f"- {label}: accepted/s c=1 {m[a]['a1'] / m[b]['a1']:.2f}, c=64"
+                         f" {m[a]['a64'] / m[b]['a64']:.2f}; runs/s {m[a]['runs'] / m[b]['runs']:.2f}")
+        else:
+            lines.append(f"- {label}: not run")
+
+    lines += ["", "Ratios (medians):", ""]
+    ratio("pg1", "sqlite", "pg1 / sqlite")
+    ratio("pg2", "pg1", "pg2 / pg1")
+
+    def target(label, keys, ok):
+        if all(k in m for k in keys):
+            lines.append(f"- {'✓' if ok() else '✗'} {label}")
+        else:
+            lines.append(f"- – {label} (not run)")
+
+    p99_64 = lambda k: med([a[2] for a in res[k]["c64"]])
+    lines += ["", "Targets:", ""]
+    target("SQLite accepted/s c=64 ≥ 1.0× sync", ["sqlite"], lambda: m["sqlite"]["a64"] >= s)
+    target("SQLite runs/s ≥ 0.5× sync", ["sqlite"], lambda: m["sqlite"]["runs"] >= 0.5 * s)
+    target("SQLite 202 p99 c=64 ≤ 20 ms", ["sqlite"], lambda: p99_64("sqlite") <= 20)
+    target("pg1 accepted/s c=64 ≥ 0.7× SQLite", ["pg1", "sqlite"],
+           lambda: m["pg1"]["a64"] >= 0.7 * m["sqlite"]["a64"])
+    target("pg1 runs/s ≥ 0.7× SQLite", ["pg1", "sqlite"], lambda: m["pg1"]["runs"] >= 0.7 * m["sqlite"]["runs"])
+    target("pg2 accepted/s c=64 ≥ 1.0× pg1", ["pg2", "pg1"], lambda: m["pg2"]["a64"] >= m["pg1"]["a64"])
+    target("pg2 runs/s ≥ 1.0× pg1", ["pg2", "pg1"], lambda: m["pg2"]["runs"] >= m["pg1"]["runs"])
+    ran = [k for k in kinds if done[k]]
+    target(f"run twice = 0 ({', '.join(ran) or 'no queue'})", ran or ["none"],
+           lambda: all(sum(res[k]["twice"]) == 0 for k in ran))
+    report = "\n".join(lines) + "\n"
+    print("\n" + report)
+    write_section(args.out, "Background throughput (noop-background)", report)
 
 
 LANGUAGES = [("Rust", "hello"), ("JavaScript", "js-hello"), ("Python", "python-hello")]

@@ -74,7 +74,20 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     listener.set_nonblocking(true)?;
-    let site = control.block_on(start(&opts))?;
+    // Background attempts run here, a thread per core (claims and outcomes stay on the
+    // control runtime, which owns the queue's connections).
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            opts.config
+                .server
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+        )
+        .thread_name("fnhost-bg")
+        .enable_all()
+        .build()?;
+    let site = control.block_on(start(&opts, background.handle().clone()))?;
     let http = spawn_http(
         listener.try_clone()?,
         site.app.clone(),
@@ -100,8 +113,17 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             }
         });
         let _ = tokio::join!(site.worker, http);
-        site.deliveries.abort();
+        // The delivery loop hands back what it took and has not sent, then ends.
+        let mut deliveries = site.deliveries;
+        if tokio::time::timeout(Duration::from_secs(5), &mut deliveries)
+            .await
+            .is_err()
+        {
+            deliveries.abort();
+        }
     });
+    // Every attempt has ended or been handed back by now.
+    background.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -197,7 +219,7 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
 }
 
 /// Loads the functions, opens the queue and starts the background worker.
-async fn start(opts: &Options) -> anyhow::Result<Site> {
+async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Result<Site> {
     let (engine, table) = load(opts).await?;
     let server_cfg = &opts.config.server;
     let (sync_cap, bg_cap) = opts.caps();
@@ -230,7 +252,7 @@ async fn start(opts: &Options) -> anyhow::Result<Site> {
         // One process owns an embedded queue: whatever it left running was cut off.
         worker.recover().await;
     }
-    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let worker = tokio::spawn(worker.run(shutdown.clone(), background));
     tokio::spawn(crate::background::scheduler::run(
         queue.clone(),
         table.functions.clone(),

@@ -2,9 +2,11 @@
 //! dead-letter), as a chain of short steps — with its pure [`retry`] policy and the
 //! [`destinations`] its outcomes are delivered to.
 //!
-//! The worker Runs up to its concurrency cap of attempts at once, keeps each
-//! lease alive with a heartbeat (a lost lease stops the guest at once), re-queues expired
-//! leases, and on shutdown gives running attempts a grace period before handing them back.
+//! The worker runs up to its concurrency cap of attempts at once on a runtime with a thread per
+//! core, keeps each lease alive with a heartbeat (a lost lease stops the guest at once),
+//! re-queues expired leases, and on shutdown gives running attempts a grace period before
+//! handing them back. Outcomes are group-committed by the queue's writer, each with the claim
+//! of its slot's next invocation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,8 @@ pub mod scheduler;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -78,9 +81,15 @@ impl Worker {
     }
 
     /// Claims and runs until `shutdown` is cancelled, then waits up to the grace period for
-    /// running attempts and hands back the rest.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.opts.concurrency));
+    /// running attempts and hands back the rest. Attempts run on `runtime` (one thread per
+    /// core); this loop stays on the caller's.
+    ///
+    /// A slot claims once here; from then on each finished attempt's outcome claims the slot's
+    /// next invocation in the same group commit ([`Queue::finish_and_claim`]), so a busy slot
+    /// costs no transaction of its own and never waits for this loop. Nothing is claimed
+    /// beyond the free slots: a long attempt never holds back work another node could run.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, runtime: Handle) {
+        let slots = Arc::new(Semaphore::new(self.opts.concurrency.max(1)));
         let cut_off = CancellationToken::new();
         let mut running = tokio::task::JoinSet::new();
         let reaper = tokio::spawn(self.clone().reap(shutdown.clone()));
@@ -107,20 +116,29 @@ impl Worker {
             };
             let idle = claimed.is_empty();
             for claim in claimed {
-                let permit = slots
+                let slot = slots
                     .clone()
                     .try_acquire_owned()
                     .expect("claimed no more than the free slots");
-                let (me, cut_off) = (self.clone(), cut_off.clone());
-                running.spawn(async move {
-                    me.attempt(claim, claim_began, cut_off).await;
-                    drop(permit);
-                });
+                let stop = Stop {
+                    cut_off: cut_off.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                running.spawn_on(
+                    self.clone().run_slot(claim, claim_began, slot, stop),
+                    &runtime,
+                );
             }
             if !idle && slots.available_permits() > 0 {
                 continue;
             }
-            let wait = match self.queue.next_due().await {
+            let wait = match if free == 0 {
+                Ok(None)
+            } else {
+                self.queue.next_due().await
+            } {
+                // Every slot busy: a finished slot wakes this loop.
+                Ok(None) if free == 0 => Duration::from_secs(1),
                 Ok(Some(due)) => {
                     Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000))
                 }
@@ -149,6 +167,30 @@ impl Worker {
             }
         }
         reaper.abort();
+    }
+
+    /// One slot: runs `claim`, then each next invocation its outcome's commit claimed, until
+    /// the queue has none due (or shutdown comes).
+    async fn run_slot(
+        self: Arc<Self>,
+        claim: Claimed,
+        claim_began: tokio::time::Instant,
+        _slot: OwnedSemaphorePermit,
+        stop: Stop,
+    ) {
+        let mut next = Some((claim, claim_began));
+        while let Some((claim, began)) = next {
+            next = self.attempt(claim, began, &stop).await;
+            if let Some((claim, _)) = &next
+                && stop.shutdown.is_cancelled()
+            {
+                // Claimed as shutdown began: not started, so handed back at once.
+                if let Err(e) = self.queue.release(claim).await {
+                    tracing::error!(id = claim.id, "cannot hand back a claim not started: {e}");
+                }
+                return;
+            }
+        }
     }
 
     /// Re-queues expired leases every few seconds (another node's, or a stalled one's).
@@ -213,13 +255,15 @@ impl Worker {
         }
     }
 
-    /// One attempt: run with a heartbeat, then record the outcome (fenced by the token).
+    /// One attempt: run with a heartbeat, then record the outcome (fenced by the token), and
+    /// unless shutdown has begun claim the slot's next invocation in the same commit.
     async fn attempt(
         &self,
         claim: Claimed,
         claim_began: tokio::time::Instant,
-        cut_off: CancellationToken,
-    ) {
+        stop: &Stop,
+    ) -> Option<(Claimed, tokio::time::Instant)> {
+        let Stop { cut_off, shutdown } = stop;
         let lost = CancellationToken::new();
         // Stopped however this attempt ends, a panic included: a heartbeat outliving its
         // attempt would keep a dead attempt's lease alive.
@@ -248,9 +292,7 @@ impl Worker {
             }
         };
         drop(_heartbeat);
-        let Some((function, result)) = result else {
-            return;
-        };
+        let (function, result) = result?;
         let finish = classify(
             &claim,
             function.as_deref().map(|f| &f.settings.retry),
@@ -268,16 +310,33 @@ impl Worker {
         let delivery = function
             .as_deref()
             .and_then(|f| destinations::record_for(f, &claim, &finish));
-        match self.queue.finish(&claim, finish, delivery).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                id = claim.id,
-                "result discarded: the lease was taken over meanwhile"
-            ),
-            Err(e) => tracing::error!(
-                id = claim.id,
-                "cannot record the outcome (it will run again): {e}"
-            ),
+        let next_began = tokio::time::Instant::now();
+        let written = if shutdown.is_cancelled() {
+            self.queue
+                .finish(&claim, finish, delivery)
+                .await
+                .map(|held| (held, None))
+        } else {
+            self.queue
+                .finish_and_claim(&claim, finish, delivery, &self.owner, self.opts.lease)
+                .await
+        };
+        match written {
+            Ok((true, next)) => next.map(|n| (n, next_began)),
+            Ok((false, next)) => {
+                tracing::warn!(
+                    id = claim.id,
+                    "result discarded: the lease was taken over meanwhile"
+                );
+                next.map(|n| (n, next_began))
+            }
+            Err(e) => {
+                tracing::error!(
+                    id = claim.id,
+                    "cannot record the outcome (it will run again): {e}"
+                );
+                None
+            }
         }
     }
 
@@ -357,6 +416,13 @@ fn classify(
         },
         Next::Dead => Finish::Dead { error, result },
     }
+}
+
+/// What stops a slot: shutdown (no next claim), and the end of the shutdown grace (the
+/// running attempt is handed back).
+struct Stop {
+    cut_off: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 /// Aborts a task when dropped (a no-op once it has finished).

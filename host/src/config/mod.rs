@@ -35,7 +35,7 @@ pub mod defaults {
     /// Synchronous invocations running at once before `503`.
     pub const MAX_CONCURRENCY: usize = 64;
     /// Background attempts running at once.
-    pub const BACKGROUND_CONCURRENCY: usize = 8;
+    pub const BACKGROUND_CONCURRENCY: usize = 32;
     /// Delays before the second and third attempt of a failed background invocation.
     pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(60), Duration::from_secs(120)];
     /// Where `serve` listens.

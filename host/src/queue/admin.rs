@@ -105,6 +105,19 @@ impl Queue {
         rows.iter().map(model::delivery_from_row).collect()
     }
 
+    /// Makes taken deliveries due again at once (shutdown came before they were sent; on
+    /// PostgreSQL another node would otherwise wait out the taking).
+    pub async fn hand_back_deliveries(&self, ids: &[String]) -> Result<()> {
+        let sql =
+            self.sql("UPDATE deliveries SET next_at = $now WHERE id = $1 AND state = 'pending'");
+        let now = now_ms();
+        for id in ids {
+            let query = sqlx::query(&sql).bind(id.clone());
+            self.now(query, now).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// Records a delivery attempt.
     pub async fn delivery_attempted(&self, id: &str, attempt: DeliveryAttempt) -> Result<()> {
         let now = now_ms();

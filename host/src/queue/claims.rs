@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::{
-    Backend, Claimed, Finish, Interrupted, NewDelivery, Queue, Result, model, ms, now_ms, schema,
-    writer,
+    Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, model, ms, now_ms,
+    schema, writer,
 };
 
 impl Queue {
@@ -36,60 +36,57 @@ impl Queue {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records how an attempt ended, plus any destination delivery, in one transaction.
-    /// `false` (and nothing written) when the claim was fenced out meanwhile.
+    /// Records how an attempt ended, plus any destination delivery, in the writer's next
+    /// group commit; resolves once that commits. `false` (and nothing written) when the claim
+    /// was fenced out meanwhile.
     pub async fn finish(
         &self,
         claim: &Claimed,
         finish: Finish,
         delivery: Option<NewDelivery>,
     ) -> Result<bool> {
-        let now = now_ms();
-        // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the
-        // stored time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
-        let state = finish.state();
-        let (error, result, delay) = match finish {
-            Finish::Succeeded(r) => (None, r, None),
-            Finish::Retry {
-                error,
-                result,
-                run_at,
-            } => (Some(error), result, Some(run_at - now)),
-            Finish::Dead { error, result } => (Some(error), result, None),
+        Ok(self.write_outcome(claim, finish, delivery, None).await?.0)
+    }
+
+    /// [`Queue::finish`], and in the same transaction claims the next due invocation (if any)
+    /// for `owner`, leased for `lease`: a worker's slot goes from one attempt to the next
+    /// without a transaction of its own.
+    pub async fn finish_and_claim(
+        &self,
+        claim: &Claimed,
+        finish: Finish,
+        delivery: Option<NewDelivery>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(bool, Option<Claimed>)> {
+        let next = writer::NextClaim {
+            owner: owner.to_string(),
+            lease_ms: ms(lease),
         };
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql(
-            "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($now + $3, run_at), \
-             finished_at = CASE WHEN $1 = 'retrying' THEN NULL ELSE $now END, \
-             result_status = $4, result_headers = $5, result_body = $6, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $7 AND lease_token = $8 AND state = 'running'",
-        );
-        let query = sqlx::query(&sql)
-            .bind(state.as_str())
-            .bind(error)
-            .bind(delay)
-            .bind(result.status.map(i64::from))
-            .bind(serde_json::to_string(&result.headers).unwrap_or_default())
-            .bind(result.body)
-            .bind(claim.id.clone())
-            .bind(claim.token);
-        let done = self.now(query, now).execute(&mut *tx).await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let retrying = delay.is_some();
-        let delivering = delivery.is_some();
-        if let Some(d) = delivery {
-            self.insert_delivery(&mut tx, &claim.id, d, now).await?;
-        }
-        if self.backend == Backend::Postgres && (retrying || delivering) {
-            // A retry is runnable later and a delivery now, by any node: tell them.
-            writer::notify(&mut *tx, &self.node).await?;
-        }
-        tx.commit().await?;
-        self.work.notify_waiters();
-        Ok(true)
+        self.write_outcome(claim, finish, delivery, Some(next))
+            .await
+    }
+
+    async fn write_outcome(
+        &self,
+        claim: &Claimed,
+        finish: Finish,
+        delivery: Option<NewDelivery>,
+        next: Option<writer::NextClaim>,
+    ) -> Result<writer::Written> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let outcome = writer::Outcome {
+            id: claim.id.clone(),
+            token: claim.token,
+            finish,
+            delivery,
+            next,
+        };
+        self.writer
+            .send(super::Pending::Finish(outcome, tx))
+            .await
+            .map_err(|_| QueueError::WriterGone)?;
+        rx.await.map_err(|_| QueueError::WriterGone)?
     }
 
     /// Gives a claim back without counting its attempt (shutdown cut it off).
@@ -159,8 +156,7 @@ impl Queue {
     /// interruptions).
     pub async fn add_delivery(&self, invocation: &str, delivery: NewDelivery) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        self.insert_delivery(&mut tx, invocation, delivery, now_ms())
-            .await?;
+        writer::insert_delivery(&mut tx, self.backend, invocation, &delivery, now_ms()).await?;
         tx.commit().await?;
         self.work.notify_waiters();
         Ok(())
@@ -177,25 +173,5 @@ impl Queue {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.map(|wait| now + wait))
-    }
-
-    async fn insert_delivery(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        invocation: &str,
-        d: NewDelivery,
-        now: i64,
-    ) -> Result<()> {
-        let sql = self.sql(
-            "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', 0, $now, $now)",
-        );
-        let query = sqlx::query(&sql)
-            .bind(crate::ids::new_id())
-            .bind(invocation.to_string())
-            .bind(d.url)
-            .bind(d.payload);
-        self.now(query, now).execute(&mut **tx).await?;
-        Ok(())
     }
 }

@@ -10,9 +10,9 @@
 //! due.
 //!
 //! - [`model`]: states (enums) and the records passed in and out.
-//! - `writer`: enqueues are group-committed — one writer task drains whatever is waiting into
-//!   one transaction; each caller's future resolves only after its batch commits. Also the
-//!   PostgreSQL `NOTIFY`/`LISTEN` wake-ups.
+//! - `writer`: enqueues and attempt outcomes are group-committed — one writer task drains
+//!   whatever is waiting into one transaction; each caller's future resolves only after its
+//!   batch commits. Also the PostgreSQL `NOTIFY`/`LISTEN` wake-ups.
 //! - `claims`: a claim takes a lease with a fencing token (`lease_token`, bumped on every
 //!   claim); heartbeat, completion, failure and release all match on it, so a stale holder
 //!   changes nothing. Retry times live in the row (`run_at`), never in memory.
@@ -108,8 +108,14 @@ fn ms(d: Duration) -> i64 {
 
 type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
 
-/// A waiting enqueue: the invocation and where its result goes once its batch commits.
-type Pending = (NewInvocation, oneshot::Sender<Result<Enqueued>>);
+/// A write waiting for the group commit, and where its result goes once its batch commits.
+enum Pending {
+    /// Store a new invocation.
+    Enqueue(NewInvocation, oneshot::Sender<Result<Enqueued>>),
+    /// Record how an attempt ended (`false`: its claim was fenced out), and maybe claim the
+    /// next due invocation for the same worker.
+    Finish(writer::Outcome, oneshot::Sender<Result<writer::Written>>),
+}
 
 /// The queue handle; cheap to clone.
 #[derive(Clone)]
@@ -252,7 +258,7 @@ impl Queue {
     pub async fn enqueue(&self, inv: NewInvocation) -> Result<Enqueued> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((inv, tx))
+            .send(Pending::Enqueue(inv, tx))
             .await
             .map_err(|_| QueueError::WriterGone)?;
         rx.await.map_err(|_| QueueError::WriterGone)?

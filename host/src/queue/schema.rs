@@ -171,15 +171,37 @@ async fn apply(
     Ok(())
 }
 
-/// Insert one invocation; a repeated idempotency key inserts nothing (on PostgreSQL a
-/// concurrent insert of the same key by another node waits for that node's commit, then
-/// inserts nothing).
-/// Binds: id, function, key, method, uri, headers, body, max_attempts, request_hash (+ now).
-pub(super) fn insert_sql(backend: Backend) -> String {
+/// Insert `rows` invocations in one statement, returning the ids of those inserted. A
+/// repeated idempotency key inserts nothing (on PostgreSQL a concurrent insert of the same key
+/// by another node waits for that node's commit, then inserts nothing); rows go in in order.
+/// Binds per row: id, function, key, method, uri, headers, body, max_attempts, request_hash
+/// (+ now once, at the end).
+pub(super) fn insert_many_sql(backend: Backend, rows: usize) -> String {
+    const PER_ROW: usize = 9;
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = |k: usize| format!("${}", r * PER_ROW + k);
+            format!(
+                "({}, {}, {}, 'queued', {}, {}, {}, {}, {}, {}, $now, $now)",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7),
+                p(8),
+                p(9)
+            )
+        })
+        .collect();
     with_now(
         backend,
-        "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $now, $now) ON CONFLICT DO NOTHING",
+        &format!(
+            "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            values.join(", ")
+        ),
     )
 }
 
@@ -246,6 +268,15 @@ pub(super) fn list_sql(backend: Backend, columns: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_row_insert_numbers_its_parameters_row_by_row() {
+        let sql = insert_many_sql(Backend::Sqlite, 2);
+        assert!(
+            sql.contains("VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $19, $19), ($10, $11, $12, 'queued', $13, $14, $15, $16, $17, $18, $19, $19) ON CONFLICT DO NOTHING RETURNING id"),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn now_is_the_last_parameter_on_sqlite_and_the_server_clock_on_postgres() {

@@ -486,3 +486,63 @@ async fn purging_keeps_each_functions_latest_schedule_tick() {
         Some("schedule:1700086400")
     );
 }
+
+#[tokio::test]
+async fn an_outcome_claims_its_slots_next_invocation_in_the_same_commit() {
+    let (q, _dir) = queue().await;
+    for id in ["a", "b"] {
+        q.enqueue(invocation(id, None, 1)).await.unwrap();
+    }
+    let first = q.claim("w", 1, LEASE).await.unwrap().pop().unwrap();
+    assert_eq!(first.id, "a", "oldest due first");
+    let (held, next) = q
+        .finish_and_claim(
+            &first,
+            Finish::Succeeded(answered(200, "ok")),
+            None,
+            "w",
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert!(held);
+    let next = next.expect("b was due");
+    assert_eq!((next.id.as_str(), next.attempt), ("b", 1));
+    assert_eq!(
+        q.status("a").await.unwrap().unwrap().state,
+        InvocationState::Succeeded
+    );
+    assert_eq!(
+        q.status("b").await.unwrap().unwrap().state,
+        InvocationState::Running,
+        "leased to the slot"
+    );
+    // Fenced out (its lease was taken over): nothing written, and still no double claim.
+    let stale = Claimed {
+        token: next.token - 1,
+        ..next.clone()
+    };
+    let (held, none) = q
+        .finish_and_claim(
+            &stale,
+            Finish::Succeeded(answered(200, "late")),
+            None,
+            "w",
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert!(!held);
+    assert!(none.is_none(), "nothing else is due");
+    let (held, none) = q
+        .finish_and_claim(
+            &next,
+            Finish::Succeeded(answered(200, "ok")),
+            None,
+            "w",
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert!(held && none.is_none());
+}

@@ -1,5 +1,6 @@
-//! The group-commit writer (one transaction per batch of waiting enqueues) and, on
-//! PostgreSQL, the `NOTIFY`/`LISTEN` wake-ups between nodes.
+//! The group-commit writer — one transaction per batch of waiting writes: enqueues and the
+//! outcomes of finished attempts (with their destination records) — and, on PostgreSQL, the
+//! `NOTIFY`/`LISTEN` wake-ups between nodes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,35 @@ use sqlx::{Any, AnyPool, Row};
 use tokio::sync::{Notify, mpsc};
 
 use super::schema;
-use super::{Backend, Enqueued, NewInvocation, Pending, QueueError, Result, now_ms};
+use super::{
+    Backend, Claimed, Enqueued, Finish, NewDelivery, NewInvocation, Pending, QueueError, Result,
+    model, now_ms,
+};
+
+/// How one attempt ended, waiting for its batch: the claim it answers (id, fencing token),
+/// and whether its worker wants the next due invocation claimed in the same transaction.
+pub(super) struct Outcome {
+    pub id: String,
+    pub token: i64,
+    pub finish: Finish,
+    pub delivery: Option<NewDelivery>,
+    pub next: Option<NextClaim>,
+}
+
+/// A claim to make for a worker after its outcome is written.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct NextClaim {
+    pub owner: String,
+    pub lease_ms: i64,
+}
+
+/// What a written outcome reports: whether its claim still held, and the next claim made.
+pub(super) type Written = (bool, Option<Claimed>);
 
 /// The PostgreSQL channel on which nodes announce new runnable work.
 pub const NOTIFY_CHANNEL: &str = "fnhost_work";
 
-/// Most enqueues one group commit takes.
+/// Most writes one group commit takes.
 const MAX_BATCH: usize = 256;
 
 /// `NOTIFY`s the work channel (delivered to listeners when the surrounding transaction, if
@@ -55,7 +79,8 @@ pub(super) async fn listen(
     }
 }
 
-/// The group-commit writer: one transaction per batch of waiting enqueues.
+/// The group-commit writer: one transaction per batch of waiting writes. Each caller's
+/// future resolves once its batch has committed (or failed as a whole).
 pub(super) async fn run(
     pool: AnyPool,
     backend: Backend,
@@ -66,19 +91,62 @@ pub(super) async fn run(
 ) {
     let ttl = super::ms(idempotency_ttl);
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The writer keeps one connection (its prepared statements stay cached) while it works.
+    let mut conn: Option<sqlx::pool::PoolConnection<Any>> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let invs: Vec<&NewInvocation> = batch.iter().map(|(inv, _)| inv).collect();
-        match write_batch(&pool, backend, &node, ttl, &invs).await {
-            Ok(results) => {
-                for ((_, reply), result) in batch.drain(..).zip(results) {
+        let mut enqueues = Vec::new();
+        let mut outcomes = Vec::new();
+        for pending in batch.drain(..) {
+            match pending {
+                Pending::Enqueue(inv, reply) => enqueues.push((inv, reply)),
+                Pending::Finish(outcome, reply) => outcomes.push((outcome, reply)),
+            }
+        }
+        let invs: Vec<&NewInvocation> = enqueues.iter().map(|(inv, _)| inv).collect();
+        let done: Vec<&Outcome> = outcomes.iter().map(|(o, _)| o).collect();
+        let began = std::time::Instant::now();
+        let written = match conn.take() {
+            Some(c) => Ok(c),
+            None => pool.acquire().await.map_err(QueueError::from),
+        };
+        let written = match written {
+            Ok(mut c) => {
+                let written = write_batch(&mut c, backend, &node, ttl, &invs, &done).await;
+                // A connection that failed a batch is not reused.
+                if written.is_ok() {
+                    conn = Some(c);
+                }
+                written
+            }
+            Err(e) => Err(e),
+        };
+        tracing::debug!(
+            enqueues = invs.len(),
+            outcomes = done.len(),
+            "write batch committed in {:?}",
+            began.elapsed()
+        );
+        match written {
+            Ok((enqueued, finished)) => {
+                for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
+                    let _ = reply.send(Ok(result));
+                }
+                for ((_, reply), result) in outcomes.into_iter().zip(finished) {
                     let _ = reply.send(Ok(result));
                 }
                 work.notify_waiters();
             }
             Err(e) => {
-                tracing::error!("enqueue batch of {} failed: {e}", batch.len());
+                tracing::error!(
+                    "write batch of {} enqueue(s) and {} outcome(s) failed: {e}",
+                    enqueues.len(),
+                    outcomes.len()
+                );
                 let msg = e.to_string();
-                for (_, reply) in batch.drain(..) {
+                for (_, reply) in enqueues {
+                    let _ = reply.send(Err(QueueError::Durability(msg.clone())));
+                }
+                for (_, reply) in outcomes {
                     let _ = reply.send(Err(QueueError::Durability(msg.clone())));
                 }
             }
@@ -86,15 +154,166 @@ pub(super) async fn run(
     }
 }
 
+/// Writes one batch in one transaction: the enqueues (what each became) and the outcomes
+/// (`false` for one whose claim was fenced out meanwhile: nothing written for it).
 async fn write_batch(
-    pool: &AnyPool,
+    conn: &mut sqlx::AnyConnection,
     backend: Backend,
     node: &str,
     ttl: i64,
     invs: &[&NewInvocation],
-) -> Result<Vec<Enqueued>> {
+    outcomes: &[&Outcome],
+) -> Result<(Vec<Enqueued>, Vec<Written>)> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let enqueued = write_enqueues(&mut tx, backend, ttl, invs).await?;
+    let (held, wake_others) = write_outcomes(&mut tx, backend, outcomes).await?;
+    let next = claim_next(&mut tx, backend, outcomes).await?;
+    let finished = held.into_iter().zip(next).collect();
+    let new_work = enqueued.iter().any(|e| matches!(e, Enqueued::New(_)));
+    if backend == Backend::Postgres && (new_work || wake_others) {
+        // Delivered to the other nodes' listeners by the commit itself.
+        notify(&mut *tx, node).await?;
+    }
+    tx.commit().await?;
+    Ok((enqueued, finished))
+}
+
+/// Records how attempts ended. Returns, per outcome, whether its claim still held, and whether
+/// other nodes have something new to do (a retry later, a delivery now).
+async fn write_outcomes(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    outcomes: &[&Outcome],
+) -> Result<(Vec<bool>, bool)> {
+    if outcomes.is_empty() {
+        return Ok((Vec::new(), false));
+    }
     let now = now_ms();
-    let insert = schema::insert_sql(backend);
+    let update = schema::with_now(
+        backend,
+        "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($now + $3, run_at), \
+         finished_at = CASE WHEN $1 = 'retrying' THEN NULL ELSE $now END, \
+         result_status = $4, result_headers = $5, result_body = $6, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $7 AND lease_token = $8 AND state = 'running'",
+    );
+    let mut held = Vec::with_capacity(outcomes.len());
+    let mut wake_others = false;
+    for outcome in outcomes {
+        // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the
+        // stored time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
+        let state = outcome.finish.state();
+        let (error, result, delay) = match &outcome.finish {
+            Finish::Succeeded(r) => (None, r, None),
+            Finish::Retry {
+                error,
+                result,
+                run_at,
+            } => (Some(error.clone()), result, Some(run_at - now)),
+            Finish::Dead { error, result } => (Some(error.clone()), result, None),
+        };
+        let query = sqlx::query(&update)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(delay)
+            .bind(result.status.map(i64::from))
+            .bind(serde_json::to_string(&result.headers).unwrap_or_default())
+            .bind(result.body.clone())
+            .bind(outcome.id.clone())
+            .bind(outcome.token);
+        let query = match backend {
+            Backend::Sqlite => query.bind(now),
+            Backend::Postgres => query,
+        };
+        let updated = query.execute(&mut **tx).await?.rows_affected() == 1;
+        if updated {
+            if let Some(d) = &outcome.delivery {
+                insert_delivery(tx, backend, &outcome.id, d, now).await?;
+            }
+            wake_others |= delay.is_some() || outcome.delivery.is_some();
+        }
+        held.push(updated);
+    }
+    Ok((held, wake_others))
+}
+
+/// Claims the next due invocations for the outcomes that ask for one, in one statement per
+/// worker: the oldest due first, as any claim.
+async fn claim_next(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    outcomes: &[&Outcome],
+) -> Result<Vec<Option<Claimed>>> {
+    let mut next: Vec<Option<Claimed>> = outcomes.iter().map(|_| None).collect();
+    let mut workers: Vec<&NextClaim> = Vec::new();
+    for o in outcomes {
+        if let Some(n) = &o.next
+            && !workers.contains(&n)
+        {
+            workers.push(n);
+        }
+    }
+    if workers.is_empty() {
+        return Ok(next);
+    }
+    let sql = schema::claim_sql(backend);
+    let now = now_ms();
+    for worker in workers {
+        let askers: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| outcomes[i].next.as_ref() == Some(worker))
+            .collect();
+        let query = sqlx::query(&sql)
+            .bind(worker.owner.clone())
+            .bind(worker.lease_ms)
+            .bind(i64::try_from(askers.len()).unwrap_or(i64::MAX));
+        let query = match backend {
+            Backend::Sqlite => query.bind(now),
+            Backend::Postgres => query,
+        };
+        let rows = query.fetch_all(&mut **tx).await?;
+        for (i, row) in askers.into_iter().zip(rows.iter()) {
+            next[i] = Some(model::claimed_from_row(row)?);
+        }
+    }
+    Ok(next)
+}
+
+/// Adds a pending destination delivery for `invocation`.
+pub(super) async fn insert_delivery(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    invocation: &str,
+    d: &NewDelivery,
+    now: i64,
+) -> Result<()> {
+    let sql = schema::with_now(
+        backend,
+        "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $now, $now)",
+    );
+    let query = sqlx::query(&sql)
+        .bind(crate::ids::new_id())
+        .bind(invocation.to_string())
+        .bind(d.url.clone())
+        .bind(d.payload.clone());
+    let query = match backend {
+        Backend::Sqlite => query.bind(now),
+        Backend::Postgres => query,
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Stores the enqueues of one batch (in the caller's transaction): what each became.
+async fn write_enqueues(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    ttl: i64,
+    invs: &[&NewInvocation],
+) -> Result<Vec<Enqueued>> {
+    if invs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
     let forget = schema::with_now(
         backend,
         "UPDATE invocations SET idempotency_key = NULL \
@@ -109,11 +328,8 @@ async fn write_batch(
         (&invs[a].function, &invs[a].idempotency_key)
             .cmp(&(&invs[b].function, &invs[b].idempotency_key))
     });
-    let mut tx = pool.begin().await?;
-    let mut out = vec![None; invs.len()];
-    for i in order {
+    for &i in &order {
         let inv = invs[i];
-        let hash = inv.request_hash();
         if inv.idempotency_key.is_some() {
             // A key older than the TTL is forgotten: this request starts afresh.
             let query = sqlx::query(&forget)
@@ -124,24 +340,45 @@ async fn write_batch(
                 Backend::Sqlite => query.bind(now),
                 Backend::Postgres => query,
             };
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        let query = sqlx::query(&insert)
-            .bind(inv.id.clone())
-            .bind(inv.function.clone())
-            .bind(inv.idempotency_key.clone())
-            .bind(inv.method.clone())
-            .bind(inv.uri.clone())
-            .bind(serde_json::to_string(&inv.headers).unwrap_or_default())
-            .bind(inv.body.clone())
-            .bind(i64::from(inv.max_attempts))
-            .bind(hash.clone());
+    }
+    // A few statements for the whole batch: chunks of 256, 128, ..., 1 rows, so only nine
+    // statement texts exist and each stays prepared.
+    let hashes: Vec<String> = invs.iter().map(|inv| inv.request_hash()).collect();
+    let mut inserted = std::collections::HashSet::new();
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        let size = 1 << rest.len().ilog2();
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let insert = schema::insert_many_sql(backend, chunk.len());
+        let mut query = sqlx::query(&insert);
+        for &i in chunk {
+            let inv = invs[i];
+            query = query
+                .bind(inv.id.clone())
+                .bind(inv.function.clone())
+                .bind(inv.idempotency_key.clone())
+                .bind(inv.method.clone())
+                .bind(inv.uri.clone())
+                .bind(serde_json::to_string(&inv.headers).unwrap_or_default())
+                .bind(inv.body.clone())
+                .bind(i64::from(inv.max_attempts))
+                .bind(hashes[i].clone());
+        }
         let query = match backend {
             Backend::Sqlite => query.bind(now),
             Backend::Postgres => query,
         };
-        let inserted = query.execute(&mut *tx).await?;
-        out[i] = Some(if inserted.rows_affected() == 1 {
+        for row in query.fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let mut out = vec![None; invs.len()];
+    for i in order {
+        let inv = invs[i];
+        out[i] = Some(if inserted.contains(&inv.id) {
             Enqueued::New(inv.id.clone())
         } else {
             let row = sqlx::query(
@@ -149,21 +386,15 @@ async fn write_batch(
             )
             .bind(inv.function.clone())
             .bind(inv.idempotency_key.clone())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             let id: String = row.try_get("id")?;
             // Rows stored before the digest existed count as the same request.
             match row.try_get::<Option<String>, _>("request_hash")? {
-                Some(stored) if stored != hash => Enqueued::Conflict(id),
+                Some(stored) if stored != hashes[i] => Enqueued::Conflict(id),
                 _ => Enqueued::Existing(id),
             }
         });
     }
-    let out: Vec<Enqueued> = out.into_iter().flatten().collect();
-    if backend == Backend::Postgres && out.iter().any(|e| matches!(e, Enqueued::New(_))) {
-        // Delivered to the other nodes' listeners by the commit itself.
-        notify(&mut *tx, node).await?;
-    }
-    tx.commit().await?;
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
 }

@@ -336,7 +336,14 @@ pub(crate) async fn idempotency_key_returns_the_same_id_and_runs_once_even_after
     );
     assert_eq!(first, second);
     wait_state(&server, &first, &["succeeded"], Duration::from_secs(5)).await;
-    drop(server);
+    crate::support::wait_until(
+        "the first invocation's success record",
+        Duration::from_secs(10),
+        async || !dest.for_id(&first).is_empty(),
+    )
+    .await;
+    let mut server = server;
+    server.terminate(Duration::from_secs(10)).await;
 
     let server = Server::with(&[])
         .function_as("hello-background", "guest-sleep")
@@ -364,8 +371,8 @@ pub(crate) async fn idempotency_key_returns_the_same_id_and_runs_once_even_after
     );
     assert_ne!(first, other);
     wait_state(&server, &other, &["succeeded"], Duration::from_secs(5)).await;
-    assert_eq!(status(&server, &first).await["attempts"], 1);
-    assert_eq!(dest.for_id(&first).len(), 1);
+    assert_eq!(status(&server, &first).await["attempts"], 1, "run once");
+    assert_eq!(dest.for_id(&first).len(), 1, "reported once");
 }
 
 #[tokio::test]
