@@ -30,6 +30,14 @@ async function handle(request) {
     for (;;) {}
   }
 
+  if (url.searchParams.has('loop')) {
+    // CPU-bound work, for the engine benchmark (epoch vs fuel): FNV-1a steps.
+    let h = 0x811c9dc5;
+    const n = Number(url.searchParams.get('loop'));
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ (i & 0xff), 0x01000193) >>> 0;
+    return new Response(`${h}\n`, { headers: { 'content-type': 'text/plain; charset=utf-8' } });
+  }
+
   const name = url.searchParams.get('name') ?? 'world';
 
   if (request.method === 'POST') {

@@ -40,6 +40,12 @@ class IncomingHandler(exports.IncomingHandler):
         if "spin" in query:
             while True:  # never answers: the host's time budget has to stop it
                 pass
+        if "loop" in query:  # CPU-bound work, for the engine benchmark (epoch vs fuel)
+            h = 0x811C9DC5
+            for i in range(int(query["loop"][0])):
+                h = ((h ^ (i & 0xFF)) * 0x01000193) & 0xFFFFFFFF
+            respond(response_out, 200, "text/plain; charset=utf-8", f"{h}\n".encode())
+            return
         name = query.get("name", ["world"])[0]
 
         if isinstance(request.method(), Method_Post):

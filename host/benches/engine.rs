@@ -1,11 +1,16 @@
 //! Per-request engine costs, printed as figures (run: `cargo bench -p fnhost --bench engine`).
 //!
 //! 1. Instantiate + call + drain for `examples/hello`: pooling allocator vs on-demand, same run.
-//! 2. A CPU-bound guest (`tests/guests/cpu`: FNV-1a over 1 MiB, `n` times) with no enforcement,
-//!    epoch interruption only, and fuel on: what each mechanism costs, as ratios.
+//! 2. CPU-bound guests — Rust (`tests/guests/cpu`: FNV-1a over 1 MiB, `n` times), JavaScript
+//!    and Python (`examples/js-hello`, `examples/python-hello` with `?loop=N`: FNV-1a steps) —
+//!    with epoch interruption only (fnhost's default) and with fuel metering too: what metering
+//!    costs, as ratios per language (the JS and Python rows need their examples built: npm and
+//!    componentize-py on PATH, as `.ci/run` installs them; a language whose component is
+//!    missing is named and left out).
 //! 3. The time from request to stop for a guest spinning in wasm, with a 200 ms budget.
 //!
 //! Guests are built with `fnhost build` into target/bench. Loops are bounded in count.
+//! `cargo bench -p fnhost --bench engine -- hello` runs part 1 only (for a profiler).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +47,8 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         fuel,
         env: Arc::from(Vec::new()),
         outbound: Arc::from(Vec::new()),
+        max_outbound: 16,
+        max_log: 1 << 20,
     }
 }
 
@@ -74,10 +81,12 @@ fn stats(mut samples: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn engine(pooling: bool, epoch: bool, fuel: bool) -> Engine {
+    // A compile cache: the JS and Python components take a while to compile.
+    let cache = root().join("target").join("bench").join("engine-cache");
     Engine::new(&EngineOptions {
         pooling,
         epoch,
-        ..EngineOptions::new(16, 1 << 30, fuel, None)
+        ..EngineOptions::new(16, 1 << 30, fuel, Some(cache))
     })
     .unwrap()
 }
@@ -87,6 +96,12 @@ async fn main() {
     let out = root().join("target").join("bench").join("components");
     build("examples", &out);
     build("tests/guests", &out);
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        // wasmtime then captures a backtrace per dropped store: ~30 % on part 1.
+        println!(
+            "note: RUST_BACKTRACE is set; for the figures fnhost serves with, run with `env -u RUST_BACKTRACE`"
+        );
+    }
     let hello = out.join("hello.wasm");
     let cpu = out.join("guest-cpu.wasm");
     let spin = out.join("guest-spin.wasm");
@@ -123,48 +138,78 @@ async fn main() {
         "ratio on-demand / pooling (p50): {:.2}",
         med(false) / med(true)
     );
+    if std::env::args().any(|a| a == "hello") {
+        return;
+    }
 
-    println!("\n## cpu guest (FNV-1a over 1 MiB x 20), per call (ms)");
+    println!("\n## CPU-bound guests, per call (ms): epoch only (the default) vs epoch + fuel");
+    // (language, component, request): each call does roughly 10-100 ms of work.
+    let guests = [
+        ("Rust", cpu.clone(), "/?n=20"),
+        ("JavaScript", out.join("js-hello.wasm"), "/?loop=1000000"),
+        ("Python", out.join("python-hello.wasm"), "/?loop=300000"),
+    ];
+    let modes = [("epoch", false), ("epoch + fuel", true)];
+    let mut loaded = Vec::new();
+    for (mode, fuel) in modes {
+        let e = Arc::new(engine(true, true, fuel));
+        for (lang, path, uri) in &guests {
+            if !path.exists() {
+                if fuel {
+                    println!(
+                        "{lang}: {} not built (its tool is missing); left out",
+                        path.display()
+                    );
+                }
+                continue;
+            }
+            let c = e.load(path).await.unwrap();
+            loaded.push((mode, *lang, e.clone(), c, *uri));
+        }
+    }
     println!(
-        "{:<22} {:>8} {:>8} {:>10}",
-        "enforcement", "p50", "p99", "fuel used"
+        "{:<12} {:<14} {:>8} {:>8} {:>14}",
+        "language", "enforcement", "p50", "p99", "fuel used"
     );
-    let mut by_mode: Vec<(&str, f64)> = Vec::new();
+    let mut by_mode: Vec<(&str, &str, f64)> = Vec::new();
     for round in 0..3 {
-        for (name, epoch, fuel) in [
-            ("none", false, false),
-            ("epoch", true, false),
-            ("fuel", false, true),
-            ("epoch + fuel", true, true),
-        ] {
-            let e = engine(true, epoch, fuel);
-            let c = e.load(&cpu).await.unwrap();
+        for (mode, lang, e, c, uri) in &loaded {
             let cx = ctx(Duration::from_secs(60), None);
             let mut samples = Vec::new();
             let mut fuel_used = None;
-            let mut checksum = Bytes::new();
-            for _ in 0..15 {
+            let mut answer = Bytes::new();
+            for _ in 0..12 {
                 let t = Instant::now();
-                let (outcome, body) = call(&e, &c, "/?n=20", &cx).await;
+                let (outcome, body) = call(e, c, uri, &cx).await;
                 samples.push(t.elapsed().as_secs_f64() * 1e3);
-                if let Outcome::Completed { fuel_used: f } = outcome {
-                    fuel_used = f;
+                match outcome {
+                    Outcome::Completed { fuel_used: f } => fuel_used = f,
+                    other => panic!("{lang} {mode}: {other:?}"),
                 }
-                checksum = body;
+                answer = body;
             }
-            assert_eq!(checksum.len(), 17, "cpu guest answered {checksum:?}");
+            assert!(!answer.is_empty(), "{lang} answered nothing");
             let (p50, p99, _) = stats(samples);
             let fuel = fuel_used.map_or("-".to_string(), |f| f.to_string());
-            println!("{name:<22} {p50:>8.2} {p99:>8.2} {fuel:>10}   (round {round})");
-            by_mode.push((name, p50));
+            println!("{lang:<12} {mode:<14} {p50:>8.2} {p99:>8.2} {fuel:>14}   (round {round})");
+            by_mode.push((*lang, *mode, p50));
         }
     }
-    let med = |n: &str| stats(by_mode.iter().filter(|m| m.0 == n).map(|m| m.1).collect()).0;
-    for n in ["epoch", "fuel", "epoch + fuel"] {
-        println!(
-            "cost of {n:<13} vs none: {:+.1} %",
-            (med(n) / med("none") - 1.0) * 100.0
-        );
+    for (lang, _, _) in &guests {
+        let med = |m: &str| {
+            let xs: Vec<f64> = by_mode
+                .iter()
+                .filter(|x| x.0 == *lang && x.1 == m)
+                .map(|x| x.2)
+                .collect();
+            (!xs.is_empty()).then(|| stats(xs).0)
+        };
+        if let (Some(epoch), Some(fuel)) = (med("epoch"), med("epoch + fuel")) {
+            println!(
+                "cost of fuel metering, {lang:<10}: {:+.1} % (median of 3 rounds' p50)",
+                (fuel / epoch - 1.0) * 100.0
+            );
+        }
     }
 
     println!("\n## spinning guest, budget 200 ms: request to stop (ms)");
