@@ -532,7 +532,7 @@ def background(hello, work, args):
     # the runs themselves are trivial.
     shutil.copy(hello, funcs / "hello.wasm")
     shutil.copy(hello, funcs / "noop-background.wasm")
-    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n" + os.environ.get("BENCH_EXTRA_TOML", ""))
+    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n")
     (work / "post.lua").write_text(BG_POST)
     med = statistics.median
     sync = []

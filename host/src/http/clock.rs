@@ -4,11 +4,15 @@
 //! waits for the next request); this tells them apart by watching the socket: the first byte
 //! after a response starts a head, the request reaching fnhost ends it.
 //!
-//! [`Clocked`] wraps the stream and notes activity; [`ConnClock::expired`] resolves when the
-//! connection has overstayed, and the caller drops it.
+//! [`Clocked`] wraps the stream and notes activity; [`ConnClock::watch`] drives the
+//! connection's future and stops it when it has overstayed. The activity is noted inside that
+//! future's polls, so the watch re-reads its deadline after each poll: one timer, moved earlier
+//! when needed and re-armed lazily when the deadline moved later (no task is woken per
+//! request).
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -29,8 +33,6 @@ pub struct ConnClock {
     since: AtomicU64,
     header_timeout: Duration,
     idle_timeout: Duration,
-    /// Wakes [`ConnClock::expired`] when the phase changes (its deadline with it).
-    changed: tokio::sync::Notify,
 }
 
 impl ConnClock {
@@ -42,7 +44,6 @@ impl ConnClock {
             since: AtomicU64::new(0),
             header_timeout,
             idle_timeout,
-            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -53,7 +54,6 @@ impl ConnClock {
     fn set(&self, phase: u8) {
         self.since.store(self.now(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Relaxed);
-        self.changed.notify_one();
     }
 
     /// A request head arrived: its handling is timed elsewhere (body, budget).
@@ -78,24 +78,50 @@ impl ConnClock {
         }
     }
 
-    /// Resolves once the connection has spent longer than allowed sending a head, or idle.
-    pub async fn expired(&self) {
-        loop {
-            let since = self.base + Duration::from_millis(self.since.load(Ordering::Relaxed));
-            let deadline = match self.phase.load(Ordering::Relaxed) {
-                HEAD => since + self.header_timeout,
-                IDLE => since + self.idle_timeout,
-                // Busy: the request's own budgets apply; look again later.
-                _ => Instant::now() + self.header_timeout.min(self.idle_timeout),
-            };
-            if Instant::now() >= deadline && self.phase.load(Ordering::Relaxed) != BUSY {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {},
-                () = self.changed.notified() => {},
-            }
+    /// When the connection overstays, if nothing happens meanwhile; `None` while a request is
+    /// being handled (its own budgets apply).
+    fn deadline(&self) -> Option<Instant> {
+        let since = self.base + Duration::from_millis(self.since.load(Ordering::Relaxed));
+        match self.phase.load(Ordering::Relaxed) {
+            HEAD => Some(since + self.header_timeout),
+            IDLE => Some(since + self.idle_timeout),
+            _ => None,
         }
+    }
+
+    /// Drives `conn` (the connection, whose polls note its activity here) to its end, or
+    /// returns `None` once the connection has spent longer than allowed sending a head, or
+    /// idle.
+    pub async fn watch<F: Future>(&self, conn: F) -> Option<F::Output> {
+        let mut conn = pin!(conn);
+        let busy_recheck = self.header_timeout.min(self.idle_timeout);
+        let first = self
+            .deadline()
+            .unwrap_or_else(|| Instant::now() + busy_recheck);
+        let mut timer = pin!(tokio::time::sleep_until(first));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            loop {
+                let now = Instant::now();
+                let due = match self.deadline() {
+                    Some(deadline) if deadline <= now => return Poll::Ready(None),
+                    Some(deadline) => deadline,
+                    // Busy: look again later.
+                    None => now + busy_recheck,
+                };
+                // Only an earlier deadline moves the timer now; a later one waits for it to fire.
+                if due < timer.deadline() {
+                    timer.as_mut().reset(due);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => timer.as_mut().reset(due),
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -169,41 +195,62 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
 mod tests {
     use super::*;
 
+    /// A connection that never ends by itself (its activity is driven by `script`).
+    async fn watched(clock: &ConnClock, script: impl Future<Output = ()>) -> Instant {
+        let conn = async {
+            script.await;
+            std::future::pending::<()>().await
+        };
+        assert!(clock.watch(conn).await.is_none(), "only expiry ends it");
+        Instant::now()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn heads_and_idle_time_have_their_own_limits() {
         let clock = ConnClock::new(Duration::from_secs(2), Duration::from_secs(5));
         let start = Instant::now();
-        clock.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(2), "no head at all");
+        let ended = watched(&clock, async {}).await;
+        assert_eq!(ended - start, Duration::from_secs(2), "no head at all");
 
-        // Watched from the start, as a connection is.
         let clock = ConnClock::new(Duration::from_secs(2), Duration::from_secs(5));
-        let watch = tokio::spawn({
-            let clock = clock.clone();
-            async move { clock.expired().await }
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        clock.request_started();
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        clock.request_answered();
-        let answered = Instant::now();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        clock.wrote();
-        watch.await.unwrap();
+        let answered = std::cell::Cell::new(None);
+        let ended = watched(&clock, async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            clock.request_started();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            clock.request_answered();
+            answered.set(Some(Instant::now()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            clock.wrote();
+        })
+        .await;
         assert_eq!(
-            answered.elapsed(),
+            ended - answered.get().unwrap(),
             Duration::from_secs(6),
             "idle from the last byte written; a busy request is never cut"
         );
 
         let clock = ConnClock::new(Duration::from_secs(2), Duration::from_secs(5));
-        clock.request_started();
-        clock.request_answered();
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        clock.read();
-        let head = Instant::now();
-        clock.read();
-        clock.expired().await;
-        assert_eq!(head.elapsed(), Duration::from_secs(2), "a slow next head");
+        let head = std::cell::Cell::new(None);
+        let ended = watched(&clock, async {
+            clock.request_started();
+            clock.request_answered();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            clock.read();
+            head.set(Some(Instant::now()));
+            clock.read();
+        })
+        .await;
+        assert_eq!(
+            ended - head.get().unwrap(),
+            Duration::from_secs(2),
+            "a slow next head: the deadline moved earlier than the idle one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_ends_is_returned() {
+        let clock = ConnClock::new(Duration::from_secs(2), Duration::from_secs(5));
+        assert_eq!(clock.watch(async { 7 }).await, Some(7));
     }
 }

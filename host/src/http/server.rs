@@ -183,13 +183,12 @@ fn serve_connection(
     let conn = http.serve_connection(TokioIo::new(Clocked::new(stream, clock.clone())), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
-        tokio::select! {
-            served = conn => if let Err(e) = served {
-                tracing::debug!("connection from {peer}: {e}");
-            },
-            () = clock.expired() => {
-                tracing::debug!("connection from {peer} closed: request head too slow, or idle too long");
-            }
+        match clock.watch(conn).await {
+            Some(Err(e)) => tracing::debug!("connection from {peer}: {e}"),
+            Some(Ok(())) => {}
+            None => tracing::debug!(
+                "connection from {peer} closed: request head too slow, or idle too long"
+            ),
         }
         open.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
