@@ -113,9 +113,10 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             }
         });
         let _ = tokio::join!(site.worker, http);
-        // The delivery loop hands back what it took and has not sent, then ends.
+        // The delivery loop finishes the POST under way (10 s at most), hands back what it
+        // took and has not sent, then ends.
         let mut deliveries = site.deliveries;
-        if tokio::time::timeout(Duration::from_secs(5), &mut deliveries)
+        if tokio::time::timeout(Duration::from_secs(12), &mut deliveries)
             .await
             .is_err()
         {

@@ -96,24 +96,21 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
         let idle = due.is_empty();
         let mut due = due.into_iter();
         while let Some(d) = due.next() {
-            let post = async {
-                match d.url.parse::<http::Uri>() {
-                    Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
-                    Err(e) => Err(format!("bad URL: {e}")),
+            if shutdown.is_cancelled() {
+                // Not sent: due again at once, for the next start or another node. A POST
+                // already under way is finished and recorded first (a cut one would be sent
+                // twice).
+                let rest: Vec<String> = std::iter::once(d.id.clone())
+                    .chain(due.map(|d| d.id))
+                    .collect();
+                if let Err(e) = queue.hand_back_deliveries(&rest).await {
+                    tracing::error!("cannot hand back {} delivery(ies): {e}", rest.len());
                 }
-            };
-            let outcome = tokio::select! {
-                outcome = post => outcome,
-                () = shutdown.cancelled() => {
-                    // Not sent (or not known to be): due again at once, for the next start
-                    // or another node. Delivery stays at least once.
-                    let rest: Vec<String> =
-                        std::iter::once(d.id.clone()).chain(due.map(|d| d.id)).collect();
-                    if let Err(e) = queue.hand_back_deliveries(&rest).await {
-                        tracing::error!("cannot hand back {} delivery(ies): {e}", rest.len());
-                    }
-                    return;
-                }
+                return;
+            }
+            let outcome = match d.url.parse::<http::Uri>() {
+                Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
+                Err(e) => Err(format!("bad URL: {e}")),
             };
             let attempt = d.attempts + 1;
             let recorded = match outcome {

@@ -176,43 +176,23 @@ async fn big_components_start_from_the_compile_cache_the_second_time() {
 #[tokio::test]
 #[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
 async fn a_javascript_function_answers_first_then_finishes_through_wait_until() {
-    use std::sync::{Arc, Mutex};
-
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let seen = arrivals.clone();
-    let upstream = crate::support::serve_http(Arc::new(move |_req| {
-        let seen = seen.clone();
-        Box::pin(async move {
-            seen.lock().unwrap().push(Instant::now());
-            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
-                bytes::Bytes::from_static(b"ok"),
-            )))
-        })
-    }))
-    .await;
+    let upstream = crate::support::Arrivals::start().await;
     let server = serve(
         &[JS.0],
-        &format!("[functions.js-hello]\nallowed_outbound_hosts = [\"http://{upstream}\"]\n"),
+        &format!(
+            "[functions.js-hello]\nallowed_outbound_hosts = [\"http://{}\"]\n",
+            upstream.addr
+        ),
     );
     let reply = get(&server.url(&format!(
-        "/.netlify/functions/js-hello?name=Ada&later=http://{upstream}/report"
+        "/.netlify/functions/js-hello?name=Ada&later=http://{}/report",
+        upstream.addr
     )))
     .await;
     let answered = Instant::now();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "Hello, Ada from JavaScript!\n");
-    assert!(
-        arrivals.lock().unwrap().is_empty(),
-        "the work ran before the answer"
-    );
-    let posted = crate::support::wait_until(
-        "the POST made after answering",
-        Duration::from_secs(10),
-        async || match arrivals.lock().unwrap().first() {
-            Some(at) => Ok(*at),
-            None => Err(String::new()),
-        },
-    )
-    .await;
+    assert!(upstream.none_yet(), "the work ran before the answer");
+    let posted = upstream.first(Duration::from_secs(10)).await;
     assert!(posted >= answered);
 }

@@ -62,30 +62,19 @@ async fn a_function_with_its_own_path_keeps_only_that_route() {
 /// in the same instance — the client has its answer at once, the later work still happens.
 #[tokio::test]
 async fn a_function_answers_first_then_finishes_its_work() {
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let seen = arrivals.clone();
-    let upstream = crate::support::serve_http(Arc::new(move |_req| {
-        let seen = seen.clone();
-        Box::pin(async move {
-            seen.lock().unwrap().push(Instant::now());
-            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
-                bytes::Bytes::from_static(b"ok"),
-            )))
-        })
-    }))
-    .await;
+    let upstream = crate::support::Arrivals::start().await;
+    let upstream_addr = upstream.addr;
     let server = Server::with(&[])
         .function_as("later", "guest-later")
         .config(&format!(
-            "[functions.later]\nallowed_outbound_hosts = [\"http://{upstream}\"]\n"
+            "[functions.later]\nallowed_outbound_hosts = [\"http://{upstream_addr}\"]\n"
         ))
         .start();
     let asked = Instant::now();
     let reply = get(&server.url(&format!(
-        "/.netlify/functions/later?ms=800&url=http://{upstream}/report"
+        "/.netlify/functions/later?ms=800&url=http://{upstream_addr}/report"
     )))
     .await;
     let answered = Instant::now();
@@ -95,19 +84,8 @@ async fn a_function_answers_first_then_finishes_its_work() {
         "the answer waited for the work: {:?}",
         answered - asked
     );
-    assert!(
-        arrivals.lock().unwrap().is_empty(),
-        "the work ran before the answer"
-    );
-    let posted = crate::support::wait_until(
-        "the POST made after answering",
-        Duration::from_secs(10),
-        async || match arrivals.lock().unwrap().first() {
-            Some(at) => Ok(*at),
-            None => Err(String::new()),
-        },
-    )
-    .await;
+    assert!(upstream.none_yet(), "the work ran before the answer");
+    let posted = upstream.first(Duration::from_secs(10)).await;
     assert!(posted >= answered);
 }
 

@@ -593,6 +593,46 @@ pub async fn serve_http(handler: Handler) -> SocketAddr {
     addr
 }
 
+/// A loopback server that notes when each request arrives and answers `ok`.
+pub struct Arrivals {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    times: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Arrivals {
+    /// Starts one on `127.0.0.1:0`.
+    pub async fn start() -> Arrivals {
+        let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let seen = times.clone();
+        let addr = serve_http(Arc::new(move |_req| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                seen.lock().unwrap().push(Instant::now());
+                http::Response::new(BodyExt::boxed(Full::new(Bytes::from_static(b"ok"))))
+            })
+        }))
+        .await;
+        Arrivals { addr, times }
+    }
+
+    /// Whether no request has arrived yet.
+    pub fn none_yet(&self) -> bool {
+        self.times.lock().unwrap().is_empty()
+    }
+
+    /// When the first request arrived, waiting up to `within` for it.
+    pub async fn first(&self, within: Duration) -> Instant {
+        wait_until("a request to arrive", within, async || {
+            match self.times.lock().unwrap().first() {
+                Some(at) => Ok(*at),
+                None => Err(String::new()),
+            }
+        })
+        .await
+    }
+}
+
 /// The admin listing of every invocation, with the token the tests configure (`t0ken`).
 pub async fn admin_list(server: &Server) -> serde_json::Value {
     let list = send(
