@@ -77,13 +77,7 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
     // Background attempts run here, a thread per core (claims and outcomes stay on the
     // control runtime, which owns the queue's connections).
     let background = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            opts.config
-                .server
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .max(1),
-        )
+        .worker_threads(threads(&opts.config.server))
         .thread_name("fnhost-bg")
         .enable_all()
         .build()?;
@@ -303,9 +297,7 @@ fn spawn_http(
     server: &crate::config::ServerConfig,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     const DRAIN: Duration = Duration::from_secs(30);
-    let threads = server
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = threads(server);
     let runtime = server.runtime.unwrap_or_default();
     let limits = crate::http::server::ConnLimits {
         header_timeout: server
@@ -317,7 +309,7 @@ fn spawn_http(
     // The runtimes serving connections, each fed by one lane: one per core, or one shared
     // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
     let runtimes = match runtime {
-        RuntimeKind::PerCore => (0..threads.max(1))
+        RuntimeKind::PerCore => (0..threads)
             .map(|_| {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -326,7 +318,7 @@ fn spawn_http(
             .collect::<Result<Vec<_>, _>>()?,
         RuntimeKind::Shared => vec![
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
+                .worker_threads(threads)
                 .enable_all()
                 .build()?,
         ],
@@ -372,6 +364,15 @@ fn spawn_http(
             })?,
     );
     Ok(handles)
+}
+
+/// Threads per runtime that serves (HTTP) or runs attempts: `server.threads`, else one per
+/// core.
+fn threads(server: &crate::config::ServerConfig) -> usize {
+    server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -132,17 +132,16 @@ impl Worker {
             if !idle && slots.available_permits() > 0 {
                 continue;
             }
-            let wait = match if free == 0 {
-                Ok(None)
-            } else {
-                self.queue.next_due().await
-            } {
+            let wait = if free == 0 {
                 // Every slot busy: a finished slot wakes this loop.
-                Ok(None) if free == 0 => Duration::from_secs(1),
-                Ok(Some(due)) => {
-                    Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000))
+                Duration::from_secs(1)
+            } else {
+                match self.queue.next_due().await {
+                    Ok(Some(due)) => Duration::from_millis(
+                        u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000),
+                    ),
+                    _ => Duration::from_secs(1),
                 }
-                _ => Duration::from_secs(1),
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,

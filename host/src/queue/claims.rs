@@ -7,20 +7,13 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::{
-    Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, model, ms, now_ms,
-    schema, writer,
+    Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, model, ms, now_ms, writer,
 };
 
 impl Queue {
     /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`.
     pub async fn claim(&self, owner: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
-        let sql = schema::claim_sql(self.backend);
-        let query = sqlx::query(&sql)
-            .bind(owner.to_string())
-            .bind(ms(lease))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
-        rows.iter().map(model::claimed_from_row).collect()
+        writer::claim_rows(&self.pool, self.backend, owner, ms(lease), limit).await
     }
 
     /// Extends a lease; `false` when the lease is no longer ours (fenced out).

@@ -108,6 +108,15 @@ fn ms(d: Duration) -> i64 {
 
 type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
 
+/// Binds `now` as the last parameter where the statement takes it (SQLite; PostgreSQL reads
+/// its own clock).
+fn bind_now(backend: Backend, query: Query<'_>, now: i64) -> Query<'_> {
+    match backend {
+        Backend::Sqlite => query.bind(now),
+        Backend::Postgres => query,
+    }
+}
+
 /// A write waiting for the group commit, and where its result goes once its batch commits.
 enum Pending {
     /// Store a new invocation.
@@ -226,10 +235,7 @@ impl Queue {
 
     /// Binds `now` as the last parameter where the statement takes it (SQLite).
     fn now<'q>(&self, query: Query<'q>, now: i64) -> Query<'q> {
-        match self.backend {
-            Backend::Sqlite => query.bind(now),
-            Backend::Postgres => query,
-        }
+        bind_now(self.backend, query, now)
     }
 
     /// Wakes idle workers: this process's at once, other nodes' through NOTIFY.

@@ -220,10 +220,7 @@ async fn write_outcomes(
             .bind(result.body.clone())
             .bind(outcome.id.clone())
             .bind(outcome.token);
-        let query = match backend {
-            Backend::Sqlite => query.bind(now),
-            Backend::Postgres => query,
-        };
+        let query = super::bind_now(backend, query, now);
         let updated = query.execute(&mut **tx).await?.rows_affected() == 1;
         if updated {
             if let Some(d) = &outcome.delivery {
@@ -255,26 +252,45 @@ async fn claim_next(
     if workers.is_empty() {
         return Ok(next);
     }
-    let sql = schema::claim_sql(backend);
-    let now = now_ms();
     for worker in workers {
         let askers: Vec<usize> = (0..outcomes.len())
             .filter(|&i| outcomes[i].next.as_ref() == Some(worker))
             .collect();
-        let query = sqlx::query(&sql)
-            .bind(worker.owner.clone())
-            .bind(worker.lease_ms)
-            .bind(i64::try_from(askers.len()).unwrap_or(i64::MAX));
-        let query = match backend {
-            Backend::Sqlite => query.bind(now),
-            Backend::Postgres => query,
-        };
-        let rows = query.fetch_all(&mut **tx).await?;
-        for (i, row) in askers.into_iter().zip(rows.iter()) {
-            next[i] = Some(model::claimed_from_row(row)?);
+        let claimed = claim_rows(
+            &mut **tx,
+            backend,
+            &worker.owner,
+            worker.lease_ms,
+            askers.len(),
+        )
+        .await?;
+        for (i, claim) in askers.into_iter().zip(claimed) {
+            next[i] = Some(claim);
         }
     }
     Ok(next)
+}
+
+/// Claims up to `limit` due invocations for `owner`, leased for `lease_ms`, oldest due first.
+pub(super) async fn claim_rows<'c, E>(
+    executor: E,
+    backend: Backend,
+    owner: &str,
+    lease_ms: i64,
+    limit: usize,
+) -> Result<Vec<Claimed>>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    let sql = schema::claim_sql(backend);
+    let query = sqlx::query(&sql)
+        .bind(owner.to_string())
+        .bind(lease_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let rows = super::bind_now(backend, query, now_ms())
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(model::claimed_from_row).collect()
 }
 
 /// Adds a pending destination delivery for `invocation`.
@@ -295,10 +311,7 @@ pub(super) async fn insert_delivery(
         .bind(invocation.to_string())
         .bind(d.url.clone())
         .bind(d.payload.clone());
-    let query = match backend {
-        Backend::Sqlite => query.bind(now),
-        Backend::Postgres => query,
-    };
+    let query = super::bind_now(backend, query, now);
     query.execute(&mut **tx).await?;
     Ok(())
 }
@@ -336,10 +349,7 @@ async fn write_enqueues(
                 .bind(inv.function.clone())
                 .bind(inv.idempotency_key.clone())
                 .bind(ttl);
-            let query = match backend {
-                Backend::Sqlite => query.bind(now),
-                Backend::Postgres => query,
-            };
+            let query = super::bind_now(backend, query, now);
             query.execute(&mut **tx).await?;
         }
     }
@@ -367,10 +377,7 @@ async fn write_enqueues(
                 .bind(i64::from(inv.max_attempts))
                 .bind(hashes[i].clone());
         }
-        let query = match backend {
-            Backend::Sqlite => query.bind(now),
-            Backend::Postgres => query,
-        };
+        let query = super::bind_now(backend, query, now);
         for row in query.fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>(0)?);
         }
