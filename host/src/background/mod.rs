@@ -52,6 +52,10 @@ pub struct Worker {
     engine: Arc<Engine>,
     table: Arc<FunctionTable>,
     by_name: HashMap<String, Arc<Function>>,
+    /// Per-function caps (`concurrency`): a permit per running attempt of that function.
+    caps: HashMap<String, Arc<Semaphore>>,
+    /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
+    cap_freed: tokio::sync::Notify,
     owner: String,
     opts: WorkerOptions,
 }
@@ -69,15 +73,52 @@ impl Worker {
             .iter()
             .map(|f| (f.name.clone(), f.clone()))
             .collect();
+        let caps = table
+            .functions
+            .iter()
+            .filter_map(|f| {
+                let cap = f.settings.concurrency?;
+                Some((f.name.clone(), Arc::new(Semaphore::new(cap))))
+            })
+            .collect();
         let owner = format!("{}-{}", std::process::id(), &crate::ids::new_id()[..8]);
         Worker {
             queue,
             engine,
             table,
             by_name,
+            caps,
+            cap_freed: tokio::sync::Notify::new(),
             owner,
             opts,
         }
+    }
+
+    /// The functions at their concurrency cap on this node: not to be claimed now.
+    fn at_cap(&self) -> Vec<String> {
+        self.caps
+            .iter()
+            .filter(|(_, s)| s.available_permits() == 0)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// A running permit for `claim`'s function (`Some(None)`: it has no cap); `None` when it
+    /// is at its cap: the claim raced past the skip list and is handed back unstarted.
+    async fn admit(&self, claim: &Claimed) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(cap) = self.caps.get(&claim.function) else {
+            return Some(None);
+        };
+        if let Ok(permit) = cap.clone().try_acquire_owned() {
+            return Some(Some(permit));
+        }
+        if let Err(e) = self.queue.release(claim).await {
+            tracing::error!(
+                id = claim.id,
+                "cannot hand back a claim over its function's cap: {e}"
+            );
+        }
+        None
     }
 
     /// Claims and runs until `shutdown` is cancelled, then waits up to the grace period for
@@ -106,7 +147,12 @@ impl Worker {
             let claimed = if free == 0 {
                 Vec::new()
             } else {
-                match self.queue.claim(&self.owner, free, self.opts.lease).await {
+                let skip = self.at_cap();
+                match self
+                    .queue
+                    .claim(&self.owner, free, self.opts.lease, &skip)
+                    .await
+                {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!("claiming background work failed: {e}");
@@ -116,6 +162,10 @@ impl Worker {
             };
             let idle = claimed.is_empty();
             for claim in claimed {
+                // More than a capped function's free permits may come in one claim.
+                let Some(permit) = self.admit(&claim).await else {
+                    continue;
+                };
                 let slot = slots
                     .clone()
                     .try_acquire_owned()
@@ -125,7 +175,8 @@ impl Worker {
                     shutdown: shutdown.clone(),
                 };
                 running.spawn_on(
-                    self.clone().run_slot(claim, claim_began, slot, stop),
+                    self.clone()
+                        .run_slot(claim, permit, claim_began, slot, stop),
                     &runtime,
                 );
             }
@@ -136,7 +187,7 @@ impl Worker {
                 // Every slot busy: a finished slot wakes this loop.
                 Duration::from_secs(1)
             } else {
-                match self.queue.next_due().await {
+                match self.queue.next_due(&self.at_cap()).await {
                     Ok(Some(due)) => Duration::from_millis(
                         u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000),
                     ),
@@ -146,6 +197,7 @@ impl Worker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = &mut notified => {},
+                () = self.cap_freed.notified() => {},
                 () = tokio::time::sleep(wait) => {},
                 Some(_) = running.join_next(), if !running.is_empty() => {},
             }
@@ -173,22 +225,27 @@ impl Worker {
     async fn run_slot(
         self: Arc<Self>,
         claim: Claimed,
+        permit: Option<OwnedSemaphorePermit>,
         claim_began: tokio::time::Instant,
         _slot: OwnedSemaphorePermit,
         stop: Stop,
     ) {
-        let mut next = Some((claim, claim_began));
-        while let Some((claim, began)) = next {
-            next = self.attempt(claim, began, &stop).await;
-            if let Some((claim, _)) = &next
-                && stop.shutdown.is_cancelled()
-            {
+        let (mut claim, mut permit, mut began) = (claim, permit, claim_began);
+        loop {
+            let Some((next, next_began)) = self.attempt(claim, permit, began, &stop).await else {
+                return;
+            };
+            if stop.shutdown.is_cancelled() {
                 // Claimed as shutdown began: not started, so handed back at once.
-                if let Err(e) = self.queue.release(claim).await {
-                    tracing::error!(id = claim.id, "cannot hand back a claim not started: {e}");
+                if let Err(e) = self.queue.release(&next).await {
+                    tracing::error!(id = next.id, "cannot hand back a claim not started: {e}");
                 }
                 return;
             }
+            let Some(next_permit) = self.admit(&next).await else {
+                return;
+            };
+            (claim, permit, began) = (next, next_permit, next_began);
         }
     }
 
@@ -259,6 +316,7 @@ impl Worker {
     async fn attempt(
         &self,
         claim: Claimed,
+        permit: Option<OwnedSemaphorePermit>,
         claim_began: tokio::time::Instant,
         stop: &Stop,
     ) -> Option<(Claimed, tokio::time::Instant)> {
@@ -291,6 +349,11 @@ impl Worker {
             }
         };
         drop(_heartbeat);
+        // The guest is done: its function's cap has room again (for the next claim below too).
+        if permit.is_some() {
+            drop(permit);
+            self.cap_freed.notify_one();
+        }
         let (function, result) = result?;
         let finish = classify(
             &claim,
@@ -317,7 +380,14 @@ impl Worker {
                 .map(|held| (held, None))
         } else {
             self.queue
-                .finish_and_claim(&claim, finish, delivery, &self.owner, self.opts.lease)
+                .finish_and_claim(
+                    &claim,
+                    finish,
+                    delivery,
+                    &self.owner,
+                    self.opts.lease,
+                    self.at_cap(),
+                )
                 .await
         };
         match written {

@@ -204,6 +204,9 @@ pub struct FunctionConfig {
     pub cors: Option<CorsConfig>,
     /// When the function runs on its own (cron in UTC, or `@daily` and the like).
     pub schedule: Option<schedule::Schedule>,
+    /// Background attempts of this function running at once on one node [default: no cap
+    /// beyond `server.background_concurrency`].
+    pub concurrency: Option<usize>,
 }
 
 /// `[cors]` and `[functions.NAME.cors]`; resolved and validated by [`cors`].

@@ -81,6 +81,8 @@ pub struct Settings {
     pub destinations: Destinations,
     /// When it runs on its own, if it does.
     pub schedule: Option<Schedule>,
+    /// Background attempts of it at once on one node, when capped.
+    pub concurrency: Option<usize>,
 }
 
 /// Merges the three sources of settings for function `name`: its own table (`table`), what its
@@ -201,6 +203,11 @@ pub fn resolve(
         ),
     };
 
+    let concurrency = table.concurrency.or(site.concurrency);
+    if concurrency == Some(0) {
+        return Err("concurrency: must be at least 1 (leave it out for no cap)".into());
+    }
+
     Ok(Settings {
         mode,
         routes: Routes { patterns, methods },
@@ -239,6 +246,7 @@ pub fn resolve(
                 .map(|u| u.0),
         },
         schedule,
+        concurrency,
     })
 }
 
@@ -258,6 +266,36 @@ mod tests {
     fn merge(name: &str, declared: &Declared, toml: &str) -> Result<Settings, String> {
         let c = site(toml);
         resolve(name, declared, c.functions.get(name), &c.defaults, GB)
+    }
+
+    #[test]
+    fn a_concurrency_cap_is_per_function_or_from_defaults_and_never_zero() {
+        assert_eq!(
+            merge("a-background", &Declared::default(), "")
+                .unwrap()
+                .concurrency,
+            None
+        );
+        let toml = "[defaults]\nconcurrency = 4\n[functions.b-background]\nconcurrency = 1\n";
+        assert_eq!(
+            merge("a-background", &Declared::default(), toml)
+                .unwrap()
+                .concurrency,
+            Some(4)
+        );
+        assert_eq!(
+            merge("b-background", &Declared::default(), toml)
+                .unwrap()
+                .concurrency,
+            Some(1)
+        );
+        let err = merge(
+            "c",
+            &Declared::default(),
+            "[functions.c]\nconcurrency = 0\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("concurrency: must be at least 1"), "{err}");
     }
 
     #[test]

@@ -11,9 +11,16 @@ use super::{
 };
 
 impl Queue {
-    /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`.
-    pub async fn claim(&self, owner: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
-        writer::claim_rows(&self.pool, self.backend, owner, ms(lease), limit).await
+    /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`, oldest due
+    /// first, skipping the functions named in `skip` (those at their concurrency cap).
+    pub async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>> {
+        writer::claim_rows(&self.pool, self.backend, owner, ms(lease), limit, skip).await
     }
 
     /// Extends a lease; `false` when the lease is no longer ours (fenced out).
@@ -42,7 +49,7 @@ impl Queue {
     }
 
     /// [`Queue::finish`], and in the same transaction claims the next due invocation (if any)
-    /// for `owner`, leased for `lease`: a worker's slot goes from one attempt to the next
+    /// for `owner`, leased for `lease`, not of a function in `skip`: a worker's slot goes from one attempt to the next
     /// without a transaction of its own.
     pub async fn finish_and_claim(
         &self,
@@ -51,10 +58,12 @@ impl Queue {
         delivery: Option<NewDelivery>,
         owner: &str,
         lease: Duration,
+        skip: Vec<String>,
     ) -> Result<(bool, Option<Claimed>)> {
         let next = writer::NextClaim {
             owner: owner.to_string(),
             lease_ms: ms(lease),
+            skip,
         };
         self.write_outcome(claim, finish, delivery, Some(next))
             .await
@@ -155,16 +164,24 @@ impl Queue {
         Ok(())
     }
 
-    /// When the earliest queued or retrying invocation is due (ms, on this host's clock), if any.
-    pub async fn next_due(&self) -> Result<Option<i64>> {
+    /// When the earliest queued or retrying invocation not of a function in `skip` is due (ms,
+    /// on this host's clock), if any.
+    pub async fn next_due(&self, skip: &[String]) -> Result<Option<i64>> {
         let now = now_ms();
-        let sql = self.sql(
-            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN ('queued', 'retrying')",
-        );
-        let row = self
-            .now(sqlx::query(&sql), now)
-            .fetch_one(&self.pool)
-            .await?;
+        let names: Vec<String> = (1..=skip.len()).map(|i| format!("${i}")).collect();
+        let filter = if skip.is_empty() {
+            String::new()
+        } else {
+            format!(" AND function NOT IN ({})", names.join(", "))
+        };
+        let sql = self.sql(&format!(
+            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN ('queued', 'retrying'){filter}"
+        ));
+        let mut query = sqlx::query(&sql);
+        for name in skip {
+            query = query.bind(name.clone());
+        }
+        let row = self.now(query, now).fetch_one(&self.pool).await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.map(|wait| now + wait))
     }
 }

@@ -212,11 +212,18 @@ pub(super) fn insert_many_sql(backend: Backend, rows: usize) -> String {
 /// updated by a commit since the statement's snapshot is re-checked against the sub-select's
 /// WHERE before it is locked (READ COMMITTED's re-check), so a row is never claimed twice.
 /// The LIMIT keeps the sub-select from being flattened into a join: it runs once.
-pub(super) fn claim_sql(backend: Backend) -> String {
+pub(super) fn claim_sql(backend: Backend, skipped: usize) -> String {
     // SQLite has one writer at a time, so the sub-select cannot race.
     let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+    };
+    // Functions at their concurrency cap on this node: binds $4.. (one per name).
+    let skip = if skipped == 0 {
+        String::new()
+    } else {
+        let names: Vec<String> = (4..4 + skipped).map(|i| format!("${i}")).collect();
+        format!("AND function NOT IN ({}) ", names.join(", "))
     };
     with_now(
         backend,
@@ -224,7 +231,7 @@ pub(super) fn claim_sql(backend: Backend) -> String {
             "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
              lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
              WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
-                          ORDER BY run_at LIMIT $3 {lock}) \
+                          {skip}ORDER BY run_at LIMIT $3 {lock}) \
              RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
         ),
     )
@@ -290,8 +297,10 @@ mod tests {
         assert_eq!(with_now(Backend::Sqlite, "SELECT $now"), "SELECT $1");
         let pg = with_now(Backend::Postgres, "SELECT $1 WHERE x < $now");
         assert_eq!(pg, format!("SELECT $1 WHERE x < {PG_NOW_MS}"));
-        assert!(!claim_sql(Backend::Postgres).contains("$now"));
-        assert!(claim_sql(Backend::Postgres).contains("FOR UPDATE SKIP LOCKED"));
-        assert!(claim_sql(Backend::Sqlite).contains("run_at <= $4"));
+        assert!(!claim_sql(Backend::Postgres, 0).contains("$now"));
+        assert!(claim_sql(Backend::Postgres, 0).contains("FOR UPDATE SKIP LOCKED"));
+        assert!(claim_sql(Backend::Sqlite, 0).contains("run_at <= $4"));
+        let skipping = claim_sql(Backend::Sqlite, 2);
+        assert!(skipping.contains("run_at <= $6 AND function NOT IN ($4, $5) ORDER BY"));
     }
 }

@@ -34,7 +34,7 @@ async fn state(q: &Queue, id: &str) -> InvocationState {
 }
 
 async fn claim_one(q: &Queue) -> Claimed {
-    let mut claimed = q.claim("test-owner", 4, LEASE).await.unwrap();
+    let mut claimed = q.claim("test-owner", 4, LEASE, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1, "exactly one invocation is due");
     claimed.pop().unwrap()
 }
@@ -58,7 +58,7 @@ async fn enqueue_claim_succeed() {
     assert_eq!(queued.state, InvocationState::Queued);
     assert_eq!((queued.attempts, queued.max_attempts), (0, 3));
     assert!(queued.next_attempt_at.is_some());
-    assert!(q.next_due().await.unwrap().unwrap() <= now_ms());
+    assert!(q.next_due(&[]).await.unwrap().unwrap() <= now_ms());
 
     let claim = claim_one(&q).await;
     assert_eq!(
@@ -71,7 +71,7 @@ async fn enqueue_claim_succeed() {
     assert_eq!(claim.headers[0].1, "application/json");
     assert_eq!(state(&q, "a").await, InvocationState::Running);
     assert!(
-        q.claim("other", 4, LEASE).await.unwrap().is_empty(),
+        q.claim("other", 4, LEASE, &[]).await.unwrap().is_empty(),
         "a running invocation is not claimed twice"
     );
     assert!(q.heartbeat("a", claim.token, LEASE).await.unwrap());
@@ -86,7 +86,7 @@ async fn enqueue_claim_succeed() {
     assert!(done.finished_at.is_some() && done.next_attempt_at.is_none());
     let result = done.result.unwrap();
     assert_eq!((result.status, result.body.as_deref()), (200, Some("done")));
-    assert_eq!(q.next_due().await.unwrap(), None);
+    assert_eq!(q.next_due(&[]).await.unwrap(), None);
     assert_eq!(
         q.counts().await.unwrap(),
         vec![(InvocationState::Succeeded, 1)]
@@ -186,9 +186,9 @@ async fn a_failure_retries_at_its_time_then_dies() {
     assert_eq!(retrying.state, InvocationState::Retrying);
     assert_eq!(retrying.last_error.as_deref(), Some("trapped: unreachable"));
     assert!(retrying.finished_at.is_none());
-    assert_eq!(q.next_due().await.unwrap(), Some(later));
+    assert_eq!(q.next_due(&[]).await.unwrap(), Some(later));
     assert!(
-        q.claim("o", 4, LEASE).await.unwrap().is_empty(),
+        q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty(),
         "not due before run_at"
     );
 
@@ -230,7 +230,7 @@ async fn a_failure_retries_at_its_time_then_dies() {
     assert!(!q.replay("r").await.unwrap(), "only dead ones are replayed");
     assert!(q.cancel("r").await.unwrap());
     assert_eq!(state(&q, "r").await, InvocationState::Cancelled);
-    assert!(q.claim("o", 4, LEASE).await.unwrap().is_empty());
+    assert!(q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ async fn lists_filter_by_function_and_state() {
     let mut other = invocation("l3", None, 1);
     other.function = "other".into();
     q.enqueue(other).await.unwrap();
-    let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+    let claim = q.claim("o", 1, LEASE, &[]).await.unwrap().pop().unwrap();
     q.finish(&claim, Finish::Succeeded(answered(200, "listed")), None)
         .await
         .unwrap();
@@ -385,7 +385,7 @@ async fn an_invocation_interrupted_max_interruptions_times_is_dead() {
         dead.last_error.unwrap().starts_with("interrupted 3 times"),
         "the error says why"
     );
-    assert!(q.claim("o", 4, LEASE).await.unwrap().is_empty());
+    assert!(q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -395,7 +395,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
         q.enqueue(invocation(id, None, 1)).await.unwrap();
     }
     for _ in 0..2 {
-        let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+        let claim = q.claim("o", 1, LEASE, &[]).await.unwrap().pop().unwrap();
         let delivery = (claim.id == "reporting").then(|| NewDelivery {
             url: "http://127.0.0.1:9/".into(),
             payload: "{}".into(),
@@ -458,7 +458,7 @@ async fn purging_keeps_each_functions_latest_schedule_tick() {
         ("other", "client-key"),
     ] {
         q.enqueue(invocation(id, Some(key), 1)).await.unwrap();
-        let claim = q.claim("o", 1, LEASE).await.unwrap().pop().unwrap();
+        let claim = q.claim("o", 1, LEASE, &[]).await.unwrap().pop().unwrap();
         q.finish(&claim, Finish::Succeeded(answered(200, "ok")), None)
             .await
             .unwrap();
@@ -493,7 +493,7 @@ async fn an_outcome_claims_its_slots_next_invocation_in_the_same_commit() {
     for id in ["a", "b"] {
         q.enqueue(invocation(id, None, 1)).await.unwrap();
     }
-    let first = q.claim("w", 1, LEASE).await.unwrap().pop().unwrap();
+    let first = q.claim("w", 1, LEASE, &[]).await.unwrap().pop().unwrap();
     assert_eq!(first.id, "a", "oldest due first");
     let (held, next) = q
         .finish_and_claim(
@@ -502,6 +502,7 @@ async fn an_outcome_claims_its_slots_next_invocation_in_the_same_commit() {
             None,
             "w",
             LEASE,
+            vec![],
         )
         .await
         .unwrap();
@@ -529,6 +530,7 @@ async fn an_outcome_claims_its_slots_next_invocation_in_the_same_commit() {
             None,
             "w",
             LEASE,
+            vec![],
         )
         .await
         .unwrap();
@@ -541,8 +543,46 @@ async fn an_outcome_claims_its_slots_next_invocation_in_the_same_commit() {
             None,
             "w",
             LEASE,
+            vec![],
         )
         .await
         .unwrap();
     assert!(held && none.is_none());
+}
+
+#[tokio::test]
+async fn claims_skip_the_functions_at_their_cap() {
+    let (q, _dir) = queue().await;
+    let of = |id: &str, function: &str| NewInvocation {
+        function: function.into(),
+        ..invocation(id, None, 1)
+    };
+    q.enqueue(of("a1", "capped")).await.unwrap();
+    q.enqueue(of("a2", "capped")).await.unwrap();
+    q.enqueue(of("b", "free")).await.unwrap();
+    let skip = vec!["capped".to_string(), "other".to_string()];
+    let claimed = q.claim("w", 4, LEASE, &skip).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["b"],
+        "the capped function's older invocations are left"
+    );
+    // The same holds for the claim made with an outcome...
+    let (held, next) = q
+        .finish_and_claim(
+            &claimed[0],
+            Finish::Succeeded(answered(200, "ok")),
+            None,
+            "w",
+            LEASE,
+            skip,
+        )
+        .await
+        .unwrap();
+    assert!(held && next.is_none(), "{next:?}");
+    // ...and once under its cap again, oldest first.
+    let claimed = q.claim("w", 1, LEASE, &[]).await.unwrap();
+    assert_eq!(claimed[0].id, "a1");
+    assert_eq!(state(&q, "a2").await, InvocationState::Queued);
 }

@@ -29,6 +29,8 @@ pub(super) struct Outcome {
 pub(super) struct NextClaim {
     pub owner: String,
     pub lease_ms: i64,
+    /// Functions not to claim (at their concurrency cap on the worker's node).
+    pub skip: Vec<String>,
 }
 
 /// What a written outcome reports: whether its claim still held, and the next claim made.
@@ -262,6 +264,7 @@ async fn claim_next(
             &worker.owner,
             worker.lease_ms,
             askers.len(),
+            &worker.skip,
         )
         .await?;
         for (i, claim) in askers.into_iter().zip(claimed) {
@@ -271,22 +274,27 @@ async fn claim_next(
     Ok(next)
 }
 
-/// Claims up to `limit` due invocations for `owner`, leased for `lease_ms`, oldest due first.
+/// Claims up to `limit` due invocations for `owner`, leased for `lease_ms`, oldest due first,
+/// none of the functions in `skip`.
 pub(super) async fn claim_rows<'c, E>(
     executor: E,
     backend: Backend,
     owner: &str,
     lease_ms: i64,
     limit: usize,
+    skip: &[String],
 ) -> Result<Vec<Claimed>>
 where
     E: sqlx::Executor<'c, Database = Any>,
 {
-    let sql = schema::claim_sql(backend);
-    let query = sqlx::query(&sql)
+    let sql = schema::claim_sql(backend, skip.len());
+    let mut query = sqlx::query(&sql)
         .bind(owner.to_string())
         .bind(lease_ms)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    for name in skip {
+        query = query.bind(name.clone());
+    }
     let rows = super::bind_now(backend, query, now_ms())
         .fetch_all(executor)
         .await?;

@@ -802,3 +802,49 @@ async fn sigterm_drains_sync_requests_and_hands_back_cut_off_background_work() {
     let s = wait_state(&server, &long, &["succeeded"], Duration::from_secs(15)).await;
     assert_eq!(s["attempts"], 1, "{s}");
 }
+
+/// `concurrency = 1`: a function's attempts run one after another on the node, while another
+/// function's run side by side.
+#[tokio::test]
+async fn a_concurrency_cap_runs_a_functions_attempts_one_at_a_time() {
+    let config = format!("{FAST}[functions.one-background]\nconcurrency = 1\n");
+    let server = Server::with(&[])
+        .function_as("one-background", "guest-sleep")
+        .function_as("many-background", "guest-sleep")
+        .config(&config)
+        .start();
+    let mut capped = Vec::new();
+    let mut free = Vec::new();
+    for _ in 0..3 {
+        for (name, ids) in [("one", &mut capped), ("many", &mut free)] {
+            let url = server.url(&format!("/.netlify/functions/{name}-background?ms=400"));
+            ids.push(accepted_id(&send("POST", &url, &[], "").await));
+        }
+    }
+    let started = async |ids: &[String]| {
+        let mut at = Vec::new();
+        for id in ids {
+            let s = wait_state(&server, id, &["succeeded"], Duration::from_secs(20)).await;
+            let t = humantime::parse_rfc3339(s["started_at"].as_str().unwrap()).unwrap();
+            at.push(t);
+        }
+        at.sort();
+        at.windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let capped_gaps = started(&capped).await;
+    assert!(
+        capped_gaps
+            .iter()
+            .all(|gap| *gap >= Duration::from_millis(400)),
+        "each attempt of the capped function starts after the last one's 400 ms: {capped_gaps:?}"
+    );
+    let free_gaps = started(&free).await;
+    assert!(
+        free_gaps
+            .iter()
+            .any(|gap| *gap < Duration::from_millis(400)),
+        "the uncapped function's attempts overlap: {free_gaps:?}"
+    );
+}
