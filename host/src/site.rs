@@ -34,6 +34,8 @@ pub struct Options {
     pub queue_url: String,
     /// Extra CA certificates (PEM) for guests' outbound HTTPS.
     pub outbound_ca: Option<PathBuf>,
+    /// Every retry delay is multiplied by this (`fnhost dev --retry-scale`; 1 otherwise).
+    pub retry_scale: f64,
 }
 
 impl Options {
@@ -89,6 +91,13 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
         &opts.config.server,
     )?;
     // Tests and scripts read the bound address from this line.
+    if opts.retry_scale != 1.0 {
+        println!(
+            "retry delays scaled by {} (--retry-scale): a 1m delay waits {:?}",
+            opts.retry_scale,
+            Duration::from_secs(60).mul_f64(opts.retry_scale)
+        );
+    }
     println!("listening on http://{}", listener.local_addr()?);
     use std::io::Write as _;
     std::io::stdout().flush()?;
@@ -241,6 +250,7 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
             max_interruptions: server_cfg
                 .max_interruptions
                 .unwrap_or(defaults::MAX_INTERRUPTIONS),
+            retry_scale: opts.retry_scale,
         },
     ));
     if queue.backend() == Backend::Sqlite {

@@ -44,6 +44,8 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// Interruptions (host died, lease lost) after which an invocation is dead.
     pub max_interruptions: u32,
+    /// Every retry delay is multiplied by this (`fnhost dev --retry-scale`).
+    pub retry_scale: f64,
 }
 
 /// Runs background invocations from the queue.
@@ -360,6 +362,7 @@ impl Worker {
             function.as_deref().map(|f| &f.settings.retry),
             result,
             now_ms(),
+            self.opts.retry_scale,
         );
         if let Finish::Retry { error, .. } | Finish::Dead { error, .. } = &finish {
             tracing::warn!(
@@ -463,6 +466,7 @@ fn classify(
     policy: Option<&RetryPolicy>,
     result: Result<StoredResult, String>,
     now: i64,
+    scale: f64,
 ) -> Finish {
     let (error, result) = match result {
         Ok(r) if policy.is_some_and(|p| p.on_5xx) && r.status.is_some_and(|s| s >= 500) => {
@@ -481,7 +485,7 @@ fn classify(
         Next::RetryAfter(d) => Finish::Retry {
             error,
             result,
-            run_at: now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2),
+            run_at: now + i64::try_from(d.mul_f64(scale).as_millis()).unwrap_or(i64::MAX / 2),
         },
         Next::Dead => Finish::Dead { error, result },
     }
@@ -635,11 +639,11 @@ mod tests {
     fn an_answer_succeeds_even_a_5xx_unless_the_policy_retries_it() {
         let p = policy(false);
         assert!(matches!(
-            classify(&claim(1, 3), Some(&p), answered(500), 0),
+            classify(&claim(1, 3), Some(&p), answered(500), 0, 1.0),
             Finish::Succeeded(r) if r.status == Some(500)
         ));
         let p = policy(true);
-        match classify(&claim(1, 3), Some(&p), answered(503), 1_000) {
+        match classify(&claim(1, 3), Some(&p), answered(503), 1_000, 1.0) {
             Finish::Retry {
                 error,
                 run_at,
@@ -658,20 +662,20 @@ mod tests {
         let p = policy(false);
         let fail = || Err::<StoredResult, _>("trapped: unreachable".to_string());
         assert!(matches!(
-            classify(&claim(1, 3), Some(&p), fail(), 0),
+            classify(&claim(1, 3), Some(&p), fail(), 0, 1.0),
             Finish::Retry { run_at: 1_000, .. }
         ));
         assert!(matches!(
-            classify(&claim(2, 3), Some(&p), fail(), 0),
+            classify(&claim(2, 3), Some(&p), fail(), 0, 1.0),
             Finish::Retry { run_at: 2_000, .. }
         ));
-        match classify(&claim(3, 3), Some(&p), fail(), 0) {
+        match classify(&claim(3, 3), Some(&p), fail(), 0, 1.0) {
             Finish::Dead { error, .. } => assert_eq!(error, "trapped: unreachable"),
             other => panic!("{other:?}"),
         }
         // The row's max_attempts wins over a policy that grew since it was enqueued.
         assert!(matches!(
-            classify(&claim(1, 1), Some(&p), fail(), 0),
+            classify(&claim(1, 1), Some(&p), fail(), 0, 1.0),
             Finish::Dead { .. }
         ));
     }
@@ -722,8 +726,18 @@ mod tests {
     }
 
     #[test]
+    fn retry_delays_scale_for_local_work() {
+        let p = policy(false);
+        let fail = || Err::<StoredResult, _>("trapped".to_string());
+        assert!(matches!(
+            classify(&claim(2, 3), Some(&p), fail(), 0, 0.01),
+            Finish::Retry { run_at: 20, .. }
+        ));
+    }
+
+    #[test]
     fn without_the_function_the_default_delays_apply() {
-        match classify(&claim(1, 3), None, Err("not loaded".into()), 0) {
+        match classify(&claim(1, 3), None, Err("not loaded".into()), 0, 1.0) {
             Finish::Retry { run_at, .. } => assert_eq!(run_at, 60_000),
             other => panic!("{other:?}"),
         }

@@ -80,6 +80,9 @@ enum Command {
         /// Cache of compiled components [default: $XDG_CACHE_HOME/fnhost or ~/.cache/fnhost]
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Multiply every background retry delay by F (0.01: a 1m delay waits 600 ms)
+        #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = retry_scale)]
+        retry_scale: f64,
     },
     /// List the functions in DIR with their mode and routes, without serving
     List(ServeArgs),
@@ -162,6 +165,7 @@ fn run() -> anyhow::Result<ExitCode> {
             listen,
             config,
             cache_dir,
+            retry_scale,
         } => {
             let report = crate::builder::build(&dir, &out)?;
             if report.built.is_empty() {
@@ -188,7 +192,11 @@ fn run() -> anyhow::Result<ExitCode> {
                 data_dir: None,
                 queue: None,
             };
-            site::serve(options(args)?, false)
+            let opts = site::Options {
+                retry_scale,
+                ..options(args)?
+            };
+            site::serve(opts, false)
         }
         Command::Status { id, url } => {
             let url = format!("{}{}", url.trim_end_matches('/'), status_path(&id));
@@ -279,7 +287,18 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         cache_dir,
         queue_url,
         outbound_ca,
+        retry_scale: 1.0,
     })
+}
+
+/// `--retry-scale`: a finite factor between 0 and 1000.
+fn retry_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && (0.0..=1000.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{text:?} is not a factor between 0 and 1000 (e.g. 0.01)"
+        )),
+    }
 }
 
 fn parent(path: &Path) -> PathBuf {

@@ -70,12 +70,19 @@ pub async fn handle(
                 .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))
         }
-        (&Method::POST, ["invocations", id, action @ ("replay" | "cancel")]) => {
+        (
+            &Method::POST,
+            [
+                "invocations",
+                id,
+                action @ ("replay" | "cancel" | "run-now"),
+            ],
+        ) => {
             app.check_admin(headers)?;
-            let done = if *action == "replay" {
-                app.queue.replay(id).await
-            } else {
-                app.queue.cancel(id).await
+            let done = match *action {
+                "replay" => app.queue.replay(id).await,
+                "cancel" => app.queue.cancel(id).await,
+                _ => app.queue.run_now(id).await,
             }
             .map_err(internal)?;
             if !done {

@@ -86,6 +86,18 @@ impl Queue {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Makes a retry that is waiting for its delay due at once. `false` unless it was retrying.
+    pub async fn run_now(&self, id: &str) -> Result<bool> {
+        let sql =
+            self.sql("UPDATE invocations SET run_at = $now WHERE id = $1 AND state = 'retrying'");
+        let query = sqlx::query(&sql).bind(id.to_string());
+        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            self.announce().await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Cancels an invocation that is waiting to run. `false` unless it was queued or retrying.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
         let sql = self.sql(

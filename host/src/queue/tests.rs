@@ -586,3 +586,29 @@ async fn claims_skip_the_functions_at_their_cap() {
     assert_eq!(claimed[0].id, "a1");
     assert_eq!(state(&q, "a2").await, InvocationState::Queued);
 }
+
+#[tokio::test]
+async fn run_now_makes_a_waiting_retry_due_and_nothing_else() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("r", None, 2)).await.unwrap();
+    assert!(
+        !q.run_now("r").await.unwrap(),
+        "queued: not a waiting retry"
+    );
+    let first = claim_one(&q).await;
+    let retry = Finish::Retry {
+        error: "trapped".into(),
+        result: StoredResult::default(),
+        run_at: now_ms() + 3_600_000,
+    };
+    assert!(q.finish(&first, retry, None).await.unwrap());
+    assert!(q.claim("o", 1, LEASE, &[]).await.unwrap().is_empty());
+    assert!(q.run_now("r").await.unwrap());
+    let second = claim_one(&q).await;
+    assert_eq!((second.id.as_str(), second.attempt), ("r", 2));
+    assert!(
+        !q.run_now("r").await.unwrap(),
+        "running: not a waiting retry"
+    );
+    assert!(!q.run_now("nope").await.unwrap());
+}

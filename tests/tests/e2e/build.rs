@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    Server, component, fnhost_bin, get, repo_root, require_tool, shared_cache, tool_path,
+    Server, component, fnhost_bin, get, repo_root, require_tool, send, shared_cache, tool_path,
+    wait_until,
 };
 
 #[tokio::test]
@@ -31,6 +32,19 @@ fn start_dev(
     Result<String, std::sync::mpsc::RecvTimeoutError>,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
+    start_dev_with(dir, work, &[])
+}
+
+/// [`start_dev`] with more arguments; stdout lines are kept with stderr's.
+fn start_dev_with(
+    dir: &std::path::Path,
+    work: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    Result<String, std::sync::mpsc::RecvTimeoutError>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let mut child = Command::new(fnhost_bin())
         .arg("dev")
         .arg(dir)
@@ -38,6 +52,7 @@ fn start_dev(
         .arg(work.join("functions"))
         .arg("--cache-dir")
         .arg(shared_cache())
+        .args(extra)
         .current_dir(work)
         .env("PATH", tool_path())
         .env(
@@ -50,15 +65,17 @@ fn start_dev(
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("listening on http://") {
                 let _ = tx.send(addr.to_string());
             }
+            sink.lock().unwrap().push(line);
         }
     });
     let stderr = child.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -197,4 +214,97 @@ async fn a_second_start_loads_components_from_the_cache() {
         get(&second.url("/.netlify/functions/hello")).await.status,
         200
     );
+}
+
+/// `fnhost dev --retry-scale 0.01`: the default 1m and 2m delays take 0.6 s and 1.2 s, and
+/// `POST …/run-now` (or `fnhost retry`) runs a waiting retry at once.
+#[tokio::test]
+async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
+    let site = tempfile::tempdir().unwrap();
+    for name in ["flaky-background", "patient-background"] {
+        let dir = site.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let command = format!("cp {} out.wasm", component("guest-flaky").display());
+        let manifest = format!("[build]\ncommand = \"{command}\"\noutput = \"out.wasm\"\n");
+        std::fs::write(dir.join("function.toml"), manifest).unwrap();
+    }
+    std::fs::write(
+        site.path().join("fnhost.toml"),
+        "[server]\nadmin_token = \"t0ken\"\n[functions.patient-background]\nretry_delays = [\"1h\"]\n",
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) =
+        start_dev_with(site.path(), work.path(), &["--retry-scale", "0.01"]);
+    let Ok(addr) = addr else {
+        let _ = child.kill();
+        panic!(
+            "fnhost dev did not start:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+    };
+    let base = format!("http://{addr}");
+    let status = async |id: &str| {
+        get(&format!("{base}/.fnhost/invocations/{id}"))
+            .await
+            .json()
+    };
+    let post = async |path: &str, token: bool| {
+        let auth: &[(&str, &str)] = if token {
+            &[("authorization", "Bearer t0ken")]
+        } else {
+            &[]
+        };
+        send("POST", &format!("{base}{path}"), auth, "").await
+    };
+
+    // Fails twice, then succeeds: attempts 0.6 s and 1.2 s apart instead of 1 and 2 minutes.
+    let reply = post("/.netlify/functions/flaky-background?succeed_on=3", false).await;
+    let id = reply.header("fnhost-invocation-id").unwrap().to_string();
+    let done = wait_until("three attempts", Duration::from_secs(20), async || {
+        let s = status(&id).await;
+        if s["state"] == "succeeded" {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    assert_eq!(done["attempts"], 3, "{done}");
+
+    // A 1h delay (36 s scaled) is cut short by run-now.
+    let reply = post("/.netlify/functions/patient-background?succeed_on=2", false).await;
+    let id = reply.header("fnhost-invocation-id").unwrap().to_string();
+    wait_until("a waiting retry", Duration::from_secs(10), async || {
+        let s = status(&id).await;
+        if s["state"] == "retrying" {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    let run_now = format!("/.fnhost/invocations/{id}/run-now");
+    assert_eq!(post(&run_now, false).await.status, 401, "admin only");
+    let reply = post(&run_now, true).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let done = wait_until("the retry run now", Duration::from_secs(10), async || {
+        let s = status(&id).await;
+        if s["state"] == "succeeded" {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    let again = post(&run_now, true).await;
+    assert_eq!(again.status, 409, "not waiting any more: {}", again.text());
+    let unknown = post("/.fnhost/invocations/nope/run-now", true).await;
+    assert_eq!(unknown.status, 404);
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(logs.contains("retry delays scaled by 0.01"), "{logs}");
 }
