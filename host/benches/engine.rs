@@ -42,6 +42,7 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
     InvokeContext {
         id: "bench".into(),
         function: "bench".into(),
+        mode: "sync",
         timeout,
         memory: 1 << 30,
         fuel,

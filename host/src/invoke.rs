@@ -88,6 +88,7 @@ fn context(function: &Function, id: &str) -> InvokeContext {
     InvokeContext {
         id: id.into(),
         function: function.name.as_str().into(),
+        mode: function.settings.mode.as_str(),
         timeout: function.settings.limits.timeout,
         memory: function.settings.limits.memory,
         fuel: function.settings.limits.fuel,

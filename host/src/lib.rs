@@ -19,7 +19,8 @@
 //! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
 //! - [`config`]: fnhost.toml parsing and validation, its values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.
-//! - [`body`], [`ids`]: leaf types every layer shares: the HTTP body, ids, header names.
+//! - [`body`], [`ids`], [`metrics`]: leaves every layer shares: the HTTP body, ids, header
+//!   names, and the Prometheus metrics (named and recorded in one place).
 
 pub mod background;
 pub mod body;
@@ -31,5 +32,6 @@ pub mod functions;
 pub mod http;
 pub mod ids;
 pub mod invoke;
+pub mod metrics;
 pub mod queue;
 pub mod site;

@@ -83,6 +83,7 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
         .thread_name("fnhost-bg")
         .enable_all()
         .build()?;
+    crate::metrics::install();
     let site = control.block_on(start(&opts, background.handle().clone()))?;
     let http = spawn_http(
         listener.try_clone()?,

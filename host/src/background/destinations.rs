@@ -138,6 +138,10 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
                     DeliveryAttempt::Failed { error, retry_at }
                 }
             };
+            crate::metrics::delivery(match recorded {
+                DeliveryAttempt::Delivered => "delivered",
+                DeliveryAttempt::Failed { .. } => "failed",
+            });
             if let Err(e) = queue.delivery_attempted(&d.id, recorded).await {
                 tracing::error!(
                     id = d.invocation_id,

@@ -297,6 +297,7 @@ impl Worker {
                 self.opts.max_interruptions
             );
             tracing::error!(id = claim.id, function = claim.function, "dead: {error}");
+            crate::metrics::dead(&claim.function);
             let finish = Finish::Dead {
                 error,
                 result: StoredResult::default(),
@@ -375,6 +376,11 @@ impl Worker {
         let delivery = function
             .as_deref()
             .and_then(|f| destinations::record_for(f, &claim, &finish));
+        let count: fn(&str) = match &finish {
+            Finish::Succeeded(_) => |_| {},
+            Finish::Retry { .. } => crate::metrics::retry,
+            Finish::Dead { .. } => crate::metrics::dead,
+        };
         let next_began = tokio::time::Instant::now();
         let written = if shutdown.is_cancelled() {
             self.queue
@@ -394,7 +400,10 @@ impl Worker {
                 .await
         };
         match written {
-            Ok((true, next)) => next.map(|n| (n, next_began)),
+            Ok((true, next)) => {
+                count(&claim.function);
+                next.map(|n| (n, next_began))
+            }
             Ok((false, next)) => {
                 tracing::warn!(
                     id = claim.id,

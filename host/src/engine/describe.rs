@@ -117,6 +117,7 @@ pub(super) async fn describe(
     let ctx = InvokeContext {
         id: "describe".into(),
         function: "describe".into(),
+        mode: "describe",
         timeout: Duration::from_secs(5),
         memory: 256 << 20,
         fuel: None,

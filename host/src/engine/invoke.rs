@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -21,14 +21,17 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::{Component, Engine, outbound, stdio};
 use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
+use crate::metrics::{self, Ended};
 
 /// Everything one invocation needs besides the request.
 #[derive(Clone)]
 pub struct InvokeContext {
     /// Invocation id, for logs.
     pub id: Arc<str>,
-    /// Function name, for logs.
+    /// Function name, for logs and metrics.
     pub function: Arc<str>,
+    /// `sync` or `background`, for metrics.
+    pub mode: &'static str,
     /// Wall-clock budget of the whole call, instantiation included.
     pub timeout: Duration,
     /// Linear-memory cap in bytes.
@@ -83,8 +86,60 @@ pub(super) struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Capped,
     hooks: outbound::Hooks,
+}
+
+/// The store's limits, noting when the memory cap refused a growth (the trap that follows is
+/// counted as a memory-cap stop).
+struct Capped {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Capped {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for State {
@@ -130,10 +185,13 @@ impl Engine {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(usize::try_from(ctx.memory).unwrap_or(usize::MAX))
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Capped {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(usize::try_from(ctx.memory).unwrap_or(usize::MAX))
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_refused: false,
+            },
             hooks: outbound::Hooks::new(
                 ctx.outbound.clone(),
                 ctx.function.clone(),
@@ -177,9 +235,10 @@ impl Engine {
         let pre = component.pre.clone();
         let fuel = self.fuel.then_some(ctx.fuel.unwrap_or(u64::MAX));
         let timeout = ctx.timeout;
-        let (function, id) = (ctx.function.clone(), ctx.id.clone());
+        let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.mode);
         let outcome = tokio::spawn(async move {
             let _guard = guard;
+            let _in_flight = metrics::InFlight::start(mode);
             let call = async {
                 let (req, out) = {
                     let mut http = store.data_mut().http();
@@ -199,20 +258,31 @@ impl Engine {
                     })?;
                     (req, out)
                 };
+                let instantiating = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                metrics::instantiated(&function, instantiating.elapsed());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
             };
-            let outcome = match tokio::time::timeout(timeout, call).await {
-                Err(_elapsed) => Outcome::Timeout,
-                Ok(Ok(())) => Outcome::Completed {
-                    fuel_used: fuel.map(|f| f - store.get_fuel().unwrap_or(0)),
-                },
-                Ok(Err(e)) => classify(&e),
+            let (outcome, ended) = match tokio::time::timeout(timeout, call).await {
+                Err(_elapsed) => (Outcome::Timeout, Ended::Timeout),
+                Ok(Ok(())) => (
+                    Outcome::Completed {
+                        fuel_used: fuel.map(|f| f - store.get_fuel().unwrap_or(0)),
+                    },
+                    Ended::Completed,
+                ),
+                Ok(Err(e)) => (
+                    classify(&e),
+                    stopped_by(&e, store.data().limits.memory_refused),
+                ),
             };
-            log_outcome(&function, &id, &outcome, started.elapsed());
+            let took = started.elapsed();
+            let fuel_used = fuel.map(|f| f - store.get_fuel().unwrap_or(f));
+            metrics::invocation(&function, mode, ended, took, fuel_used);
+            log_outcome(&function, &id, &outcome, took);
             outcome
         });
         Running {
@@ -241,6 +311,22 @@ fn classify(e: &wasmtime::Error) -> Outcome {
     Outcome::Trap {
         cause: lines.last().copied().unwrap_or_default().to_string(),
         detail: lines.join(" | "),
+    }
+}
+
+/// How a failed call counts in the metrics: which limit stopped it, if one did.
+fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
+    if e.is::<DeadlineExceeded>() {
+        Ended::Timeout
+    } else if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::OutOfFuel)
+    ) {
+        Ended::OutOfFuel
+    } else if memory_refused {
+        Ended::MemoryCap
+    } else {
+        Ended::Trapped
     }
 }
 

@@ -24,12 +24,19 @@ pub enum Mode {
     Background,
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    /// `sync` or `background`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Mode::Sync => "sync",
             Mode::Background => "background",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

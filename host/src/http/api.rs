@@ -1,6 +1,7 @@
 //! fnhost's own endpoints under `/.fnhost`: the status resource of a background invocation
 //! (its unguessable id is the capability), health, and the admin operations behind the bearer
-//! token — list, replay a dead invocation, cancel a waiting one.
+//! token — list, replay a dead invocation, cancel a waiting one, run a waiting retry now — and
+//! the Prometheus metrics.
 
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
@@ -102,7 +103,25 @@ pub async fn handle(
             let status = app.queue.status(id).await.map_err(internal)?;
             Ok(json(StatusCode::OK, &status))
         }
-        (_, ["health"] | ["invocations", ..]) => Err(ApiError::MethodNotAllowed {
+        (&Method::GET, ["metrics"]) => {
+            // Open without an admin token (like /health); behind it when one is set.
+            if app.has_admin_token() {
+                app.check_admin(headers)?;
+            }
+            let counts = app.queue.counts().await.map_err(internal)?;
+            for state in InvocationState::ALL {
+                let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+                crate::metrics::queue_depth(state.as_str(), n);
+            }
+            let text = crate::metrics::render().unwrap_or_default();
+            let mut resp = Response::new(crate::body::full(text));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
+        (_, ["health" | "metrics"] | ["invocations", ..]) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
             allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
         }),

@@ -133,8 +133,23 @@ impl ApiError {
         }
     }
 
+    /// The `reason` label of a request fnhost refused to protect itself or its functions.
+    fn rejection(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::PayloadTooLarge { .. } => "body_too_large",
+            ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
+            ApiError::Busy => "overloaded",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::RequestTimeout { .. } => "body_timeout",
+            _ => return None,
+        })
+    }
+
     /// The response: status, a one-line text body, and the headers the error implies.
     pub fn into_response(self) -> Response<Body> {
+        if let Some(reason) = self.rejection() {
+            crate::metrics::rejected(reason);
+        }
         let mut resp = text(self.status(), format!("{self}\n"));
         let headers = resp.headers_mut();
         match &self {

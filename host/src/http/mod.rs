@@ -295,6 +295,11 @@ impl App {
 }
 
 impl App {
+    /// Whether admin endpoints are on (an admin token is configured).
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
     /// Whether the request carries the admin token. `Err` when admin is off or the token is wrong.
     pub fn check_admin(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else {

@@ -12,6 +12,7 @@
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
 //! - `languages`: JavaScript and Python functions built from the examples.
+//! - `metrics`: the Prometheus exposition at `/.fnhost/metrics`, checked by promtool.
 //! - `parity`: Netlify parity — function subpaths.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 
@@ -21,6 +22,7 @@ mod config;
 mod cors;
 mod hardening;
 mod languages;
+mod metrics;
 mod parity;
 mod postgres;
 mod sandbox;

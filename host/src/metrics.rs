@@ -1,0 +1,211 @@
+//! Prometheus metrics: every metric fnhost exports is named, described and recorded here (the
+//! `metrics` crate's macros, rendered by `metrics-exporter-prometheus` at `/.fnhost/metrics`).
+//! Recording is a no-op until [`install`] has run (library tests, `fnhost list`).
+//!
+//! Labels take only values fnhost chooses (function names from the table, fixed words), so the
+//! number of series is bounded by the functions served.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Histogram buckets for durations, in seconds: 0.5 ms to 15 min.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0,
+];
+
+/// Invocations (sync requests and background attempts) by function, mode and outcome.
+pub const INVOCATIONS: &str = "fnhost_invocations_total";
+/// Wall-clock time of invocations, instantiation included.
+pub const DURATION: &str = "fnhost_invocation_duration_seconds";
+/// Time to instantiate a component.
+pub const INSTANTIATION: &str = "fnhost_instantiation_duration_seconds";
+/// Invocations running now, by mode.
+pub const IN_FLIGHT: &str = "fnhost_invocations_in_flight";
+/// Requests fnhost refused itself, by reason.
+pub const REJECTIONS: &str = "fnhost_rejections_total";
+/// Invocations stopped at a limit, by function, mode and limit.
+pub const STOPS: &str = "fnhost_limit_stops_total";
+/// Background attempts that failed and were scheduled again.
+pub const RETRIES: &str = "fnhost_retries_total";
+/// Background invocations that failed for the last time.
+pub const DEAD: &str = "fnhost_background_dead_total";
+/// Stored background invocations by state.
+pub const QUEUE: &str = "fnhost_queue_invocations";
+/// Destination deliveries attempted, by outcome.
+pub const DELIVERIES: &str = "fnhost_deliveries_total";
+/// Fuel burnt, when metering is on.
+pub const FUEL: &str = "fnhost_fuel_consumed_total";
+
+/// Installs the process-wide recorder (once; later calls do nothing) and describes every
+/// metric.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(SECONDS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder is installed: then this handle renders nothing.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /.fnhost/metrics stays empty"
+            );
+        }
+        describe();
+        handle
+    });
+}
+
+fn describe() {
+    describe_counter!(
+        INVOCATIONS,
+        "Invocations (sync requests and background attempts) by function, mode and outcome \
+         (completed, trapped, timeout, memory_cap)"
+    );
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Wall-clock time of an invocation, instantiation included, by function and mode"
+    );
+    describe_histogram!(
+        INSTANTIATION,
+        Unit::Seconds,
+        "Time to instantiate a component for one invocation, by function"
+    );
+    describe_gauge!(IN_FLIGHT, "Invocations running now, by mode");
+    describe_counter!(
+        REJECTIONS,
+        "Requests fnhost answered itself instead of a function, by reason (body_too_large, \
+         origin_not_allowed, overloaded, shutting_down, body_timeout)"
+    );
+    describe_counter!(
+        STOPS,
+        "Invocations stopped at a limit, by function, mode and limit (time, fuel, memory)"
+    );
+    describe_counter!(
+        RETRIES,
+        "Background attempts that failed and will run again, by function"
+    );
+    describe_counter!(
+        DEAD,
+        "Background invocations that failed for the last time, by function"
+    );
+    describe_gauge!(
+        QUEUE,
+        "Stored background invocations by state (read at each scrape)"
+    );
+    describe_counter!(
+        DELIVERIES,
+        "Destination deliveries attempted, by outcome (delivered, failed)"
+    );
+    describe_counter!(
+        FUEL,
+        "Fuel burnt by invocations, by function (when metering is on)"
+    );
+}
+
+/// The exposition, or `None` before [`install`].
+pub fn render() -> Option<String> {
+    let handle = HANDLE.get()?;
+    handle.run_upkeep();
+    Some(handle.render())
+}
+
+/// How an invocation ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The handler returned.
+    Completed,
+    /// It trapped (not at a limit).
+    Trapped,
+    /// Stopped at its wall-clock budget.
+    Timeout,
+    /// Stopped when its fuel ran out.
+    OutOfFuel,
+    /// Trapped after its memory cap refused to grow its memory.
+    MemoryCap,
+}
+
+/// Records one finished invocation of `function` in `mode` (`sync` or `background`).
+pub fn invocation(
+    function: &str,
+    mode: &'static str,
+    ended: Ended,
+    took: Duration,
+    fuel: Option<u64>,
+) {
+    let (outcome, limit) = match ended {
+        Ended::Completed => ("completed", None),
+        Ended::Trapped => ("trapped", None),
+        Ended::Timeout => ("timeout", Some("time")),
+        Ended::OutOfFuel => ("timeout", Some("fuel")),
+        Ended::MemoryCap => ("memory_cap", Some("memory")),
+    };
+    let function = function.to_string();
+    counter!(INVOCATIONS, "function" => function.clone(), "mode" => mode, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(DURATION, "function" => function.clone(), "mode" => mode)
+        .record(took.as_secs_f64());
+    if let Some(limit) = limit {
+        counter!(STOPS, "function" => function.clone(), "mode" => mode, "limit" => limit)
+            .increment(1);
+    }
+    if let Some(fuel) = fuel {
+        counter!(FUEL, "function" => function).increment(fuel);
+    }
+}
+
+/// Records one instantiation.
+pub fn instantiated(function: &str, took: Duration) {
+    metrics::histogram!(INSTANTIATION, "function" => function.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// Counts an invocation in flight until dropped.
+pub struct InFlight(&'static str);
+
+impl InFlight {
+    /// One more invocation running in `mode`.
+    pub fn start(mode: &'static str) -> InFlight {
+        gauge!(IN_FLIGHT, "mode" => mode).increment(1.0);
+        InFlight(mode)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT, "mode" => self.0).decrement(1.0);
+    }
+}
+
+/// Records a request refused by fnhost itself.
+pub fn rejected(reason: &'static str) {
+    counter!(REJECTIONS, "reason" => reason).increment(1);
+}
+
+/// Records a failed background attempt that runs again.
+pub fn retry(function: &str) {
+    counter!(RETRIES, "function" => function.to_string()).increment(1);
+}
+
+/// Records a background invocation that failed for the last time.
+pub fn dead(function: &str) {
+    counter!(DEAD, "function" => function.to_string()).increment(1);
+}
+
+/// Records one delivery attempt (`delivered` or `failed`).
+pub fn delivery(outcome: &'static str) {
+    counter!(DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// Sets the stored count of invocations in `state`.
+pub fn queue_depth(state: &str, count: i64) {
+    #[allow(clippy::cast_precision_loss)]
+    gauge!(QUEUE, "state" => state.to_string()).set(count as f64);
+}
