@@ -106,33 +106,60 @@ pub fn build_into(dir: &Path, out: &Path, target_dir: Option<&Path>) -> anyhow::
             dir.display()
         );
     }
-    if projects.iter().any(|p| matches!(p.kind, Kind::Rust { .. })) {
-        ensure_target()?;
-    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut report = Report::default();
     for project in projects {
-        eprintln!("building {} ({})", project.name, project.dir.display());
-        let built = match &project.kind {
-            Kind::Rust { manifest } => cargo_build(manifest, target_dir)
-                .with_context(|| format!("building {}", manifest.display())),
-            Kind::Command { command, output } => run_command(&project.dir, command, output),
-        };
-        let dest = out.join(format!("{}.wasm", project.name));
-        let copied = built.and_then(|artifact| {
-            std::fs::copy(&artifact, &dest).with_context(|| {
-                format!("cannot copy {} to {}", artifact.display(), dest.display())
-            })
-        });
-        match copied {
-            Ok(_) => report.built.push(dest),
-            Err(e) => {
-                eprintln!("error: {} did not build: {e:#}", project.name);
-                report.failed.push((project, e));
-            }
+        match build_project(&project, out, target_dir) {
+            Ok(dest) => report.built.push(dest),
+            Err(e) => report.failed.push((project, e)),
         }
     }
     Ok(report)
+}
+
+/// Builds one project into `OUT/NAME.wasm` (replacing it only once the build succeeded; a
+/// failure is printed with the tool's output and leaves the previous component in place).
+pub fn build_project(
+    project: &Project,
+    out: &Path,
+    target_dir: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    eprintln!("building {} ({})", project.name, project.dir.display());
+    if matches!(project.kind, Kind::Rust { .. }) {
+        ensure_target()?;
+    }
+    let built = match &project.kind {
+        Kind::Rust { manifest } => cargo_build(manifest, target_dir)
+            .with_context(|| format!("building {}", manifest.display())),
+        Kind::Command { command, output } => run_command(&project.dir, command, output),
+    };
+    let dest = out.join(format!("{}.wasm", project.name));
+    // Written beside, then renamed: a watching fnhost never loads half a file.
+    let partial = out.join(format!(".{}.wasm.partial", project.name));
+    let copied = built.and_then(|artifact| {
+        std::fs::copy(&artifact, &partial)
+            .and_then(|_| std::fs::rename(&partial, &dest))
+            .with_context(|| format!("cannot copy {} to {}", artifact.display(), dest.display()))
+    });
+    match copied {
+        Ok(_) => Ok(dest),
+        Err(e) => {
+            eprintln!("error: {} did not build: {e:#}", project.name);
+            Err(e)
+        }
+    }
+}
+
+/// Whether a change at `relative` (a path under the source directory) can change a build:
+/// not under a skipped directory (`target`, `node_modules`, dot directories...), not a
+/// `.wasm` (build outputs).
+pub fn is_source(relative: &Path) -> bool {
+    let in_skipped = relative
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .any(|c| skipped_dir(Path::new(c.as_os_str())));
+    !in_skipped && relative.extension().is_none_or(|e| e != "wasm")
 }
 
 /// Every function project under `dir` (three levels deep at most), sorted by name.
@@ -315,8 +342,17 @@ fn newest_source(dir: &Path, artifact: &Path) -> anyhow::Result<Option<SystemTim
     Ok(newest)
 }
 
-/// Installs the wasm32-wasip2 target with rustup when it is missing.
+/// Installs the wasm32-wasip2 target with rustup when it is missing (asked once a process).
 fn ensure_target() -> anyhow::Result<()> {
+    static PRESENT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if PRESENT.get().is_none() {
+        install_target()?;
+        let _ = PRESENT.set(());
+    }
+    Ok(())
+}
+
+fn install_target() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();

@@ -10,6 +10,7 @@
 //!   `status`/`invocations` as a small client.
 //! - [`builder`]: `fnhost build`: Rust crates and `function.toml` projects → `NAME.wasm`.
 //! - [`site`]: the composition root: load, open the queue, bind, start HTTP and workers, drain.
+//! - [`watch`]: `--watch`: file changes → rebuild what changed → reload, swapped in whole.
 //! - [`http`]: the acceptor and lanes, the per-request chain, fnhost's own API, CORS, rules,
 //!   proxy, and errors turned into responses in one place.
 //! - [`background`]: the worker (claim → run → classify → finish), retry policy, destinations.
@@ -35,3 +36,4 @@ pub mod invoke;
 pub mod metrics;
 pub mod queue;
 pub mod site;
+pub mod watch;

@@ -36,6 +36,8 @@ pub struct Options {
     pub outbound_ca: Option<PathBuf>,
     /// Every retry delay is multiplied by this (`fnhost dev --retry-scale`; 1 otherwise).
     pub retry_scale: f64,
+    /// `--watch`: what to watch, to rebuild and reload on changes.
+    pub watch: Option<crate::watch::Watch>,
 }
 
 impl Options {
@@ -200,7 +202,7 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
     engine_options.outbound_ca = opts.outbound_ca.clone();
     let engine = Arc::new(Engine::new(&engine_options)?);
     let started = std::time::Instant::now();
-    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory)
+    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory, None)
         .await
         .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
     print!("{}", functions::print_table(&table));
@@ -236,7 +238,7 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
     let queue = Queue::open_with(&opts.queue_url, settings)
         .await
         .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
-    let table = Arc::new(table);
+    let table = Arc::new(functions::LiveTable::new(table));
     let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(
         queue.clone(),
@@ -261,7 +263,7 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
     tokio::spawn(crate::background::scheduler::run(
         queue.clone(),
-        table.functions.clone(),
+        table.current().functions.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(crate::background::retention::purge_loop(
@@ -290,6 +292,15 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         )
         .with_edge(cors, redirects),
     );
+    if let Some(watch) = &opts.watch {
+        let reloader = crate::watch::Reloader {
+            engine: app.engine.clone(),
+            app: app.clone(),
+            config: opts.config.clone(),
+            max_memory: functions::engine_needs(&opts.config).0,
+        };
+        tokio::spawn(crate::watch::run(reloader, watch.clone(), shutdown.clone()));
+    }
     Ok(Site {
         app,
         worker,

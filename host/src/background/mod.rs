@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::functions::router::Match;
-use crate::functions::{Function, FunctionTable, RetryPolicy};
+use crate::functions::{Function, LiveTable, RetryPolicy};
 use crate::invoke;
 use crate::queue::{Claimed, Finish, Queue, StoredResult, now_ms};
 use retry::Next;
@@ -52,8 +52,9 @@ pub struct WorkerOptions {
 pub struct Worker {
     queue: Queue,
     engine: Arc<Engine>,
-    table: Arc<FunctionTable>,
-    by_name: HashMap<String, Arc<Function>>,
+    /// The functions in force (a reload replaces them; an attempt keeps the version it began
+    /// with).
+    table: Arc<LiveTable>,
     /// Per-function caps (`concurrency`): a permit per running attempt of that function.
     caps: HashMap<String, Arc<Semaphore>>,
     /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
@@ -67,15 +68,12 @@ impl Worker {
     pub fn new(
         queue: Queue,
         engine: Arc<Engine>,
-        table: Arc<FunctionTable>,
+        table: Arc<LiveTable>,
         opts: WorkerOptions,
     ) -> Worker {
-        let by_name = table
-            .functions
-            .iter()
-            .map(|f| (f.name.clone(), f.clone()))
-            .collect();
+        // Caps are sized once, at startup (a reload does not resize them).
         let caps = table
+            .current()
             .functions
             .iter()
             .filter_map(|f| {
@@ -88,7 +86,6 @@ impl Worker {
             queue,
             engine,
             table,
-            by_name,
             caps,
             cap_freed: tokio::sync::Notify::new(),
             owner,
@@ -303,7 +300,8 @@ impl Worker {
                 result: StoredResult::default(),
             };
             let delivery = self
-                .by_name
+                .table
+                .current()
                 .get(&claim.function)
                 .and_then(|f| destinations::record_for(f, &claim, &finish));
             if let Some(d) = delivery
@@ -426,7 +424,8 @@ impl Worker {
         &self,
         claim: &Claimed,
     ) -> (Option<Arc<Function>>, Result<StoredResult, String>) {
-        let Some(function) = self.by_name.get(&claim.function).cloned() else {
+        let table = self.table.current();
+        let Some(function) = table.get(&claim.function).cloned() else {
             return (
                 None,
                 Err(format!(
@@ -439,7 +438,7 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return (Some(function), Err(e)),
         };
-        let params = match self.table.router.route(&claim.method, request.uri().path()) {
+        let params = match table.router.route(&claim.method, request.uri().path()) {
             Match::Found(_, params) => params,
             _ => Vec::new(),
         };

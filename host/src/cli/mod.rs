@@ -48,6 +48,10 @@ struct ServeArgs {
     /// Queue URL, sqlite://PATH or postgres://... [default: sqlite in the data dir]
     #[arg(long)]
     queue: Option<String>,
+    /// Reload when a .wasm in DIR, fnhost.toml or _redirects changes (requests under way
+    /// finish on the old version)
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +87,10 @@ enum Command {
         /// Multiply every background retry delay by F (0.01: a 1m delay waits 600 ms)
         #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = retry_scale)]
         retry_scale: f64,
+        /// Rebuild what changed under DIR and reload it (requests under way finish on the old
+        /// version; a failed build keeps the old one serving)
+        #[arg(long)]
+        watch: bool,
     },
     /// List the functions in DIR with their mode and routes, without serving
     List(ServeArgs),
@@ -166,6 +174,7 @@ fn run() -> anyhow::Result<ExitCode> {
             config,
             cache_dir,
             retry_scale,
+            watch,
         } => {
             let report = crate::builder::build(&dir, &out)?;
             if report.built.is_empty() {
@@ -191,11 +200,15 @@ fn run() -> anyhow::Result<ExitCode> {
                 no_cache: false,
                 data_dir: None,
                 queue: None,
+                watch,
             };
-            let opts = site::Options {
-                retry_scale,
-                ..options(args)?
-            };
+            let mut opts = options(args)?;
+            opts.retry_scale = retry_scale;
+            if let Some(w) = &mut opts.watch {
+                // A site file created later in DIR is picked up too.
+                w.config_file.get_or_insert_with(|| dir.join("fnhost.toml"));
+                w.sources = Some(dir);
+            }
             site::serve(opts, false)
         }
         Command::Status { id, url } => {
@@ -239,12 +252,14 @@ fn print_get(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
 
 /// Validates raw `serve` arguments and the site file into [`site::Options`].
 fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
-    let (config, base) = match args.config {
-        Some(path) => (Config::load(&path)?, parent(&path)),
-        None if Path::new("fnhost.toml").is_file() => {
-            (Config::load(Path::new("fnhost.toml"))?, PathBuf::from("."))
-        }
-        None => (Config::default(), PathBuf::from(".")),
+    let (config, base, config_file) = match args.config {
+        Some(path) => (Config::load(&path)?, parent(&path), Some(path)),
+        None if Path::new("fnhost.toml").is_file() => (
+            Config::load(Path::new("fnhost.toml"))?,
+            PathBuf::from("."),
+            Some(PathBuf::from("fnhost.toml")),
+        ),
+        None => (Config::default(), PathBuf::from("."), None),
     };
     let dir = args
         .dir
@@ -280,7 +295,13 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         }
     };
     let outbound_ca = config.server.outbound_ca.as_ref().map(|p| base.join(p));
+    let watch = args.watch.then(|| crate::watch::Watch {
+        functions: dir.clone(),
+        config_file,
+        sources: None,
+    });
     Ok(site::Options {
+        watch,
         dir,
         listen,
         config,

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::config::{Config, defaults};
 use crate::engine::{self, Engine};
@@ -50,6 +51,48 @@ pub struct Function {
     pub component: engine::Component,
     /// Mode, routes, limits, sandbox, retries and destinations, resolved.
     pub settings: Settings,
+    /// The file as it was loaded (a reload reuses the component while this is unchanged).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A component file's size and modification time: what tells a reload it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Fingerprint {
+    /// The file's fingerprint now; `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<Fingerprint> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Fingerprint {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+/// The function table in force, replaced as a whole by a reload (`--watch`): a request or an
+/// attempt takes the current table once and keeps its functions until it is done, so it
+/// finishes on the version it started with.
+pub struct LiveTable(arc_swap::ArcSwap<FunctionTable>);
+
+impl LiveTable {
+    /// Starts with `table`.
+    pub fn new(table: FunctionTable) -> LiveTable {
+        LiveTable(arc_swap::ArcSwap::from_pointee(table))
+    }
+
+    /// The table in force now.
+    pub fn current(&self) -> Arc<FunctionTable> {
+        self.0.load_full()
+    }
+
+    /// Puts `table` in force for every later request and attempt.
+    pub fn replace(&self, table: Arc<FunctionTable>) {
+        self.0.store(table);
+    }
 }
 
 impl fmt::Display for Function {
@@ -75,6 +118,13 @@ pub struct FunctionTable {
     pub router: Router<Arc<Function>>,
     /// Files that failed to load or route.
     pub rejected: Vec<Rejected>,
+}
+
+impl FunctionTable {
+    /// The function called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
+        self.functions.iter().find(|f| f.name == name)
+    }
 }
 
 /// Settings the engine must know before any component is loaded.
@@ -104,17 +154,27 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// Loads every function in `dir` (concurrently) and builds the routing table. A file that
-/// fails is reported in `rejected`; the others are still served.
+/// fails is reported in `rejected`; the others are still served. A component whose file is
+/// unchanged since `previous` loaded it is reused (its settings are resolved afresh).
 pub async fn load(
     engine: &Engine,
     dir: &Path,
     config: &Config,
     max_memory: u64,
+    previous: Option<&FunctionTable>,
 ) -> std::io::Result<FunctionTable> {
     let files = discover(dir)?;
-    let loads = files
-        .iter()
-        .map(|(name, path)| async move { (name, path, engine.load(path).await) });
+    let loads = files.iter().map(|(name, path)| async move {
+        let fingerprint = Fingerprint::of(path);
+        let unchanged = previous
+            .and_then(|t| t.get(name))
+            .filter(|f| f.file == *path && fingerprint.is_some() && f.fingerprint == fingerprint);
+        let loaded = match unchanged {
+            Some(f) => Ok(f.component.clone()),
+            None => engine.load(path).await,
+        };
+        (name, path, fingerprint, loaded)
+    });
     let results = futures::future::join_all(loads).await;
 
     let mut table = FunctionTable {
@@ -122,7 +182,7 @@ pub async fn load(
         router: Router::default(),
         rejected: Vec::new(),
     };
-    for (name, path, loaded) in results {
+    for (name, path, fingerprint, loaded) in results {
         let component = match loaded {
             Ok(c) => c,
             Err(e) => {
@@ -147,6 +207,7 @@ pub async fn load(
                 file: path.clone(),
                 component,
                 settings,
+                fingerprint,
             }),
             Err(reason) => {
                 table.rejected.push(Rejected {

@@ -28,7 +28,7 @@ use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
 use crate::engine::Engine;
 use crate::functions::router::Match;
-use crate::functions::{FunctionTable, Mode};
+use crate::functions::{FunctionTable, LiveTable, Mode};
 use crate::ids::{API_PREFIX, headers::INVOCATION_ID, new_id};
 use crate::queue::Queue;
 use error::ApiError;
@@ -38,8 +38,8 @@ use rules::Action;
 pub struct App {
     /// The engine running guests.
     pub engine: Arc<Engine>,
-    /// Loaded functions and their routes.
-    pub table: Arc<FunctionTable>,
+    /// Loaded functions and their routes (replaced by a reload).
+    pub table: Arc<LiveTable>,
     /// The durable queue of background invocations.
     pub queue: Queue,
     /// Bearer token of the admin endpoints; `None` turns them off.
@@ -50,17 +50,24 @@ pub struct App {
     body_timeout: std::time::Duration,
     /// Permits for synchronous invocations.
     sync_permits: Arc<Semaphore>,
+    /// CORS policies and rules (replaced by a reload).
+    edge: arc_swap::ArcSwap<Edge>,
+}
+
+/// What the site file and `_redirects` say about requests before a function runs.
+#[derive(Default)]
+pub struct Edge {
     /// CORS policies (`[cors]`, `[functions.NAME.cors]`); empty = none.
-    cors: Policies,
+    pub cors: Policies,
     /// `_redirects` and `[[redirects]]` rules.
-    redirects: Rules,
+    pub redirects: Rules,
 }
 
 impl App {
     /// Builds the app; `max_concurrency` caps synchronous invocations in flight.
     pub fn new(
         engine: Arc<Engine>,
-        table: Arc<FunctionTable>,
+        table: Arc<LiveTable>,
         queue: Queue,
         admin_token: Option<String>,
         max_concurrency: usize,
@@ -75,20 +82,23 @@ impl App {
             admin_token,
             body_timeout,
             sync_permits: Arc::new(Semaphore::new(max_concurrency)),
-            cors: Policies::default(),
-            redirects: Rules::default(),
+            edge: arc_swap::ArcSwap::from_pointee(Edge::default()),
         }
     }
 
     /// Adds the site's CORS policies and its rewrite/redirect/proxy rules, both resolved and
     /// validated by the caller (see `site`).
-    pub fn with_edge(mut self, cors: Policies, redirects: Rules) -> App {
+    pub fn with_edge(self, cors: Policies, redirects: Rules) -> App {
+        self.replace_edge(cors, redirects);
+        self
+    }
+
+    /// Puts new CORS policies and rules in force for every later request (a reload).
+    pub fn replace_edge(&self, cors: Policies, redirects: Rules) {
         if !redirects.is_empty() {
             tracing::info!("{} redirect rule(s)", redirects.iter().count());
         }
-        self.cors = cors;
-        self.redirects = redirects;
-        self
+        self.edge.store(Arc::new(Edge { cors, redirects }));
     }
 
     /// Answers one request. Never fails: errors become responses. Once shutdown has started a
@@ -113,19 +123,22 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // This request keeps the functions and rules in force now, whatever a reload does.
+        let table = self.table.current();
+        let edge = self.edge.load_full();
         let mut path = req.uri().path().to_string();
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
         rules::check_path(&path).map_err(ApiError::BadRequest)?;
         // Rules never apply to fnhost's own endpoints; a rewrite is routed once, not re-ruled.
-        if !path.starts_with(API_PREFIX) && !self.redirects.is_empty() {
+        if !path.starts_with(API_PREFIX) && !edge.redirects.is_empty() {
             let routed = || {
                 !matches!(
-                    self.table.router.route(req.method().as_str(), &path),
+                    table.router.route(req.method().as_str(), &path),
                     Match::NotFound
                 )
             };
-            match rules::resolve(&self.redirects, &path, req.uri().query(), routed) {
+            match rules::resolve(&edge.redirects, &path, req.uri().query(), routed) {
                 None => {}
                 Some(Action::Redirect { status, location }) => {
                     if rules::is_off_site(&location) {
@@ -149,19 +162,21 @@ impl App {
         let origin = cors::request_origin(req.headers()).map(str::to_string);
         let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
         if let Some(rest) = path.strip_prefix(API_PREFIX) {
-            if let (Some(origin), false) = (&origin, self.cors.is_empty()) {
+            if let (Some(origin), false) = (&origin, edge.cors.is_empty()) {
                 return Ok(self
-                    .api_with_cors(&req, rest, origin, preflight.as_deref())
+                    .api_with_cors(&edge.cors, &req, rest, origin, preflight.as_deref())
                     .await);
             }
             return api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await;
         }
-        if let (Some(method), Some(origin), false) = (&preflight, &origin, self.cors.is_empty()) {
-            if let Some(resp) = self.preflight(&path, method, origin, req.headers())? {
+        if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty()) {
+            if let Some(resp) =
+                preflight_answer(&table, &edge.cors, &path, method, origin, req.headers())?
+            {
                 return Ok(resp);
             }
         }
-        let (function, params) = match self.table.router.route(req.method().as_str(), &path) {
+        let (function, params) = match table.router.route(req.method().as_str(), &path) {
             Match::Found(f, params) => (f.clone(), params),
             Match::MethodNotAllowed(allow) => {
                 return Err(ApiError::MethodNotAllowed {
@@ -173,7 +188,7 @@ impl App {
         };
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
-        let policy = self.cors.for_function(&function.name);
+        let policy = edge.cors.for_function(&function.name);
         if let (Some(policy), Some(origin)) = (policy, &origin) {
             let host = req
                 .headers()
@@ -217,41 +232,12 @@ impl App {
         Ok(resp)
     }
 
-    /// Answers a CORS preflight for a function route without invoking anything. `None` when
-    /// the route's function has no policy: then its `OPTIONS` reaches it, as on Netlify.
-    fn preflight(
-        &self,
-        path: &str,
-        method: &str,
-        origin: &str,
-        headers: &http::HeaderMap,
-    ) -> Result<Option<Response<Body>>, ApiError> {
-        let policy = match self.table.router.route(method, path) {
-            Match::Found(f, _) => match self.cors.for_function(&f.name) {
-                Some(p) => p,
-                None => return Ok(None),
-            },
-            // The route does not take that method: a refusal, unless no site-wide policy
-            // speaks for the route (then the usual 405 answers).
-            Match::MethodNotAllowed(_) => match self.cors.site() {
-                Some(_) => return Ok(Some(no_content(cors::refused_preflight()))),
-                None => return Ok(None),
-            },
-            Match::NotFound => return Err(ApiError::NoRoute(path.to_string())),
-        };
-        let requested = headers
-            .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
-            .and_then(|v| v.to_str().ok());
-        Ok(Some(no_content(
-            policy.preflight(origin, method, requested),
-        )))
-    }
-
     /// `/.fnhost{rest}` for a request with an `Origin`: the status resource carries the CORS
     /// headers of its invocation's function (else the site-wide policy); preflights for it are
     /// answered here.
     async fn api_with_cors<B>(
         &self,
+        cors: &Policies,
         req: &Request<B>,
         rest: &str,
         origin: &str,
@@ -269,8 +255,8 @@ impl App {
                     .map(|s| s.function);
                 function
                     .as_deref()
-                    .and_then(|f| self.cors.for_function(f))
-                    .or(self.cors.site())
+                    .and_then(|f| cors.for_function(f))
+                    .or(cors.site())
             }
             _ => None,
         };
@@ -292,6 +278,37 @@ impl App {
         policy.decorate(resp.headers_mut(), origin, &[INVOCATION_ID]);
         resp
     }
+}
+
+/// Answers a CORS preflight for a function route without invoking anything. `None` when the
+/// route's function has no policy: then its `OPTIONS` reaches it, as on Netlify.
+fn preflight_answer(
+    table: &FunctionTable,
+    cors: &Policies,
+    path: &str,
+    method: &str,
+    origin: &str,
+    headers: &http::HeaderMap,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let policy = match table.router.route(method, path) {
+        Match::Found(f, _) => match cors.for_function(&f.name) {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+        // The route does not take that method: a refusal, unless no site-wide policy speaks
+        // for the route (then the usual 405 answers).
+        Match::MethodNotAllowed(_) => match cors.site() {
+            Some(_) => return Ok(Some(no_content(cors::refused_preflight()))),
+            None => return Ok(None),
+        },
+        Match::NotFound => return Err(ApiError::NoRoute(path.to_string())),
+    };
+    let requested = headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok());
+    Ok(Some(no_content(
+        policy.preflight(origin, method, requested),
+    )))
 }
 
 impl App {
