@@ -11,6 +11,7 @@
 //! - `hardening`: slow clients, a second host on one data dir, SIGTERM in a burst, hostile paths.
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
+//! - `devloop`: `fnhost new` projects built and served (Rust, JS, Python); `fnhost invoke`.
 //! - `languages`: JavaScript and Python functions built from the examples.
 //! - `parity`: Netlify parity — function subpaths.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
@@ -19,6 +20,7 @@ mod background;
 mod build;
 mod config;
 mod cors;
+mod devloop;
 mod hardening;
 mod languages;
 mod parity;
