@@ -1,14 +1,68 @@
-//! A minimal HTTP/1.1 client for the CLI's `status` and `invocations` commands, which talk to
-//! a running fnhost (plain HTTP; fnhost itself listens without TLS).
+//! A minimal HTTP/1.1 client for the CLI's remote commands (`status`, `invocations`, `invoke`,
+//! `retry`), which talk to a running fnhost (plain HTTP; fnhost itself listens without TLS).
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
+
+/// What the CLI sends.
+pub struct Call<'a> {
+    /// HTTP method.
+    pub method: http::Method,
+    /// `http://HOST:PORT/path?query`.
+    pub url: &'a str,
+    /// Extra request headers.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Request body (empty: none).
+    pub body: Bytes,
+    /// Bearer token for the admin endpoints.
+    pub token: Option<&'a str>,
+    /// Longest wait for the whole answer.
+    pub timeout: Duration,
+}
+
+impl<'a> Call<'a> {
+    /// `GET url`, 30 s.
+    pub fn get(url: &'a str, token: Option<&'a str>) -> Self {
+        Call {
+            method: http::Method::GET,
+            url,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            token,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An answer, whole.
+pub struct Answer {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Headers as sent.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
 
 /// `GET url` with an optional bearer token; returns status and body.
 pub async fn get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let answer = send(Call::get(url, token)).await?;
+    Ok((answer.status.as_u16(), answer.text()))
+}
+
+/// Sends one request over a fresh connection and reads the whole answer.
+pub async fn send(call: Call<'_>) -> anyhow::Result<Answer> {
+    let url = call.url;
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("invalid URL {url:?}"))?;
@@ -19,23 +73,30 @@ pub async fn get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
-            .with_context(|| format!("cannot connect to {authority}"))?;
+            .with_context(|| format!("cannot connect to {authority} (is fnhost running?)"))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        let mut req = http::Request::builder()
+            .method(call.method)
+            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(http::header::HOST, &authority);
-        if let Some(t) = token {
+        if let Some(t) = call.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let resp = sender
-            .send_request(req.body(Empty::<Bytes>::new())?)
-            .await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        for (name, value) in call.headers {
+            req = req.header(name, value);
+        }
+        let resp = sender.send_request(req.body(Full::new(call.body))?).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     };
-    tokio::time::timeout(Duration::from_secs(30), exchange)
+    tokio::time::timeout(call.timeout, exchange)
         .await
-        .context("no answer within 30 s")?
+        .with_context(|| format!("no answer from {url} within {:?}", call.timeout))?
 }

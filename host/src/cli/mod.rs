@@ -1,5 +1,6 @@
 //! The command line: raw arguments and the site file are validated into [`site::Options`]
-//! before anything runs; `status` and `invocations` talk to a running fnhost ([`client`]).
+//! before anything runs; `status`, `invocations`, `invoke` and `retry` talk to a running
+//! fnhost ([`client`], [`invoke`]); `new` writes a function project from a template ([`new`]).
 //! `main` is `run() -> anyhow::Result<ExitCode>`; errors print with their whole chain.
 
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use crate::ids::{API_PREFIX, status_path};
 use crate::site;
 
 mod client;
+mod invoke;
+mod new;
 
 #[derive(Parser)]
 #[command(
@@ -102,6 +105,12 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8888")]
         url: String,
     },
+    /// Create a function project from a template (Rust, JavaScript or Python)
+    New(new::NewArgs),
+    /// Call a function on a running fnhost and print its answer
+    Invoke(invoke::InvokeArgs),
+    /// Run an invocation waiting for a retry now (admin endpoint: needs the admin token)
+    Retry(invoke::RetryArgs),
     /// List background invocations (admin endpoint: needs the admin token)
     Invocations {
         /// Only this function's
@@ -211,6 +220,9 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             site::serve(opts, false)
         }
+        Command::New(args) => new::run(args),
+        Command::Invoke(args) => invoke::run(args),
+        Command::Retry(args) => invoke::retry(args),
         Command::Status { id, url } => {
             let url = format!("{}{}", url.trim_end_matches('/'), status_path(&id));
             print_get(&url, None)

@@ -1,7 +1,7 @@
 //! fnhost's own endpoints under `/.fnhost`: the status resource of a background invocation
 //! (its unguessable id is the capability), health, and the admin operations behind the bearer
-//! token — list, replay a dead invocation, cancel a waiting one, run a waiting retry now — and
-//! the Prometheus metrics.
+//! token — list, replay a dead invocation, cancel a waiting one, run a waiting retry now; list
+//! the functions served — and the Prometheus metrics.
 
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
@@ -71,6 +71,10 @@ pub async fn handle(
                 .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))
         }
+        (&Method::GET, ["functions"]) => {
+            app.check_admin(headers)?;
+            Ok(json(StatusCode::OK, &functions(&app.table.current())))
+        }
         (
             &Method::POST,
             [
@@ -121,12 +125,33 @@ pub async fn handle(
             );
             Ok(resp)
         }
-        (_, ["health" | "metrics"] | ["invocations", ..]) => Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
-        }),
+        (_, ["health" | "metrics" | "functions"] | ["invocations", ..]) => {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
+            })
+        }
         _ => Err(ApiError::NoEndpoint(format!("{API_PREFIX}{rest}"))),
     }
+}
+
+/// The functions served, as `fnhost invoke` looks a route up: name, mode, routes (as
+/// declared), methods (empty: any) and schedule.
+fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
+    table
+        .functions
+        .iter()
+        .map(|f| {
+            let s = &f.settings;
+            json!({
+                "name": f.name,
+                "mode": s.mode.to_string(),
+                "routes": s.routes.patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "methods": s.routes.methods,
+                "schedule": s.schedule.as_ref().map(|s| s.as_str()),
+            })
+        })
+        .collect()
 }
 
 /// `a=1&b=x%20y` → pairs, percent-decoded, `+` as space.

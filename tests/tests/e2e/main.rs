@@ -11,6 +11,7 @@
 //! - `hardening`: slow clients, a second host on one data dir, SIGTERM in a burst, hostile paths.
 //! - `cors`: CORS policies, `_redirects` rewrites/redirects/proxies, and a headless Chromium.
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
+//! - `devloop`: `fnhost new` projects built and served (Rust, JS, Python); `fnhost invoke`.
 //! - `languages`: JavaScript and Python functions built from the examples.
 //! - `metrics`: the Prometheus exposition at `/.fnhost/metrics`, checked by promtool.
 //! - `parity`: Netlify parity — function subpaths.
@@ -20,6 +21,7 @@ mod background;
 mod build;
 mod config;
 mod cors;
+mod devloop;
 mod hardening;
 mod languages;
 mod metrics;
