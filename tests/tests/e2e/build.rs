@@ -36,7 +36,7 @@ fn start_dev(
 }
 
 /// [`start_dev`] with more arguments; stdout lines are kept with stderr's.
-fn start_dev_with(
+pub(crate) fn start_dev_with(
     dir: &std::path::Path,
     work: &std::path::Path,
     extra: &[&str],

@@ -15,6 +15,7 @@
 //! - `languages`: JavaScript and Python functions built from the examples.
 //! - `metrics`: the Prometheus exposition at `/.fnhost/metrics`, checked by promtool.
 //! - `parity`: Netlify parity — function subpaths.
+//! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 
 mod background;
@@ -30,3 +31,4 @@ mod postgres;
 mod sandbox;
 mod support;
 mod sync;
+mod watch;

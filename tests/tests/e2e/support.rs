@@ -226,6 +226,7 @@ pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
     queue: Option<String>,
     cache_dir: Option<PathBuf>,
+    watch: bool,
 }
 
 thread_local! {
@@ -265,7 +266,18 @@ impl Server {
             data_dir: None,
             queue: DEFAULT_QUEUE.with(|q| q.borrow().clone()),
             cache_dir: None,
+            watch: false,
         }
+    }
+
+    /// The directory of the served `NAME.wasm` files.
+    pub fn functions_dir(&self) -> PathBuf {
+        self.dir.path().join("functions")
+    }
+
+    /// The site file the server reads.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("fnhost.toml")
     }
 
     /// The process id (to signal it).
@@ -336,6 +348,12 @@ impl Server {
 
 impl ServerBuilder {
     /// The fnhost.toml text.
+    /// Serves with `--watch`.
+    pub fn watch(mut self) -> Self {
+        self.watch = true;
+        self
+    }
+
     pub fn config(mut self, toml: &str) -> Self {
         self.config = toml.to_string();
         self
@@ -400,6 +418,9 @@ impl ServerBuilder {
         command.arg("serve");
         if let Some(url) = &self.queue {
             command.arg("--queue").arg(url);
+        }
+        if self.watch {
+            command.arg("--watch");
         }
         let mut child = command
             .arg(&functions)
