@@ -13,6 +13,8 @@
 //! - `build`: `fnhost build`, `fnhost dev` and `cargo component build`.
 //! - `devloop`: `fnhost new` projects built and served (Rust, JS, Python); `fnhost invoke`.
 //! - `languages`: JavaScript and Python functions built from the examples.
+//! - `dashboard`: the page at `/.fnhost/ui/` in a headless Chromium (over `cdp`), its access
+//!   rules, and its view logic under `node --test`.
 //! - `metrics`: the Prometheus exposition at `/.fnhost/metrics`, checked by promtool.
 //! - `parity`: Netlify parity — function subpaths.
 //! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
@@ -20,8 +22,10 @@
 
 mod background;
 mod build;
+mod cdp;
 mod config;
 mod cors;
+mod dashboard;
 mod devloop;
 mod hardening;
 mod languages;
