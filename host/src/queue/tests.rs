@@ -44,6 +44,7 @@ fn answered(status: u16, body: &str) -> StoredResult {
         status: Some(status),
         headers: vec![("x-a".into(), "1".into())],
         body: body.as_bytes().to_vec(),
+        logs: Vec::new(),
     }
 }
 
