@@ -50,6 +50,7 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         outbound: Arc::from(Vec::new()),
         max_outbound: 16,
         max_log: 1 << 20,
+        capture: None,
     }
 }
 

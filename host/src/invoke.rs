@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::engine::{Engine, InvokeContext, Outcome, Running};
 use crate::functions::Function;
 use crate::ids::headers;
+use crate::logs::Capture;
 
 /// Why an invocation produced no usable response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,18 +40,21 @@ impl fmt::Display for Failure {
 }
 
 /// Starts `function` on `request` in a fresh instance; the task holds `guard` until the guest
-/// is done. `attempt` is the background attempt number (none for a sync invocation).
+/// is done. `attempt` is the background attempt number (none for a sync invocation), with
+/// where its output lines are kept.
 pub fn start<G: Send + 'static>(
     engine: &Engine,
     function: &Arc<Function>,
     request: Request<Bytes>,
     params: &[(String, String)],
     id: &str,
-    attempt: Option<u32>,
+    attempt: Option<(u32, Capture)>,
     guard: G,
 ) -> Running {
-    let request = guest_request(request, &function.name, params, id, attempt);
-    engine.invoke(&function.component, request, &context(function, id), guard)
+    let (number, capture) = attempt.unzip();
+    let request = guest_request(request, &function.name, params, id, number);
+    let ctx = context(function, id, capture);
+    engine.invoke(&function.component, request, &ctx, guard)
 }
 
 /// Waits for the guest's response; when none comes, why.
@@ -84,7 +88,7 @@ fn judge(
 }
 
 /// The per-invocation settings the engine needs.
-fn context(function: &Function, id: &str) -> InvokeContext {
+fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeContext {
     InvokeContext {
         id: id.into(),
         function: function.name.as_str().into(),
@@ -96,6 +100,7 @@ fn context(function: &Function, id: &str) -> InvokeContext {
         outbound: function.settings.sandbox.outbound.clone(),
         max_outbound: function.settings.limits.max_outbound,
         max_log: function.settings.limits.max_log,
+        capture,
     }
 }
 

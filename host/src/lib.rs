@@ -20,8 +20,9 @@
 //! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
 //! - [`config`]: fnhost.toml parsing and validation, its values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.
-//! - [`body`], [`ids`], [`metrics`]: leaves every layer shares: the HTTP body, ids, header
-//!   names, and the Prometheus metrics (named and recorded in one place).
+//! - [`body`], [`ids`], [`metrics`], [`logs`]: leaves every layer shares: the HTTP body, ids,
+//!   header names, the Prometheus metrics (named and recorded in one place), and the guest
+//!   output kept for people (live tail, per-attempt capture).
 
 pub mod background;
 pub mod body;
@@ -33,6 +34,7 @@ pub mod functions;
 pub mod http;
 pub mod ids;
 pub mod invoke;
+pub mod logs;
 pub mod metrics;
 pub mod queue;
 pub mod site;

@@ -5,8 +5,9 @@
 //! Labels take only values fnhost chooses (function names from the table, fixed words), so the
 //! number of series is bounded by the functions served.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -157,7 +158,76 @@ pub fn invocation(
             .increment(1);
     }
     if let Some(fuel) = fuel {
-        counter!(FUEL, "function" => function).increment(fuel);
+        counter!(FUEL, "function" => function.clone()).increment(fuel);
+    }
+    remember(&function, took, ended != Ended::Completed);
+}
+
+/// Invocations remembered per function for [`last_hour`] (the oldest go first).
+pub const RECENT_PER_FUNCTION: usize = 4096;
+
+/// Per function: when each recent invocation ended, how long it took, whether it failed.
+static RECENT: Mutex<Option<HashMap<String, VecDeque<(Instant, Duration, bool)>>>> =
+    Mutex::new(None);
+
+fn remember(function: &str, took: Duration, failed: bool) {
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = recent.get_or_insert_with(HashMap::new);
+    let window = match map.get_mut(function) {
+        Some(w) => w,
+        None => map.entry(function.to_string()).or_default(),
+    };
+    if window.len() == RECENT_PER_FUNCTION {
+        window.pop_front();
+    }
+    window.push_back((Instant::now(), took, failed));
+}
+
+/// A function's invocations on this node in the last hour (at most the last
+/// [`RECENT_PER_FUNCTION`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LastHour {
+    /// Invocations (sync requests and background attempts) that ended.
+    pub invocations: usize,
+    /// Of which did not complete (trapped, stopped at a limit).
+    pub failures: usize,
+    /// Median duration.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile duration.
+    pub p99_ms: Option<f64>,
+}
+
+/// [`LastHour`] for `function`.
+pub fn last_hour(function: &str) -> LastHour {
+    let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(window) = recent.as_ref().and_then(|m| m.get(function)) else {
+        return LastHour::default();
+    };
+    let since = Instant::now().checked_sub(Duration::from_secs(3600));
+    let mut took: Vec<f64> = Vec::new();
+    let mut failures = 0;
+    for (at, d, failed) in window {
+        if since.is_some_and(|s| *at < s) {
+            continue;
+        }
+        took.push(d.as_secs_f64() * 1e3);
+        failures += usize::from(*failed);
+    }
+    took.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((took.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        took.get(i).map(|ms| (ms * 100.0).round() / 100.0)
+    };
+    LastHour {
+        invocations: took.len(),
+        failures,
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Options {
     pub retry_scale: f64,
     /// `--watch`: what to watch, to rebuild and reload on changes.
     pub watch: Option<crate::watch::Watch>,
+    /// The admin token was made up for this run (`fnhost dev` on loopback without one): the
+    /// dashboard's address is printed with it.
+    pub dev_token: bool,
 }
 
 impl Options {
@@ -101,7 +104,18 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             Duration::from_secs(60).mul_f64(opts.retry_scale)
         );
     }
-    println!("listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    match &opts.config.server.admin_token {
+        Some(token) if opts.dev_token => println!(
+            "dashboard: http://{addr}/.fnhost/ui/#token={token} (a token made up for this run; \
+             set server.admin_token to choose one)"
+        ),
+        Some(_) => println!("dashboard: http://{addr}/.fnhost/ui/ (sign in with the admin token)"),
+        None => {
+            println!("no dashboard: set server.admin_token in fnhost.toml to turn on /.fnhost/ui/")
+        }
+    }
+    println!("listening on http://{addr}");
     use std::io::Write as _;
     std::io::stdout().flush()?;
     drop(listener);

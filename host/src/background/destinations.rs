@@ -203,6 +203,7 @@ mod tests {
             status: Some(200),
             headers: vec![],
             body: br#"{"ok":true}"#.to_vec(),
+            logs: Vec::new(),
         };
         let r = record("f", &claim(br#"{"n":1}"#), "Success", &result, None);
         assert_eq!(r["version"], "1.0");

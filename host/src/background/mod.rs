@@ -27,7 +27,8 @@ use crate::engine::Engine;
 use crate::functions::router::Match;
 use crate::functions::{Function, LiveTable, RetryPolicy};
 use crate::invoke;
-use crate::queue::{Claimed, Finish, Queue, StoredResult, now_ms};
+use crate::logs::Capture;
+use crate::queue::{Claimed, Finish, GuestLine, Queue, StoredResult, now_ms};
 use retry::Next;
 
 /// Stored response bodies are cut at this size.
@@ -355,14 +356,15 @@ impl Worker {
             drop(permit);
             self.cap_freed.notify_one();
         }
-        let (function, result) = result?;
-        let finish = classify(
+        let (function, result, logs) = result?;
+        let mut finish = classify(
             &claim,
             function.as_deref().map(|f| &f.settings.retry),
             result,
             now_ms(),
             self.opts.retry_scale,
         );
+        finish.result_mut().logs = logs;
         if let Finish::Retry { error, .. } | Finish::Dead { error, .. } = &finish {
             tracing::warn!(
                 id = claim.id,
@@ -419,11 +421,15 @@ impl Worker {
         }
     }
 
-    /// Runs the guest and drains its response.
+    /// Runs the guest and drains its response; with what it printed.
     async fn execute(
         &self,
         claim: &Claimed,
-    ) -> (Option<Arc<Function>>, Result<StoredResult, String>) {
+    ) -> (
+        Option<Arc<Function>>,
+        Result<StoredResult, String>,
+        Vec<GuestLine>,
+    ) {
         let table = self.table.current();
         let Some(function) = table.get(&claim.function).cloned() else {
             return (
@@ -432,23 +438,25 @@ impl Worker {
                     "function {:?} is not loaded on this host",
                     claim.function
                 )),
+                Vec::new(),
             );
         };
         let request = match rebuild_request(claim) {
             Ok(r) => r,
-            Err(e) => return (Some(function), Err(e)),
+            Err(e) => return (Some(function), Err(e), Vec::new()),
         };
         let params = match table.router.route(&claim.method, request.uri().path()) {
             Match::Found(_, params) => params,
             _ => Vec::new(),
         };
+        let capture = Capture::default();
         let mut running = invoke::start(
             &self.engine,
             &function,
             request,
             &params,
             &claim.id,
-            Some(claim.attempt),
+            Some((claim.attempt, capture.clone())),
             (),
         );
         // The guest runs on a task of its own: when this attempt is abandoned (lease lost,
@@ -462,7 +470,16 @@ impl Worker {
             }
             Err(failure) => Err(failure),
         };
-        (Some(function), result.map_err(|f| f.to_string()))
+        let logs = capture
+            .take()
+            .into_iter()
+            .map(|(at_ms, stream, line)| GuestLine {
+                at_ms,
+                stream: stream.to_string(),
+                line,
+            })
+            .collect();
+        (Some(function), result.map_err(|f| f.to_string()), logs)
     }
 }
 
@@ -606,6 +623,7 @@ async fn drain(resp: http::Response<crate::body::Body>) -> StoredResult {
             })
             .collect(),
         body: kept,
+        logs: Vec::new(),
     }
 }
 

@@ -213,6 +213,12 @@ fn run() -> anyhow::Result<ExitCode> {
             };
             let mut opts = options(args)?;
             opts.retry_scale = retry_scale;
+            // The dashboard on a developer's own machine, without setting a token: one made
+            // up for this run, printed in its address (never on a non-loopback listener).
+            if opts.config.server.admin_token.is_none() && opts.listen.ip().is_loopback() {
+                opts.config.server.admin_token = Some(crate::ids::new_id());
+                opts.dev_token = true;
+            }
             if let Some(w) = &mut opts.watch {
                 // A site file created later in DIR is picked up too.
                 w.config_file.get_or_insert_with(|| dir.join("fnhost.toml"));
@@ -321,6 +327,7 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         queue_url,
         outbound_ca,
         retry_scale: 1.0,
+        dev_token: false,
     })
 }
 

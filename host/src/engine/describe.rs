@@ -125,6 +125,7 @@ pub(super) async fn describe(
         outbound: Arc::from(Vec::new()),
         max_outbound: 0,
         max_log: 64 * 1024,
+        capture: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

@@ -46,6 +46,8 @@ pub struct InvokeContext {
     pub max_outbound: usize,
     /// Bytes of stdout + stderr logged; the rest is dropped after one "truncated" line.
     pub max_log: u64,
+    /// Where the guest's output lines are kept too (a background attempt's, stored with it).
+    pub capture: Option<crate::logs::Capture>,
 }
 
 /// How an invocation ended.
@@ -169,11 +171,13 @@ impl Engine {
             ctx.function.clone(),
             ctx.id.clone(),
             log.clone(),
+            ctx.capture.clone(),
         ))
         .stderr(stdio::LogStream::stderr(
             ctx.function.clone(),
             ctx.id.clone(),
             log,
+            ctx.capture.clone(),
         ))
         .allow_tcp(false)
         .allow_udp(false)

@@ -48,23 +48,37 @@ pub(super) struct LogStream {
     id: Arc<str>,
     stream: &'static str,
     budget: Arc<LogBudget>,
+    /// Where a background attempt's lines are kept, too.
+    capture: Option<crate::logs::Capture>,
 }
 
 impl LogStream {
-    pub(super) fn stdout(function: Arc<str>, id: Arc<str>, budget: Arc<LogBudget>) -> LogStream {
+    pub(super) fn stdout(
+        function: Arc<str>,
+        id: Arc<str>,
+        budget: Arc<LogBudget>,
+        capture: Option<crate::logs::Capture>,
+    ) -> LogStream {
         LogStream {
             function,
             id,
             stream: "stdout",
             budget,
+            capture,
         }
     }
-    pub(super) fn stderr(function: Arc<str>, id: Arc<str>, budget: Arc<LogBudget>) -> LogStream {
+    pub(super) fn stderr(
+        function: Arc<str>,
+        id: Arc<str>,
+        budget: Arc<LogBudget>,
+        capture: Option<crate::logs::Capture>,
+    ) -> LogStream {
         LogStream {
             function,
             id,
             stream: "stderr",
             budget,
+            capture,
         }
     }
 }
@@ -102,7 +116,9 @@ impl LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(line);
-        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, "{}", text.trim_end_matches('\r'));
+        let text = text.trim_end_matches('\r');
+        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, "{}", text);
+        crate::logs::record(&t.function, &t.id, t.stream, text, t.capture.as_ref());
     }
 
     /// Emits every complete line of `buf + data` and keeps the rest: each byte is looked at
@@ -178,7 +194,7 @@ mod tests {
     #[test]
     fn lines_are_split_and_long_ones_cut_without_rescanning() {
         let budget = LogBudget::new(u64::MAX);
-        let target = LogStream::stdout("f".into(), "id".into(), budget.clone());
+        let target = LogStream::stdout("f".into(), "id".into(), budget.clone(), None);
         let mut w = LineWriter {
             target,
             buf: Vec::new(),

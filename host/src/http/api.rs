@@ -71,6 +71,25 @@ pub async fn handle(
                 .map_err(internal)?;
             Ok(json(StatusCode::OK, &list))
         }
+        (&Method::GET, ["invocations", id, "detail"]) => {
+            app.check_admin(headers)?;
+            match app.queue.detail(id).await.map_err(internal)? {
+                Some(detail) => Ok(json(StatusCode::OK, &detail)),
+                None => Err(ApiError::NoInvocation(id.to_string())),
+            }
+        }
+        (&Method::GET, ["logs"]) => {
+            app.check_admin(headers)?;
+            let q = parse_query(query.unwrap_or(""));
+            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let after = get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let (lines, next) = crate::logs::recent(get("function"), after, 500);
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "lines": lines, "next": next }),
+            ))
+        }
+        (&Method::GET, ["ui", rest @ ..]) => ui(app, rest),
         (&Method::GET, ["functions"]) => {
             app.check_admin(headers)?;
             Ok(json(StatusCode::OK, &functions(&app.table.current())))
@@ -125,7 +144,7 @@ pub async fn handle(
             );
             Ok(resp)
         }
-        (_, ["health" | "metrics" | "functions"] | ["invocations", ..]) => {
+        (_, ["health" | "metrics" | "functions" | "logs"] | ["invocations", ..]) => {
             Err(ApiError::MethodNotAllowed {
                 method: method.to_string(),
                 allow: vec![if segments.len() == 3 { "POST" } else { "GET" }.to_string()],
@@ -135,20 +154,78 @@ pub async fn handle(
     }
 }
 
-/// The functions served, as `fnhost invoke` looks a route up: name, mode, routes (as
-/// declared), methods (empty: any) and schedule.
+/// The dashboard's files, embedded. Served only when admin endpoints are on (an admin token
+/// is configured): the page is useless without them.
+fn ui(app: &App, rest: &[&str]) -> Result<Response<Body>, ApiError> {
+    const INDEX: &str = include_str!("../../ui/index.html");
+    const SCRIPT: &str = include_str!("../../ui/app.js");
+    const STYLE: &str = include_str!("../../ui/app.css");
+    if !app.has_admin_token() {
+        return Err(ApiError::DashboardOff);
+    }
+    let (body, kind) = match rest {
+        [] | [""] | ["index.html"] => (INDEX, "text/html; charset=utf-8"),
+        ["app.js"] => (SCRIPT, "text/javascript; charset=utf-8"),
+        ["app.css"] => (STYLE, "text/css; charset=utf-8"),
+        _ => {
+            return Err(ApiError::NoEndpoint(format!(
+                "{API_PREFIX}/ui/{}",
+                rest.join("/")
+            )));
+        }
+    };
+    let mut resp = Response::new(crate::body::full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(kind),
+    );
+    // Everything the page loads is its own: no inline script, no other origin.
+    h.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    Ok(resp)
+}
+
+/// The functions served (what `fnhost invoke` looks a route up in, and the dashboard shows):
+/// name, mode, routes (as declared), methods (empty: any), schedule and its next run, budget,
+/// memory cap, retry delays, destinations, concurrency cap, and this node's last hour.
 fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
+    let now = chrono::Utc::now();
     table
         .functions
         .iter()
         .map(|f| {
             let s = &f.settings;
+            let next_run = s.schedule.as_ref().and_then(|sc| sc.next_after(now)).map(|t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            });
             json!({
                 "name": f.name,
                 "mode": s.mode.to_string(),
                 "routes": s.routes.patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 "methods": s.routes.methods,
                 "schedule": s.schedule.as_ref().map(|s| s.as_str()),
+                "next_run": next_run,
+                "timeout_ms": s.limits.timeout.as_millis() as u64,
+                "memory_bytes": s.limits.memory,
+                "max_body": s.limits.max_body,
+                "retry_delays_ms": s.retry.delays.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+                "on_success": s.destinations.on_success.as_ref().map(ToString::to_string),
+                "on_failure": s.destinations.on_failure.as_ref().map(ToString::to_string),
+                "concurrency": s.concurrency,
+                "last_hour": crate::metrics::last_hour(&f.name),
             })
         })
         .collect()

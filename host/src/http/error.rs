@@ -24,6 +24,9 @@ pub enum ApiError {
     /// An admin endpoint, and no admin token is configured.
     #[error("admin endpoints are off (no admin_token configured)")]
     AdminOff,
+    /// The dashboard, and no admin token is configured.
+    #[error("the dashboard is off: set server.admin_token in fnhost.toml to turn it on")]
+    DashboardOff,
     /// The route exists but not for this method.
     #[error("method {method} not allowed")]
     MethodNotAllowed {
@@ -114,7 +117,8 @@ impl ApiError {
             ApiError::NoRoute(_)
             | ApiError::NoInvocation(_)
             | ApiError::NoEndpoint(_)
-            | ApiError::AdminOff => StatusCode::NOT_FOUND,
+            | ApiError::AdminOff
+            | ApiError::DashboardOff => StatusCode::NOT_FOUND,
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -80,6 +80,7 @@ impl Queue {
         let outcome = writer::Outcome {
             id: claim.id.clone(),
             token: claim.token,
+            attempt: claim.attempt,
             finish,
             delivery,
             next,

@@ -35,8 +35,9 @@ use sqlx::{Any, AnyPool, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use model::{
-    Claimed, Delivery, DeliveryAttempt, DeliveryState, Enqueued, Finish, Interrupted,
-    InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult, UnknownState,
+    Claimed, Delivery, DeliveryAttempt, DeliveryState, Detail, Enqueued, Finish, GuestLine,
+    Interrupted, InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult,
+    UnknownState,
 };
 pub use writer::NOTIFY_CHANNEL;
 

@@ -231,6 +231,21 @@ pub struct StoredResult {
     pub headers: Vec<(String, String)>,
     /// Response body (capped).
     pub body: Vec<u8>,
+    /// What the guest printed during the attempt (bounded by the caller), stored with it.
+    #[serde(skip)]
+    pub logs: Vec<GuestLine>,
+}
+
+/// One line a guest printed during an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestLine {
+    /// When (ms since the epoch; RFC 3339 in views).
+    #[serde(skip)]
+    pub at_ms: i64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub line: String,
 }
 
 /// How an attempt ended, as the queue records it.
@@ -263,6 +278,15 @@ impl Finish {
             Finish::Succeeded(_) => InvocationState::Succeeded,
             Finish::Retry { .. } => InvocationState::Retrying,
             Finish::Dead { .. } => InvocationState::Dead,
+        }
+    }
+
+    /// What the attempt produced.
+    pub fn result_mut(&mut self) -> &mut StoredResult {
+        match self {
+            Finish::Succeeded(r)
+            | Finish::Retry { result: r, .. }
+            | Finish::Dead { result: r, .. } => r,
         }
     }
 }
@@ -334,7 +358,7 @@ pub struct ResultView {
 pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
      last_error, result_status, result_headers, result_body";
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -453,4 +477,91 @@ mod tests {
         assert_eq!(failed(Some(1)).state(), DeliveryState::Pending);
         assert_eq!(failed(None).state(), DeliveryState::Failed);
     }
+}
+
+/// Everything stored about one invocation, for people (the dashboard's detail view).
+#[derive(Debug, Clone, Serialize)]
+pub struct Detail {
+    /// What the status resource shows.
+    pub status: Status,
+    /// The request as received (credentials redacted).
+    pub request: RequestView,
+    /// Finished attempts, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// Destination deliveries.
+    pub deliveries: Vec<DeliveryView>,
+    /// What the guest printed, attempt by attempt.
+    pub logs: Vec<LogView>,
+}
+
+/// A stored request; `authorization` and `cookie` values are shown as `[redacted]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body, lossy UTF-8, cut at [`DETAIL_BODY`] bytes.
+    pub body: String,
+}
+
+/// Request bodies shown in a detail view are cut at this size.
+pub const DETAIL_BODY: usize = 64 * 1024;
+
+/// One finished attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    /// Its number (1 = first; a replay counts from 1 again).
+    pub attempt: u32,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<i64>,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One destination delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    /// Where.
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// POSTs tried.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+}
+
+/// One stored line of guest output.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogView {
+    /// RFC 3339.
+    pub at: String,
+    /// The attempt that printed it.
+    pub attempt: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub line: String,
+}
+
+/// Request headers with credentials hidden.
+pub(super) fn redacted(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| {
+            let secret = ["authorization", "cookie", "proxy-authorization"]
+                .iter()
+                .any(|s| k.eq_ignore_ascii_case(s));
+            (k, if secret { "[redacted]".to_string() } else { v })
+        })
+        .collect()
 }

@@ -64,6 +64,32 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE invocations ADD COLUMN interruptions BIGINT NOT NULL DEFAULT 0",
         "",
     ),
+    // Every finished attempt (the dashboard's timeline), and what the guest printed during
+    // each, kept with the invocation and purged with it.
+    (
+        4,
+        r#"
+    CREATE TABLE attempts (
+        invocation_id TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX attempts_by_invocation ON attempts (invocation_id, finished_at);
+    CREATE TABLE guest_logs (
+        invocation_id TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX guest_logs_by_invocation ON guest_logs (invocation_id, attempt, seq);
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).

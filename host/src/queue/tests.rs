@@ -44,6 +44,7 @@ fn answered(status: u16, body: &str) -> StoredResult {
         status: Some(status),
         headers: vec![("x-a".into(), "1".into())],
         body: body.as_bytes().to_vec(),
+        logs: Vec::new(),
     }
 }
 
@@ -611,4 +612,64 @@ async fn run_now_makes_a_waiting_retry_due_and_nothing_else() {
         "running: not a waiting retry"
     );
     assert!(!q.run_now("nope").await.unwrap());
+}
+
+#[tokio::test]
+async fn attempts_and_their_output_are_kept_with_the_invocation_and_purged_with_it() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("a", None, 2)).await.unwrap();
+    let printed = |line: &str| GuestLine {
+        at_ms: now_ms(),
+        stream: "stdout".into(),
+        line: line.into(),
+    };
+    let first = claim_one(&q).await;
+    let mut failed = StoredResult::default();
+    failed.logs = (0..40).map(|i| printed(&format!("line {i}"))).collect();
+    let retry = Finish::Retry {
+        error: "trapped: boom".into(),
+        result: failed,
+        run_at: now_ms() - 1,
+    };
+    assert!(q.finish(&first, retry, None).await.unwrap());
+    let second = claim_one(&q).await;
+    let mut ok = answered(200, "ok");
+    ok.logs = vec![printed("done")];
+    assert!(
+        q.finish(&second, Finish::Succeeded(ok), None)
+            .await
+            .unwrap()
+    );
+
+    let d = q.detail("a").await.unwrap().unwrap();
+    let outcomes: Vec<(u32, &str, Option<&str>)> = d
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str(), a.error.as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [(1, "failed", Some("trapped: boom")), (2, "succeeded", None)]
+    );
+    assert_eq!(d.logs.len(), 41, "40 lines (two statements) and one");
+    assert_eq!((d.logs[0].attempt, d.logs[0].line.as_str()), (1, "line 0"));
+    assert_eq!((d.logs[40].attempt, d.logs[40].line.as_str()), (2, "done"));
+    assert_eq!(d.request.body, r#"{"n":1}"#);
+
+    sqlx::query("UPDATE invocations SET finished_at = finished_at - 7200000")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        .await
+        .unwrap();
+    assert!(q.detail("a").await.unwrap().is_none());
+    for table in ["attempts", "guest_logs"] {
+        let left: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&q.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table} purged with the invocation");
+    }
 }

@@ -19,6 +19,7 @@ use super::{
 pub(super) struct Outcome {
     pub id: String,
     pub token: i64,
+    pub attempt: u32,
     pub finish: Finish,
     pub delivery: Option<NewDelivery>,
     pub next: Option<NextClaim>,
@@ -225,6 +226,8 @@ async fn write_outcomes(
         let query = super::bind_now(backend, query, now);
         let updated = query.execute(&mut **tx).await?.rows_affected() == 1;
         if updated {
+            let failed = matches!(outcome.finish, Finish::Retry { .. } | Finish::Dead { .. });
+            record_attempt(tx, backend, outcome, failed, now).await?;
             if let Some(d) = &outcome.delivery {
                 insert_delivery(tx, backend, &outcome.id, d, now).await?;
             }
@@ -233,6 +236,68 @@ async fn write_outcomes(
         held.push(updated);
     }
     Ok((held, wake_others))
+}
+
+/// Adds the finished attempt to the invocation's history, with what the guest printed.
+async fn record_attempt(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    outcome: &Outcome,
+    failed: bool,
+    now: i64,
+) -> Result<()> {
+    let (result, error) = match &outcome.finish {
+        Finish::Succeeded(r) => (r, None),
+        Finish::Retry { error, result, .. } | Finish::Dead { error, result } => {
+            (result, Some(error.clone()))
+        }
+    };
+    let sql = schema::with_now(
+        backend,
+        "INSERT INTO attempts (invocation_id, attempt, started_at, finished_at, outcome, error) \
+         SELECT id, $2, started_at, $now, $3, $4 FROM invocations WHERE id = $1",
+    );
+    let query = sqlx::query(&sql)
+        .bind(outcome.id.clone())
+        .bind(i64::from(outcome.attempt))
+        .bind(if failed { "failed" } else { "succeeded" })
+        .bind(error);
+    super::bind_now(backend, query, now)
+        .execute(&mut **tx)
+        .await?;
+    // Several lines a statement (6 binds each), in chunks of up to 32.
+    for (chunk_no, chunk) in result.logs.chunks(32).enumerate() {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 6;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO guest_logs (invocation_id, attempt, seq, at, stream, line) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (i, line) in chunk.iter().enumerate() {
+            query = query
+                .bind(outcome.id.clone())
+                .bind(i64::from(outcome.attempt))
+                .bind(i64::try_from(chunk_no * 32 + i).unwrap_or(i64::MAX))
+                .bind(line.at_ms)
+                .bind(line.stream.clone())
+                .bind(line.line.clone());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Claims the next due invocations for the outcomes that ask for one, in one statement per

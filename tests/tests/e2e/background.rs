@@ -848,3 +848,149 @@ async fn a_concurrency_cap_runs_a_functions_attempts_one_at_a_time() {
         "the uncapped function's attempts overlap: {free_gaps:?}"
     );
 }
+
+/// The admin detail view: every attempt with its outcome and error, what the guest printed in
+/// each, the request as received with credentials redacted; the live tail; the functions list.
+#[tokio::test]
+async fn the_detail_view_keeps_attempts_logs_and_the_redacted_request() {
+    let config = "[server]\nadmin_token = \"t0ken\"\n[defaults]\nretry_delays = [\"200ms\"]\n";
+    let server = Server::with(&[])
+        .function_as("flaky-background", "guest-flaky")
+        .config(config)
+        .start();
+    let url = server.url("/.netlify/functions/flaky-background?succeed_on=2");
+    let headers = [
+        ("authorization", "Bearer secret"),
+        ("cookie", "session=secret"),
+        ("x-trace", "t-1"),
+    ];
+    let id = accepted_id(&send("POST", &url, &headers, "payload").await);
+    wait_state(&server, &id, &["succeeded"], Duration::from_secs(15)).await;
+    let admin = [("authorization", "Bearer t0ken")];
+    let detail_url = server.url(&format!("/.fnhost/invocations/{id}/detail"));
+    assert_eq!(get(&detail_url).await.status, 401, "admin only");
+    let detail = send("GET", &detail_url, &admin, "").await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    let d = detail.json();
+    assert_eq!(d["status"]["state"], "succeeded", "{d}");
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{d}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("trapped"),
+        "{d}"
+    );
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert!(attempts[1]["duration_ms"].as_i64().unwrap() >= 0);
+    let lines: Vec<(u64, &str)> = d["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["attempt"].as_u64().unwrap(), l["line"].as_str().unwrap()))
+        .collect();
+    assert!(lines.contains(&(1, "flaky attempt 1")), "{d}");
+    assert!(lines.contains(&(2, "flaky attempt 2")), "{d}");
+    let request = &d["request"];
+    assert_eq!(request["method"], "POST");
+    assert_eq!(request["body"], "payload");
+    let header = |name: &str| {
+        request["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
+    assert_eq!(header("authorization").as_deref(), Some("[redacted]"));
+    assert_eq!(header("cookie").as_deref(), Some("[redacted]"));
+    assert_eq!(header("x-trace").as_deref(), Some("t-1"));
+    assert!(!detail.text().contains("secret"), "{}", detail.text());
+
+    // The live tail: this node's recent lines of the function, resumable after `next`.
+    let tail = send(
+        "GET",
+        &server.url("/.fnhost/logs?function=flaky-background"),
+        &admin,
+        "",
+    )
+    .await
+    .json();
+    let texts: Vec<&str> = tail["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == "stdout")
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["flaky attempt 1", "flaky attempt 2"], "{tail}");
+    assert!(
+        tail["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["stream"] == "stderr"
+                && l["line"].as_str().unwrap().contains("failing attempt 1")),
+        "the panic message of attempt 1: {tail}"
+    );
+    let next = tail["next"].as_u64().unwrap();
+    let again = send(
+        "GET",
+        &server.url(&format!(
+            "/.fnhost/logs?function=flaky-background&after={next}"
+        )),
+        &admin,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(again["lines"].as_array().unwrap().len(), 0, "{again}");
+
+    // The functions list carries the settings and this node's last hour.
+    let functions = send("GET", &server.url("/.fnhost/functions"), &admin, "")
+        .await
+        .json();
+    let f = &functions[0];
+    assert_eq!(f["name"], "flaky-background");
+    assert_eq!(f["mode"], "background");
+    assert_eq!(f["retry_delays_ms"], serde_json::json!([200]));
+    assert_eq!(f["last_hour"]["invocations"], 2, "{f}");
+    assert_eq!(f["last_hour"]["failures"], 1, "{f}");
+    assert!(f["last_hour"]["p50_ms"].as_f64().is_some(), "{f}");
+}
+
+/// The dashboard's files are served only when an admin token is configured.
+#[tokio::test]
+async fn the_dashboard_is_served_only_with_an_admin_token() {
+    let with = Server::with(&["hello"])
+        .config("[server]\nadmin_token = \"t0ken\"\n")
+        .start();
+    let page = get(&with.url("/.fnhost/ui/")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.header("content-security-policy").is_some());
+    assert_eq!(get(&with.url("/.fnhost/ui/app.js")).await.status, 200);
+    assert_eq!(get(&with.url("/.fnhost/ui/app.css")).await.status, 200);
+    assert_eq!(get(&with.url("/.fnhost/ui/nope.js")).await.status, 404);
+    let without = Server::with(&["hello"]).start();
+    let off = get(&without.url("/.fnhost/ui/")).await;
+    assert_eq!(off.status, 404);
+    assert!(
+        off.text().contains("set server.admin_token"),
+        "{}",
+        off.text()
+    );
+    assert!(
+        without
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("no dashboard")),
+        "the startup says so"
+    );
+}

@@ -286,8 +286,17 @@ async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
     .await;
     let run_now = format!("/.fnhost/invocations/{id}/run-now");
     assert_eq!(post(&run_now, false).await.status, 401, "admin only");
-    let reply = post(&run_now, true).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    // `fnhost retry ID` is the command line's run-now.
+    let retried = Command::new(fnhost_bin())
+        .args(["retry", &id, "--url", &base, "--token", "t0ken"])
+        .output()
+        .unwrap();
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert!(String::from_utf8_lossy(&retried.stdout).contains(&id));
     let done = wait_until("the retry run now", Duration::from_secs(10), async || {
         let s = status(&id).await;
         if s["state"] == "succeeded" {
