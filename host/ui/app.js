@@ -118,13 +118,16 @@
 
   /**
    * The state timeline of an invocation from its status and attempts (oldest first):
-   * `[{state, at, note}]`, where `at` may be null when the API does not say when.
+   * `[{state, at, note}]`, where `at` may be null when the API does not say when. A replay
+   * starts the attempt count again, so an attempt numbered no higher than the one before it
+   * means the one before ended the invocation dead and an admin replayed it.
    */
   function buildTimeline(status, attempts) {
     const out = [{ state: 'queued', at: status.created_at, note: 'accepted (202)' }];
     const list = attempts || [];
     list.forEach((a, i) => {
       const last = i === list.length - 1;
+      const replayed = !last && list[i + 1].attempt <= a.attempt;
       out.push({ state: 'running', at: a.started_at, note: `attempt ${a.attempt}` });
       if (!a.finished_at) return;
       if (a.outcome === 'succeeded') {
@@ -132,7 +135,10 @@
         return;
       }
       const failed = `attempt ${a.attempt} failed${a.error ? `: ${a.error}` : ''}`;
-      if (!last) {
+      if (replayed) {
+        out.push({ state: 'dead', at: a.finished_at, note: failed });
+        out.push({ state: 'queued', at: null, note: 'replayed' });
+      } else if (!last) {
         out.push({ state: 'retrying', at: a.finished_at, note: failed });
       } else if (status.state === 'dead') {
         out.push({ state: 'dead', at: status.finished_at || a.finished_at, note: failed });

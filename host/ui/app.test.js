@@ -90,6 +90,20 @@ test('timeline: failures retry, then the last one is dead with its error', () =>
   assert.equal(t[4].at, 'T4');
 });
 
+test('timeline: a replay starts the attempts again after a dead end', () => {
+  const dead = { ...base, state: 'dead', attempts: 2, max_attempts: 2, finished_at: 'T8', last_error: 'x' };
+  const t = ui.buildTimeline(dead, [
+    attempt(1, 'T1', 'T2', 'failed', 'x'), attempt(2, 'T3', 'T4', 'failed', 'x'),
+    attempt(1, 'T5', 'T6', 'failed', 'x'), attempt(2, 'T7', 'T8', 'failed', 'x'),
+  ]);
+  assert.deepEqual(states(t), ['queued', 'running', 'retrying', 'running', 'dead', 'queued', 'running', 'retrying', 'running', 'dead']);
+  assert.equal(t[4].at, 'T4');
+  assert.deepEqual(t[5], { state: 'queued', at: null, note: 'replayed' });
+  const again = { ...base, state: 'running', attempts: 1, started_at: 'T5' };
+  const r = ui.buildTimeline(again, [attempt(1, 'T1', 'T2', 'failed', 'x'), attempt(1, 'T5', null, null)]);
+  assert.deepEqual(states(r), ['queued', 'running', 'dead', 'queued', 'running']);
+});
+
 test('timeline: a waiting retry shows when the next attempt runs', () => {
   const waiting = { ...base, state: 'retrying', attempts: 1, next_attempt_at: 'T9' };
   const t = ui.buildTimeline(waiting, [attempt(1, 'T1', 'T2', 'failed', 'timeout')]);
