@@ -84,21 +84,20 @@ impl Browser {
                 sink.lock().unwrap().push(line);
             }
         });
-        let ws_url = match tokio::task::spawn_blocking(move || {
-            rx.recv_timeout(Duration::from_secs(60))
-        })
-        .await
-        .unwrap()
-        {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "chromium printed no DevTools address:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let ws_url =
+            match tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+            {
+                Ok(url) => url,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "chromium printed no DevTools address:\n{}",
+                        stderr.lock().unwrap().join("\n")
+                    );
+                }
+            };
         let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
             .await
             .unwrap_or_else(|e| panic!("connect to {ws_url}: {e}"));
@@ -187,10 +186,7 @@ impl Browser {
     /// Loads `url` in the page (a full navigation unless only the fragment changes).
     pub async fn navigate(&self, url: &str) {
         let done = self.command("Page.navigate", json!({ "url": url })).await;
-        assert!(
-            done.get("errorText").is_none(),
-            "navigate to {url}: {done}"
-        );
+        assert!(done.get("errorText").is_none(), "navigate to {url}: {done}");
     }
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value as JSON;
@@ -215,7 +211,9 @@ impl Browser {
 
     /// Like [`Browser::eval`], panicking when the expression throws.
     pub async fn value(&self, expression: &str) -> Value {
-        self.eval(expression).await.unwrap_or_else(|e| panic!("{e}"))
+        self.eval(expression)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Emulates a `width`×`height` screen (`mobile`: a phone's viewport and touch).

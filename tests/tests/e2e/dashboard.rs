@@ -151,12 +151,15 @@ fn texts(selector: &str) -> String {
 }
 
 async fn start_background(server: &Server, path: &str, headers: &[(&str, &str)]) -> String {
-    let accepted = send("POST", &server.url(path), headers, "{\"from\":\"dashboard test\"}").await;
+    let accepted = send(
+        "POST",
+        &server.url(path),
+        headers,
+        "{\"from\":\"dashboard test\"}",
+    )
+    .await;
     assert_eq!(accepted.status, 202, "{path}: {}", accepted.text());
-    accepted
-        .header("fnhost-invocation-id")
-        .unwrap()
-        .to_string()
+    accepted.header("fnhost-invocation-id").unwrap().to_string()
 }
 
 #[tokio::test]
@@ -208,7 +211,13 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
     .await;
     assert_eq!(
         names,
-        serde_json::json!(["chatty", "flaky-background", "hello", "hello-background", "x-background"])
+        serde_json::json!([
+            "chatty",
+            "flaky-background",
+            "hello",
+            "hello-background",
+            "x-background"
+        ])
     );
     let href = browser.value("location.href").await;
     assert_eq!(href, format!("{ui}#/functions"), "the token left the URL");
@@ -230,14 +239,22 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         .await;
     let flaky_card = flaky_card.as_str().unwrap();
     assert!(flaky_card.contains("after 200 ms"), "{flaky_card}");
-    assert!(flaky_card.contains(&format!("http://{}/ok", destination.addr)), "{flaky_card}");
+    assert!(
+        flaky_card.contains(&format!("http://{}/ok", destination.addr)),
+        "{flaky_card}"
+    );
     shoot(&browser, "functions").await;
 
     // --- invocations: live, without a reload.
     browser
         .value("window.__sameDocument = 'yes'; location.hash = '#/invocations'; true")
         .await;
-    let empty = until(&browser, "the empty list", "document.querySelector('#invocations .empty')?.textContent").await;
+    let empty = until(
+        &browser,
+        "the empty list",
+        "document.querySelector('#invocations .empty')?.textContent",
+    )
+    .await;
     assert!(empty.as_str().unwrap().contains("POST to"), "{empty}");
     let ok_id = start_background(&server, "/.netlify/functions/hello-background", &[]).await;
     until(
@@ -247,23 +264,39 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
     )
     .await;
     let row = browser
-        .value(&format!("document.querySelector('tr[data-id=\"{ok_id}\"]').textContent"))
+        .value(&format!(
+            "document.querySelector('tr[data-id=\"{ok_id}\"]').textContent"
+        ))
         .await;
     assert!(row.as_str().unwrap().contains(&ok_id), "{row}");
     let hover = browser
-        .value(&format!("document.querySelector('tr[data-id=\"{ok_id}\"] time').title"))
+        .value(&format!(
+            "document.querySelector('tr[data-id=\"{ok_id}\"] time').title"
+        ))
         .await;
     assert!(hover.as_str().unwrap().ends_with(" UTC"), "{hover}");
-    assert_eq!(browser.value("window.__sameDocument").await, "yes", "the page reloaded");
+    assert_eq!(
+        browser.value("window.__sameDocument").await,
+        "yes",
+        "the page reloaded"
+    );
 
     // A failing one and a flaky one (fails once, then succeeds and is delivered).
     let dead_id = start_background(
         &server,
         "/.netlify/functions/x-background",
-        &[("authorization", "Bearer s3cret-bearer"), ("cookie", "session=s3cret-cookie")],
+        &[
+            ("authorization", "Bearer s3cret-bearer"),
+            ("cookie", "session=s3cret-cookie"),
+        ],
     )
     .await;
-    let flaky_id = start_background(&server, "/.netlify/functions/flaky-background?succeed_on=2", &[]).await;
+    let flaky_id = start_background(
+        &server,
+        "/.netlify/functions/flaky-background?succeed_on=2",
+        &[],
+    )
+    .await;
     until(
         &browser,
         "the failing invocation to be dead and the flaky one to succeed",
@@ -285,12 +318,19 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
     .await;
     assert_eq!(ids, serde_json::json!([dead_id]));
     browser.value("location.hash = '#/invocations'; true").await;
-    until(&browser, "the whole list", "document.querySelectorAll('#invocations tr[data-id]').length === 3").await;
+    until(
+        &browser,
+        "the whole list",
+        "document.querySelectorAll('#invocations tr[data-id]').length === 3",
+    )
+    .await;
     shoot(&browser, "invocations").await;
 
     // --- the failing one's detail: attempts, errors, timeline, redacted request.
     browser
-        .value(&format!("document.querySelector('tr[data-id=\"{dead_id}\"] a').click(); true"))
+        .value(&format!(
+            "document.querySelector('tr[data-id=\"{dead_id}\"] a').click(); true"
+        ))
         .await;
     let errors = until(
         &browser,
@@ -301,10 +341,17 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         ),
     )
     .await;
-    let errors: Vec<&str> = errors.as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let errors: Vec<&str> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
     assert_eq!(errors.len(), 2, "each attempt shows its error: {errors:?}");
     assert!(errors.iter().all(|e| !e.is_empty()), "{errors:?}");
-    let outcomes = browser.value(&texts("#attempts tr[data-attempt] .state")).await;
+    let outcomes = browser
+        .value(&texts("#attempts tr[data-attempt] .state"))
+        .await;
     assert_eq!(outcomes, serde_json::json!(["failed", "failed"]));
     let timeline = browser
         .value("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state)")
@@ -313,30 +360,48 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         timeline,
         serde_json::json!(["queued", "running", "retrying", "running", "dead"])
     );
-    let page = browser.value("document.querySelector('#detail').textContent").await;
+    let page = browser
+        .value("document.querySelector('#detail').textContent")
+        .await;
     let page = page.as_str().unwrap();
-    assert!(page.contains("POST ") && page.contains("/.netlify/functions/x-background"), "{page}");
+    assert!(
+        page.contains("POST ") && page.contains("/.netlify/functions/x-background"),
+        "{page}"
+    );
     assert!(page.contains("[redacted]"), "{page}");
-    assert!(!page.contains("s3cret"), "a secret reached the page: {page}");
+    assert!(
+        !page.contains("s3cret"),
+        "a secret reached the page: {page}"
+    );
     assert_eq!(
         browser.value(&texts("#actions button")).await,
         serde_json::json!(["Replay"])
     );
     let detail_png = shoot(&browser, "detail").await;
     if std::env::var_os("FNHOST_DOCS_SCREENSHOT").is_some() {
-        std::fs::write(repo_root().join("docs").join("dashboard.png"), &detail_png).unwrap();
+        let docs = repo_root().join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join("dashboard.png"), &detail_png).unwrap();
     }
 
     // --- replay from the page, after a confirmation: a new attempt.
     browser
         .value("window.__asked = []; window.confirm = (m) => { window.__asked.push(m); return true; }; document.querySelector('#actions button[data-action=\"replay\"]').click(); true")
         .await;
+    // The replay starts the attempt count again: two more attempts, then dead again.
     until(
         &browser,
-        "a third attempt after the replay",
-        "document.querySelectorAll('#attempts tr[data-attempt]').length >= 3",
+        "the replay's attempts in the timeline",
+        "[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state).join(' ') === \
+         'queued running retrying running dead queued running retrying running dead'",
     )
     .await;
+    assert_eq!(
+        browser
+            .value(&texts("#attempts tr[data-attempt] td:first-child"))
+            .await,
+        serde_json::json!(["1", "2", "1", "2"])
+    );
     let asked = browser.value("window.__asked").await;
     assert_eq!(asked.as_array().unwrap().len(), 1, "{asked}");
     assert!(asked[0].as_str().unwrap().starts_with("Replay"), "{asked}");
@@ -348,7 +413,8 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
     )
     .await
     .json();
-    assert!(detail["attempts"].as_array().unwrap().len() >= 3, "{detail}");
+    assert_eq!(detail["attempts"].as_array().unwrap().len(), 4, "{detail}");
+    assert_eq!(detail["status"]["state"], "dead", "{detail}");
 
     // --- the flaky one: retried, then succeeded; its logs, result and delivery.
     browser
@@ -369,17 +435,31 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         timeline,
         serde_json::json!(["queued", "running", "retrying", "running", "succeeded"])
     );
-    let logs = browser.value("document.querySelector('#invocation-logs').textContent").await;
+    let logs = browser
+        .value("document.querySelector('#invocation-logs').textContent")
+        .await;
     let logs = logs.as_str().unwrap();
-    assert!(logs.contains("flaky attempt 1") && logs.contains("flaky attempt 2"), "{logs}");
-    let body = browser.value("document.querySelector('#result-body').textContent").await;
+    assert!(
+        logs.contains("flaky attempt 1") && logs.contains("flaky attempt 2"),
+        "{logs}"
+    );
+    let body = browser
+        .value("document.querySelector('#result-body').textContent")
+        .await;
     assert!(body.as_str().unwrap().contains("ok on attempt 2"), "{body}");
     destination.first(WAIT).await;
     shoot(&browser, "detail-flaky").await;
 
     // --- the live tail of one function.
-    browser.value("location.hash = '#/logs?function=chatty'; true").await;
-    until(&browser, "the logs view", "document.querySelector('#tail-function')?.value === 'chatty'").await;
+    browser
+        .value("location.hash = '#/logs?function=chatty'; true")
+        .await;
+    until(
+        &browser,
+        "the logs view",
+        "document.querySelector('#tail-function')?.value === 'chatty'",
+    )
+    .await;
     let chatty = server.url("/.netlify/functions/chatty?lines=3&size=24");
     assert_eq!(get(&chatty).await.status, 200);
     until(
@@ -395,7 +475,9 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         "document.querySelectorAll('#tail .line').length === 6",
     )
     .await;
-    let line = browser.value("document.querySelector('#tail .line').textContent").await;
+    let line = browser
+        .value("document.querySelector('#tail .line').textContent")
+        .await;
     assert!(line.as_str().unwrap().contains(&"x".repeat(24)), "{line}");
     shoot(&browser, "logs").await;
 
@@ -426,7 +508,11 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         assert_eq!(picture.size.0, 390, "{name}: the phone's width");
     }
 
-    assert_eq!(browser.problems(), Vec::<String>::new(), "the page's errors");
+    assert_eq!(
+        browser.problems(),
+        Vec::<String>::new(),
+        "the page's errors"
+    );
 }
 
 #[test]
