@@ -1,7 +1,7 @@
 //! The dashboard at `/.fnhost/ui/`: who may reach the page and its API, the page itself in a
 //! real headless Chromium driven over the DevTools protocol (functions, live invocations, a
-//! failing one's attempts, replay, logs, a phone's screen), and its pure view logic under
-//! `node --test`. Screenshots of every view go to `target/e2e/dashboard/`; with
+//! failing one's attempts, replay / run-now / cancel, logs, a phone's screen), and its pure view
+//! logic under `node --test`. Screenshots of every view go to `target/e2e/dashboard/`; with
 //! `FNHOST_DOCS_SCREENSHOT=1` the detail view is also written to `docs/dashboard.png`.
 
 use std::path::PathBuf;
@@ -16,12 +16,14 @@ use crate::support::{
     Arrivals, Server, get, missing_tool, repo_root, require_tool, send, wait_until,
 };
 
-/// An admin token, short retries (a failing function is dead within a second), and a
-/// destination for the flaky function's success.
+/// An admin token, short retries (a failing function is dead within a second), a destination
+/// for the flaky function's success, and a function whose retry waits an hour (for run-now and
+/// cancel).
 fn config(destination: &str) -> String {
     format!(
         "[server]\nadmin_token = \"t0ken\"\n[defaults]\nretry_delays = [\"200ms\"]\n\
-         [functions.flaky-background]\non_success = \"{destination}\"\n"
+         [functions.flaky-background]\non_success = \"{destination}\"\n\
+         [functions.later-background]\nretry_delays = [\"1h\"]\n"
     )
 }
 
@@ -164,12 +166,13 @@ async fn start_background(server: &Server, path: &str, headers: &[(&str, &str)])
 
 #[tokio::test]
 #[ignore = "needs chromium (installed by .ci/run); run with --ignored"]
-async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_replays() {
+async fn a_real_browser_shows_functions_invocations_attempts_and_logs_and_acts_on_them() {
     let binary = chromium();
     let destination = Arrivals::start().await;
     let server = Server::with(&["hello-background", "hello"])
         .function_as("x-background", "guest-fail")
         .function_as("flaky-background", "guest-flaky")
+        .function_as("later-background", "guest-flaky")
         .function_as("chatty", "guest-chatty")
         .config(&config(&format!("http://{}/ok", destination.addr)))
         .start();
@@ -204,7 +207,7 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         &browser,
         "the function cards",
         &format!(
-            "document.querySelectorAll('#functions [data-function]').length === 5 && {}",
+            "document.querySelectorAll('#functions [data-function]').length === 6 && {}",
             texts("#functions [data-function] h2")
         ),
     )
@@ -216,6 +219,7 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
             "flaky-background",
             "hello",
             "hello-background",
+            "later-background",
             "x-background"
         ])
     );
@@ -232,7 +236,14 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
         .await;
     assert_eq!(
         modes,
-        serde_json::json!(["sync", "background", "sync", "background", "background"])
+        serde_json::json!([
+            "sync",
+            "background",
+            "sync",
+            "background",
+            "background",
+            "background"
+        ])
     );
     let flaky_card = browser
         .value("document.querySelector('[data-function=\"flaky-background\"]').textContent")
@@ -449,6 +460,74 @@ async fn a_real_browser_shows_functions_live_invocations_attempts_logs_and_repla
     assert!(body.as_str().unwrap().contains("ok on attempt 2"), "{body}");
     destination.first(WAIT).await;
     shoot(&browser, "detail-flaky").await;
+
+    // --- a retry waiting an hour: run it now; another: cancel it. Declining the confirmation
+    // sends nothing.
+    let later = "/.netlify/functions/later-background?succeed_on=2";
+    let run_id = start_background(&server, later, &[]).await;
+    let cancel_id = start_background(&server, later, &[]).await;
+    browser
+        .value(&format!("location.hash = '#/invocations/{run_id}'; true"))
+        .await;
+    until(
+        &browser,
+        "a waiting retry's buttons",
+        &format!(
+            "location.hash === '#/invocations/{run_id}' && {}.join() === 'Run retry now,Cancel'",
+            texts("#actions button")
+        ),
+    )
+    .await;
+    browser
+        .value(
+            "window.__posts = []; const fetch0 = window.fetch; \
+             window.fetch = (url, opts) => { if (opts && opts.method === 'POST') window.__posts.push(url); return fetch0(url, opts); }; \
+             window.__asked = []; window.confirm = (m) => { window.__asked.push(m); return false; }; \
+             document.querySelector('#actions button[data-action=\"run-now\"]').click(); true",
+        )
+        .await;
+    // confirm() is asked before anything is sent, within the click.
+    assert_eq!(browser.value("window.__asked.length").await, 1);
+    assert_eq!(browser.value("window.__posts").await, serde_json::json!([]));
+    browser
+        .value("window.confirm = (m) => { window.__asked.push(m); return true; }; document.querySelector('#actions button[data-action=\"run-now\"]').click(); true")
+        .await;
+    until(
+        &browser,
+        "the retry run now to succeed",
+        "[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state).join(' ') === 'queued running retrying running succeeded'",
+    )
+    .await;
+    assert_eq!(
+        browser.value("window.__posts").await,
+        serde_json::json!([format!("/.fnhost/invocations/{run_id}/run-now")])
+    );
+    browser
+        .value(&format!(
+            "location.hash = '#/invocations/{cancel_id}'; true"
+        ))
+        .await;
+    until(
+        &browser,
+        "the other waiting retry",
+        &format!(
+            "location.hash === '#/invocations/{cancel_id}' && document.querySelector('#actions button[data-action=\"cancel\"]') !== null"
+        ),
+    )
+    .await;
+    browser
+        .value("document.querySelector('#actions button[data-action=\"cancel\"]').click(); true")
+        .await;
+    until(
+        &browser,
+        "the cancelled invocation",
+        "[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state).join(' ') === 'queued running retrying cancelled' && document.querySelectorAll('#actions button').length === 0",
+    )
+    .await;
+    let asked = browser.value("window.__asked").await;
+    assert_eq!(asked.as_array().unwrap().len(), 3, "{asked}");
+    assert!(asked[2].as_str().unwrap().starts_with("Cancel"), "{asked}");
+    wait_state(&server, &cancel_id, &["cancelled"], WAIT).await;
 
     // --- the live tail of one function.
     browser
