@@ -167,8 +167,10 @@ pub fn invocation(
 pub const RECENT_PER_FUNCTION: usize = 4096;
 
 /// Per function: when each recent invocation ended, how long it took, whether it failed.
-static RECENT: Mutex<Option<HashMap<String, VecDeque<(Instant, Duration, bool)>>>> =
-    Mutex::new(None);
+static RECENT: Mutex<Option<HashMap<String, Window>>> = Mutex::new(None);
+
+/// One function's recent invocations: when each ended, how long it took, whether it failed.
+type Window = VecDeque<(Instant, Duration, bool)>;
 
 fn remember(function: &str, took: Duration, failed: bool) {
     let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());

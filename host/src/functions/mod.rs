@@ -143,10 +143,11 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
-            if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
-                found.push((name.to_string(), path.clone()));
-            }
+        if path.extension().is_some_and(|e| e == "wasm")
+            && path.is_file()
+            && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+        {
+            found.push((name.to_string(), path.clone()));
         }
     }
     found.sort();

@@ -169,12 +169,11 @@ impl App {
             }
             return api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await;
         }
-        if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty()) {
-            if let Some(resp) =
+        if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty())
+            && let Some(resp) =
                 preflight_answer(&table, &edge.cors, &path, method, origin, req.headers())?
-            {
-                return Ok(resp);
-            }
+        {
+            return Ok(resp);
         }
         let (function, params) = match table.router.route(req.method().as_str(), &path) {
             Match::Found(f, params) => (f.clone(), params),

@@ -118,6 +118,9 @@ fn bind_now(backend: Backend, query: Query<'_>, now: i64) -> Query<'_> {
     }
 }
 
+/// Invocation counts by state, and when they were read.
+type CachedCounts = (std::time::Instant, Vec<(InvocationState, i64)>);
+
 /// A write waiting for the group commit, and where its result goes once its batch commits.
 enum Pending {
     /// Store a new invocation.
@@ -139,7 +142,7 @@ pub struct Queue {
     work: Arc<Notify>,
     /// The latest counts by state and when they were taken: health answers from them, so a
     /// busy health check costs one scan per [`COUNTS_MAX_AGE`], not one per call.
-    counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Vec<(InvocationState, i64)>)>>>,
+    counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
 }
 
 /// How old the counts behind `/.fnhost/health` may be.

@@ -624,8 +624,10 @@ async fn attempts_and_their_output_are_kept_with_the_invocation_and_purged_with_
         line: line.into(),
     };
     let first = claim_one(&q).await;
-    let mut failed = StoredResult::default();
-    failed.logs = (0..40).map(|i| printed(&format!("line {i}"))).collect();
+    let failed = StoredResult {
+        logs: (0..40).map(|i| printed(&format!("line {i}"))).collect(),
+        ..StoredResult::default()
+    };
     let retry = Finish::Retry {
         error: "trapped: boom".into(),
         result: failed,

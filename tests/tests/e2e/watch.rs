@@ -105,9 +105,9 @@ async fn dev_watch_rebuilds_edits_swaps_them_in_and_keeps_the_old_version_on_err
     let logs = logs_of(&lines);
     let rebuilt_ms: u64 = logs
         .lines()
+        .rev()
         .filter_map(|l| l.split("rebuilt greet in ").nth(1))
-        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
-        .last()
+        .find_map(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no rebuild line:\n{logs}"));
     assert!(
         took <= Duration::from_millis(rebuilt_ms) + Duration::from_secs(1),
