@@ -171,7 +171,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // Each migration applied once, whichever node got there first.
     assert_eq!(
         db.query("SELECT version FROM fnhost_schema ORDER BY version"),
-        [["1"], ["2"], ["3"]]
+        [["1"], ["2"], ["3"], ["4"]]
     );
     assert_eq!(
         db.value("SELECT data_type FROM information_schema.columns WHERE table_name = 'invocations' AND column_name = 'body'"),
@@ -186,7 +186,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 3);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 4);
 }
 
 #[tokio::test]
