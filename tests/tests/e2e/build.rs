@@ -249,6 +249,10 @@ async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
             .await
             .json()
     };
+    let reached = async |id: &str, state: &str| {
+        let s = status(id).await;
+        if s["state"] == state { Ok(s) } else { Err(s) }
+    };
     let post = async |path: &str, token: bool| {
         let auth: &[(&str, &str)] = if token {
             &[("authorization", "Bearer t0ken")]
@@ -262,12 +266,7 @@ async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
     let reply = post("/.netlify/functions/flaky-background?succeed_on=3", false).await;
     let id = reply.header("fnhost-invocation-id").unwrap().to_string();
     let done = wait_until("three attempts", Duration::from_secs(20), async || {
-        let s = status(&id).await;
-        if s["state"] == "succeeded" {
-            Ok(s)
-        } else {
-            Err(s)
-        }
+        reached(&id, "succeeded").await
     })
     .await;
     assert_eq!(done["attempts"], 3, "{done}");
@@ -276,12 +275,7 @@ async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
     let reply = post("/.netlify/functions/patient-background?succeed_on=2", false).await;
     let id = reply.header("fnhost-invocation-id").unwrap().to_string();
     wait_until("a waiting retry", Duration::from_secs(10), async || {
-        let s = status(&id).await;
-        if s["state"] == "retrying" {
-            Ok(s)
-        } else {
-            Err(s)
-        }
+        reached(&id, "retrying").await
     })
     .await;
     let run_now = format!("/.fnhost/invocations/{id}/run-now");
@@ -298,12 +292,7 @@ async fn fnhost_dev_scales_retry_delays_and_runs_a_waiting_retry_now() {
     );
     assert!(String::from_utf8_lossy(&retried.stdout).contains(&id));
     let done = wait_until("the retry run now", Duration::from_secs(10), async || {
-        let s = status(&id).await;
-        if s["state"] == "succeeded" {
-            Ok(s)
-        } else {
-            Err(s)
-        }
+        reached(&id, "succeeded").await
     })
     .await;
     assert_eq!(done["attempts"], 2, "{done}");

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::support::HEADLESS;
+
 /// How long one protocol command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,16 +48,8 @@ impl Browser {
         use std::os::unix::process::CommandExt as _;
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
+            .args(HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
                 "--hide-scrollbars",
                 "--remote-debugging-port=0",
                 "--remote-allow-origins=*",

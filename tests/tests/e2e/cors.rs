@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::background::wait_state;
 use crate::support::{
-    Reply, Server, TestBody, admin_list, fnhost_bin, get, missing_tool, repo_root, require_tool,
-    send, serve_http, wait_until,
+    HEADLESS, Reply, Server, TestBody, admin_list, chromium, fnhost_bin, get, repo_root, send,
+    serve_http, wait_until,
 };
 
 const APP: &str = "http://app.test";
@@ -650,19 +650,6 @@ impl PageServer {
     }
 }
 
-/// The Chromium binary: `$FNHOST_CHROMIUM`, else `chromium` on `PATH`; a failed test when
-/// missing.
-fn chromium() -> PathBuf {
-    match std::env::var_os("FNHOST_CHROMIUM").map(PathBuf::from) {
-        Some(path) if path.is_file() => path,
-        Some(path) => missing_tool(
-            "chromium",
-            &format!("FNHOST_CHROMIUM={} is not a file", path.display()),
-        ),
-        None => require_tool("chromium"),
-    }
-}
-
 /// A headless Chromium showing `url`, in a fresh profile, until dropped (its process group is
 /// killed then).
 struct Browser {
@@ -675,17 +662,7 @@ impl Browser {
         use std::os::unix::process::CommandExt as _;
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-            ])
+            .args(HEADLESS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
             .stdin(Stdio::null())

@@ -12,9 +12,7 @@ use serde_json::Value;
 
 use crate::background::wait_state;
 use crate::cdp::{Browser, Picture};
-use crate::support::{
-    Arrivals, Server, get, missing_tool, repo_root, require_tool, send, wait_until,
-};
+use crate::support::{Arrivals, Server, chromium, get, repo_root, require_tool, send, wait_until};
 
 /// An admin token, short retries (a failing function is dead within a second), a destination
 /// for the flaky function's success, and a function whose retry waits an hour (for run-now and
@@ -99,18 +97,6 @@ async fn the_page_is_public_the_admin_api_is_not_and_without_a_token_both_are_of
     assert_eq!(get(&off.url("/.fnhost/ui/app.js")).await.status, 404);
     let api = send("GET", &off.url("/.fnhost/functions"), &[ADMIN], "").await;
     assert_eq!(api.status, 404);
-}
-
-/// The Chromium binary: `$FNHOST_CHROMIUM`, else `chromium` on `PATH`.
-fn chromium() -> PathBuf {
-    match std::env::var_os("FNHOST_CHROMIUM").map(PathBuf::from) {
-        Some(path) if path.is_file() => path,
-        Some(path) => missing_tool(
-            "chromium",
-            &format!("FNHOST_CHROMIUM={} is not a file", path.display()),
-        ),
-        None => require_tool("chromium"),
-    }
 }
 
 /// Where this test's screenshots go.

@@ -666,3 +666,30 @@ pub async fn admin_list(server: &Server) -> serde_json::Value {
     assert_eq!(list.status, 200, "{}", list.text());
     list.json()
 }
+
+/// The Chromium binary: `$FNHOST_CHROMIUM`, else `chromium` on `PATH`; a failed test when
+/// missing.
+pub fn chromium() -> PathBuf {
+    match std::env::var_os("FNHOST_CHROMIUM").map(PathBuf::from) {
+        Some(path) if path.is_file() => path,
+        Some(path) => missing_tool(
+            "chromium",
+            &format!("FNHOST_CHROMIUM={} is not a file", path.display()),
+        ),
+        None => require_tool("chromium"),
+    }
+}
+
+/// Chromium's flags for a headless run in a test: no sandbox (containers), nothing fetched
+/// from the network on its own.
+pub const HEADLESS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+];
