@@ -6,6 +6,13 @@ pub fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// `ms` since the epoch as RFC 3339 with milliseconds, UTC: how every time fnhost shows reads.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// Where fnhost's own endpoints live.
 pub const API_PREFIX: &str = "/.fnhost";
 

@@ -88,7 +88,7 @@ pub fn record(
     let entry = Line {
         seq,
         at_ms,
-        at: rfc3339(at_ms),
+        at: crate::ids::rfc3339_ms(at_ms),
         function: function.clone(),
         id: id.clone(),
         stream,
@@ -122,13 +122,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

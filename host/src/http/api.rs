@@ -24,6 +24,8 @@ pub async fn handle(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let params = parse_query(query.unwrap_or(""));
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let internal = |e: crate::queue::QueueError| {
         let id = crate::ids::new_id();
         tracing::error!(id, "queue error answering {rest}: {e}");
@@ -53,8 +55,6 @@ pub async fn handle(
         }
         (&Method::GET, ["invocations"]) => {
             app.check_admin(headers)?;
-            let q = parse_query(query.unwrap_or(""));
-            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
             let limit = get("limit")
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(LIST_LIMIT)
@@ -80,8 +80,6 @@ pub async fn handle(
         }
         (&Method::GET, ["logs"]) => {
             app.check_admin(headers)?;
-            let q = parse_query(query.unwrap_or(""));
-            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
             let after = get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
             let (lines, next) = crate::logs::recent(get("function"), after, 500);
             Ok(json(

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -358,10 +357,7 @@ pub struct ResultView {
 pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
      last_error, result_status, result_headers, result_body";
 
-pub(super) fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub(super) use crate::ids::rfc3339_ms as rfc3339;
 
 fn count(r: &AnyRow, column: &str) -> Result<u32> {
     Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
