@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The binary measured; FNHOST_BIN=PATH measures another build (an A/B of two commits in one run).
+FNHOST = Path(os.environ.get("FNHOST_BIN", ROOT / "target/release/fnhost"))
 BENCH = ROOT / "target" / "bench"
 TOOLS = BENCH / "tools"
 
@@ -89,7 +91,7 @@ def wait_port(port, proc, timeout=120):
 def build():
     run(["cargo", "build", "--release", "-p", "fnhost", "-p", "native-hello"], cwd=ROOT)
     comps = BENCH / "components"
-    run([ROOT / "target/release/fnhost", "build", ROOT / "examples/hello", "--out", comps], cwd=ROOT,
+    run([FNHOST, "build", ROOT / "examples/hello", "--out", comps], cwd=ROOT,
         env={**os.environ, "CARGO_TARGET_DIR": str(ROOT / "target/guests")})
     version = wasmtime_version()
     wasmtime = TOOLS / "bin" / "wasmtime"
@@ -102,7 +104,7 @@ def build():
 
 
 def servers(hello, wasmtime, work):
-    fnhost = ROOT / "target/release/fnhost"
+    fnhost = FNHOST
     funcs = work / "functions"
     funcs.mkdir(parents=True, exist_ok=True)
     shutil.copy(hello, funcs / "hello.wasm")
@@ -279,7 +281,7 @@ class Node:
         self.data = work / f"data-{name}"
         shutil.rmtree(self.data, ignore_errors=True)
         self.log = work / f"{name}-{self.port}.log"
-        argv = [ROOT / "target/release/fnhost", "serve", funcs, "--listen", f"127.0.0.1:{self.port}",
+        argv = [FNHOST, "serve", funcs, "--listen", f"127.0.0.1:{self.port}",
                 "--config", work / "fnhost.toml", "--data-dir", self.data, "--cache-dir", work / "cache"]
         if queue:
             argv += ["--queue", queue]
@@ -660,7 +662,7 @@ def start_fnhost(funcs, work, cache):
     port = free_port()
     log = work / f"fnhost-{port}.log"
     started = time.time()
-    proc = subprocess.Popen([str(a) for a in [ROOT / "target/release/fnhost", "serve", funcs, "--listen",
+    proc = subprocess.Popen([str(a) for a in [FNHOST, "serve", funcs, "--listen",
                             f"127.0.0.1:{port}", "--config", work / "fnhost.toml", "--data-dir", work / "data",
                             "--cache-dir", cache]], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                             env=SERVER_ENV)
@@ -682,7 +684,7 @@ def languages(args):
     comps = BENCH / "components"
     if not args.skip_build:
         run(["cargo", "build", "--release", "-p", "fnhost"], cwd=ROOT)
-        run([ROOT / "target/release/fnhost", "build", ROOT / "examples", "--out", comps], cwd=ROOT, env=env)
+        run([FNHOST, "build", ROOT / "examples", "--out", comps], cwd=ROOT, env=env)
     if not shutil.which("wrk"):
         run(["apt-get", "install", "-y", "wrk"])
     work = BENCH / "languages"
@@ -707,7 +709,7 @@ def languages(args):
               f"cached start {starts[1][0]:.2f} s (load {starts[1][1]} ms)", flush=True)
     wasmtime = TOOLS / "bin" / "wasmtime"
     servers = {
-        "fnhost": lambda name: (lambda port: [ROOT / "target/release/fnhost", "serve", work / name, "--listen",
+        "fnhost": lambda name: (lambda port: [FNHOST, "serve", work / name, "--listen",
                                               f"127.0.0.1:{port}", "--config", work / "fnhost.toml", "--data-dir",
                                               work / "data", "--cache-dir", work / f"cache-{name}"],
                                 f"/.netlify/functions/{name}?name=bench"),

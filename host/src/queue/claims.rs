@@ -159,7 +159,8 @@ impl Queue {
     /// interruptions).
     pub async fn add_delivery(&self, invocation: &str, delivery: NewDelivery) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        writer::insert_delivery(&mut tx, self.backend, invocation, &delivery, now_ms()).await?;
+        writer::insert_deliveries(&mut tx, self.backend, &[(invocation, &delivery)], now_ms())
+            .await?;
         tx.commit().await?;
         self.work.notify_waiters();
         Ok(())

@@ -10,8 +10,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::schema;
 use super::{
-    Backend, Claimed, Enqueued, Finish, NewDelivery, NewInvocation, Pending, QueueError, Result,
-    model, now_ms,
+    Backend, Claimed, Enqueued, Finish, GuestLine, NewDelivery, NewInvocation, Pending, QueueError,
+    Result, model, now_ms,
 };
 
 /// How one attempt ended, waiting for its batch: the claim it answers (id, fencing token),
@@ -181,8 +181,10 @@ async fn write_batch(
     Ok((enqueued, finished))
 }
 
-/// Records how attempts ended. Returns, per outcome, whether its claim still held, and whether
-/// other nodes have something new to do (a retry later, a delivery now).
+/// Records how attempts ended, a few statements for the whole batch: one `UPDATE … FROM
+/// (VALUES …)` per chunk of outcomes, then their attempt rows, guest output and destination
+/// records. Returns, per outcome, whether its claim still held, and whether other nodes have
+/// something new to do (a retry later, a delivery now).
 async fn write_outcomes(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
@@ -192,105 +194,159 @@ async fn write_outcomes(
         return Ok((Vec::new(), false));
     }
     let now = now_ms();
-    let update = schema::with_now(
-        backend,
-        "UPDATE invocations SET state = $1, last_error = $2, run_at = COALESCE($now + $3, run_at), \
-         finished_at = CASE WHEN $1 = 'retrying' THEN NULL ELSE $now END, \
-         result_status = $4, result_headers = $5, result_body = $6, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = $7 AND lease_token = $8 AND state = 'running'",
-    );
-    let mut held = Vec::with_capacity(outcomes.len());
-    let mut wake_others = false;
-    for outcome in outcomes {
+    let mut held_ids = std::collections::HashSet::new();
+    for chunk in pow2_chunks(outcomes) {
         // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the
         // stored time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
-        let state = outcome.finish.state();
-        let (error, result, delay) = match &outcome.finish {
-            Finish::Succeeded(r) => (None, r, None),
-            Finish::Retry {
-                error,
-                result,
-                run_at,
-            } => (Some(error.clone()), result, Some(run_at - now)),
-            Finish::Dead { error, result } => (Some(error.clone()), result, None),
-        };
-        let query = sqlx::query(&update)
-            .bind(state.as_str())
-            .bind(error)
-            .bind(delay)
-            .bind(result.status.map(i64::from))
-            .bind(serde_json::to_string(&result.headers).unwrap_or_default())
-            .bind(result.body.clone())
-            .bind(outcome.id.clone())
-            .bind(outcome.token);
-        let query = super::bind_now(backend, query, now);
-        let updated = query.execute(&mut **tx).await?.rows_affected() == 1;
-        if updated {
-            let failed = matches!(outcome.finish, Finish::Retry { .. } | Finish::Dead { .. });
-            record_attempt(tx, backend, outcome, failed, now).await?;
-            if let Some(d) = &outcome.delivery {
-                insert_delivery(tx, backend, &outcome.id, d, now).await?;
-            }
-            wake_others |= delay.is_some() || outcome.delivery.is_some();
+        // VALUES columns are `column1`… on both dialects.
+        let sql = schema::with_now(
+            backend,
+            &format!(
+                "UPDATE invocations SET state = v.column3, last_error = v.column4, \
+                 run_at = COALESCE($now + v.column5, run_at), \
+                 finished_at = CASE WHEN v.column3 = 'retrying' THEN NULL ELSE $now END, \
+                 result_status = v.column6, result_headers = v.column7, result_body = v.column8, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 FROM (VALUES {}) AS v \
+                 WHERE invocations.id = v.column1 AND invocations.lease_token = v.column2 \
+                 AND invocations.state = 'running' RETURNING id",
+                values_sql(chunk.len(), 8)
+            ),
+        );
+        let mut query = sqlx::query(&sql);
+        for outcome in chunk {
+            let (error, result, delay) = match &outcome.finish {
+                Finish::Succeeded(r) => (None, r, None),
+                Finish::Retry {
+                    error,
+                    result,
+                    run_at,
+                } => (Some(error.clone()), result, Some(run_at - now)),
+                Finish::Dead { error, result } => (Some(error.clone()), result, None),
+            };
+            query = query
+                .bind(outcome.id.clone())
+                .bind(outcome.token)
+                .bind(outcome.finish.state().as_str())
+                .bind(error)
+                .bind(delay)
+                .bind(result.status.map(i64::from))
+                .bind(serde_json::to_string(&result.headers).unwrap_or_default())
+                .bind(result.body.clone());
         }
-        held.push(updated);
+        for row in super::bind_now(backend, query, now)
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            held_ids.insert(row.try_get::<String, _>(0)?);
+        }
     }
+    let held: Vec<bool> = outcomes.iter().map(|o| held_ids.contains(&o.id)).collect();
+    let written: Vec<&Outcome> = outcomes
+        .iter()
+        .zip(&held)
+        .filter(|&(_, &h)| h)
+        .map(|(o, _)| *o)
+        .collect();
+    record_attempts(tx, backend, &written, now).await?;
+    let deliveries: Vec<(&str, &NewDelivery)> = written
+        .iter()
+        .filter_map(|o| o.delivery.as_ref().map(|d| (o.id.as_str(), d)))
+        .collect();
+    insert_deliveries(tx, backend, &deliveries, now).await?;
+    let wake_others = written
+        .iter()
+        .any(|o| matches!(o.finish, Finish::Retry { .. }) || o.delivery.is_some());
     Ok((held, wake_others))
 }
 
-/// Adds the finished attempt to the invocation's history, with what the guest printed.
-async fn record_attempt(
+/// `($1, $2, …), (…)`: `rows` rows of `width` parameters each, numbered from 1.
+fn values_sql(rows: usize, width: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|k| format!("${}", r * width + k)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    rows.join(", ")
+}
+
+/// Splits `items` into chunks of 256, 128, …, 1 rows, so a multi-row statement has only nine
+/// texts, each of which stays prepared.
+fn pow2_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = (1 << rest.len().ilog2()).min(MAX_BATCH);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Adds the finished attempts to their invocations' histories, with what the guests printed.
+async fn record_attempts(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
-    outcome: &Outcome,
-    failed: bool,
+    outcomes: &[&Outcome],
     now: i64,
 ) -> Result<()> {
-    let (result, error) = match &outcome.finish {
-        Finish::Succeeded(r) => (r, None),
-        Finish::Retry { error, result, .. } | Finish::Dead { error, result } => {
-            (result, Some(error.clone()))
-        }
-    };
-    let sql = schema::with_now(
-        backend,
-        "INSERT INTO attempts (invocation_id, attempt, started_at, finished_at, outcome, error) \
-         SELECT id, $2, started_at, $now, $3, $4 FROM invocations WHERE id = $1",
-    );
-    let query = sqlx::query(&sql)
-        .bind(outcome.id.clone())
-        .bind(i64::from(outcome.attempt))
-        .bind(if failed { "failed" } else { "succeeded" })
-        .bind(error);
-    super::bind_now(backend, query, now)
-        .execute(&mut **tx)
-        .await?;
-    // Several lines a statement (6 binds each), in chunks of up to 32.
-    for (chunk_no, chunk) in result.logs.chunks(32).enumerate() {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 6;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO guest_logs (invocation_id, attempt, seq, at, stream, line) VALUES {}",
-            rows.join(", ")
+    for chunk in pow2_chunks(outcomes) {
+        let sql = schema::with_now(
+            backend,
+            &format!(
+                "INSERT INTO attempts (invocation_id, attempt, started_at, finished_at, outcome, error) \
+                 SELECT v.column1, v.column2, i.started_at, $now, v.column3, v.column4 \
+                 FROM (VALUES {}) AS v JOIN invocations i ON i.id = v.column1",
+                values_sql(chunk.len(), 4)
+            ),
         );
         let mut query = sqlx::query(&sql);
-        for (i, line) in chunk.iter().enumerate() {
+        for outcome in chunk {
+            let (failed, error) = match &outcome.finish {
+                Finish::Succeeded(_) => (false, None),
+                Finish::Retry { error, .. } | Finish::Dead { error, .. } => {
+                    (true, Some(error.clone()))
+                }
+            };
             query = query
                 .bind(outcome.id.clone())
                 .bind(i64::from(outcome.attempt))
-                .bind(i64::try_from(chunk_no * 32 + i).unwrap_or(i64::MAX))
+                .bind(if failed { "failed" } else { "succeeded" })
+                .bind(error);
+        }
+        super::bind_now(backend, query, now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let lines: Vec<(&Outcome, usize, &GuestLine)> = outcomes
+        .iter()
+        .flat_map(|o| {
+            let result = match &o.finish {
+                Finish::Succeeded(r)
+                | Finish::Retry { result: r, .. }
+                | Finish::Dead { result: r, .. } => r,
+            };
+            result
+                .logs
+                .iter()
+                .enumerate()
+                .map(move |(seq, l)| (*o, seq, l))
+        })
+        .collect();
+    for chunk in pow2_chunks(&lines) {
+        let sql = format!(
+            "INSERT INTO guest_logs (invocation_id, attempt, seq, at, stream, line) VALUES {}",
+            values_sql(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for (outcome, seq, line) in chunk {
+            query = query
+                .bind(outcome.id.clone())
+                .bind(i64::from(outcome.attempt))
+                .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
                 .bind(line.at_ms)
                 .bind(line.stream.clone())
                 .bind(line.line.clone());
@@ -366,26 +422,34 @@ where
     rows.iter().map(model::claimed_from_row).collect()
 }
 
-/// Adds a pending destination delivery for `invocation`.
-pub(super) async fn insert_delivery(
+/// Adds pending destination deliveries, `(invocation, delivery)` each.
+pub(super) async fn insert_deliveries(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
-    invocation: &str,
-    d: &NewDelivery,
+    deliveries: &[(&str, &NewDelivery)],
     now: i64,
 ) -> Result<()> {
-    let sql = schema::with_now(
-        backend,
-        "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
-         VALUES ($1, $2, $3, $4, 'pending', 0, $now, $now)",
-    );
-    let query = sqlx::query(&sql)
-        .bind(crate::ids::new_id())
-        .bind(invocation.to_string())
-        .bind(d.url.clone())
-        .bind(d.payload.clone());
-    let query = super::bind_now(backend, query, now);
-    query.execute(&mut **tx).await?;
+    for chunk in pow2_chunks(deliveries) {
+        let sql = schema::with_now(
+            backend,
+            &format!(
+                "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, 'pending', 0, $now, $now FROM (VALUES {}) AS v",
+                values_sql(chunk.len(), 4)
+            ),
+        );
+        let mut query = sqlx::query(&sql);
+        for (invocation, d) in chunk {
+            query = query
+                .bind(crate::ids::new_id())
+                .bind(invocation.to_string())
+                .bind(d.url.clone())
+                .bind(d.payload.clone());
+        }
+        super::bind_now(backend, query, now)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -426,15 +490,10 @@ async fn write_enqueues(
             query.execute(&mut **tx).await?;
         }
     }
-    // A few statements for the whole batch: chunks of 256, 128, ..., 1 rows, so only nine
-    // statement texts exist and each stays prepared.
+    // A few statements for the whole batch (see `pow2_chunks`).
     let hashes: Vec<String> = invs.iter().map(|inv| inv.request_hash()).collect();
     let mut inserted = std::collections::HashSet::new();
-    let mut rest = &order[..];
-    while !rest.is_empty() {
-        let size = 1 << rest.len().ilog2();
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
+    for chunk in pow2_chunks(&order) {
         let insert = schema::insert_many_sql(backend, chunk.len());
         let mut query = sqlx::query(&insert);
         for &i in chunk {
