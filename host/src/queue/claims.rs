@@ -7,7 +7,8 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::{
-    Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, model, ms, now_ms, writer,
+    Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, batch, model, ms, now_ms,
+    writer,
 };
 
 impl Queue {
@@ -159,8 +160,7 @@ impl Queue {
     /// interruptions).
     pub async fn add_delivery(&self, invocation: &str, delivery: NewDelivery) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        writer::insert_deliveries(&mut tx, self.backend, &[(invocation, &delivery)], now_ms())
-            .await?;
+        batch::insert_deliveries(&mut tx, self.backend, &[(invocation, &delivery)]).await?;
         tx.commit().await?;
         self.work.notify_waiters();
         Ok(())

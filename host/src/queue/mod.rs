@@ -13,6 +13,8 @@
 //! - `writer`: enqueues and attempt outcomes are group-committed — one writer task drains
 //!   whatever is waiting into one transaction; each caller's future resolves only after its
 //!   batch commits. Also the PostgreSQL `NOTIFY`/`LISTEN` wake-ups.
+//! - `batch`: the statements of one such transaction (one multi-row statement per kind of
+//!   write; on SQLite the whole transaction is one command to sqlx's worker thread).
 //! - `claims`: a claim takes a lease with a fencing token (`lease_token`, bumped on every
 //!   claim); heartbeat, completion, failure and release all match on it, so a stale holder
 //!   changes nothing. Retry times live in the row (`run_at`), never in memory.
@@ -20,6 +22,7 @@
 //! - `schema`: migrations and the statements whose text differs by dialect.
 
 mod admin;
+mod batch;
 mod claims;
 pub mod model;
 mod schema;

@@ -197,40 +197,6 @@ async fn apply(
     Ok(())
 }
 
-/// Insert `rows` invocations in one statement, returning the ids of those inserted. A
-/// repeated idempotency key inserts nothing (on PostgreSQL a concurrent insert of the same key
-/// by another node waits for that node's commit, then inserts nothing); rows go in in order.
-/// Binds per row: id, function, key, method, uri, headers, body, max_attempts, request_hash
-/// (+ now once, at the end).
-pub(super) fn insert_many_sql(backend: Backend, rows: usize) -> String {
-    const PER_ROW: usize = 9;
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let p = |k: usize| format!("${}", r * PER_ROW + k);
-            format!(
-                "({}, {}, {}, 'queued', {}, {}, {}, {}, {}, {}, $now, $now)",
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5),
-                p(6),
-                p(7),
-                p(8),
-                p(9)
-            )
-        })
-        .collect();
-    with_now(
-        backend,
-        &format!(
-            "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
-             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            values.join(", ")
-        ),
-    )
-}
-
 /// Claim due invocations. Binds: owner, lease length (ms), limit (+ now).
 ///
 /// On PostgreSQL the sub-select locks the rows it picks and skips rows another node's claim
@@ -239,6 +205,11 @@ pub(super) fn insert_many_sql(backend: Backend, rows: usize) -> String {
 /// WHERE before it is locked (READ COMMITTED's re-check), so a row is never claimed twice.
 /// The LIMIT keeps the sub-select from being flattened into a join: it runs once.
 pub(super) fn claim_sql(backend: Backend, skipped: usize) -> String {
+    with_now(backend, &claim_template(backend, skipped))
+}
+
+/// [`claim_sql`] with its `$now` unresolved (to be resolved with the text it joins).
+pub(super) fn claim_template(backend: Backend, skipped: usize) -> String {
     // SQLite has one writer at a time, so the sub-select cannot race.
     let lock = match backend {
         Backend::Sqlite => "",
@@ -251,15 +222,12 @@ pub(super) fn claim_sql(backend: Backend, skipped: usize) -> String {
         let names: Vec<String> = (4..4 + skipped).map(|i| format!("${i}")).collect();
         format!("AND function NOT IN ({}) ", names.join(", "))
     };
-    with_now(
-        backend,
-        &format!(
-            "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
+    format!(
+        "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
              lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
              WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
                           {skip}ORDER BY run_at LIMIT $3 {lock}) \
              RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
-        ),
     )
 }
 
@@ -301,15 +269,6 @@ pub(super) fn list_sql(backend: Backend, columns: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_multi_row_insert_numbers_its_parameters_row_by_row() {
-        let sql = insert_many_sql(Backend::Sqlite, 2);
-        assert!(
-            sql.contains("VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $19, $19), ($10, $11, $12, 'queued', $13, $14, $15, $16, $17, $18, $19, $19) ON CONFLICT DO NOTHING RETURNING id"),
-            "{sql}"
-        );
-    }
 
     #[test]
     fn now_is_the_last_parameter_on_sqlite_and_the_server_clock_on_postgres() {
