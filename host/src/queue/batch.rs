@@ -33,11 +33,36 @@ enum Val {
 }
 
 /// One statement of a batch: its text, with parameters numbered from `$1` and `$now`
-/// unresolved, and its values in order.
+/// unresolved, its values in order, and what its rows are.
 #[derive(Debug, Default)]
 struct Stmt {
     sql: String,
     vals: Vec<Val>,
+    rows: Rows,
+}
+
+/// What a statement of a batch returns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Nothing.
+    #[default]
+    None,
+    /// The ids inserted (`enqueued`).
+    Enqueued,
+    /// Nothing; forgets expired idempotency keys before the insert (a separate statement).
+    Forget,
+    /// The stored invocations of the batch's idempotency keys (`keyed`, …), looked up after
+    /// the insert, in a statement of its own (to see what other nodes committed meanwhile).
+    Keyed,
+    /// The ids of the attempts ended (`finished`).
+    Finished,
+    /// Claimed invocations (`id`, …, `claim_for`).
+    Claim,
+}
+
+/// `stmts`, each marked as returning `rows`.
+fn returning(stmts: Vec<Stmt>, rows: Rows) -> Vec<Stmt> {
+    stmts.into_iter().map(|s| Stmt { rows, ..s }).collect()
 }
 
 fn bind_vals(mut query: Query<'_>, vals: Vec<Val>) -> Query<'_> {
@@ -108,6 +133,7 @@ fn multi_row<T>(items: &[T], sql: &str, row: impl Fn(&T) -> Vec<Val>) -> Vec<Stm
             Stmt {
                 sql: sql.replace("{values}", &values_sql(rows, like.len())),
                 vals,
+                rows: Rows::None,
             }
         })
         .collect()
@@ -183,13 +209,14 @@ fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<St
                 Val::OptText(invs[i].idempotency_key.clone()),
                 Val::Int(ttl),
             ],
+            rows: Rows::Forget,
         });
     }
     // A repeated idempotency key inserts nothing (on PostgreSQL a concurrent insert of the
     // same key by another node waits for that node's commit, then inserts nothing); rows go
     // in in order. SQLite reads `ON CONFLICT` after `INSERT … SELECT` right only when the
     // SELECT has a WHERE, which this one has.
-    stmts.extend(multi_row(
+    stmts.extend(returning(multi_row(
         &order,
         "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
          SELECT v.column1, v.column2, v.column3, 'queued', v.column4, v.column5, v.column6, v.column7, v.column8, v.column9, $now, $now \
@@ -208,18 +235,21 @@ fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<St
                 Val::Text(hashes[i].clone()),
             ]
         },
-    ));
-    stmts.extend(multi_row(
-        &keyed,
-        "SELECT i.id AS keyed, i.function AS keyed_function, i.idempotency_key AS keyed_key, \
+    ), Rows::Enqueued));
+    stmts.extend(returning(
+        multi_row(
+            &keyed,
+            "SELECT i.id AS keyed, i.function AS keyed_function, i.idempotency_key AS keyed_key, \
          i.request_hash AS keyed_hash FROM invocations i \
          JOIN (VALUES {values}) AS v ON i.function = v.column1 AND i.idempotency_key = v.column2",
-        |&i| {
-            vec![
-                Val::Text(invs[i].function.clone()),
-                Val::OptText(invs[i].idempotency_key.clone()),
-            ]
-        },
+            |&i| {
+                vec![
+                    Val::Text(invs[i].function.clone()),
+                    Val::OptText(invs[i].idempotency_key.clone()),
+                ]
+            },
+        ),
+        Rows::Keyed,
     ));
     stmts
 }
@@ -325,9 +355,10 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
     ));
     // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the stored
     // time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
-    stmts.extend(multi_row(
-        outcomes,
-        "UPDATE invocations SET state = v.column3, last_error = v.column4, \
+    stmts.extend(returning(
+        multi_row(
+            outcomes,
+            "UPDATE invocations SET state = v.column3, last_error = v.column4, \
          run_at = COALESCE($now + v.column5, run_at), \
          finished_at = CASE WHEN v.column3 = 'retrying' THEN NULL ELSE $now END, \
          result_status = v.column6, result_headers = v.column7, result_body = v.column8, \
@@ -335,23 +366,25 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
          FROM (VALUES {values}) AS v \
          WHERE invocations.id = v.column1 AND invocations.lease_token = v.column2 \
          AND invocations.state = 'running' RETURNING id AS finished",
-        |o| {
-            let delay = match &o.finish {
-                Finish::Retry { run_at, .. } => Some(run_at - now),
-                _ => None,
-            };
-            let r = result(o);
-            vec![
-                Val::Text(o.id.clone()),
-                Val::Int(o.token),
-                Val::Text(o.finish.state().as_str().into()),
-                Val::OptText(error(o)),
-                Val::OptInt(delay),
-                Val::OptInt(r.status.map(i64::from)),
-                Val::Text(serde_json::to_string(&r.headers).unwrap_or_default()),
-                Val::Bytes(r.body.clone()),
-            ]
-        },
+            |o| {
+                let delay = match &o.finish {
+                    Finish::Retry { run_at, .. } => Some(run_at - now),
+                    _ => None,
+                };
+                let r = result(o);
+                vec![
+                    Val::Text(o.id.clone()),
+                    Val::Int(o.token),
+                    Val::Text(o.finish.state().as_str().into()),
+                    Val::OptText(error(o)),
+                    Val::OptInt(delay),
+                    Val::OptInt(r.status.map(i64::from)),
+                    Val::Text(serde_json::to_string(&r.headers).unwrap_or_default()),
+                    Val::Bytes(r.body.clone()),
+                ]
+            },
+        ),
+        Rows::Finished,
     ));
     stmts
 }
@@ -386,6 +419,7 @@ fn claim_stmts(backend: Backend, outcomes: &[&Outcome]) -> (Vec<Stmt>, Vec<Optio
                     schema::claim_template(backend, worker.skip.len())
                 ),
                 vals,
+                rows: Rows::Claim,
             }
         })
         .collect();
@@ -419,6 +453,19 @@ async fn execute(
             Ok(query.fetch_all(&mut *conn).await?)
         }
         Backend::Postgres => {
+            let single = stmts
+                .iter()
+                .all(|s| !matches!(s.rows, Rows::Forget | Rows::Keyed))
+                && stmts.iter().map(|s| s.vals.len()).sum::<usize>() < PG_MAX_PARAMS;
+            if single {
+                // One round trip once prepared, committed on its own (a statement is its own
+                // transaction). The few shapes a steady load has stay in sqlx's statement cache.
+                let (sql, vals) = pg_single(stmts, notify_node);
+                let sql = schema::with_now(backend, &sql);
+                return Ok(bind_vals(sqlx::query(&sql), vals)
+                    .fetch_all(&mut *conn)
+                    .await?);
+            }
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let mut rows = Vec::new();
             for stmt in stmts {
@@ -434,6 +481,116 @@ async fn execute(
             Ok(rows)
         }
     }
+}
+
+/// Most parameters one PostgreSQL statement takes (the protocol's limit is 65,535).
+const PG_MAX_PARAMS: usize = 30_000;
+
+/// The columns every row of [`pg_single`] has, NULL where a kind of row has none.
+const PG_COLUMNS: [(&str, &str); 10] = [
+    ("id", "text"),
+    ("function", "text"),
+    ("attempts", "bigint"),
+    ("max_attempts", "bigint"),
+    ("lease_token", "bigint"),
+    ("method", "text"),
+    ("uri", "text"),
+    ("headers", "text"),
+    ("body", "bytea"),
+    ("claim_for", "bigint"),
+];
+
+/// PostgreSQL: the statements of a batch as one statement — each a data-modifying `WITH`
+/// query (all run, to completion, on one snapshot: an outcome's history joins on its claim
+/// as it was when the statement began, the `UPDATE` ending it re-checks), their rows in one
+/// `UNION ALL` with a `kind` column (`enqueued`, `finished`, `claim`, `notify`) — and the
+/// `NOTIFY` to other nodes, delivered by its commit. One round trip instead of one per
+/// statement plus `BEGIN` and `COMMIT`.
+fn pg_single(stmts: Vec<Stmt>, notify_node: Option<&str>) -> (String, Vec<Val>) {
+    let column = |name: &str, of: &[&str]| {
+        let (_, ty) = PG_COLUMNS
+            .iter()
+            .find(|(c, _)| *c == name)
+            .expect("a column");
+        if of.contains(&name) {
+            name.to_string()
+        } else {
+            format!("NULL::{ty} AS {name}")
+        }
+    };
+    let branch = |kind: &str, from: &str, id: &str, of: &[&str]| {
+        let cols: Vec<String> = PG_COLUMNS
+            .iter()
+            .map(|(c, _)| {
+                if *c == "id" {
+                    format!("{id} AS id")
+                } else {
+                    column(c, of)
+                }
+            })
+            .collect();
+        format!(
+            "SELECT '{kind}'::text AS kind, {} FROM {from}",
+            cols.join(", ")
+        )
+    };
+    let mut ctes = Vec::new();
+    let mut branches = Vec::new();
+    let mut vals = Vec::new();
+    for (i, stmt) in stmts.into_iter().enumerate() {
+        ctes.push(format!("s{i} AS ({})", shift_params(&stmt.sql, vals.len())));
+        vals.extend(stmt.vals);
+        let from = format!("s{i}");
+        match stmt.rows {
+            Rows::Enqueued => branches.push(branch("enqueued", &from, "enqueued", &[])),
+            Rows::Finished => branches.push(branch("finished", &from, "finished", &[])),
+            Rows::Claim => branches.push(branch("claim", &from, "id", &PG_COLUMNS.map(|(c, _)| c))),
+            Rows::None | Rows::Forget | Rows::Keyed => {}
+        }
+    }
+    if let Some(node) = notify_node {
+        let n = vals.len();
+        vals.push(Val::Text(super::writer::NOTIFY_CHANNEL.into()));
+        vals.push(Val::Text(node.into()));
+        branches.push(branch(
+            "notify",
+            &format!("(SELECT pg_notify(${}, ${})) AS n", n + 1, n + 2),
+            "NULL::text",
+            &[],
+        ));
+    }
+    if branches.is_empty() {
+        branches.push(branch(
+            "none",
+            "(SELECT 1) AS n WHERE false",
+            "NULL::text",
+            &[],
+        ));
+    }
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
+    (format!("{with}{}", branches.join(" UNION ALL ")), vals)
+}
+
+/// `sql` with every `$k` (not `$now`) renumbered `$k+by`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            let k: usize = rest[..digits].parse().unwrap_or(0);
+            out.push_str(&(k + by).to_string());
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes one batch in one transaction: the enqueues (what each became) and the outcomes
@@ -466,19 +623,28 @@ pub(super) async fn write(
     let mut held = HashSet::new();
     let mut claimed: Vec<Vec<Claimed>> = Vec::new();
     for row in &rows {
-        match row.columns().first().map(Column::name) {
-            Some("enqueued") => {
-                inserted.insert(row.try_get::<String, _>(0)?);
+        // A row of one statement is told by its first column's name, a row of
+        // [`pg_single`] by its `kind`.
+        let first = row.columns().first().map(Column::name).unwrap_or_default();
+        let (kind, id) = if first == "kind" {
+            (row.try_get::<String, _>(0)?, 1)
+        } else {
+            (first.to_string(), 0)
+        };
+        match kind.as_str() {
+            "enqueued" => {
+                inserted.insert(row.try_get::<String, _>(id)?);
             }
-            Some("keyed") => {
+            "keyed" => {
                 keyed.insert(
                     (row.try_get("keyed_function")?, row.try_get("keyed_key")?),
                     (row.try_get("keyed")?, row.try_get("keyed_hash")?),
                 );
             }
-            Some("finished") => {
-                held.insert(row.try_get::<String, _>(0)?);
+            "finished" => {
+                held.insert(row.try_get::<String, _>(id)?);
             }
+            "notify" | "none" => {}
             _ => {
                 let w = usize::try_from(row.try_get::<i64, _>("claim_for")?).unwrap_or(0);
                 if claimed.len() <= w {
@@ -577,6 +743,49 @@ mod tests {
                 Val::OptInt(None)
             ]
         );
+    }
+
+    #[test]
+    fn a_postgres_batch_is_one_statement_of_with_queries_whose_rows_say_their_kind() {
+        let stmt = |sql: &str, vals: Vec<Val>, rows| Stmt {
+            sql: sql.into(),
+            vals,
+            rows,
+        };
+        let (sql, vals) = pg_single(
+            vec![
+                stmt(
+                    "INSERT a VALUES ($1) RETURNING id AS enqueued",
+                    vec![Val::Int(1)],
+                    Rows::Enqueued,
+                ),
+                stmt("INSERT b VALUES ($1, $now)", vec![Val::Int(2)], Rows::None),
+                stmt(
+                    "UPDATE c SET x = $1 RETURNING id AS finished",
+                    vec![Val::Int(3)],
+                    Rows::Finished,
+                ),
+            ],
+            Some("node1"),
+        );
+        assert!(
+            sql.starts_with(
+                "WITH s0 AS (INSERT a VALUES ($1) RETURNING id AS enqueued), \
+                 s1 AS (INSERT b VALUES ($2, $now)), s2 AS (UPDATE c SET x = $3 RETURNING id AS finished) \
+                 SELECT 'enqueued'::text AS kind, enqueued AS id, NULL::text AS function,"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(" FROM s0 UNION ALL SELECT 'finished'::text AS kind, finished AS id,"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("NULL::bigint AS claim_for FROM (SELECT pg_notify($4, $5)) AS n"),
+            "{sql}"
+        );
+        assert_eq!(vals.len(), 5);
+        assert_eq!(vals[4], Val::Text("node1".into()));
     }
 
     #[test]
