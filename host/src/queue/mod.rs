@@ -14,7 +14,8 @@
 //!   whatever is waiting into one transaction; each caller's future resolves only after its
 //!   batch commits. Also the PostgreSQL `NOTIFY`/`LISTEN` wake-ups.
 //! - `batch`: the statements of one such transaction (one multi-row statement per kind of
-//!   write; on SQLite the whole transaction is one command to sqlx's worker thread).
+//!   write; on SQLite the whole transaction is one command to sqlx's worker thread, on
+//!   PostgreSQL one statement); `stmt`: those statements as data, and how they are joined.
 //! - `claims`: a claim takes a lease with a fencing token (`lease_token`, bumped on every
 //!   claim); heartbeat, completion, failure and release all match on it, so a stale holder
 //!   changes nothing. Retry times live in the row (`run_at`), never in memory.
@@ -26,6 +27,7 @@ mod batch;
 mod claims;
 pub mod model;
 mod schema;
+mod stmt;
 #[cfg(test)]
 mod tests;
 mod writer;
