@@ -675,3 +675,47 @@ async fn attempts_and_their_output_are_kept_with_the_invocation_and_purged_with_
         assert_eq!(left, 0, "{table} purged with the invocation");
     }
 }
+
+/// A batch the database refuses midway (here a trigger; in life a full disk) is rolled back
+/// whole, and the queue goes on: the writer's connection, whose transaction was left open, is
+/// closed rather than reused or handed to the pool (it would hold SQLite's write lock).
+#[tokio::test]
+async fn a_batch_refused_midway_is_rolled_back_and_the_queue_goes_on() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("a", None, 1)).await.unwrap();
+    let claim = claim_one(&q).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON attempts \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&q.pool)
+    .await
+    .unwrap();
+    let err = q
+        .finish(&claim, Finish::Succeeded(answered(200, "ok")), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_eq!(
+        state(&q, "a").await,
+        InvocationState::Running,
+        "nothing of the refused batch was written"
+    );
+    // Another connection can write at once: the refused transaction holds no lock.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::query("DROP TRIGGER refuse").execute(&q.pool),
+    )
+    .await
+    .expect("the write lock was released")
+    .unwrap();
+    q.enqueue(invocation("b", None, 1)).await.unwrap();
+    assert!(
+        q.finish(&claim, Finish::Succeeded(answered(200, "ok")), None)
+            .await
+            .unwrap(),
+        "the claim still holds"
+    );
+    assert_eq!(state(&q, "a").await, InvocationState::Succeeded);
+    assert_eq!(claim_one(&q).await.id, "b");
+}
