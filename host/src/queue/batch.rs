@@ -10,7 +10,7 @@
 //! return, told apart by their first column's name (or a `kind` column). So on SQLite the whole
 //! batch — `BEGIN IMMEDIATE` to `COMMIT` — is one multi-statement command to sqlx's worker
 //! thread, not a round trip per statement; on PostgreSQL (whose extended protocol takes one
-//! statement at a time) it is one statement of data-modifying `WITH` queries ([`stmt`]).
+//! statement at a time) it is one statement of data-modifying `WITH` queries (`stmt.rs`).
 
 use std::collections::{HashMap, HashSet};
 
