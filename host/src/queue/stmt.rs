@@ -49,6 +49,7 @@ pub(super) fn returning(stmts: Vec<Stmt>, rows: Rows) -> Vec<Stmt> {
     stmts.into_iter().map(|s| Stmt { rows, ..s }).collect()
 }
 
+/// `query` with `vals` bound in order.
 pub(super) fn bind_vals(mut query: Query<'_>, vals: Vec<Val>) -> Query<'_> {
     for v in vals {
         query = match v {
