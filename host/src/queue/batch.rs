@@ -133,7 +133,8 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
             holding("column1", "column5")
         ),
         |o| {
-            let outcome = if error(o).is_some() {
+            let error = error(o);
+            let outcome = if error.is_some() {
                 "failed"
             } else {
                 "succeeded"
@@ -142,7 +143,7 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
                 Val::Text(o.id.clone()),
                 Val::Int(i64::from(o.attempt)),
                 Val::Text(outcome.into()),
-                Val::OptText(error(o)),
+                Val::OptText(error),
                 Val::Int(o.token),
             ]
         },

@@ -224,10 +224,10 @@ pub(super) fn claim_template(backend: Backend, skipped: usize) -> String {
     };
     format!(
         "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
-             lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
-             WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
-                          {skip}ORDER BY run_at LIMIT $3 {lock}) \
-             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
+         lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
+         WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
+                      {skip}ORDER BY run_at LIMIT $3 {lock}) \
+         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
     )
 }
 

@@ -85,21 +85,23 @@ pub(super) fn padded_chunks<T>(items: &[T]) -> impl Iterator<Item = (&[T], usize
         .map(|chunk| (chunk, chunk.len().next_power_of_two()))
 }
 
-/// Appends padding rows to `vals` until it holds `rows` rows of `like`'s width: `''` in the
-/// first column (no id, no function name is empty; every padded statement skips it, with
-/// `WHERE v.column1 <> ''` or a join on it) and NULLs of the same types as `like`'s elsewhere
-/// (PostgreSQL types a VALUES column from its rows).
-pub(super) fn pad(vals: &mut Vec<Val>, rows: usize, like: &[Val]) {
-    let width = like.len();
+/// Appends padding rows to `vals` (at least one row of `width` values) until it holds `rows`
+/// rows: `''` in the first column (no id, no function name is empty; every padded statement
+/// skips it, with `WHERE v.column1 <> ''` or a join on it) and NULLs of the first row's types
+/// elsewhere (PostgreSQL types a VALUES column from its rows).
+pub(super) fn pad(vals: &mut Vec<Val>, rows: usize, width: usize) {
+    // The first row's kinds of value; a padding row copies none of its data.
+    let kinds: Vec<Val> = vals[1..width]
+        .iter()
+        .map(|v| match v {
+            Val::Text(_) | Val::OptText(_) => Val::OptText(None),
+            Val::Int(_) | Val::OptInt(_) => Val::OptInt(None),
+            Val::Bytes(_) | Val::OptBytes(_) => Val::OptBytes(None),
+        })
+        .collect();
     while vals.len() < rows * width {
         vals.push(Val::Text(String::new()));
-        for v in &like[1..] {
-            vals.push(match v {
-                Val::Text(_) | Val::OptText(_) => Val::OptText(None),
-                Val::Int(_) | Val::OptInt(_) => Val::OptInt(None),
-                Val::Bytes(_) | Val::OptBytes(_) => Val::OptBytes(None),
-            });
-        }
+        vals.extend(kinds.iter().cloned());
     }
 }
 
@@ -109,14 +111,15 @@ pub(super) fn multi_row<T>(items: &[T], sql: &str, row: impl Fn(&T) -> Vec<Val>)
     padded_chunks(items)
         .map(|(chunk, rows)| {
             let mut vals = Vec::new();
-            let mut like = Vec::new();
+            let mut width = 0;
             for item in chunk {
-                like = row(item);
-                vals.extend(like.iter().cloned());
+                let values = row(item);
+                width = values.len();
+                vals.extend(values);
             }
-            pad(&mut vals, rows, &like);
+            pad(&mut vals, rows, width);
             Stmt {
-                sql: sql.replace("{values}", &values_sql(rows, like.len())),
+                sql: sql.replace("{values}", &values_sql(rows, width)),
                 vals,
                 rows: Rows::None,
             }
