@@ -16,6 +16,14 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// Where fnhost's own endpoints live.
 pub const API_PREFIX: &str = "/.fnhost";
 
+/// The part of `path` after [`API_PREFIX`] when `path` is one of fnhost's own: exactly
+/// `/.fnhost` or a path under `/.fnhost/`. `/.fnhostmetrics` is not (it goes through the rules
+/// and routes like any other path, so a proxy rule blocking `/.fnhost/` cannot be bypassed).
+pub fn own_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(API_PREFIX)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
 /// The status resource of an invocation.
 pub fn status_path(id: &str) -> String {
     format!("{API_PREFIX}/invocations/{id}")
@@ -38,6 +46,24 @@ pub mod headers {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (security item 3): `/.fnhost` was matched as a bare prefix, so
+    /// `/.fnhostmetrics` reached the metrics and skipped `_redirects`.
+    #[test]
+    fn own_paths_are_exactly_fnhost_and_below() {
+        assert_eq!(super::own_path("/.fnhost"), Some(""));
+        assert_eq!(super::own_path("/.fnhost/"), Some("/"));
+        assert_eq!(super::own_path("/.fnhost/metrics"), Some("/metrics"));
+        for path in [
+            "/.fnhostmetrics",
+            "/.fnhosthealth",
+            "/.fnhostui/",
+            "/.fnhost.",
+            "/x/.fnhost/",
+        ] {
+            assert_eq!(super::own_path(path), None, "{path}");
+        }
+    }
+
     #[test]
     fn ids_are_128_bit_hex_and_distinct() {
         let (a, b) = (super::new_id(), super::new_id());

@@ -18,7 +18,8 @@
 //! - [`functions`]: discovers and loads functions, merges their settings, routes to them.
 //! - [`queue`]: the durable queue (SQLite or PostgreSQL): states, group commit, leases, reads.
 //! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
-//! - [`config`]: fnhost.toml parsing and validation, its values, the one path-pattern type,
+//! - [`config`]: fnhost.toml parsing and validation (the accepted range of every number), its
+//!   values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.
 //! - [`body`], [`ids`], [`metrics`], [`logs`]: leaves every layer shares: the HTTP body, ids,
 //!   header names, the Prometheus metrics (named and recorded in one place), and the guest

@@ -40,6 +40,8 @@ pub const DEAD: &str = "fnhost_background_dead_total";
 pub const QUEUE: &str = "fnhost_queue_invocations";
 /// Destination deliveries attempted, by outcome.
 pub const DELIVERIES: &str = "fnhost_deliveries_total";
+/// Whether the queue's writes are failing now (1) or not (0), read at each scrape.
+pub const QUEUE_FAILING: &str = "fnhost_queue_failing";
 /// Fuel burnt, when metering is on.
 pub const FUEL: &str = "fnhost_fuel_consumed_total";
 
@@ -83,7 +85,12 @@ fn describe() {
     describe_counter!(
         REJECTIONS,
         "Requests fnhost answered itself instead of a function, by reason (body_too_large, \
-         origin_not_allowed, overloaded, shutting_down, body_timeout)"
+         origin_not_allowed, overloaded, shutting_down, body_timeout, queue_unavailable)"
+    );
+    describe_gauge!(
+        QUEUE_FAILING,
+        "1 while the queue refuses writes (disk full, database down), else 0; /.fnhost/health \
+         names the error"
     );
     describe_counter!(
         STOPS,
@@ -279,4 +286,9 @@ pub fn delivery(outcome: &'static str) {
 pub fn queue_depth(state: &str, count: i64) {
     #[allow(clippy::cast_precision_loss)]
     gauge!(QUEUE, "state" => state.to_string()).set(count as f64);
+}
+
+/// Sets whether the queue's writes are failing.
+pub fn queue_failing(failing: bool) {
+    gauge!(QUEUE_FAILING).set(if failing { 1.0 } else { 0.0 });
 }

@@ -220,6 +220,15 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
         .await
         .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
     print!("{}", functions::print_table(&table));
+    if engine_options.pooling && !engine.pooling() {
+        // Said on stdout beside the table, not only in the log: every instance is now slower.
+        println!(
+            "warning: the pooling allocator cannot reserve {slots} instances of up to {} MB \
+             each; instances are allocated on demand (slower). Lower the largest `memory` or \
+             server.max_concurrency / background_concurrency to get it back.",
+            max_memory >> 20
+        );
+    }
     for r in &table.rejected {
         tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
     }

@@ -22,10 +22,7 @@ pub async fn purge_loop(queue: Queue, retention: Duration, shutdown: Cancellatio
         }
         let mut purged = 0;
         loop {
-            match queue
-                .purge_finished(retention, BATCH, super::scheduler::KEY_PREFIX)
-                .await
-            {
+            match queue.purge_finished(retention, BATCH).await {
                 Ok(n) => {
                     purged += n;
                     if n < u64::from(BATCH) {

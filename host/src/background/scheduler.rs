@@ -2,10 +2,11 @@
 //! through the queue (so status, lists and destinations see it) — `POST`, body
 //! `{"next_run": "<RFC 3339>"}`, headers `fnhost-event: schedule` and `x-nf-event: schedule`.
 //!
-//! A tick's idempotency key is `schedule:<tick time>`, so every node may enqueue it and one
+//! A tick is stored with its time in a column of its own, unique per function ([`Dedup::Tick`]:
+//! no client's `Idempotency-Key` can collide with it), so every node may enqueue it and one
 //! invocation is stored (exactly one per tick across nodes). At startup the latest tick missed
-//! while no node ran is enqueued once (its key makes a tick that did run a no-op); a function
-//! never scheduled before has nothing to catch up.
+//! while no node ran is enqueued once (a tick that did run makes it a no-op); a function never
+//! scheduled before has nothing to catch up.
 
 use std::sync::Arc;
 
@@ -14,10 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::functions::Function;
 use crate::ids::new_id;
-use crate::queue::{Enqueued, NewInvocation, Queue};
-
-/// Prefix of a tick's idempotency key.
-pub const KEY_PREFIX: &str = "schedule:";
+use crate::queue::{Dedup, Enqueued, NewInvocation, Queue};
 
 /// Runs the schedules of `functions` until `shutdown`.
 pub async fn run(queue: Queue, functions: Vec<Arc<Function>>, shutdown: CancellationToken) {
@@ -34,7 +32,7 @@ async fn schedule_one(queue: Queue, function: Arc<Function>, shutdown: Cancellat
     let Some(schedule) = function.settings.schedule.clone() else {
         return;
     };
-    match queue.latest_key(&function.name, KEY_PREFIX).await {
+    match queue.latest_tick(&function.name).await {
         Ok(Some(_)) => {
             if let Some(missed) = schedule.latest_at_or_before(Utc::now())
                 && enqueue(&queue, &function, missed, schedule.next_after(missed)).await
@@ -80,9 +78,8 @@ pub fn tick_invocation(
     NewInvocation {
         id: new_id(),
         function: function.name.clone(),
-        idempotency_key: Some(format!(
-            "{KEY_PREFIX}{}",
-            tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        dedup: Some(Dedup::Tick(
+            tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )),
         method: "POST".into(),
         uri: format!("/.netlify/functions/{}", function.name),

@@ -73,7 +73,9 @@ pub struct InvokeArgs {
     /// cancelled) and print the function's stored answer instead of the invocation id
     #[arg(long)]
     wait: bool,
-    /// Admin token, to look up the function's route [default: $FNHOST_ADMIN_TOKEN]
+    /// Admin token, to look up the function's route and (with --wait) to read a result
+    /// behind `status = "token"` (the function's invoke_token also reads it)
+    /// [default: $FNHOST_ADMIN_TOKEN]
     #[arg(long, env = "FNHOST_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Longest wait for the answer (`30s`, `15m`)
@@ -325,7 +327,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
                 }
                 if args.wait {
                     eprintln!("accepted: background invocation {id}; waiting for it to end");
-                    wait(&base, &id, args.include).await
+                    wait(&base, &id, args.token.as_deref(), args.include).await
                 } else {
                     println!("{id}");
                     eprintln!(
@@ -407,11 +409,16 @@ struct StoredResult {
 }
 
 /// Polls the status resource until an end state; prints the stored answer.
-async fn wait(base: &str, id: &str, include: bool) -> anyhow::Result<ExitCode> {
+async fn wait(
+    base: &str,
+    id: &str,
+    token: Option<&str>,
+    include: bool,
+) -> anyhow::Result<ExitCode> {
     let url = format!("{base}{}", status_path(id));
     let mut last_seen = String::new();
     let status = loop {
-        let answer = client::send(Call::get(&url, None)).await?;
+        let answer = client::send(Call::get(&url, token)).await?;
         if answer.status != http::StatusCode::OK {
             bail!("{url} answered {}: {}", answer.status, answer.text());
         }

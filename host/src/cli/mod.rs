@@ -104,6 +104,10 @@ enum Command {
         /// The fnhost to ask
         #[arg(long, default_value = "http://127.0.0.1:8888")]
         url: String,
+        /// The admin token or the function's invoke_token, where its results need one
+        /// (`status = "token"`) [default: $FNHOST_ADMIN_TOKEN]
+        #[arg(long, env = "FNHOST_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Create a function project from a template (Rust, JavaScript or Python)
     New(new::NewArgs),
@@ -229,9 +233,9 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::New(args) => new::run(args),
         Command::Invoke(args) => invoke::run(args),
         Command::Retry(args) => invoke::retry(args),
-        Command::Status { id, url } => {
+        Command::Status { id, url, token } => {
             let url = format!("{}{}", url.trim_end_matches('/'), status_path(&id));
-            print_get(&url, None)
+            print_get(&url, token.as_deref())
         }
         Command::Invocations {
             function,

@@ -233,7 +233,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
 /// A declared route must parse as fnhost parses routes, and may not shadow fnhost's own.
 fn check_route(path: &str) -> anyhow::Result<()> {
     Pattern::parse(path)?;
-    if path.starts_with(crate::ids::API_PREFIX) {
+    if crate::ids::own_path(path).is_some() {
         bail!(
             "invalid path {path:?}: {} belongs to fnhost",
             crate::ids::API_PREFIX

@@ -4,6 +4,7 @@
 
 pub mod cors;
 pub mod pattern;
+pub mod ranges;
 pub mod redirects;
 pub mod schedule;
 mod values;
@@ -207,6 +208,23 @@ pub struct FunctionConfig {
     /// Background attempts of this function running at once on one node [default: no cap
     /// beyond `server.background_concurrency`].
     pub concurrency: Option<usize>,
+    /// Who may read a background invocation's status resource: anyone holding its id
+    /// (`public`, the default) or only a request bearing the admin token or `invoke_token`.
+    pub status: Option<StatusAccess>,
+    /// A bearer token that reads this function's status resources when `status = "token"`.
+    pub invoke_token: Option<String>,
+}
+
+/// `status`: who may read a background invocation's status resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusAccess {
+    /// Whoever holds the invocation id (128 random bits, told only to the client that got the
+    /// `202`).
+    #[default]
+    Public,
+    /// Only with `Authorization: Bearer` the admin token or the function's `invoke_token`.
+    Token,
 }
 
 /// `[cors]` and `[functions.NAME.cors]`; resolved and validated by [`cors`].
@@ -294,43 +312,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.server.max_concurrency == Some(0) {
-            return Err("server.max_concurrency: must be at least 1".into());
-        }
-        if self.server.background_concurrency == Some(0) {
-            return Err("server.background_concurrency: must be at least 1".into());
-        }
-        if self.server.max_interruptions == Some(0) {
-            return Err("server.max_interruptions: must be at least 1".into());
-        }
-        if self.server.max_connections == Some(0) {
-            return Err("server.max_connections: must be at least 1".into());
-        }
-        for (key, value) in [
-            ("lease", self.server.lease),
-            ("header_timeout", self.server.header_timeout),
-            ("idle_timeout", self.server.idle_timeout),
-            ("body_timeout", self.server.body_timeout),
-            ("idempotency_ttl", self.server.idempotency_ttl),
-            ("retention", self.server.retention),
-        ] {
-            if value.is_some_and(|d| d.0.is_zero()) {
-                return Err(format!("server.{key}: must be longer than 0"));
-            }
-        }
+        ranges::server(self)?;
         for (table, f) in std::iter::once(("defaults".to_string(), &self.defaults)).chain(
             self.functions
                 .iter()
                 .map(|(n, f)| (format!("functions.{n}"), f)),
         ) {
-            for (key, value) in [
-                ("timeout", f.timeout),
-                ("background_timeout", f.background_timeout),
-            ] {
-                if value.is_some_and(|d| d.0.is_zero()) {
-                    return Err(format!("{table}.{key}: must be longer than 0"));
-                }
-            }
+            ranges::function(&table, f)?;
         }
         if self.defaults.schedule.is_some() {
             return Err(
@@ -342,6 +330,7 @@ impl Config {
                 "defaults.path: routes are per function; set it in [functions.NAME]".into(),
             );
         }
+        self.check_status_tokens()?;
         for (name, f) in &self.functions {
             if f.background_timeout.is_some() || f.background_max_body.is_some() {
                 return Err(format!(
@@ -355,6 +344,33 @@ impl Config {
                         "functions.{name}.env: invalid variable name {key:?}"
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `status = "token"` needs a token to read with: the function's `invoke_token` (or the
+    /// one in `[defaults]`) or the admin token.
+    fn check_status_tokens(&self) -> Result<(), String> {
+        let tables = std::iter::once(("defaults".to_string(), &self.defaults)).chain(
+            self.functions
+                .iter()
+                .map(|(n, f)| (format!("functions.{n}"), f)),
+        );
+        for (table, f) in tables {
+            let status = f.status.or(self.defaults.status).unwrap_or_default();
+            let token = f
+                .invoke_token
+                .as_ref()
+                .or(self.defaults.invoke_token.as_ref());
+            if status == StatusAccess::Token && token.is_none() && self.server.admin_token.is_none()
+            {
+                return Err(format!(
+                    "{table}.status = \"token\" needs a token to read results with: set \
+                     invoke_token there or server.admin_token"
+                ));
             }
         }
         Ok(())
@@ -461,7 +477,7 @@ mod tests {
         assert!(
             parse("[server]\nmax_concurrency = 0\n")
                 .unwrap_err()
-                .contains("at least 1")
+                .contains("server.max_concurrency = 0 is out of range")
         );
         assert!(
             parse("[functions.a]\non_success = \"ftp://x\"\n")
@@ -486,7 +502,7 @@ mod tests {
         let e = parse("[functions.a]\ntimeout = \"0s\"\n").unwrap_err();
         assert_eq!(e, "fnhost.toml: functions.a.timeout: must be longer than 0");
         let e = parse("[server]\nlease = \"0ms\"\n").unwrap_err();
-        assert!(e.contains("server.lease: must be longer than 0"), "{e}");
+        assert!(e.contains("server.lease = 0s is out of range"), "{e}");
         assert!(parse("[server]\nretention = \"3650d\"\n").is_ok());
     }
 

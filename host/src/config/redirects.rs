@@ -157,16 +157,44 @@ fn parse_from(from: &str) -> Result<Pattern, String> {
     Ok(pattern)
 }
 
-/// A bad `_redirects` line.
+/// A bad `_redirects` line (or a file that cannot be read at all).
 #[derive(Debug, thiserror::Error)]
-#[error("{}:{line}: {message}", file.display())]
+#[error("{}{}: {message}", file.display(), at_line(*line))]
 pub struct RedirectsError {
     /// The file.
     pub file: PathBuf,
-    /// Line number, from 1.
+    /// Line number, from 1; 0 when the fault is the whole file's.
     pub line: usize,
     /// What is wrong.
     pub message: String,
+}
+
+/// `:N` for a line number, nothing for 0 (the whole file).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
+}
+
+/// The text of a `_redirects` file; invalid UTF-8 is reported at its line.
+fn utf8<'a>(bytes: &'a [u8], file: &Path) -> Result<&'a str, RedirectsError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let before = &bytes[..e.valid_up_to()];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        RedirectsError {
+            file: file.to_owned(),
+            line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+            message: format!(
+                "not UTF-8 (invalid byte at column {}); save the file as UTF-8",
+                e.valid_up_to() - line_start + 1
+            ),
+        }
+    })
 }
 
 /// The rules of a site, in the order they are tried.
@@ -198,8 +226,8 @@ impl Rules {
     /// `dir/_redirects` when present, then `more` (fnhost.toml's `[[redirects]]`).
     pub fn load(dir: &Path, more: impl IntoIterator<Item = Rule>) -> Result<Rules, RedirectsError> {
         let file = dir.join("_redirects");
-        let mut rules = match std::fs::read_to_string(&file) {
-            Ok(text) => Rules::parse(&text, &file)?,
+        let mut rules = match std::fs::read(&file) {
+            Ok(bytes) => Rules::parse(utf8(&bytes, &file)?, &file)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 return Err(RedirectsError {
@@ -232,6 +260,26 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (security item 7): invalid UTF-8 in `_redirects` was reported at line 0.
+    #[test]
+    fn invalid_utf8_is_reported_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("_redirects"),
+            b"/a /b 301\n# fine\n/c /d\xff 301\n",
+        )
+        .unwrap();
+        let e = Rules::load(dir.path(), []).unwrap_err();
+        assert_eq!(e.line, 3);
+        let text = e.to_string();
+        assert!(
+            text.ends_with(
+                "_redirects:3: not UTF-8 (invalid byte at column 6); save the file as UTF-8"
+            ),
+            "{text}"
+        );
+    }
 
     fn err(text: &str) -> String {
         Rules::parse(text, Path::new("functions/_redirects"))

@@ -55,6 +55,12 @@ impl std::str::FromStr for Schedule {
         let cron = parser
             .parse(text)
             .map_err(|e| format!("invalid schedule {s:?}: {e}"))?;
+        // `0 0 30 2 *` parses but names no date: refused here rather than warned of at run time.
+        if cron.find_next_occurrence(&Utc::now(), false).is_err() {
+            return Err(format!(
+                "invalid schedule {s:?}: it never fires (no date matches every field)"
+            ));
+        }
         Ok(Schedule {
             text: text.to_string(),
             cron,
@@ -86,6 +92,20 @@ impl<'de> serde::Deserialize<'de> for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (security item 4): a schedule naming no date was accepted, with only a
+    /// runtime warning that it had no next run.
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for text in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+            let e = text.parse::<Schedule>().unwrap_err();
+            assert!(e.contains("never fires"), "{text}: {e}");
+        }
+        assert!(
+            "0 0 29 2 *".parse::<Schedule>().is_ok(),
+            "leap days do come"
+        );
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Mode;
 use crate::config::pattern::Pattern;
 use crate::config::schedule::Schedule;
-use crate::config::{self, FunctionConfig, OutboundRule, defaults};
+use crate::config::{self, FunctionConfig, OutboundRule, StatusAccess, defaults};
 use crate::engine::Declared;
 
 /// Where a function answers.
@@ -83,6 +83,17 @@ pub struct Settings {
     pub schedule: Option<Schedule>,
     /// Background attempts of it at once on one node, when capped.
     pub concurrency: Option<usize>,
+    /// Who may read its invocations' status resources.
+    pub access: Access,
+}
+
+/// Who may read a function's background results (`status`, `invoke_token`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// Public (the id is the capability) or behind a token.
+    pub status: StatusAccess,
+    /// The function's own bearer token for its status resources, besides the admin token.
+    pub invoke_token: Option<Arc<str>>,
 }
 
 /// Merges the three sources of settings for function `name`: its own table (`table`), what its
@@ -204,8 +215,13 @@ pub fn resolve(
     };
 
     let concurrency = table.concurrency.or(site.concurrency);
-    if concurrency == Some(0) {
-        return Err("concurrency: must be at least 1 (leave it out for no cap)".into());
+    if mode == Mode::Background {
+        config::ranges::background_body(name, max_body)?;
+    }
+    if memory < config::ranges::bounds::MEMORY.0 {
+        return Err(format!(
+            "memory of {memory} bytes is less than one wasm page (64KB)"
+        ));
     }
 
     Ok(Settings {
@@ -247,6 +263,14 @@ pub fn resolve(
         },
         schedule,
         concurrency,
+        access: Access {
+            status: table.status.or(site.status).unwrap_or_default(),
+            invoke_token: table
+                .invoke_token
+                .as_deref()
+                .or(site.invoke_token.as_deref())
+                .map(Arc::from),
+        },
     })
 }
 
@@ -289,13 +313,13 @@ mod tests {
                 .concurrency,
             Some(1)
         );
-        let err = merge(
-            "c",
-            &Declared::default(),
-            "[functions.c]\nconcurrency = 0\n",
-        )
-        .unwrap_err();
-        assert!(err.contains("concurrency: must be at least 1"), "{err}");
+        let err = Config::from_str("[functions.c]\nconcurrency = 0\n", Path::new("fnhost.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("functions.c.concurrency = 0 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::App;
 use super::error::{ApiError, json};
 use crate::body::Body;
 use crate::ids::API_PREFIX;
-use crate::queue::InvocationState;
+use crate::queue::{InvocationState, QueueError};
 
 /// Most invocations one admin list returns.
 pub const LIST_LIMIT: u32 = 100;
@@ -26,32 +26,15 @@ pub async fn handle(
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let params = parse_query(query.unwrap_or(""));
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let internal = |e: crate::queue::QueueError| {
-        let id = crate::ids::new_id();
-        tracing::error!(id, "queue error answering {rest}: {e}");
-        ApiError::Internal { id }
-    };
+    let internal = |e: QueueError| queue_error(rest, e);
     match (method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => {
-            let queue = app.queue.durability().await.map_err(internal)?;
-            let counts: serde_json::Map<String, serde_json::Value> = app
-                .queue
-                .recent_counts()
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            Ok(json(
-                StatusCode::OK,
-                &json!({ "status": "ok", "queue": queue, "invocations": counts }),
-            ))
-        }
+        (&Method::GET, ["health"]) => Ok(health(app).await),
         (&Method::GET, ["invocations", id]) => {
-            match app.queue.status(id).await.map_err(internal)? {
-                Some(status) => Ok(json(StatusCode::OK, &status)),
-                None => Err(ApiError::NoInvocation(id.to_string())),
-            }
+            let Some(status) = app.queue.status(id).await.map_err(internal)? else {
+                return Err(ApiError::NoInvocation(id.to_string()));
+            };
+            app.check_reader(&status.function, headers)?;
+            Ok(json(StatusCode::OK, &status))
         }
         (&Method::GET, ["invocations"]) => {
             app.check_admin(headers)?;
@@ -129,6 +112,7 @@ pub async fn handle(
             if app.has_admin_token() {
                 app.check_admin(headers)?;
             }
+            crate::metrics::queue_failing(app.queue.health().await.state != "ok");
             let counts = app.queue.counts().await.map_err(internal)?;
             for state in InvocationState::ALL {
                 let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
@@ -150,6 +134,56 @@ pub async fn handle(
         }
         _ => Err(ApiError::NoEndpoint(format!("{API_PREFIX}{rest}"))),
     }
+}
+
+/// A queue error met answering `/.fnhost{rest}`: the queue unavailable (disk full, database
+/// down) is a `503` the client may retry; anything else is fnhost's own failure, logged under
+/// an id the answer names.
+fn queue_error(rest: &str, e: QueueError) -> ApiError {
+    if e.is_unavailable() {
+        tracing::warn!("queue unavailable answering {API_PREFIX}{rest}: {e}");
+        return ApiError::QueueUnavailable;
+    }
+    let id = crate::ids::new_id();
+    tracing::error!(id, "queue error answering {API_PREFIX}{rest}: {e}");
+    ApiError::Internal { id }
+}
+
+/// How long health waits for the database's own answers (durability settings, counts)
+/// before it leaves them out: a load balancer's check must not hang on a dead database.
+const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /.fnhost/health`: `200` with the queue's backend, durability settings, write state and
+/// counts by state; `503` with the same body while the queue's writes fail (`queue.state` is
+/// `failing`, with the error class and since when).
+async fn health(app: &App) -> Response<Body> {
+    let writes = app.queue.health().await;
+    let mut queue = match tokio::time::timeout(HEALTH_READ_TIMEOUT, app.queue.durability()).await {
+        Ok(Ok(durability)) => durability,
+        _ => json!({ "backend": app.queue.backend().as_str() }),
+    };
+    if let (Some(queue), serde_json::Value::Object(w)) = (queue.as_object_mut(), json!(writes)) {
+        queue.extend(w);
+    }
+    let counts: Option<serde_json::Map<String, serde_json::Value>> =
+        match tokio::time::timeout(HEALTH_READ_TIMEOUT, app.queue.recent_counts()).await {
+            Ok(Ok(counts)) => Some(
+                counts
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect(),
+            ),
+            _ => None,
+        };
+    let (status, word) = if writes.state == "ok" {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "failing")
+    };
+    json(
+        status,
+        &json!({ "status": word, "queue": queue, "invocations": counts }),
+    )
 }
 
 /// The dashboard's files, embedded. Served only when admin endpoints are on (an admin token

@@ -13,7 +13,7 @@ use crate::body::{Body, full};
 use crate::functions::Function;
 use crate::ids::{headers, status_path};
 use crate::invoke::{self, Failure};
-use crate::queue::{Enqueued, NewInvocation, QueueError};
+use crate::queue::{Dedup, Enqueued, NewInvocation, QueueError};
 
 impl App {
     /// Runs a synchronous invocation and answers with the guest's response. The slot is
@@ -63,11 +63,11 @@ impl App {
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
         let (parts, body) = req.into_parts();
-        let idempotency_key = parts
+        let dedup = parts
             .headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(|key| Dedup::Key(key.to_string()));
         let headers = parts
             .headers
             .iter()
@@ -84,7 +84,7 @@ impl App {
         let inv = NewInvocation {
             id: id.clone(),
             function: function.name.clone(),
-            idempotency_key,
+            dedup,
             method: parts.method.to_string(),
             uri: parts
                 .uri
@@ -99,15 +99,18 @@ impl App {
         let enqueued = self.queue.enqueue(inv).await.map_err(|e| match e {
             // Shutting down: refused, not lost; the client may retry elsewhere or later.
             QueueError::WriterGone => ApiError::Busy,
+            // Disk full, database down: nothing was stored; the client should come back.
+            e if e.is_unavailable() => {
+                tracing::warn!(function = function.name, "refused: cannot enqueue: {e}");
+                ApiError::QueueUnavailable
+            }
             e => {
                 tracing::error!(function = function.name, id, "cannot enqueue: {e}");
                 ApiError::Internal { id: id.clone() }
             }
         })?;
-        if let Enqueued::Conflict(earlier) = &enqueued {
-            return Err(ApiError::IdempotencyConflict {
-                earlier: earlier.clone(),
-            });
+        if let Enqueued::Conflict(_) = &enqueued {
+            return Err(ApiError::IdempotencyConflict);
         }
         let id = enqueued.id();
         let mut resp = Response::new(full(Bytes::new()));

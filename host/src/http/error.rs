@@ -9,6 +9,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::{Body, full};
 use crate::ids::headers::INVOCATION_ID;
 
+/// `Retry-After` (seconds) of a `503` because the queue cannot take writes: long enough for a
+/// database restart or freed disk space not to be hammered, short enough to be back soon.
+pub const QUEUE_RETRY_AFTER: &str = "5";
+
 /// Errors answered by the host rather than a function.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,15 +48,12 @@ pub enum ApiError {
     /// The request could not be read.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// An `Idempotency-Key` came back with another request (method, path or body).
+    /// An `Idempotency-Key` came back with another request (method, path or body). Says
+    /// nothing of the first request: keys may be guessable, the invocation id is a capability.
     #[error(
-        "Idempotency-Key already used for a different request (invocation {earlier}); \
-         use a new key for a new request"
+        "Idempotency-Key already used with a different request; use a new key for a new request"
     )]
-    IdempotencyConflict {
-        /// The invocation the key belongs to.
-        earlier: String,
-    },
+    IdempotencyConflict,
     /// The host is shutting down and takes no new request.
     #[error("shutting down; retry shortly")]
     ShuttingDown,
@@ -99,6 +100,16 @@ pub enum ApiError {
     /// Admin endpoint without the right bearer token.
     #[error("admin token required")]
     Unauthorized,
+    /// A status resource whose function keeps results behind a token (`status = "token"`),
+    /// asked without the admin token or the function's `invoke_token`.
+    #[error(
+        "this invocation's status needs a token (the admin token or the function's invoke_token)"
+    )]
+    TokenRequired,
+    /// The queue cannot take (or read) a write now: disk full, database down, no connection.
+    /// Nothing was stored; the client may send the same request again.
+    #[error("the queue is unavailable; nothing was stored, retry shortly")]
+    QueueUnavailable,
     /// The action does not apply to the resource in its current state.
     #[error("{0}")]
     Conflict(String),
@@ -126,10 +137,12 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Busy | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Busy | ApiError::ShuttingDown | ApiError::QueueUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Unauthorized | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::IdempotencyConflict { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::FunctionFailed { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -145,6 +158,7 @@ impl ApiError {
             ApiError::Busy => "overloaded",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::RequestTimeout { .. } => "body_timeout",
+            ApiError::QueueUnavailable => "queue_unavailable",
             _ => return None,
         })
     }
@@ -169,7 +183,13 @@ impl ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::Unauthorized => {
+            ApiError::QueueUnavailable => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(QUEUE_RETRY_AFTER),
+                );
+            }
+            ApiError::Unauthorized | ApiError::TokenRequired => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::OriginNotAllowed { .. } => {
@@ -272,5 +292,14 @@ mod tests {
             504
         );
         assert_eq!(body(ApiError::PayloadTooLarge { limit: 10 }).0, 413);
+        let unavailable = ApiError::QueueUnavailable.into_response();
+        assert_eq!(unavailable.status(), 503);
+        assert_eq!(
+            unavailable.headers()[header::RETRY_AFTER],
+            QUEUE_RETRY_AFTER
+        );
+        let token = ApiError::TokenRequired.into_response();
+        assert_eq!(token.status(), 401);
+        assert_eq!(token.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 }

@@ -24,12 +24,13 @@ use http::{HeaderValue, Request, Response};
 use tokio::sync::Semaphore;
 
 use crate::body::{Body, full};
+use crate::config::StatusAccess;
 use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
 use crate::engine::Engine;
 use crate::functions::router::Match;
 use crate::functions::{FunctionTable, LiveTable, Mode};
-use crate::ids::{API_PREFIX, headers::INVOCATION_ID, new_id};
+use crate::ids::{headers::INVOCATION_ID, new_id, own_path};
 use crate::queue::Queue;
 use error::ApiError;
 use rules::Action;
@@ -126,12 +127,13 @@ impl App {
         // This request keeps the functions and rules in force now, whatever a reload does.
         let table = self.table.current();
         let edge = self.edge.load_full();
+        check_host(&req)?;
         let mut path = req.uri().path().to_string();
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
         rules::check_path(&path).map_err(ApiError::BadRequest)?;
         // Rules never apply to fnhost's own endpoints; a rewrite is routed once, not re-ruled.
-        if !path.starts_with(API_PREFIX) && !edge.redirects.is_empty() {
+        if own_path(&path).is_none() && !edge.redirects.is_empty() {
             let routed = || {
                 !matches!(
                     table.router.route(req.method().as_str(), &path),
@@ -161,7 +163,7 @@ impl App {
         }
         let origin = cors::request_origin(req.headers()).map(str::to_string);
         let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
-        if let Some(rest) = path.strip_prefix(API_PREFIX) {
+        if let Some(rest) = own_path(&path) {
             if let (Some(origin), false) = (&origin, edge.cors.is_empty()) {
                 return Ok(self
                     .api_with_cors(&edge.cors, &req, rest, origin, preflight.as_deref())
@@ -321,13 +323,65 @@ impl App {
         let Some(token) = &self.admin_token else {
             return Err(ApiError::AdminOff);
         };
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        match bearer(headers) {
+            Some(given) if same_secret(given, token) => Ok(()),
             _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// The credentials of an `Authorization: Bearer …` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// Whether `given` is `secret`, in time that depends on neither's length nor content: the
+/// SHA-256 digests of both are compared in constant time.
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(secret));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// An HTTP/1.1 request must carry exactly one `Host` (RFC 9112 §3.2); else `400`.
+fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
+    if req.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    match req.headers().get_all(http::header::HOST).iter().count() {
+        1 => Ok(()),
+        0 => Err(ApiError::BadRequest("missing Host header".into())),
+        _ => Err(ApiError::BadRequest("more than one Host header".into())),
+    }
+}
+
+impl App {
+    /// Whether the request may read a status resource of `function`: anyone may, unless the
+    /// function keeps results behind a token (`status = "token"`); then the admin token or its
+    /// `invoke_token` must come as `Authorization: Bearer`. A function no longer served keeps
+    /// the default (the id is the capability).
+    pub fn check_reader(&self, function: &str, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let table = self.table.current();
+        let Some(access) = table.get(function).map(|f| &f.settings.access) else {
+            return Ok(());
+        };
+        if access.status == StatusAccess::Public {
+            return Ok(());
+        }
+        let given = bearer(headers);
+        let matches = |secret: Option<&str>| matches!((given, secret), (Some(g), Some(s)) if same_secret(g, s));
+        if matches(self.admin_token.as_deref()) || matches(access.invoke_token.as_deref()) {
+            Ok(())
+        } else {
+            Err(ApiError::TokenRequired)
         }
     }
 }
@@ -350,6 +404,54 @@ fn redirect_response(status: u16, location: &str) -> Response<Body> {
     resp
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    /// Regression (security item 7): `bearer t` and `BEARER t` were refused (RFC 9110: the
+    /// scheme is case-insensitive).
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer  s3cret",
+        ] {
+            assert_eq!(bearer(&auth(value)), Some("s3cret"), "{value}");
+        }
+        assert_eq!(bearer(&auth("Basic s3cret")), None);
+        assert_eq!(bearer(&auth("Bearers3cret")), None);
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cre", "s3cret"));
+        assert!(!same_secret("s3cretX", "s3cret"));
+        assert!(!same_secret("", "s3cret"));
+    }
+
+    /// Regression (security item 7): HTTP/1.1 requests without `Host`, or with two, were
+    /// served.
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        let req = |hosts: &[&str], version| {
+            let mut b = Request::builder().uri("/").version(version);
+            for h in hosts {
+                b = b.header(http::header::HOST, *h);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(check_host(&req(&["a"], http::Version::HTTP_11)).is_ok());
+        assert!(check_host(&req(&[], http::Version::HTTP_11)).is_err());
+        assert!(check_host(&req(&["a", "b"], http::Version::HTTP_11)).is_err());
+        assert!(check_host(&req(&[], http::Version::HTTP_10)).is_ok());
+    }
 }

@@ -162,7 +162,12 @@ impl Queue {
              WHERE id = $1 AND state = 'dead'",
         );
         let query = sqlx::query(&sql).bind(id.to_string());
-        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        let done = self.noted(
+            self.now(query, now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(Into::into),
+        )?;
         if done.rows_affected() == 1 {
             self.announce().await;
         }
@@ -174,7 +179,12 @@ impl Queue {
         let sql =
             self.sql("UPDATE invocations SET run_at = $now WHERE id = $1 AND state = 'retrying'");
         let query = sqlx::query(&sql).bind(id.to_string());
-        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        let done = self.noted(
+            self.now(query, now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(Into::into),
+        )?;
         if done.rows_affected() == 1 {
             self.announce().await;
         }
@@ -187,7 +197,12 @@ impl Queue {
             "UPDATE invocations SET state = 'cancelled', finished_at = $now WHERE id = $1 AND state IN ('queued', 'retrying')",
         );
         let query = sqlx::query(&sql).bind(id.to_string());
-        let done = self.now(query, now_ms()).execute(&self.pool).await?;
+        let done = self.noted(
+            self.now(query, now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(Into::into),
+        )?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -234,28 +249,20 @@ impl Queue {
 
     /// Deletes up to `batch` invocations that finished (succeeded, dead, cancelled) more than
     /// `older_than` ago and have no delivery still pending, with their deliveries. Returns how
-    /// many invocations went. Per function, the invocation with the greatest idempotency key
-    /// starting with `keep_latest` stays (the scheduler's last tick, which catch-up reads).
-    pub async fn purge_finished(
-        &self,
-        older_than: Duration,
-        batch: u32,
-        keep_latest: &str,
-    ) -> Result<u64> {
+    /// many invocations went. Per function, the latest schedule tick stays (catch-up reads it).
+    pub async fn purge_finished(&self, older_than: Duration, batch: u32) -> Result<u64> {
         let now = now_ms();
         let pick = self.sql(
             "SELECT id FROM invocations WHERE state IN ('succeeded', 'dead', 'cancelled') \
              AND finished_at < $now - $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
              WHERE d.invocation_id = invocations.id AND d.state = 'pending') \
-             AND (idempotency_key IS NULL OR idempotency_key NOT LIKE $3 \
-                  OR idempotency_key < (SELECT MAX(k.idempotency_key) FROM invocations k \
-                      WHERE k.function = invocations.function AND k.idempotency_key LIKE $3)) \
+             AND (tick IS NULL OR tick < (SELECT MAX(k.tick) FROM invocations k \
+                      WHERE k.function = invocations.function)) \
              ORDER BY finished_at LIMIT $2",
         );
         let query = sqlx::query(&pick)
             .bind(super::ms(older_than))
-            .bind(i64::from(batch))
-            .bind(format!("{keep_latest}%"));
+            .bind(i64::from(batch));
         let ids: Vec<String> = self
             .now(query, now)
             .fetch_all(&self.pool)
@@ -287,16 +294,12 @@ impl Queue {
         Ok(ids.len() as u64)
     }
 
-    /// The greatest idempotency key starting with `prefix` that `function` has (schedule ticks
-    /// are keyed by their time, so this is the latest tick stored).
-    pub async fn latest_key(&self, function: &str, prefix: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT MAX(idempotency_key) FROM invocations WHERE function = $1 AND idempotency_key LIKE $2",
-        )
-        .bind(function.to_string())
-        .bind(format!("{prefix}%"))
-        .fetch_one(&self.pool)
-        .await?;
+    /// The latest schedule tick stored for `function` (RFC 3339), if any.
+    pub async fn latest_tick(&self, function: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT MAX(tick) FROM invocations WHERE function = $1")
+            .bind(function.to_string())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<Option<String>, _>(0)?)
     }
 

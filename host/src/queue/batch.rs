@@ -21,56 +21,75 @@ use super::stmt::{
     PG_MAX_PARAMS, Rows, Stmt, Val, bind_vals, multi_row, pg_single, positional, returning,
 };
 use super::writer::{Outcome, Written, notify};
-use super::{Backend, Claimed, Enqueued, Finish, NewInvocation, QueueError, Result};
+use super::{Backend, Claimed, Dedup, Enqueued, Finish, NewInvocation, QueueError, Result};
 use super::{model, now_ms, schema};
 
 /// The statements storing `invs`: forgetting expired idempotency keys, the insert, and the
-/// lookup of the keyed ones (to tell a repeat from a conflict). Inserted in (function, key)
-/// order, the same on every node: two nodes' batches holding idempotency keys the other wants
-/// wait for each other in one direction only, never in a cycle (a deadlock would fail both
-/// batches). Stable: among repeats of a key in one batch the first request stays the one
+/// lookup of the keyed and ticked ones (to tell a repeat from a conflict). Inserted in
+/// (function, key) order, the same on every node: two nodes' batches holding keys the other
+/// wants wait for each other in one direction only, never in a cycle (a deadlock would fail
+/// both batches). Stable: among repeats of a key in one batch the first request stays the one
 /// stored.
 fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<Stmt> {
     let mut order: Vec<usize> = (0..invs.len()).collect();
     order.sort_by(|&a, &b| {
-        (&invs[a].function, &invs[a].idempotency_key)
-            .cmp(&(&invs[b].function, &invs[b].idempotency_key))
+        (&invs[a].function, &invs[a].dedup).cmp(&(&invs[b].function, &invs[b].dedup))
     });
+    let key = |i: usize| {
+        invs[i]
+            .dedup
+            .as_ref()
+            .and_then(Dedup::key)
+            .map(str::to_string)
+    };
+    let tick = |i: usize| {
+        invs[i]
+            .dedup
+            .as_ref()
+            .and_then(Dedup::tick)
+            .map(str::to_string)
+    };
     let keyed: Vec<usize> = order
         .iter()
         .copied()
-        .filter(|&i| invs[i].idempotency_key.is_some())
+        .filter(|&i| key(i).is_some())
         .collect();
-    let mut stmts = Vec::new();
-    for &i in &keyed {
-        // A key older than the TTL is forgotten: this request starts afresh.
-        stmts.push(Stmt {
+    let ticked: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| tick(i).is_some())
+        .collect();
+    // A key older than the TTL is forgotten: this request starts afresh. (A tick never is.)
+    let mut stmts: Vec<Stmt> = keyed
+        .iter()
+        .map(|&i| Stmt {
             sql: "UPDATE invocations SET idempotency_key = NULL \
                   WHERE function = $1 AND idempotency_key = $2 AND created_at < $now - $3"
                 .into(),
             vals: vec![
                 Val::Text(invs[i].function.clone()),
-                Val::OptText(invs[i].idempotency_key.clone()),
+                Val::OptText(key(i)),
                 Val::Int(ttl),
             ],
             rows: Rows::Forget,
-        });
-    }
-    // A repeated idempotency key inserts nothing (on PostgreSQL a concurrent insert of the
-    // same key by another node waits for that node's commit, then inserts nothing); rows go
-    // in in order. SQLite reads `ON CONFLICT` after `INSERT … SELECT` right only when the
-    // SELECT has a WHERE, which this one has.
+        })
+        .collect();
+    // A repeated key or tick inserts nothing (on PostgreSQL a concurrent insert of the same
+    // one by another node waits for that node's commit, then inserts nothing); rows go in in
+    // order. SQLite reads `ON CONFLICT` after `INSERT … SELECT` right only when the SELECT has
+    // a WHERE, which this one has.
     stmts.extend(returning(multi_row(
         &order,
-        "INSERT INTO invocations (id, function, idempotency_key, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
-         SELECT v.column1, v.column2, v.column3, 'queued', v.column4, v.column5, v.column6, v.column7, v.column8, v.column9, $now, $now \
+        "INSERT INTO invocations (id, function, idempotency_key, tick, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, 'queued', v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, $now, $now \
          FROM (VALUES {values}) AS v WHERE v.column1 <> '' ON CONFLICT DO NOTHING RETURNING id AS enqueued",
         |&i| {
             let inv = invs[i];
             vec![
                 Val::Text(inv.id.clone()),
                 Val::Text(inv.function.clone()),
-                Val::OptText(inv.idempotency_key.clone()),
+                Val::OptText(key(i)),
+                Val::OptText(tick(i)),
                 Val::Text(inv.method.clone()),
                 Val::Text(inv.uri.clone()),
                 Val::Text(serde_json::to_string(&inv.headers).unwrap_or_default()),
@@ -80,21 +99,29 @@ fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<St
             ]
         },
     ), Rows::Enqueued));
-    stmts.extend(returning(
-        multi_row(
+    // The stored rows of the keys and ticks: `keyed` and `ticked` rows, told apart by name.
+    for (which, column, rows, of) in [
+        (
+            "keyed",
+            "idempotency_key",
             &keyed,
-            "SELECT i.id AS keyed, i.function AS keyed_function, i.idempotency_key AS keyed_key, \
-         i.request_hash AS keyed_hash FROM invocations i \
-         JOIN (VALUES {values}) AS v ON i.function = v.column1 AND i.idempotency_key = v.column2",
-            |&i| {
-                vec![
-                    Val::Text(invs[i].function.clone()),
-                    Val::OptText(invs[i].idempotency_key.clone()),
-                ]
-            },
+            &key as &dyn Fn(usize) -> Option<String>,
         ),
-        Rows::Keyed,
-    ));
+        ("ticked", "tick", &ticked, &tick),
+    ] {
+        stmts.extend(returning(
+            multi_row(
+                rows,
+                &format!(
+                    "SELECT i.id AS {which}, i.function AS keyed_function, i.{column} AS keyed_key, \
+                     i.request_hash AS keyed_hash FROM invocations i \
+                     JOIN (VALUES {{values}}) AS v ON i.function = v.column1 AND i.{column} = v.column2"
+                ),
+                |&i| vec![Val::Text(invs[i].function.clone()), Val::OptText(of(i))],
+            ),
+            Rows::Keyed,
+        ));
+    }
     stmts
 }
 
@@ -354,7 +381,7 @@ pub(super) async fn write(
     let rows = execute(conn, backend, stmts, notify_node).await?;
 
     let mut inserted = HashSet::new();
-    let mut keyed: HashMap<(String, String), (String, Option<String>)> = HashMap::new();
+    let mut keyed: HashMap<(String, Dedup), (String, Option<String>)> = HashMap::new();
     let mut held = HashSet::new();
     let mut claimed: Vec<Vec<Claimed>> = Vec::new();
     for row in &rows {
@@ -370,10 +397,16 @@ pub(super) async fn write(
             "enqueued" => {
                 inserted.insert(row.try_get::<String, _>(id)?);
             }
-            "keyed" => {
+            "keyed" | "ticked" => {
+                let text: String = row.try_get("keyed_key")?;
+                let dedup = if kind == "keyed" {
+                    Dedup::Key(text)
+                } else {
+                    Dedup::Tick(text)
+                };
                 keyed.insert(
-                    (row.try_get("keyed_function")?, row.try_get("keyed_key")?),
-                    (row.try_get("keyed")?, row.try_get("keyed_hash")?),
+                    (row.try_get("keyed_function")?, dedup),
+                    (row.try_get(id)?, row.try_get("keyed_hash")?),
                 );
             }
             "finished" => {
@@ -394,13 +427,13 @@ pub(super) async fn write(
         enqueued.push(if inserted.contains(&inv.id) {
             Enqueued::New(inv.id.clone())
         } else {
-            let key = (
-                inv.function.clone(),
-                inv.idempotency_key.clone().unwrap_or_default(),
-            );
-            let Some((id, stored)) = keyed.get(&key) else {
+            let found = inv
+                .dedup
+                .clone()
+                .and_then(|d| keyed.get(&(inv.function.clone(), d)));
+            let Some((id, stored)) = found else {
                 return Err(QueueError::Corrupt(format!(
-                    "invocation {} was neither stored nor found by its idempotency key",
+                    "invocation {} was neither stored nor found by its idempotency key or tick",
                     inv.id
                 )));
             };

@@ -25,6 +25,7 @@
 mod admin;
 mod batch;
 mod claims;
+mod health;
 pub mod model;
 mod schema;
 mod stmt;
@@ -39,8 +40,9 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use health::{QueueFault, QueueHealth};
 pub use model::{
-    Claimed, Delivery, DeliveryAttempt, DeliveryState, Detail, Enqueued, Finish, GuestLine,
+    Claimed, Dedup, Delivery, DeliveryAttempt, DeliveryState, Detail, Enqueued, Finish, GuestLine,
     Interrupted, InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult,
     UnknownState,
 };
@@ -73,15 +75,38 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 /// A queue failure (the database said no, or is gone). The text is for logs, never clients.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The URL names no supported backend.
     #[error("unsupported queue URL {0:?}: expected sqlite://PATH or postgres://…")]
     BadUrl(String),
-    /// The database refused or failed.
-    #[error("queue database: {0}")]
-    Db(String),
+    /// The queue could not be opened (the file is no SQLite database, is corrupt, …).
+    #[error("cannot open the queue {target}: {reason}")]
+    Open {
+        /// The file (SQLite) or the URL without its password.
+        target: String,
+        /// What the database said.
+        reason: String,
+    },
+    /// The database refused or failed; nothing of the statement or batch was stored.
+    #[error("queue database ({fault}): {detail}")]
+    Db {
+        /// What kind of failure, as health and metrics name it.
+        fault: QueueFault,
+        /// The database's own words.
+        detail: String,
+    },
     /// A connection came up without the durability settings fnhost requires.
     #[error("queue database: {0}")]
     Durability(String),
@@ -95,7 +120,21 @@ pub enum QueueError {
 
 impl From<sqlx::Error> for QueueError {
     fn from(e: sqlx::Error) -> QueueError {
-        QueueError::Db(e.to_string())
+        QueueError::Db {
+            fault: health::classify(&e),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl QueueError {
+    /// Whether the write may succeed if tried again later (the database is down, full, or
+    /// busy): a client is told to come back (`503`), not that fnhost failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Db { .. } | QueueError::Durability(_) | QueueError::WriterGone
+        )
     }
 }
 
@@ -148,7 +187,13 @@ pub struct Queue {
     /// The latest counts by state and when they were taken: health answers from them, so a
     /// busy health check costs one scan per [`COUNTS_MAX_AGE`], not one per call.
     counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
+    /// Whether writes are failing now, since when and why.
+    health: Arc<health::Tracker>,
 }
+
+/// How long a caller waits for a database connection before the write is refused: a client
+/// whose request cannot be stored hears `503` within this, not after sqlx's 30 s default.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How old the counts behind `/.fnhost/health` may be.
 pub const COUNTS_MAX_AGE: Duration = Duration::from_secs(5);
@@ -169,8 +214,9 @@ impl Queue {
         } else {
             return Err(QueueError::BadUrl(url.to_string()));
         };
-        let options =
-            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 8 });
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         let options = match backend {
             Backend::Sqlite => options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -207,8 +253,16 @@ impl Queue {
         } else {
             url.to_string()
         };
+        if backend == Backend::Sqlite {
+            // A file that is no database fails each pooled connection's setup, which the pool
+            // would retry for its whole timeout: check it once, now, naming it.
+            health::check_sqlite_file(&url).await?;
+        }
         let pool = options.connect(&url).await?;
-        schema::migrate(&pool, backend).await?;
+        schema::migrate(&pool, backend)
+            .await
+            .map_err(|e| health::opening(&url, e))?;
+        let tracker = Arc::new(health::Tracker::default());
         let (tx, rx) = mpsc::channel::<Pending>(4096);
         let work = Arc::new(Notify::new());
         let node: Arc<str> = crate::ids::new_id()[..12].into();
@@ -226,6 +280,7 @@ impl Queue {
             settings.idempotency_ttl,
             rx,
             work.clone(),
+            tracker.clone(),
         ));
         Ok(Queue {
             pool,
@@ -234,6 +289,7 @@ impl Queue {
             writer: tx,
             work,
             counts: Arc::default(),
+            health: tracker,
         })
     }
 

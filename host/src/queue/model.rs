@@ -132,6 +132,37 @@ impl DeliveryAttempt {
     }
 }
 
+/// What makes a new invocation the repeat of a stored one. The two never share a namespace:
+/// each has its own column and unique index, so no client key, whatever its text, can stand
+/// for a tick.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dedup {
+    /// A client's `Idempotency-Key`, scoped to the function, remembered for
+    /// `server.idempotency_ttl`.
+    Key(String),
+    /// A schedule tick (its time, RFC 3339 to the second): one invocation per function and
+    /// tick, across nodes, for as long as the row is kept.
+    Tick(String),
+}
+
+impl Dedup {
+    /// The client key, if that is what this is.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Dedup::Key(k) => Some(k),
+            Dedup::Tick(_) => None,
+        }
+    }
+
+    /// The tick, if that is what this is.
+    pub fn tick(&self) -> Option<&str> {
+        match self {
+            Dedup::Tick(t) => Some(t),
+            Dedup::Key(_) => None,
+        }
+    }
+}
+
 /// A request to run, as accepted.
 #[derive(Debug, Clone)]
 pub struct NewInvocation {
@@ -139,8 +170,8 @@ pub struct NewInvocation {
     pub id: String,
     /// Function name.
     pub function: String,
-    /// Client's `Idempotency-Key`, scoped to the function.
-    pub idempotency_key: Option<String>,
+    /// What makes a repeat of this request store nothing: a client's key or a schedule tick.
+    pub dedup: Option<Dedup>,
     /// HTTP method.
     pub method: String,
     /// Path and query.

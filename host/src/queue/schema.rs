@@ -90,6 +90,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Schedule ticks in a column of their own (they were idempotency keys `schedule:<time>`,
+    // a namespace any client could write into and so cancel ticks in advance). Only rows the
+    // scheduler wrote carry its `fnhost-event` header (clients' `fnhost-*` headers are dropped).
+    // And one row health rewrites while writes fail, to see when they succeed again.
+    (
+        5,
+        r#"
+    ALTER TABLE invocations ADD COLUMN tick TEXT;
+    UPDATE invocations SET tick = substr(idempotency_key, 10), idempotency_key = NULL
+        WHERE idempotency_key LIKE 'schedule:%' AND headers LIKE '%"fnhost-event"%';
+    CREATE UNIQUE INDEX invocations_tick ON invocations (function, tick) WHERE tick IS NOT NULL;
+    CREATE TABLE fnhost_probe (id BIGINT PRIMARY KEY, at BIGINT NOT NULL, payload BLOB NOT NULL);
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
@@ -133,6 +148,11 @@ pub(super) fn with_now(backend: Backend, template: &str) -> String {
 /// transaction under an advisory lock, so nodes starting at once apply each migration once
 /// (the second waits, then finds the version already recorded); DDL is transactional there.
 pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
+    migrate_until(pool, backend, i64::MAX).await
+}
+
+/// [`migrate`], applying no migration past `last` (tests build older databases with it).
+pub(super) async fn migrate_until(pool: &AnyPool, backend: Backend, last: i64) -> Result<()> {
     const CREATE: &str = "CREATE TABLE IF NOT EXISTS fnhost_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
     if backend == Backend::Postgres {
         let mut tx = pool.begin().await?;
@@ -146,7 +166,7 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
             .await?
             .try_get(0)?;
         for (version, sqlite, postgres) in MIGRATIONS {
-            if current.is_some_and(|c| c >= *version) {
+            if current.is_some_and(|c| c >= *version) || *version > last {
                 continue;
             }
             // Same text unless a dialect version is given; BLOB is BYTEA there.
@@ -166,7 +186,7 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
         .await?
         .try_get(0)?;
     for (version, sqlite, _) in MIGRATIONS {
-        if current.is_some_and(|c| c >= *version) {
+        if current.is_some_and(|c| c >= *version) || *version > last {
             continue;
         }
         let mut tx = pool.begin().await?;

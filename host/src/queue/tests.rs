@@ -16,7 +16,7 @@ fn invocation(id: &str, key: Option<&str>, max_attempts: u32) -> NewInvocation {
     NewInvocation {
         id: id.into(),
         function: "job-background".into(),
-        idempotency_key: key.map(str::to_string),
+        dedup: key.map(|k| Dedup::Key(k.to_string())),
         method: "POST".into(),
         uri: "/.netlify/functions/job-background?x=1".into(),
         headers: vec![("content-type".into(), "application/json".into())],
@@ -406,7 +406,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
             .unwrap();
     }
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        q.purge_finished(Duration::from_secs(3600), 10)
             .await
             .unwrap(),
         0,
@@ -419,7 +419,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
     .await
     .unwrap();
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        q.purge_finished(Duration::from_secs(3600), 10)
             .await
             .unwrap(),
         1
@@ -435,7 +435,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
         .await
         .unwrap();
     assert_eq!(
-        q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        q.purge_finished(Duration::from_secs(3600), 10)
             .await
             .unwrap(),
         1
@@ -450,15 +450,22 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
     assert_eq!(left, 0, "its deliveries went with it");
 }
 
+fn ticked(id: &str, tick: &str) -> NewInvocation {
+    NewInvocation {
+        dedup: Some(Dedup::Tick(tick.into())),
+        ..invocation(id, None, 1)
+    }
+}
+
 #[tokio::test]
 async fn purging_keeps_each_functions_latest_schedule_tick() {
     let (q, _dir) = queue().await;
-    for (id, key) in [
-        ("t1", "schedule:1700000000"),
-        ("t2", "schedule:1700086400"),
-        ("other", "client-key"),
+    for inv in [
+        ticked("t1", "2026-12-01T00:00:00Z"),
+        ticked("t2", "2026-12-02T00:00:00Z"),
+        invocation("other", Some("client-key"), 1),
     ] {
-        q.enqueue(invocation(id, Some(key), 1)).await.unwrap();
+        q.enqueue(inv).await.unwrap();
         let claim = q.claim("o", 1, LEASE, &[]).await.unwrap().pop().unwrap();
         q.finish(&claim, Finish::Succeeded(answered(200, "ok")), None)
             .await
@@ -469,7 +476,7 @@ async fn purging_keeps_each_functions_latest_schedule_tick() {
         .await
         .unwrap();
     let purged = q
-        .purge_finished(Duration::from_secs(3600), 10, "schedule:")
+        .purge_finished(Duration::from_secs(3600), 10)
         .await
         .unwrap();
     assert_eq!(purged, 2, "the older tick and the plain keyed one");
@@ -480,11 +487,90 @@ async fn purging_keeps_each_functions_latest_schedule_tick() {
         "the latest tick stays"
     );
     assert_eq!(
-        q.latest_key("job-background", "schedule:")
+        q.latest_tick("job-background").await.unwrap().as_deref(),
+        Some("2026-12-02T00:00:00Z")
+    );
+}
+
+/// Regression (security item 1): ticks were stored under the idempotency key
+/// `schedule:<tick>`, so a client sending that key before the tick made the real tick a
+/// duplicate (dropped) and its own body ran instead. Keys and ticks now never collide.
+#[tokio::test]
+async fn a_client_key_never_stands_for_a_schedule_tick() {
+    let (q, _dir) = queue().await;
+    let tick = "2026-12-02T11:34:50Z";
+    for key in [format!("schedule:{tick}"), tick.to_string()] {
+        let attack = invocation(&format!("attack-{key}"), Some(&key), 1);
+        assert!(matches!(q.enqueue(attack).await.unwrap(), Enqueued::New(_)));
+    }
+    assert_eq!(
+        q.enqueue(ticked("real", tick)).await.unwrap(),
+        Enqueued::New("real".into()),
+        "the tick is stored whatever keys clients sent"
+    );
+    assert_eq!(
+        q.enqueue(ticked("again", tick)).await.unwrap(),
+        Enqueued::Existing("real".into()),
+        "the same tick again (another node) stores nothing"
+    );
+    assert_eq!(
+        q.enqueue(invocation("key-again", Some(tick), 1))
             .await
-            .unwrap()
-            .as_deref(),
-        Some("schedule:1700086400")
+            .unwrap(),
+        Enqueued::Existing(format!("attack-{tick}")),
+        "and a key is still a key"
+    );
+}
+
+/// Ticks stored as `schedule:<time>` keys by an older fnhost move to the tick column, so they
+/// keep deduplicating; a client's key that merely looks like one stays a key.
+#[tokio::test]
+async fn migration_5_moves_old_schedule_keys_to_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("queue.db").display()
+    );
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    schema::migrate_until(&pool, Backend::Sqlite, 4)
+        .await
+        .unwrap();
+    for (id, key, headers) in [
+        (
+            "old-tick",
+            "schedule:2026-12-01T00:00:00Z",
+            r#"[["fnhost-event","schedule"]]"#,
+        ),
+        ("client", "schedule:2026-12-03T00:00:00Z", r#"[["x","y"]]"#),
+    ] {
+        sqlx::query(
+            "INSERT INTO invocations (id, function, idempotency_key, state, max_attempts, method, uri, headers, body, created_at, run_at) \
+             VALUES ($1, 'job-background', $2, 'succeeded', 1, 'POST', '/', $3, x'', 0, 0)",
+        )
+        .bind(id)
+        .bind(key)
+        .bind(headers)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let q = Queue::open(&url).await.unwrap();
+    assert_eq!(
+        q.enqueue(ticked("new-tick", "2026-12-01T00:00:00Z"))
+            .await
+            .unwrap(),
+        Enqueued::Existing("old-tick".into())
+    );
+    assert_eq!(
+        q.enqueue(ticked("later", "2026-12-03T00:00:00Z"))
+            .await
+            .unwrap(),
+        Enqueued::New("later".into()),
+        "the client's look-alike key was no tick"
     );
 }
 
@@ -662,7 +748,7 @@ async fn attempts_and_their_output_are_kept_with_the_invocation_and_purged_with_
         .execute(&q.pool)
         .await
         .unwrap();
-    q.purge_finished(Duration::from_secs(3600), 10, "schedule:")
+    q.purge_finished(Duration::from_secs(3600), 10)
         .await
         .unwrap();
     assert!(q.detail("a").await.unwrap().is_none());

@@ -91,6 +91,7 @@ pub(super) async fn run(
     idempotency_ttl: Duration,
     mut rx: mpsc::Receiver<Pending>,
     work: Arc<Notify>,
+    health: Arc<super::health::Tracker>,
 ) {
     let ttl = super::ms(idempotency_ttl);
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -132,6 +133,7 @@ pub(super) async fn run(
             "write batch committed in {:?}",
             began.elapsed()
         );
+        health.record(&written);
         match written {
             Ok((enqueued, finished)) => {
                 for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
@@ -148,12 +150,19 @@ pub(super) async fn run(
                     enqueues.len(),
                     outcomes.len()
                 );
-                let msg = e.to_string();
+                let fault = match &e {
+                    QueueError::Db { fault, .. } => *fault,
+                    _ => super::QueueFault::Other,
+                };
+                let failed = || QueueError::Db {
+                    fault,
+                    detail: e.to_string(),
+                };
                 for (_, reply) in enqueues {
-                    let _ = reply.send(Err(QueueError::Durability(msg.clone())));
+                    let _ = reply.send(Err(failed()));
                 }
                 for (_, reply) in outcomes {
-                    let _ = reply.send(Err(QueueError::Durability(msg.clone())));
+                    let _ = reply.send(Err(failed()));
                 }
             }
         }
