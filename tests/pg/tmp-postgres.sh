@@ -9,6 +9,9 @@
 #   tmp-postgres.sh createdb DIR PORT NAME      creates database NAME.
 #   tmp-postgres.sh psql DIR PORT NAME SQL      runs SQL in NAME; prints rows unaligned, `|`
 #                                               between columns.
+#   tmp-postgres.sh halt DIR                    stops the server at once (immediate mode, as a
+#                                               crash would), keeping DIR: `start DIR PORT`
+#                                               starts it again on its data.
 #   tmp-postgres.sh stop DIR                    stops the server, removes DIR.
 #
 # Uses $PG_BIN when set, else the newest /usr/lib/postgresql/*/bin (Debian's postgresql
@@ -94,6 +97,9 @@ psql)
     name=${4:?NAME missing}
     sql=${5:?SQL missing}
     "$psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d "$name" -c "$sql"
+    ;;
+halt)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
     ;;
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then

@@ -301,10 +301,12 @@ async fn an_idempotency_key_reused_with_another_body_is_a_422_and_stores_nothing
     assert!(
         other
             .text()
-            .contains("Idempotency-Key already used for a different request"),
+            .contains("Idempotency-Key already used with a different request"),
         "{}",
         other.text()
     );
+    // Security item 2: the 422 says nothing of the first request, least of all its id.
+    assert!(!other.text().contains(&first), "{}", other.text());
     assert_eq!(other.header("fnhost-invocation-id"), None);
     let list = crate::support::admin_list(&server).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

@@ -19,6 +19,8 @@
 //! - `parity`: Netlify parity — function subpaths.
 //! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
+//! - `security`: one regression test per item of the security issue (schedule keys, status
+//!   tokens, own paths, setting ranges, queue files, a full disk, `Host` and `Bearer`).
 
 mod background;
 mod build;
@@ -33,6 +35,7 @@ mod metrics;
 mod parity;
 mod postgres;
 mod sandbox;
+mod security;
 mod support;
 mod sync;
 mod watch;
