@@ -113,7 +113,8 @@ fn usize_count(key: &str, value: Option<usize>, range: (u64, u64)) -> Result<(),
     count(key, value.map(|v| v as u64), range)
 }
 
-/// `[server]`'s numbers, durations and the admin token.
+/// `[server]`'s numbers, durations and the admin token. (`shutdown_grace` may be 0: running
+/// attempts are handed back at once.)
 pub fn server(config: &Config) -> Result<(), String> {
     let s = &config.server;
     usize_count("server.threads", s.threads, bounds::THREADS)?;
@@ -152,7 +153,6 @@ pub fn server(config: &Config) -> Result<(), String> {
         ("body_timeout", s.body_timeout),
         ("idempotency_ttl", s.idempotency_ttl),
         ("retention", s.retention),
-        ("shutdown_grace", s.shutdown_grace),
     ] {
         positive(&format!("server.{key}"), value)?;
     }

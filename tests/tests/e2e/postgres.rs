@@ -187,7 +187,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // Each migration applied once, whichever node got there first.
     assert_eq!(
         db.query("SELECT version FROM fnhost_schema ORDER BY version"),
-        [["1"], ["2"], ["3"], ["4"]]
+        [["1"], ["2"], ["3"], ["4"], ["5"]]
     );
     assert_eq!(
         db.value("SELECT data_type FROM information_schema.columns WHERE table_name = 'invocations' AND column_name = 'body'"),
