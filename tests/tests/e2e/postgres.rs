@@ -202,7 +202,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 4);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 5);
 }
 
 #[tokio::test]
