@@ -24,7 +24,7 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::Unavailable => f.write_str("body stream unavailable"),
-            BodyError::Http(code) => write!(f, "{}", crate::fetch::error_code_name(code)),
+            BodyError::Http(code) => write!(f, "{}", crate::convert::error_code_name(code)),
             BodyError::Io(message) => f.write_str(message),
         }
     }

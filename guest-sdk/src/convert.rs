@@ -109,6 +109,15 @@ pub(crate) fn fields_from_headers(headers: &HeaderMap) -> Fields {
     })
 }
 
+/// The error code as WASI names it, e.g. `HttpRequestDenied` or `DnsError(...)`.
+pub(crate) fn error_code_name(code: &wasi::ErrorCode) -> String {
+    let debug = format!("{code:?}");
+    debug
+        .strip_prefix("ErrorCode::")
+        .map(str::to_owned)
+        .unwrap_or(debug)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

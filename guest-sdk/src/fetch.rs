@@ -55,7 +55,11 @@ impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::InvalidRequest(message) => write!(f, "invalid outbound request: {message}"),
-            Kind::Http(code) => write!(f, "outbound request failed: {}", error_code_name(code)),
+            Kind::Http(code) => write!(
+                f,
+                "outbound request failed: {}",
+                convert::error_code_name(code)
+            ),
             Kind::Body(message) => write!(f, "outbound request body failed: {message}"),
         }
     }
@@ -80,15 +84,6 @@ impl From<BodyError> for FetchError {
             },
         }
     }
-}
-
-/// The error code as WASI names it, e.g. `HttpRequestDenied` or `DnsError(...)`.
-pub(crate) fn error_code_name(code: &ErrorCode) -> String {
-    let debug = format!("{code:?}");
-    debug
-        .strip_prefix("ErrorCode::")
-        .map(str::to_owned)
-        .unwrap_or(debug)
 }
 
 /// Sends `request` and waits for the complete response.
