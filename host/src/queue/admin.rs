@@ -53,75 +53,39 @@ impl Queue {
         let Some(status) = self.status(id).await? else {
             return Ok(None);
         };
-        let id = id.to_string();
-        let row = sqlx::query("SELECT method, uri, headers, body FROM invocations WHERE id = $1")
-            .bind(id.clone())
-            .fetch_one(&self.pool)
+        let request = self
+            .rows_for(
+                "SELECT method, uri, headers, body FROM invocations WHERE id = $1",
+                id,
+                model::request_view,
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| super::QueueError::Corrupt(format!("invocation {id} vanished")))?;
+        let attempts = self
+            .rows_for(
+                "SELECT attempt, started_at, finished_at, outcome, error FROM attempts \
+                 WHERE invocation_id = $1 ORDER BY finished_at",
+                id,
+                model::attempt_view,
+            )
             .await?;
-        let body: Vec<u8> = row.try_get("body")?;
-        let headers: Vec<(String, String)> =
-            serde_json::from_str(&row.try_get::<String, _>("headers")?).unwrap_or_default();
-        let request = model::RequestView {
-            method: row.try_get("method")?,
-            uri: row.try_get("uri")?,
-            headers: model::redacted(headers),
-            body: String::from_utf8_lossy(&body[..body.len().min(model::DETAIL_BODY)]).into_owned(),
-        };
-        let attempts = sqlx::query(
-            "SELECT attempt, started_at, finished_at, outcome, error FROM attempts \
-             WHERE invocation_id = $1 ORDER BY finished_at",
-        )
-        .bind(id.clone())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let started: Option<i64> = r.try_get("started_at")?;
-            let finished: i64 = r.try_get("finished_at")?;
-            Ok(model::AttemptView {
-                attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                started_at: started.map(model::rfc3339),
-                finished_at: model::rfc3339(finished),
-                duration_ms: started.map(|s| finished - s),
-                outcome: r.try_get("outcome")?,
-                error: r.try_get("error")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-        let deliveries = sqlx::query(
-            "SELECT url, state, attempts, last_error FROM deliveries \
-             WHERE invocation_id = $1 ORDER BY created_at",
-        )
-        .bind(id.clone())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(model::DeliveryView {
-                url: r.try_get("url")?,
-                state: r.try_get("state")?,
-                attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                last_error: r.try_get("last_error")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-        let logs = sqlx::query(
-            "SELECT attempt, at, stream, line FROM guest_logs \
-             WHERE invocation_id = $1 ORDER BY at, seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(model::LogView {
-                at: model::rfc3339(r.try_get("at")?),
-                attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                stream: r.try_get("stream")?,
-                line: r.try_get("line")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+        let deliveries = self
+            .rows_for(
+                "SELECT url, state, attempts, last_error FROM deliveries \
+                 WHERE invocation_id = $1 ORDER BY created_at",
+                id,
+                model::delivery_view,
+            )
+            .await?;
+        let logs = self
+            .rows_for(
+                "SELECT attempt, at, stream, line FROM guest_logs \
+                 WHERE invocation_id = $1 ORDER BY at, seq",
+                id,
+                model::log_view,
+            )
+            .await?;
         Ok(Some(model::Detail {
             status,
             request,
@@ -129,6 +93,20 @@ impl Queue {
             deliveries,
             logs,
         }))
+    }
+
+    /// The rows of `sql` (which binds the invocation id as `$1`), each read by `read`.
+    async fn rows_for<T>(
+        &self,
+        sql: &str,
+        id: &str,
+        read: fn(&sqlx::any::AnyRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let rows = sqlx::query(sql)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(read).collect()
     }
 
     /// Invocations, newest first, filtered by function and state.

@@ -17,10 +17,10 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Column, Row};
 
+use super::model::{EndedAttempt, NextClaim, Written};
 use super::stmt::{
     PG_MAX_PARAMS, Rows, Stmt, Val, bind_vals, multi_row, pg_single, positional, returning,
 };
-use super::writer::{Outcome, Written, notify};
 use super::{Backend, Claimed, Dedup, Enqueued, Finish, NewInvocation, QueueError, Result};
 use super::{model, now_ms, schema};
 
@@ -35,32 +35,36 @@ fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<St
     order.sort_by(|&a, &b| {
         (&invs[a].function, &invs[a].dedup).cmp(&(&invs[b].function, &invs[b].dedup))
     });
-    let key = |i: usize| {
-        invs[i]
-            .dedup
-            .as_ref()
-            .and_then(Dedup::key)
-            .map(str::to_string)
+    let having = |has: fn(&NewInvocation) -> Option<&str>| -> Vec<usize> {
+        order
+            .iter()
+            .copied()
+            .filter(|&i| has(invs[i]).is_some())
+            .collect()
     };
-    let tick = |i: usize| {
-        invs[i]
-            .dedup
-            .as_ref()
-            .and_then(Dedup::tick)
-            .map(str::to_string)
-    };
-    let keyed: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| key(i).is_some())
-        .collect();
-    let ticked: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| tick(i).is_some())
-        .collect();
-    // A key older than the TTL is forgotten: this request starts afresh. (A tick never is.)
-    let mut stmts: Vec<Stmt> = keyed
+    let (keyed, ticked) = (having(NewInvocation::key), having(NewInvocation::tick));
+    let mut stmts = forget_expired_keys(invs, &keyed, ttl);
+    stmts.extend(insert_stmts(invs, &order, hashes));
+    stmts.extend(lookup_stmts(
+        invs,
+        &keyed,
+        "keyed",
+        "idempotency_key",
+        NewInvocation::key,
+    ));
+    stmts.extend(lookup_stmts(
+        invs,
+        &ticked,
+        "ticked",
+        "tick",
+        NewInvocation::tick,
+    ));
+    stmts
+}
+
+/// A key older than the TTL is forgotten: this request starts afresh. (A tick never is.)
+fn forget_expired_keys(invs: &[&NewInvocation], keyed: &[usize], ttl: i64) -> Vec<Stmt> {
+    keyed
         .iter()
         .map(|&i| Stmt {
             sql: "UPDATE invocations SET idempotency_key = NULL \
@@ -68,65 +72,75 @@ fn enqueue_stmts(invs: &[&NewInvocation], hashes: &[String], ttl: i64) -> Vec<St
                 .into(),
             vals: vec![
                 Val::Text(invs[i].function.clone()),
-                Val::OptText(key(i)),
+                Val::OptText(invs[i].key().map(str::to_string)),
                 Val::Int(ttl),
             ],
             rows: Rows::Forget,
         })
-        .collect();
-    // A repeated key or tick inserts nothing (on PostgreSQL a concurrent insert of the same
-    // one by another node waits for that node's commit, then inserts nothing); rows go in in
-    // order. SQLite reads `ON CONFLICT` after `INSERT … SELECT` right only when the SELECT has
-    // a WHERE, which this one has.
-    stmts.extend(returning(multi_row(
-        &order,
-        "INSERT INTO invocations (id, function, idempotency_key, tick, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
+        .collect()
+}
+
+/// The insert of `invs` in `order`. A repeated key or tick inserts nothing (on PostgreSQL a
+/// concurrent insert of the same one by another node waits for that node's commit, then
+/// inserts nothing). SQLite reads `ON CONFLICT` after `INSERT … SELECT` right only when the
+/// SELECT has a WHERE, which this one has.
+fn insert_stmts(invs: &[&NewInvocation], order: &[usize], hashes: &[String]) -> Vec<Stmt> {
+    returning(
+        multi_row(
+            order,
+            "INSERT INTO invocations (id, function, idempotency_key, tick, state, method, uri, headers, body, max_attempts, request_hash, created_at, run_at) \
          SELECT v.column1, v.column2, v.column3, v.column4, 'queued', v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, $now, $now \
          FROM (VALUES {values}) AS v WHERE v.column1 <> '' ON CONFLICT DO NOTHING RETURNING id AS enqueued",
-        |&i| {
-            let inv = invs[i];
-            vec![
-                Val::Text(inv.id.clone()),
-                Val::Text(inv.function.clone()),
-                Val::OptText(key(i)),
-                Val::OptText(tick(i)),
-                Val::Text(inv.method.clone()),
-                Val::Text(inv.uri.clone()),
-                Val::Text(serde_json::to_string(&inv.headers).unwrap_or_default()),
-                Val::Bytes(inv.body.clone()),
-                Val::Int(i64::from(inv.max_attempts)),
-                Val::Text(hashes[i].clone()),
-            ]
-        },
-    ), Rows::Enqueued));
-    // The stored rows of the keys and ticks: `keyed` and `ticked` rows, told apart by name.
-    for (which, column, rows, of) in [
-        (
-            "keyed",
-            "idempotency_key",
-            &keyed,
-            &key as &dyn Fn(usize) -> Option<String>,
+            |&i| {
+                let inv = invs[i];
+                vec![
+                    Val::Text(inv.id.clone()),
+                    Val::Text(inv.function.clone()),
+                    Val::OptText(inv.key().map(str::to_string)),
+                    Val::OptText(inv.tick().map(str::to_string)),
+                    Val::Text(inv.method.clone()),
+                    Val::Text(inv.uri.clone()),
+                    Val::Text(serde_json::to_string(&inv.headers).unwrap_or_default()),
+                    Val::Bytes(inv.body.clone()),
+                    Val::Int(i64::from(inv.max_attempts)),
+                    Val::Text(hashes[i].clone()),
+                ]
+            },
         ),
-        ("ticked", "tick", &ticked, &tick),
-    ] {
-        stmts.extend(returning(
-            multi_row(
-                rows,
-                &format!(
-                    "SELECT i.id AS {which}, i.function AS keyed_function, i.{column} AS keyed_key, \
-                     i.request_hash AS keyed_hash FROM invocations i \
-                     JOIN (VALUES {{values}}) AS v ON i.function = v.column1 AND i.{column} = v.column2"
-                ),
-                |&i| vec![Val::Text(invs[i].function.clone()), Val::OptText(of(i))],
+        Rows::Enqueued,
+    )
+}
+
+/// The stored rows of the `rows` invocations' keys (or ticks) in `column`, looked up after the
+/// insert: rows named `which` (`keyed` or `ticked`) by their first column.
+fn lookup_stmts(
+    invs: &[&NewInvocation],
+    rows: &[usize],
+    which: &str,
+    column: &str,
+    of: fn(&NewInvocation) -> Option<&str>,
+) -> Vec<Stmt> {
+    returning(
+        multi_row(
+            rows,
+            &format!(
+                "SELECT i.id AS {which}, i.function AS keyed_function, i.{column} AS keyed_key, \
+                 i.request_hash AS keyed_hash FROM invocations i \
+                 JOIN (VALUES {{values}}) AS v ON i.function = v.column1 AND i.{column} = v.column2"
             ),
-            Rows::Keyed,
-        ));
-    }
-    stmts
+            |&i| {
+                vec![
+                    Val::Text(invs[i].function.clone()),
+                    Val::OptText(of(invs[i]).map(str::to_string)),
+                ]
+            },
+        ),
+        Rows::Keyed,
+    )
 }
 
 /// What the attempt returned, however it ended.
-fn result(o: &Outcome) -> &super::StoredResult {
+fn result(o: &EndedAttempt) -> &super::StoredResult {
     match &o.finish {
         Finish::Succeeded(r) | Finish::Retry { result: r, .. } | Finish::Dead { result: r, .. } => {
             r
@@ -145,13 +159,25 @@ fn holding(id: &str, token: &str) -> String {
 /// The statements recording `outcomes`: attempt history, guest output and destination
 /// records (for the claims that still hold), then the `UPDATE` ending each attempt, which
 /// returns the ids it ended.
-fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
-    let error = |o: &Outcome| match &o.finish {
+fn outcome_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+    let mut stmts = attempt_stmts(outcomes);
+    stmts.extend(guest_log_stmts(outcomes));
+    stmts.extend(delivery_stmts(outcomes));
+    stmts.extend(end_stmts(outcomes));
+    stmts
+}
+
+/// The error an attempt failed with, if it failed.
+fn error(o: &EndedAttempt) -> Option<String> {
+    match &o.finish {
         Finish::Succeeded(_) => None,
         Finish::Retry { error, .. } | Finish::Dead { error, .. } => Some(error.clone()),
-    };
-    let now = now_ms();
-    let mut stmts = multi_row(
+    }
+}
+
+/// One row of attempt history per outcome whose claim holds.
+fn attempt_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+    multi_row(
         outcomes,
         &format!(
             "INSERT INTO attempts (invocation_id, attempt, started_at, finished_at, outcome, error) \
@@ -174,8 +200,12 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
                 Val::Int(o.token),
             ]
         },
-    );
-    let lines: Vec<(&Outcome, usize, &super::GuestLine)> = outcomes
+    )
+}
+
+/// What each attempt printed, a row a line.
+fn guest_log_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+    let lines: Vec<(&EndedAttempt, usize, &super::GuestLine)> = outcomes
         .iter()
         .flat_map(|o| {
             result(o)
@@ -185,7 +215,7 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
                 .map(move |(seq, l)| (*o, seq, l))
         })
         .collect();
-    stmts.extend(multi_row(
+    multi_row(
         &lines,
         &format!(
             "INSERT INTO guest_logs (invocation_id, attempt, seq, at, stream, line) \
@@ -204,9 +234,14 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
                 Val::Int(o.token),
             ]
         },
-    ));
-    let delivering: Vec<&&Outcome> = outcomes.iter().filter(|o| o.delivery.is_some()).collect();
-    stmts.extend(multi_row(
+    )
+}
+
+/// The destination records of the outcomes that have one.
+fn delivery_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+    let delivering: Vec<&&EndedAttempt> =
+        outcomes.iter().filter(|o| o.delivery.is_some()).collect();
+    multi_row(
         &delivering,
         &format!(
             "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
@@ -224,10 +259,15 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
                 Val::Int(o.token),
             ]
         },
-    ));
-    // The retry time is stored as a delay from `$now` (on SQLite `now` itself, so the stored
-    // time is exactly `run_at`; on PostgreSQL the same delay on the server's clock).
-    stmts.extend(returning(
+    )
+}
+
+/// The `UPDATE` ending each attempt whose claim holds; returns the ids it ended. The retry
+/// time is stored as a delay from `$now` (on SQLite `now` itself, so the stored time is
+/// exactly `run_at`; on PostgreSQL the same delay on the server's clock).
+fn end_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+    let now = now_ms();
+    returning(
         multi_row(
             outcomes,
             "UPDATE invocations SET state = v.column3, last_error = v.column4, \
@@ -257,14 +297,13 @@ fn outcome_stmts(outcomes: &[&Outcome]) -> Vec<Stmt> {
             },
         ),
         Rows::Finished,
-    ));
-    stmts
+    )
 }
 
 /// The claims the outcomes ask for: one statement per worker (the oldest due first, as any
 /// claim), its rows tagged with the worker's number (`claim_for`).
-fn claim_stmts(backend: Backend, outcomes: &[&Outcome]) -> (Vec<Stmt>, Vec<Option<usize>>) {
-    let mut workers: Vec<&super::writer::NextClaim> = Vec::new();
+fn claim_stmts(backend: Backend, outcomes: &[&EndedAttempt]) -> (Vec<Stmt>, Vec<Option<usize>>) {
+    let mut workers: Vec<&NextClaim> = Vec::new();
     let mut asks = Vec::with_capacity(outcomes.len());
     for o in outcomes {
         asks.push(o.next.as_ref().map(|n| {
@@ -347,7 +386,7 @@ async fn execute(
             }
             if let Some(node) = notify_node {
                 // Delivered to the other nodes' listeners by the commit itself.
-                notify(&mut *tx, node).await?;
+                super::notify(&mut *tx, node).await?;
             }
             tx.commit().await?;
             Ok(rows)
@@ -364,7 +403,7 @@ pub(super) async fn write(
     node: &str,
     ttl: i64,
     invs: &[&NewInvocation],
-    outcomes: &[&Outcome],
+    outcomes: &[&EndedAttempt],
 ) -> Result<(Vec<Enqueued>, Vec<Written>)> {
     let hashes: Vec<String> = invs.iter().map(|inv| inv.request_hash()).collect();
     let mut stmts = enqueue_stmts(invs, &hashes, ttl);
@@ -379,77 +418,132 @@ pub(super) async fn write(
             .any(|o| matches!(o.finish, Finish::Retry { .. }) || o.delivery.is_some());
     let notify_node = (backend == Backend::Postgres && news).then_some(node);
     let rows = execute(conn, backend, stmts, notify_node).await?;
+    let mut returned = Returned::read(&rows)?;
+    let enqueued = returned.enqueued(invs, &hashes)?;
+    let finished = returned.finished(outcomes, asks);
+    Ok((enqueued, finished))
+}
 
-    let mut inserted = HashSet::new();
-    let mut keyed: HashMap<(String, Dedup), (String, Option<String>)> = HashMap::new();
-    let mut held = HashSet::new();
-    let mut claimed: Vec<Vec<Claimed>> = Vec::new();
-    for row in &rows {
-        // A row of one statement is told by its first column's name, a row of
-        // [`pg_single`] by its `kind`.
+/// What a row of a batch is, told by its first column's name (a row of one statement) or by
+/// its `kind` column ([`pg_single`]): the column's name or value is the statement's.
+enum RowKind {
+    /// `enqueued`: an invocation the insert stored.
+    Enqueued,
+    /// `keyed` / `ticked`: the stored invocation of a key or tick.
+    Found(fn(String) -> Dedup),
+    /// `finished`: an attempt the outcome's `UPDATE` ended.
+    Finished,
+    /// `notify` / `none`: nothing to read.
+    Nothing,
+    /// Anything else: a claimed invocation (its `claim_for` says for which worker).
+    Claim,
+}
+
+impl RowKind {
+    /// The row's kind and the index of its first own column.
+    fn of(row: &AnyRow) -> Result<(RowKind, usize)> {
         let first = row.columns().first().map(Column::name).unwrap_or_default();
-        let (kind, id) = if first == "kind" {
+        let (name, at) = if first == "kind" {
             (row.try_get::<String, _>(0)?, 1)
         } else {
             (first.to_string(), 0)
         };
-        match kind.as_str() {
-            "enqueued" => {
-                inserted.insert(row.try_get::<String, _>(id)?);
-            }
-            "keyed" | "ticked" => {
-                let text: String = row.try_get("keyed_key")?;
-                let dedup = if kind == "keyed" {
-                    Dedup::Key(text)
-                } else {
-                    Dedup::Tick(text)
-                };
-                keyed.insert(
-                    (row.try_get("keyed_function")?, dedup),
-                    (row.try_get(id)?, row.try_get("keyed_hash")?),
-                );
-            }
-            "finished" => {
-                held.insert(row.try_get::<String, _>(id)?);
-            }
-            "notify" | "none" => {}
-            _ => {
-                let w = usize::try_from(row.try_get::<i64, _>("claim_for")?).unwrap_or(0);
-                if claimed.len() <= w {
-                    claimed.resize_with(w + 1, Vec::new);
+        let kind = match name.as_str() {
+            "enqueued" => RowKind::Enqueued,
+            "keyed" => RowKind::Found(Dedup::Key),
+            "ticked" => RowKind::Found(Dedup::Tick),
+            "finished" => RowKind::Finished,
+            "notify" | "none" => RowKind::Nothing,
+            _ => RowKind::Claim,
+        };
+        Ok((kind, at))
+    }
+}
+
+/// What a batch's statements returned, sorted by kind.
+#[derive(Default)]
+struct Returned {
+    /// Ids the insert stored.
+    inserted: HashSet<String>,
+    /// (function, key or tick) → (stored id, its request digest).
+    found: HashMap<(String, Dedup), (String, Option<String>)>,
+    /// Attempts whose claim held when their outcome was written.
+    held: HashSet<String>,
+    /// Claimed invocations, by worker.
+    claimed: Vec<Vec<Claimed>>,
+}
+
+impl Returned {
+    fn read(rows: &[AnyRow]) -> Result<Returned> {
+        let mut r = Returned::default();
+        for row in rows {
+            let (kind, at) = RowKind::of(row)?;
+            match kind {
+                RowKind::Enqueued => {
+                    r.inserted.insert(row.try_get::<String, _>(at)?);
                 }
-                claimed[w].push(model::claimed_from_row(row)?);
+                RowKind::Found(dedup) => {
+                    let key = (
+                        row.try_get("keyed_function")?,
+                        dedup(row.try_get("keyed_key")?),
+                    );
+                    r.found
+                        .insert(key, (row.try_get(at)?, row.try_get("keyed_hash")?));
+                }
+                RowKind::Finished => {
+                    r.held.insert(row.try_get::<String, _>(at)?);
+                }
+                RowKind::Nothing => {}
+                RowKind::Claim => {
+                    let w = usize::try_from(row.try_get::<i64, _>("claim_for")?).unwrap_or(0);
+                    if r.claimed.len() <= w {
+                        r.claimed.resize_with(w + 1, Vec::new);
+                    }
+                    r.claimed[w].push(model::claimed_from_row(row)?);
+                }
             }
         }
+        Ok(r)
     }
-    let mut enqueued = Vec::with_capacity(invs.len());
-    for (inv, hash) in invs.iter().zip(&hashes) {
-        enqueued.push(if inserted.contains(&inv.id) {
-            Enqueued::New(inv.id.clone())
-        } else {
-            let found = inv
-                .dedup
-                .clone()
-                .and_then(|d| keyed.get(&(inv.function.clone(), d)));
-            let Some((id, stored)) = found else {
-                return Err(QueueError::Corrupt(format!(
-                    "invocation {} was neither stored nor found by its idempotency key or tick",
-                    inv.id
-                )));
-            };
-            // Rows stored before the digest existed count as the same request.
-            match stored {
-                Some(stored) if stored != hash => Enqueued::Conflict(id.clone()),
-                _ => Enqueued::Existing(id.clone()),
-            }
-        });
+
+    /// How each of `invs` was stored: new, a repeat of its key or tick, or a conflict.
+    fn enqueued(&self, invs: &[&NewInvocation], hashes: &[String]) -> Result<Vec<Enqueued>> {
+        invs.iter()
+            .zip(hashes)
+            .map(|(inv, hash)| {
+                if self.inserted.contains(&inv.id) {
+                    return Ok(Enqueued::New(inv.id.clone()));
+                }
+                let found = inv
+                    .dedup
+                    .clone()
+                    .and_then(|d| self.found.get(&(inv.function.clone(), d)));
+                let Some((id, stored)) = found else {
+                    return Err(QueueError::Corrupt(format!(
+                        "invocation {} was neither stored nor found by its idempotency key or tick",
+                        inv.id
+                    )));
+                };
+                // Rows stored before the digest existed count as the same request.
+                Ok(match stored {
+                    Some(stored) if stored != hash => Enqueued::Conflict(id.clone()),
+                    _ => Enqueued::Existing(id.clone()),
+                })
+            })
+            .collect()
     }
-    let mut finished = Vec::with_capacity(outcomes.len());
-    for (o, ask) in outcomes.iter().zip(asks) {
-        let next = ask.and_then(|w| claimed.get_mut(w).and_then(Vec::pop));
-        finished.push((held.contains(&o.id), next));
+
+    /// Whether each outcome's claim held, and the claim its worker asked for, if made.
+    fn finished(&mut self, outcomes: &[&EndedAttempt], asks: Vec<Option<usize>>) -> Vec<Written> {
+        outcomes
+            .iter()
+            .zip(asks)
+            .map(|(o, ask)| {
+                let next = ask.and_then(|w| self.claimed.get_mut(w).and_then(Vec::pop));
+                (self.held.contains(&o.id), next)
+            })
+            .collect()
     }
-    Ok((enqueued, finished))
 }
 
 /// Adds pending destination deliveries, `(invocation, delivery)` each, for invocations

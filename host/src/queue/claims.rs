@@ -61,7 +61,7 @@ impl Queue {
         lease: Duration,
         skip: Vec<String>,
     ) -> Result<(bool, Option<Claimed>)> {
-        let next = writer::NextClaim {
+        let next = model::NextClaim {
             owner: owner.to_string(),
             lease_ms: ms(lease),
             skip,
@@ -75,10 +75,10 @@ impl Queue {
         claim: &Claimed,
         finish: Finish,
         delivery: Option<NewDelivery>,
-        next: Option<writer::NextClaim>,
-    ) -> Result<writer::Written> {
+        next: Option<model::NextClaim>,
+    ) -> Result<model::Written> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let outcome = writer::Outcome {
+        let outcome = model::EndedAttempt {
             id: claim.id.clone(),
             token: claim.token,
             attempt: claim.attempt,

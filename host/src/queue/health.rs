@@ -61,7 +61,7 @@ impl std::fmt::Display for QueueFault {
 
 /// The class of a database error. SQLite reports a numeric (extended) result code, PostgreSQL
 /// a five-character SQLSTATE.
-pub(super) fn classify(e: &sqlx::Error) -> QueueFault {
+pub(super) fn fault_of(e: &sqlx::Error) -> QueueFault {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => QueueFault::NoConnection,
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {

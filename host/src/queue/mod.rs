@@ -46,7 +46,26 @@ pub use model::{
     Interrupted, InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult,
     UnknownState,
 };
-pub use writer::NOTIFY_CHANNEL;
+
+/// The PostgreSQL channel on which nodes announce new runnable work.
+pub const NOTIFY_CHANNEL: &str = "fnhost_work";
+
+/// Most writes one group commit takes.
+const MAX_BATCH: usize = 256;
+
+/// `NOTIFY`s the work channel (delivered to listeners when the surrounding transaction, if
+/// any, commits). The payload names the sender, which ignores its own notifications.
+async fn notify<'c, E>(executor: E, node: &str) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(node.to_string())
+        .execute(executor)
+        .await?;
+    Ok(())
+}
 
 /// How long an idempotency key is remembered by default (Stripe's 24 h).
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -75,7 +94,55 @@ pub enum Backend {
     Postgres,
 }
 
+/// The pool: a few connections (SQLite has one writer; PostgreSQL is shared by the nodes),
+/// waited for at most [`ACQUIRE_TIMEOUT`], each set up and checked for durability when it
+/// connects: WAL and `synchronous=FULL` on SQLite, `synchronous_commit = on` on PostgreSQL.
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+        .acquire_timeout(ACQUIRE_TIMEOUT);
+    let refuse = |what: String| Err(sqlx::Error::Configuration(what.into()));
+    match backend {
+        Backend::Sqlite => options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
+                sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
+                let (journal, sync) = admin::sqlite_durability(conn).await?;
+                if journal != "wal" || sync != 2 {
+                    return refuse(format!("sqlite connection came up with journal_mode={journal}, synchronous={sync}; need wal, 2 (FULL)"));
+                }
+                Ok(())
+            })
+        }),
+        Backend::Postgres => options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET synchronous_commit = on").execute(&mut *conn).await?;
+                let sync: String = sqlx::query("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+                if sync != "on" {
+                    return refuse(format!("postgres connection came up with synchronous_commit={sync}; need on"));
+                }
+                Ok(())
+            })
+        }),
+    }
+}
+
 impl Backend {
+    /// The backend a queue URL names.
+    fn of(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(QueueError::BadUrl(url.to_string()))
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,7 +188,7 @@ pub enum QueueError {
 impl From<sqlx::Error> for QueueError {
     fn from(e: sqlx::Error) -> QueueError {
         QueueError::Db {
-            fault: health::classify(&e),
+            fault: health::fault_of(&e),
             detail: e.to_string(),
         }
     }
@@ -171,7 +238,7 @@ enum Pending {
     Enqueue(NewInvocation, oneshot::Sender<Result<Enqueued>>),
     /// Record how an attempt ended (`false`: its claim was fenced out), and maybe claim the
     /// next due invocation for the same worker.
-    Finish(writer::Outcome, oneshot::Sender<Result<writer::Written>>),
+    Finish(model::EndedAttempt, oneshot::Sender<Result<model::Written>>),
 }
 
 /// The queue handle; cheap to clone.
@@ -204,93 +271,56 @@ impl Queue {
         Queue::open_with(url, QueueSettings::default()).await
     }
 
-    /// Opens (creating when needed) the queue at `url` and starts its writer task.
+    /// Opens (creating when needed) the queue at `url` and starts its writer task: the
+    /// backend the URL names, a pool whose every connection is checked for durability, the
+    /// migrations, then the writer (and on PostgreSQL the listener).
     pub async fn open_with(url: &str, settings: QueueSettings) -> Result<Queue> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(QueueError::BadUrl(url.to_string()));
-        };
-        let options = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(ACQUIRE_TIMEOUT);
-        let options = match backend {
-            Backend::Sqlite => options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
-                    let (journal, sync) = admin::sqlite_durability(conn).await?;
-                    if journal != "wal" || sync != 2 {
-                        return Err(sqlx::Error::Configuration(
-                            format!("sqlite connection came up with journal_mode={journal}, synchronous={sync}; need wal, 2 (FULL)").into(),
-                        ));
-                    }
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("SET synchronous_commit = on").execute(&mut *conn).await?;
-                    let sync: String = sqlx::query("SHOW synchronous_commit")
-                        .fetch_one(&mut *conn)
-                        .await?
-                        .try_get(0)?;
-                    if sync != "on" {
-                        return Err(sqlx::Error::Configuration(
-                            format!("postgres connection came up with synchronous_commit={sync}; need on").into(),
-                        ));
-                    }
-                    Ok(())
-                })
-            }),
-        };
-        let url = if backend == Backend::Sqlite && !url.contains("mode=") {
-            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-        } else {
-            url.to_string()
+        let backend = Backend::of(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_string(),
         };
         if backend == Backend::Sqlite {
             // A file that is no database fails each pooled connection's setup, which the pool
             // would retry for its whole timeout: check it once, now, naming it.
             health::check_sqlite_file(&url).await?;
         }
-        let pool = options.connect(&url).await?;
-        schema::migrate(&pool, backend)
-            .await
-            .map_err(|e| health::opening(&url, e))?;
-        let tracker = Arc::new(health::Tracker::default());
+        let pool = pool_options(backend).connect(&url).await?;
+        (schema::migrate(&pool, backend).await).map_err(|e| health::opening(&url, e))?;
         let (tx, rx) = mpsc::channel::<Pending>(4096);
-        let work = Arc::new(Notify::new());
-        let node: Arc<str> = crate::ids::new_id()[..12].into();
+        let queue = Queue {
+            pool,
+            backend,
+            node: crate::ids::new_id()[..12].into(),
+            writer: tx,
+            work: Arc::new(Notify::new()),
+            counts: Arc::default(),
+            health: Arc::new(health::Tracker::default()),
+        };
         if backend == Backend::Postgres {
             // Listening before the first claim: work committed by another node from now on
             // wakes this one. Fails startup if the server refuses a listener.
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
             listener.listen(NOTIFY_CHANNEL).await?;
-            tokio::spawn(writer::listen(listener, node.clone(), work.clone()));
+            tokio::spawn(writer::listen(
+                listener,
+                queue.node.clone(),
+                queue.work.clone(),
+            ));
         }
         tokio::spawn(writer::run(
-            pool.clone(),
+            queue.pool.clone(),
             backend,
-            node.clone(),
+            queue.node.clone(),
             settings.idempotency_ttl,
             rx,
-            work.clone(),
-            tracker.clone(),
+            queue.work.clone(),
+            queue.health.clone(),
         ));
-        Ok(Queue {
-            pool,
-            backend,
-            node,
-            writer: tx,
-            work,
-            counts: Arc::default(),
-            health: tracker,
-        })
+        Ok(queue)
     }
 
     /// The statement `template` with its `$now` resolved for this backend.
@@ -307,7 +337,7 @@ impl Queue {
     async fn announce(&self) {
         self.work.notify_waiters();
         if self.backend == Backend::Postgres
-            && let Err(e) = writer::notify(&self.pool, &self.node).await
+            && let Err(e) = notify(&self.pool, &self.node).await
         {
             tracing::warn!("cannot notify other nodes of new work: {e}");
         }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -15,7 +15,7 @@ use super::Result;
 /// `queued → running → succeeded | retrying | dead`, `retrying → running`, `queued | retrying →
 /// cancelled` (admin), `dead → queued` (admin replay); an interrupted `running` goes back to
 /// `queued` or `retrying` without counting the attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InvocationState {
     /// Accepted, waiting for its first attempt.
@@ -53,6 +53,14 @@ impl InvocationState {
             InvocationState::Dead => "dead",
             InvocationState::Cancelled => "cancelled",
         }
+    }
+
+    /// An end state: succeeded, dead or cancelled (a dead one may still be replayed).
+    pub fn has_ended(self) -> bool {
+        matches!(
+            self,
+            InvocationState::Succeeded | InvocationState::Dead | InvocationState::Cancelled
+        )
     }
 
     /// Waiting for an attempt (queued or retrying).
@@ -185,6 +193,16 @@ pub struct NewInvocation {
 }
 
 impl NewInvocation {
+    /// The client's idempotency key, if it came with one.
+    pub fn key(&self) -> Option<&str> {
+        self.dedup.as_ref().and_then(Dedup::key)
+    }
+
+    /// The schedule tick it is, if it is one.
+    pub fn tick(&self) -> Option<&str> {
+        self.dedup.as_ref().and_then(Dedup::tick)
+    }
+
     /// SHA-256 of method, path and query, and body: what makes a request "the same" for its
     /// idempotency key (headers may differ between a request and its retry).
     pub fn request_hash(&self) -> String {
@@ -345,8 +363,8 @@ pub struct Delivery {
     pub attempts: u32,
 }
 
-/// The status resource of an invocation.
-#[derive(Debug, Clone, Serialize)]
+/// The status resource of an invocation (also what `fnhost status` and `invoke --wait` read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// Invocation id.
     pub id: String,
@@ -373,7 +391,7 @@ pub struct Status {
 }
 
 /// A stored response, for the status resource.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultView {
     /// HTTP status.
     pub status: u16,
@@ -472,6 +490,76 @@ pub(super) fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
         url: r.try_get("url")?,
         payload: r.try_get("payload")?,
         attempts: count(r, "attempts")?,
+    })
+}
+
+/// How one attempt ended, waiting for its batch: the claim it answers (id, fencing token),
+/// and whether its worker wants the next due invocation claimed in the same transaction.
+pub(super) struct EndedAttempt {
+    pub id: String,
+    pub token: i64,
+    pub attempt: u32,
+    pub finish: Finish,
+    pub delivery: Option<NewDelivery>,
+    pub next: Option<NextClaim>,
+}
+
+/// A claim to make for a worker after its outcome is written.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct NextClaim {
+    pub owner: String,
+    pub lease_ms: i64,
+    /// Functions not to claim (at their concurrency cap on the worker's node).
+    pub skip: Vec<String>,
+}
+
+/// What a written outcome reports: whether its claim still held, and the next claim made.
+pub(super) type Written = (bool, Option<Claimed>);
+
+/// A stored request as the detail view shows it (credentials redacted, body cut).
+pub(super) fn request_view(row: &AnyRow) -> Result<RequestView> {
+    let body: Vec<u8> = row.try_get("body")?;
+    let headers: Vec<(String, String)> =
+        serde_json::from_str(&row.try_get::<String, _>("headers")?).unwrap_or_default();
+    Ok(RequestView {
+        method: row.try_get("method")?,
+        uri: row.try_get("uri")?,
+        headers: redacted(headers),
+        body: String::from_utf8_lossy(&body[..body.len().min(DETAIL_BODY)]).into_owned(),
+    })
+}
+
+/// One row of `attempts`.
+pub(super) fn attempt_view(r: &AnyRow) -> Result<AttemptView> {
+    let started: Option<i64> = r.try_get("started_at")?;
+    let finished: i64 = r.try_get("finished_at")?;
+    Ok(AttemptView {
+        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+        started_at: started.map(rfc3339),
+        finished_at: rfc3339(finished),
+        duration_ms: started.map(|s| finished - s),
+        outcome: r.try_get("outcome")?,
+        error: r.try_get("error")?,
+    })
+}
+
+/// One row of `deliveries`.
+pub(super) fn delivery_view(r: &AnyRow) -> Result<DeliveryView> {
+    Ok(DeliveryView {
+        url: r.try_get("url")?,
+        state: r.try_get("state")?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+/// One row of `guest_logs`.
+pub(super) fn log_view(r: &AnyRow) -> Result<LogView> {
+    Ok(LogView {
+        at: rfc3339(r.try_get("at")?),
+        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+        stream: r.try_get("stream")?,
+        line: r.try_get("line")?,
     })
 }
 

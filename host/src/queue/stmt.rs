@@ -2,8 +2,8 @@
 //! `VALUES` padded to a power of two, anonymous parameters for SQLite, and PostgreSQL's single
 //! statement of data-modifying `WITH` queries.
 
+use super::MAX_BATCH;
 use super::Query;
-use super::writer::MAX_BATCH;
 
 /// One value bound to a statement of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +235,7 @@ pub(super) fn pg_single(stmts: Vec<Stmt>, notify_node: Option<&str>) -> (String,
     }
     if let Some(node) = notify_node {
         let n = vals.len();
-        vals.push(Val::Text(super::writer::NOTIFY_CHANNEL.into()));
+        vals.push(Val::Text(super::NOTIFY_CHANNEL.into()));
         vals.push(Val::Text(node.into()));
         branches.push(branch(
             "notify",

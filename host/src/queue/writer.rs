@@ -8,54 +8,11 @@ use std::time::Duration;
 use sqlx::{Any, AnyPool};
 use tokio::sync::{Notify, mpsc};
 
+use super::model::EndedAttempt;
 use super::schema;
 use super::{
-    Backend, Claimed, Finish, NewDelivery, NewInvocation, Pending, QueueError, Result, model,
-    now_ms,
+    Backend, Claimed, MAX_BATCH, NewInvocation, Pending, QueueError, Result, model, now_ms,
 };
-
-/// How one attempt ended, waiting for its batch: the claim it answers (id, fencing token),
-/// and whether its worker wants the next due invocation claimed in the same transaction.
-pub(super) struct Outcome {
-    pub id: String,
-    pub token: i64,
-    pub attempt: u32,
-    pub finish: Finish,
-    pub delivery: Option<NewDelivery>,
-    pub next: Option<NextClaim>,
-}
-
-/// A claim to make for a worker after its outcome is written.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct NextClaim {
-    pub owner: String,
-    pub lease_ms: i64,
-    /// Functions not to claim (at their concurrency cap on the worker's node).
-    pub skip: Vec<String>,
-}
-
-/// What a written outcome reports: whether its claim still held, and the next claim made.
-pub(super) type Written = (bool, Option<Claimed>);
-
-/// The PostgreSQL channel on which nodes announce new runnable work.
-pub const NOTIFY_CHANNEL: &str = "fnhost_work";
-
-/// Most writes one group commit takes.
-pub(super) const MAX_BATCH: usize = 256;
-
-/// `NOTIFY`s the work channel (delivered to listeners when the surrounding transaction, if
-/// any, commits). The payload names the sender, which ignores its own notifications.
-pub(super) async fn notify<'c, E>(executor: E, node: &str) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = Any>,
-{
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(node.to_string())
-        .execute(executor)
-        .await?;
-    Ok(())
-}
 
 /// Turns other nodes' notifications into wake-ups of this node's idle workers. After the
 /// connection drops (notifications sent meanwhile are lost) it wakes them anyway, and the
@@ -93,10 +50,14 @@ pub(super) async fn run(
     work: Arc<Notify>,
     health: Arc<super::health::Tracker>,
 ) {
-    let ttl = super::ms(idempotency_ttl);
+    let mut writer = Writer {
+        pool,
+        backend,
+        node,
+        ttl: super::ms(idempotency_ttl),
+        conn: None,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The writer keeps one connection (its prepared statements stay cached) while it works.
-    let mut conn: Option<sqlx::pool::PoolConnection<Any>> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut enqueues = Vec::new();
         let mut outcomes = Vec::new();
@@ -107,65 +68,95 @@ pub(super) async fn run(
             }
         }
         let invs: Vec<&NewInvocation> = enqueues.iter().map(|(inv, _)| inv).collect();
-        let done: Vec<&Outcome> = outcomes.iter().map(|(o, _)| o).collect();
+        let done: Vec<&EndedAttempt> = outcomes.iter().map(|(o, _)| o).collect();
+        let written = writer.write(&invs, &done).await;
+        health.record(&written);
+        if written.is_ok() {
+            work.notify_waiters();
+        }
+        reply(enqueues, outcomes, written);
+    }
+}
+
+/// The writer's state between batches.
+struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+    node: Arc<str>,
+    /// How long an idempotency key is remembered, in ms.
+    ttl: i64,
+    /// The connection kept between batches (its prepared statements stay cached).
+    conn: Option<sqlx::pool::PoolConnection<Any>>,
+}
+
+impl Writer {
+    /// Writes one batch in one transaction.
+    async fn write(
+        &mut self,
+        invs: &[&NewInvocation],
+        done: &[&EndedAttempt],
+    ) -> Result<(Vec<super::Enqueued>, Vec<model::Written>)> {
         let began = std::time::Instant::now();
-        let written = match conn.take() {
-            Some(c) => Ok(c),
-            None => pool.acquire().await.map_err(QueueError::from),
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.pool.acquire().await?,
         };
-        let written = match written {
-            Ok(mut c) => {
-                let written = super::batch::write(&mut c, backend, &node, ttl, &invs, &done).await;
-                if written.is_ok() {
-                    conn = Some(c);
-                } else {
-                    // Closed, not reused: its transaction may still be open (closing rolls
-                    // it back).
-                    c.close_on_drop();
-                }
-                written
-            }
-            Err(e) => Err(e),
-        };
+        let written =
+            super::batch::write(&mut conn, self.backend, &self.node, self.ttl, invs, done).await;
+        if written.is_ok() {
+            self.conn = Some(conn);
+        } else {
+            // Closed, not reused: its transaction may still be open (closing rolls it back).
+            conn.close_on_drop();
+        }
         tracing::debug!(
             enqueues = invs.len(),
             outcomes = done.len(),
             "write batch committed in {:?}",
             began.elapsed()
         );
-        health.record(&written);
-        match written {
-            Ok((enqueued, finished)) => {
-                for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
-                    let _ = reply.send(Ok(result));
-                }
-                for ((_, reply), result) in outcomes.into_iter().zip(finished) {
-                    let _ = reply.send(Ok(result));
-                }
-                work.notify_waiters();
+        written
+    }
+}
+
+type Replies<T, R> = Vec<(T, tokio::sync::oneshot::Sender<Result<R>>)>;
+
+/// Answers every caller of a batch: its own result, or the batch's failure (the same class).
+fn reply(
+    enqueues: Replies<NewInvocation, super::Enqueued>,
+    outcomes: Replies<EndedAttempt, model::Written>,
+    written: Result<(Vec<super::Enqueued>, Vec<model::Written>)>,
+) {
+    let (enqueued, finished) = match written {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(
+                "write batch of {} enqueue(s) and {} outcome(s) failed: {e}",
+                enqueues.len(),
+                outcomes.len()
+            );
+            let fault = match &e {
+                QueueError::Db { fault, .. } => *fault,
+                _ => super::QueueFault::Other,
+            };
+            let failed = || QueueError::Db {
+                fault,
+                detail: e.to_string(),
+            };
+            for (_, reply) in enqueues {
+                let _ = reply.send(Err(failed()));
             }
-            Err(e) => {
-                tracing::error!(
-                    "write batch of {} enqueue(s) and {} outcome(s) failed: {e}",
-                    enqueues.len(),
-                    outcomes.len()
-                );
-                let fault = match &e {
-                    QueueError::Db { fault, .. } => *fault,
-                    _ => super::QueueFault::Other,
-                };
-                let failed = || QueueError::Db {
-                    fault,
-                    detail: e.to_string(),
-                };
-                for (_, reply) in enqueues {
-                    let _ = reply.send(Err(failed()));
-                }
-                for (_, reply) in outcomes {
-                    let _ = reply.send(Err(failed()));
-                }
+            for (_, reply) in outcomes {
+                let _ = reply.send(Err(failed()));
             }
+            return;
         }
+    };
+    for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
+        let _ = reply.send(Ok(result));
+    }
+    for ((_, reply), result) in outcomes.into_iter().zip(finished) {
+        let _ = reply.send(Ok(result));
     }
 }
 
