@@ -14,7 +14,8 @@
 //! - [`http`]: the acceptor and lanes, the per-request chain, fnhost's own API, CORS, rules,
 //!   proxy, and errors turned into responses in one place.
 //! - [`background`]: the worker (claim → run → classify → finish), retry policy, destinations.
-//! - [`invoke`]: one invocation as both paths use it: the guest's request, judging the outcome.
+//! - [`invocation`]: one invocation as both paths use it: the guest's request, judging the
+//!   outcome.
 //! - [`functions`]: discovers and loads functions, merges their settings, routes to them.
 //! - [`queue`]: the durable queue (SQLite or PostgreSQL): states, group commit, leases, reads.
 //! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
@@ -34,7 +35,7 @@ pub mod engine;
 pub mod functions;
 pub mod http;
 pub mod ids;
-pub mod invoke;
+pub mod invocation;
 pub mod logs;
 pub mod metrics;
 pub mod queue;

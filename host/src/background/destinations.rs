@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::retry;
 use crate::engine::client::post_json;
 use crate::functions::Function;
-use crate::queue::{Claimed, DeliveryAttempt, Finish, NewDelivery, Queue, StoredResult, now_ms};
+use crate::queue::{
+    Claimed, Delivery, DeliveryAttempt, Finish, NewDelivery, Queue, StoredResult, now_ms,
+};
 
 /// The delivery for `finish`, if the function has a destination for it.
 pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
@@ -85,7 +87,6 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
     // not POSTed again back to back.
     let mut backoff = Duration::ZERO;
     loop {
-        let mut unrecorded = false;
         let due = match queue.due_deliveries(16).await {
             Ok(d) => d,
             Err(e) => {
@@ -94,62 +95,9 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
             }
         };
         let idle = due.is_empty();
-        let mut due = due.into_iter();
-        while let Some(d) = due.next() {
-            if shutdown.is_cancelled() {
-                // Not sent: due again at once, for the next start or another node. A POST
-                // already under way is finished and recorded first (a cut one would be sent
-                // twice).
-                let rest: Vec<String> = std::iter::once(d.id.clone())
-                    .chain(due.map(|d| d.id))
-                    .collect();
-                if let Err(e) = queue.hand_back_deliveries(&rest).await {
-                    tracing::error!("cannot hand back {} delivery(ies): {e}", rest.len());
-                }
-                return;
-            }
-            let outcome = match d.url.parse::<http::Uri>() {
-                Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
-                Err(e) => Err(format!("bad URL: {e}")),
-            };
-            let attempt = d.attempts + 1;
-            let recorded = match outcome {
-                Ok(status) if (200..300).contains(&status) => DeliveryAttempt::Delivered,
-                other => {
-                    let error = match other {
-                        Ok(status) => format!("destination answered {status}"),
-                        Err(e) => e,
-                    };
-                    let retry_at = (attempt < retry::DELIVERY_ATTEMPTS)
-                        .then(|| now_ms() + retry::delivery_backoff(attempt).as_millis() as i64);
-                    if retry_at.is_none() {
-                        tracing::error!(
-                            id = d.invocation_id,
-                            "giving up delivering to {} after {attempt} attempts: {error}",
-                            d.url
-                        );
-                    } else {
-                        tracing::warn!(
-                            id = d.invocation_id,
-                            "delivery to {} failed (attempt {attempt}): {error}",
-                            d.url
-                        );
-                    }
-                    DeliveryAttempt::Failed { error, retry_at }
-                }
-            };
-            crate::metrics::delivery(match recorded {
-                DeliveryAttempt::Delivered => "delivered",
-                DeliveryAttempt::Failed { .. } => "failed",
-            });
-            if let Err(e) = queue.delivery_attempted(&d.id, recorded).await {
-                tracing::error!(
-                    id = d.invocation_id,
-                    "cannot record the delivery attempt: {e}"
-                );
-                unrecorded = true;
-            }
-        }
+        let Some(unrecorded) = deliver_round(&queue, due, &shutdown).await else {
+            return;
+        };
         backoff = next_backoff(backoff, unrecorded);
         if !backoff.is_zero() {
             tokio::select! {
@@ -167,6 +115,73 @@ pub async fn deliver_loop(queue: Queue, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_millis(500)) => {},
         }
     }
+}
+
+/// POSTs each of `due` and records the attempt; whether some attempt could not be recorded,
+/// or `None` once shutdown began (what was not sent is handed back, due at once, for the next
+/// start or another node; a POST already under way is finished and recorded first: a cut one
+/// would be sent twice).
+async fn deliver_round(
+    queue: &Queue,
+    due: Vec<Delivery>,
+    shutdown: &CancellationToken,
+) -> Option<bool> {
+    let mut unrecorded = false;
+    let mut due = due.into_iter();
+    while let Some(d) = due.next() {
+        if shutdown.is_cancelled() {
+            let rest: Vec<String> = std::iter::once(d.id.clone())
+                .chain(due.map(|d| d.id))
+                .collect();
+            if let Err(e) = queue.hand_back_deliveries(&rest).await {
+                tracing::error!("cannot hand back {} delivery(ies): {e}", rest.len());
+            }
+            return None;
+        }
+        let outcome = match d.url.parse::<http::Uri>() {
+            Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
+            Err(e) => Err(format!("bad URL: {e}")),
+        };
+        let recorded = judge_delivery(&d, outcome);
+        crate::metrics::delivery(match recorded {
+            DeliveryAttempt::Delivered => "delivered",
+            DeliveryAttempt::Failed { .. } => "failed",
+        });
+        if let Err(e) = queue.delivery_attempted(&d.id, recorded).await {
+            tracing::error!(
+                id = d.invocation_id,
+                "cannot record the delivery attempt: {e}"
+            );
+            unrecorded = true;
+        }
+    }
+    Some(unrecorded)
+}
+
+/// A 2xx is delivered; anything else failed, retried with backoff until the last try.
+fn judge_delivery(d: &Delivery, outcome: Result<u16, String>) -> DeliveryAttempt {
+    let attempt = d.attempts + 1;
+    let error = match outcome {
+        Ok(status) if (200..300).contains(&status) => return DeliveryAttempt::Delivered,
+        Ok(status) => format!("destination answered {status}"),
+        Err(e) => e,
+    };
+    let retry_at = (attempt < retry::DELIVERY_ATTEMPTS)
+        .then(|| now_ms() + retry::delivery_backoff(attempt).as_millis() as i64);
+    if retry_at.is_none() {
+        tracing::error!(
+            id = d.invocation_id,
+            "giving up delivering to {} after {attempt} attempts: {error}",
+            d.url
+        );
+    } else {
+        tracing::warn!(
+            id = d.invocation_id,
+            "delivery to {} failed (attempt {attempt}): {error}",
+            d.url
+        );
+    }
+    DeliveryAttempt::Failed { error, retry_at }
 }
 
 /// The pause before the next round of deliveries: none while attempts are recorded; 1 s,

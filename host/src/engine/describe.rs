@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{ComponentType, Lift};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::invoke::State;
+use super::call::State;
 use super::{Engine, InvokeContext, to_anyhow};
 
 /// What a component declares through its `config` export, if it has one.
@@ -117,7 +117,7 @@ pub(super) async fn describe(
     let ctx = InvokeContext {
         id: "describe".into(),
         function: "describe".into(),
-        mode: "describe",
+        kind: super::CallKind::Describe,
         timeout: Duration::from_secs(5),
         memory: 256 << 20,
         fuel: None,

@@ -2,16 +2,16 @@
 //! epoch ticker, compiled-component cache) and loads components into pre-instantiated
 //! [`Component`]s, reading their optional `config` export ([`describe`]).
 //!
-//! - [`invoke`]: one invocation in a fresh instance with its budgets ([`Engine::invoke`]).
+//! - [`call`]: one invocation in a fresh instance with its budgets ([`Engine::invoke`]).
 //! - [`describe`]: the `config` export, read through typed bindings.
 //! - `outbound`: the `send_request` hook checking the allow-list ([`egress`] is its pure policy).
 //! - `stdio`: guest stdout/stderr into the host log.
 //! - [`client`]: an HTTP client for fnhost's own outbound requests (destination deliveries).
 
+pub mod call;
 pub mod client;
 pub mod describe;
 pub mod egress;
-pub mod invoke;
 mod outbound;
 mod pinned;
 mod stdio;
@@ -23,9 +23,9 @@ use wasmtime::PoolingAllocationConfig;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use call::State;
+pub use call::{CallKind, InvokeContext, Outcome, Running};
 pub use describe::Declared;
-use invoke::State;
-pub use invoke::{InvokeContext, Outcome, Running};
 
 /// Bytes of each pooled memory, and of each table, kept resident between instances. With the
 /// `PAGEMAP_SCAN` ioctl (Linux 6.7+) only the pages an instance dirtied are reset, by copying

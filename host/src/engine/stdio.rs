@@ -53,7 +53,10 @@ pub(super) struct LogStream {
 }
 
 impl LogStream {
-    pub(super) fn stdout(
+    /// The guest's `stream` (`stdout` or `stderr`) of one invocation, drawing on `budget`
+    /// (shared by both streams).
+    pub(super) fn new(
+        stream: &'static str,
         function: Arc<str>,
         id: Arc<str>,
         budget: Arc<LogBudget>,
@@ -62,21 +65,7 @@ impl LogStream {
         LogStream {
             function,
             id,
-            stream: "stdout",
-            budget,
-            capture,
-        }
-    }
-    pub(super) fn stderr(
-        function: Arc<str>,
-        id: Arc<str>,
-        budget: Arc<LogBudget>,
-        capture: Option<crate::logs::Capture>,
-    ) -> LogStream {
-        LogStream {
-            function,
-            id,
-            stream: "stderr",
+            stream,
             budget,
             capture,
         }
@@ -194,7 +183,7 @@ mod tests {
     #[test]
     fn lines_are_split_and_long_ones_cut_without_rescanning() {
         let budget = LogBudget::new(u64::MAX);
-        let target = LogStream::stdout("f".into(), "id".into(), budget.clone(), None);
+        let target = LogStream::new("stdout", "f".into(), "id".into(), budget.clone(), None);
         let mut w = LineWriter {
             target,
             buf: Vec::new(),

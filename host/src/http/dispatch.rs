@@ -12,7 +12,7 @@ use super::error::ApiError;
 use crate::body::{Body, full};
 use crate::functions::Function;
 use crate::ids::{headers, status_path};
-use crate::invoke::{self, Failure};
+use crate::invocation::{self, Failure};
 use crate::queue::{Dedup, Enqueued, NewInvocation, QueueError};
 
 impl App {
@@ -31,14 +31,14 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
-        let req = invoke::without_fnhost_headers(req);
+        let req = invocation::without_fnhost_headers(req);
         let permit = self
             .sync_permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Busy)?;
-        let mut running = invoke::start(&self.engine, function, req, params, &id, None, permit);
-        match invoke::answer(&mut running, function.settings.limits.timeout).await {
+        let mut running = invocation::start(&self.engine, function, req, params, &id, None, permit);
+        match invocation::answer(&mut running, function.settings.limits.timeout).await {
             Ok(resp) => Ok(resp),
             Err(Failure::Timeout(_)) => Err(ApiError::Timeout { id }),
             // The engine logged a trap already; the rest is news to the log.
@@ -62,40 +62,7 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
-        let (parts, body) = req.into_parts();
-        let dedup = parts
-            .headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(|key| Dedup::Key(key.to_string()));
-        let headers = parts
-            .headers
-            .iter()
-            .filter(|(k, _)| {
-                !k.as_str().starts_with(headers::PREFIX) && !HOP_BY_HOP.contains(&k.as_str())
-            })
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let inv = NewInvocation {
-            id: id.clone(),
-            function: function.name.clone(),
-            dedup,
-            method: parts.method.to_string(),
-            uri: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            headers,
-            body: body.to_vec(),
-            max_attempts: u32::try_from(function.settings.retry.delays.len() + 1)
-                .unwrap_or(u32::MAX),
-        };
+        let inv = to_store(function, req, id.clone());
         let enqueued = self.queue.enqueue(inv).await.map_err(|e| match e {
             // Shutting down: refused, not lost; the client may retry elsewhere or later.
             QueueError::WriterGone => ApiError::Busy,
@@ -112,19 +79,56 @@ impl App {
         if let Enqueued::Conflict(_) = &enqueued {
             return Err(ApiError::IdempotencyConflict);
         }
-        let id = enqueued.id();
-        let mut resp = Response::new(full(Bytes::new()));
-        *resp.status_mut() = StatusCode::ACCEPTED;
-        for (name, value) in [
-            (headers::INVOCATION_ID, id.to_string()),
-            (http::header::LOCATION.as_str(), status_path(id)),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                resp.headers_mut().insert(name, v);
-            }
-        }
-        Ok(resp)
+        Ok(accepted(enqueued.id()))
     }
+}
+
+/// The request as stored: its idempotency key, method, path and query, body, and headers
+/// less fnhost's own and the hop-by-hop ones.
+fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocation {
+    let (parts, body) = req.into_parts();
+    let dedup = (parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok()))
+    .map(|key| Dedup::Key(key.to_string()));
+    let kept = |name: &str| !name.starts_with(headers::PREFIX) && !HOP_BY_HOP.contains(&name);
+    let headers = (parts.headers.iter())
+        .filter(|(k, _)| kept(k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    NewInvocation {
+        id,
+        function: function.name.clone(),
+        dedup,
+        method: parts.method.to_string(),
+        uri: (parts.uri.path_and_query())
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers,
+        body: body.to_vec(),
+        max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
+    }
+}
+
+/// `202 Accepted`, empty, with the invocation id and the `Location` of its status resource.
+fn accepted(id: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    for (name, value) in [
+        (headers::INVOCATION_ID, id.to_string()),
+        (http::header::LOCATION.as_str(), status_path(id)),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
 }
 
 /// Headers that describe one connection, not the request; not stored.

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use crate::body::Body;
-use crate::engine::{Engine, InvokeContext, Outcome, Running};
-use crate::functions::Function;
+use crate::engine::{CallKind, Engine, InvokeContext, Outcome, Running};
+use crate::functions::{Function, Mode};
 use crate::ids::headers;
 use crate::logs::Capture;
 
@@ -92,7 +92,10 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
     InvokeContext {
         id: id.into(),
         function: function.name.as_str().into(),
-        mode: function.settings.mode.as_str(),
+        kind: match function.settings.mode {
+            Mode::Sync => CallKind::Sync,
+            Mode::Background => CallKind::Background,
+        },
         timeout: function.settings.limits.timeout,
         memory: function.settings.limits.memory,
         fuel: function.settings.limits.fuel,

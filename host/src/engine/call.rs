@@ -23,6 +23,28 @@ use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
 use crate::metrics::{self, Ended};
 
+/// What a call of a guest is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A synchronous invocation.
+    Sync,
+    /// One attempt of a background invocation.
+    Background,
+    /// Reading a component's `config` export at load.
+    Describe,
+}
+
+impl CallKind {
+    /// The `mode` label of its metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Sync => "sync",
+            CallKind::Background => "background",
+            CallKind::Describe => "describe",
+        }
+    }
+}
+
 /// Everything one invocation needs besides the request.
 #[derive(Clone)]
 pub struct InvokeContext {
@@ -30,8 +52,8 @@ pub struct InvokeContext {
     pub id: Arc<str>,
     /// Function name, for logs and metrics.
     pub function: Arc<str>,
-    /// `sync` or `background`, for metrics.
-    pub mode: &'static str,
+    /// What the call is for (the `mode` label of its metrics).
+    pub kind: CallKind,
     /// Wall-clock budget of the whole call, instantiation included.
     pub timeout: Duration,
     /// Linear-memory cap in bytes.
@@ -167,21 +189,15 @@ impl Engine {
     pub(super) fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
         let mut wasi = WasiCtx::builder();
         let log = stdio::LogBudget::new(ctx.max_log);
-        wasi.stdout(stdio::LogStream::stdout(
-            ctx.function.clone(),
-            ctx.id.clone(),
-            log.clone(),
-            ctx.capture.clone(),
-        ))
-        .stderr(stdio::LogStream::stderr(
-            ctx.function.clone(),
-            ctx.id.clone(),
-            log,
-            ctx.capture.clone(),
-        ))
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        let stream = |name| {
+            let (function, id) = (ctx.function.clone(), ctx.id.clone());
+            stdio::LogStream::new(name, function, id, log.clone(), ctx.capture.clone())
+        };
+        wasi.stdout(stream("stdout"))
+            .stderr(stream("stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for (k, v) in ctx.env.iter() {
             wasi.env(k, v);
         }
@@ -239,7 +255,7 @@ impl Engine {
         let pre = component.pre.clone();
         let fuel = self.fuel.then_some(ctx.fuel.unwrap_or(u64::MAX));
         let timeout = ctx.timeout;
-        let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.mode);
+        let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.kind.as_str());
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
@@ -279,7 +295,7 @@ impl Engine {
                     Ended::Completed,
                 ),
                 Ok(Err(e)) => (
-                    classify(&e),
+                    outcome_of(&e),
                     stopped_by(&e, store.data().limits.memory_refused),
                 ),
             };
@@ -296,7 +312,7 @@ impl Engine {
     }
 }
 
-fn classify(e: &wasmtime::Error) -> Outcome {
+fn outcome_of(e: &wasmtime::Error) -> Outcome {
     if e.is::<DeadlineExceeded>()
         || matches!(
             e.downcast_ref::<wasmtime::Trap>(),
