@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::background::{Worker, WorkerOptions};
 use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
-use crate::config::{Config, RuntimeKind, defaults};
+use crate::config::{Config, defaults};
 use crate::engine::{Engine, EngineOptions};
 use crate::functions;
 use crate::http::App;
@@ -96,7 +96,18 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
         site.shutdown.clone(),
         &opts.config.server,
     )?;
-    // Tests and scripts read the bound address from this line.
+    announce(&opts, listener.local_addr()?)?;
+    drop(listener);
+    control.block_on(drain(site, http));
+    // Every attempt has ended or been handed back by now.
+    background.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The startup lines after the function table: retry scaling, the dashboard, and the bound
+/// address (tests and scripts read it from `listening on`).
+fn announce(opts: &Options, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     if opts.retry_scale != 1.0 {
         println!(
             "retry delays scaled by {} (--retry-scale): a 1m delay waits {:?}",
@@ -104,7 +115,6 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
             Duration::from_secs(60).mul_f64(opts.retry_scale)
         );
     }
-    let addr = listener.local_addr()?;
     match &opts.config.server.admin_token {
         Some(token) if opts.dev_token => println!(
             "dashboard: http://{addr}/.fnhost/ui/#token={token} (a token made up for this run; \
@@ -118,35 +128,33 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
     println!("listening on http://{addr}");
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    drop(listener);
-    control.block_on(async {
-        tokio::select! {
-            () = shutdown_signal() => tracing::info!("shutdown requested"),
-            () = site.shutdown.cancelled() => {},
-        }
-        site.shutdown.cancel();
-        // The queue writer runs on this runtime: it keeps committing until every HTTP thread
-        // has drained, so a background POST in flight still gets its whole answer.
-        let http = tokio::task::spawn_blocking(move || {
-            for t in http {
-                let _ = t.join();
-            }
-        });
-        let _ = tokio::join!(site.worker, http);
-        // The delivery loop finishes the POST under way (10 s at most), hands back what it
-        // took and has not sent, then ends.
-        let mut deliveries = site.deliveries;
-        if tokio::time::timeout(Duration::from_secs(12), &mut deliveries)
-            .await
-            .is_err()
-        {
-            deliveries.abort();
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM (or a shutdown from inside), then drains: the HTTP threads
+/// finish their requests while the queue writer, on this runtime, keeps committing (a
+/// background POST in flight still gets its whole answer); the worker gives running attempts
+/// their grace; the delivery loop finishes the POST under way (10 s at most) and hands back
+/// what it took and has not sent.
+async fn drain(site: Site, http: Vec<std::thread::JoinHandle<()>>) {
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutdown requested"),
+        () = site.shutdown.cancelled() => {},
+    }
+    site.shutdown.cancel();
+    let http = tokio::task::spawn_blocking(move || {
+        for t in http {
+            let _ = t.join();
         }
     });
-    // Every attempt has ended or been handed back by now.
-    background.shutdown_timeout(Duration::from_secs(1));
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    let _ = tokio::join!(site.worker, http);
+    let mut deliveries = site.deliveries;
+    if tokio::time::timeout(Duration::from_secs(12), &mut deliveries)
+        .await
+        .is_err()
+    {
+        deliveries.abort();
+    }
 }
 
 /// The database file of an embedded (`sqlite://PATH`) queue URL.
@@ -248,14 +256,12 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
     Ok((engine, table))
 }
 
-/// Loads the functions, opens the queue and starts the background worker.
+/// Loads the functions, opens the queue, starts the background work and builds the app.
 async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Result<Site> {
     let (engine, table) = load(opts).await?;
     let server_cfg = &opts.config.server;
-    let (sync_cap, bg_cap) = opts.caps();
     let settings = QueueSettings {
-        idempotency_ttl: server_cfg
-            .idempotency_ttl
+        idempotency_ttl: (server_cfg.idempotency_ttl)
             .map_or(crate::queue::IDEMPOTENCY_TTL, |d| d.0),
     };
     let queue = Queue::open_with(&opts.queue_url, settings)
@@ -267,54 +273,15 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         queue.clone(),
         engine.clone(),
         table.clone(),
-        WorkerOptions {
-            concurrency: bg_cap,
-            lease: server_cfg.lease.map_or(defaults::LEASE, |d| d.0),
-            grace: server_cfg
-                .shutdown_grace
-                .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
-            max_interruptions: server_cfg
-                .max_interruptions
-                .unwrap_or(defaults::MAX_INTERRUPTIONS),
-            retry_scale: opts.retry_scale,
-        },
+        worker_options(opts),
     ));
     if queue.backend() == Backend::Sqlite {
         // One process owns an embedded queue: whatever it left running was cut off.
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
-    tokio::spawn(crate::background::scheduler::run(
-        queue.clone(),
-        table.current().functions.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(crate::background::retention::purge_loop(
-        queue.clone(),
-        server_cfg.retention.map_or(defaults::RETENTION, |d| d.0),
-        shutdown.clone(),
-    ));
-    let deliveries = tokio::spawn(crate::background::destinations::deliver_loop(
-        queue.clone(),
-        shutdown.clone(),
-    ));
-    let cors = Policies::from_config(&opts.config)
-        .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
-    let redirects = Rules::load(&opts.dir, opts.config.redirects.iter().map(|r| r.0.clone()))?;
-    let app = Arc::new(
-        App::new(
-            engine,
-            table,
-            queue,
-            server_cfg.admin_token.clone(),
-            sync_cap,
-            server_cfg
-                .body_timeout
-                .map_or(defaults::BODY_TIMEOUT, |d| d.0),
-            shutdown.clone(),
-        )
-        .with_edge(cors, redirects),
-    );
+    let deliveries = spawn_background_loops(opts, &queue, &table, &shutdown);
+    let app = Arc::new(build_app(opts, engine, table, queue, shutdown.clone())?);
     if let Some(watch) = &opts.watch {
         let reloader = crate::watch::Reloader {
             engine: app.engine.clone(),
@@ -332,9 +299,81 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
     })
 }
 
-/// Starts the HTTP threads. Per core (the default): one single-threaded runtime per thread,
-/// each accepting on the shared listener, so a request, its instance and its response stay on
-/// one thread. Shared: one multi-threaded runtime (work stealing), kept for comparison.
+/// The background worker's settings from `[server]`.
+fn worker_options(opts: &Options) -> WorkerOptions {
+    let server = &opts.config.server;
+    WorkerOptions {
+        concurrency: opts.caps().1,
+        lease: server.lease.map_or(defaults::LEASE, |d| d.0),
+        grace: server
+            .shutdown_grace
+            .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+        max_interruptions: server
+            .max_interruptions
+            .unwrap_or(defaults::MAX_INTERRUPTIONS),
+        retry_scale: opts.retry_scale,
+    }
+}
+
+/// Starts the scheduler, the retention purge and the destination deliveries; the last one's
+/// handle (shutdown waits for it).
+fn spawn_background_loops(
+    opts: &Options,
+    queue: &Queue,
+    table: &functions::LiveTable,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let functions = table.current().functions.clone();
+    tokio::spawn(crate::background::scheduler::run(
+        queue.clone(),
+        functions,
+        shutdown.clone(),
+    ));
+    let retention = opts
+        .config
+        .server
+        .retention
+        .map_or(defaults::RETENTION, |d| d.0);
+    tokio::spawn(crate::background::retention::purge_loop(
+        queue.clone(),
+        retention,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::background::destinations::deliver_loop(
+        queue.clone(),
+        shutdown.clone(),
+    ))
+}
+
+/// The per-request handler, with the site's CORS policies and rules.
+fn build_app(
+    opts: &Options,
+    engine: Arc<Engine>,
+    table: Arc<functions::LiveTable>,
+    queue: Queue,
+    shutdown: CancellationToken,
+) -> anyhow::Result<App> {
+    let server = &opts.config.server;
+    let cors = Policies::from_config(&opts.config)
+        .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
+    let redirects = Rules::load(&opts.dir, opts.config.redirects.iter().map(|r| r.0.clone()))?;
+    let body_timeout = server.body_timeout.map_or(defaults::BODY_TIMEOUT, |d| d.0);
+    let sync_cap = opts.caps().0;
+    let app = App::new(
+        engine,
+        table,
+        queue,
+        server.admin_token.clone(),
+        sync_cap,
+        body_timeout,
+        shutdown,
+    );
+    Ok(app.with_edge(cors, redirects))
+}
+
+/// Starts the HTTP threads: one single-threaded runtime per thread (`server.threads`, one per
+/// core by default), each serving the connections its lane hands it, so a request, its
+/// instance and its response stay on one thread; and the acceptor.
 fn spawn_http(
     listener: std::net::TcpListener,
     app: Arc<App>,
@@ -342,73 +381,61 @@ fn spawn_http(
     server: &crate::config::ServerConfig,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     const DRAIN: Duration = Duration::from_secs(30);
-    let threads = threads(server);
-    let runtime = server.runtime.unwrap_or_default();
     let limits = crate::http::server::ConnLimits {
         header_timeout: server
             .header_timeout
             .map_or(defaults::HEADER_TIMEOUT, |d| d.0),
         idle_timeout: server.idle_timeout.map_or(defaults::IDLE_TIMEOUT, |d| d.0),
     };
-    let max_connections = server.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
-    // The runtimes serving connections, each fed by one lane: one per core, or one shared
-    // multi-threaded runtime whose scheduler spreads the connections' tasks over its workers.
-    let runtimes = match runtime {
-        RuntimeKind::PerCore => (0..threads)
-            .map(|_| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        RuntimeKind::Shared => vec![
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()?,
-        ],
-    };
     let mut handles = Vec::new();
     let mut lanes = Vec::new();
-    for (i, rt) in runtimes.into_iter().enumerate() {
+    for i in 0..threads(server) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (lane, receiver) = crate::http::server::lane();
         lanes.push(lane);
         let app = app.clone();
+        let serve = move || {
+            rt.block_on(crate::http::server::serve_handoffs(
+                receiver, app, limits, DRAIN,
+            ))
+        };
         handles.push(
             std::thread::Builder::new()
                 .name(format!("fnhost-http-{i}"))
-                .spawn(move || {
-                    rt.block_on(crate::http::server::serve_handoffs(
-                        receiver, app, limits, DRAIN,
-                    ))
-                })?,
+                .spawn(serve)?,
         );
     }
-    // A small runtime of its own accepts and hands each connection to the least busy lane.
+    let max_connections = server.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    handles.push(spawn_acceptor(listener, lanes, max_connections, shutdown)?);
+    Ok(handles)
+}
+
+/// A small runtime of its own accepts and hands each connection to the least busy lane.
+fn spawn_acceptor(
+    listener: std::net::TcpListener,
+    lanes: Vec<crate::http::server::Lane>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    handles.push(
-        std::thread::Builder::new()
-            .name("fnhost-accept".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => {
-                            crate::http::server::accept_balanced(
-                                l,
-                                lanes,
-                                max_connections,
-                                shutdown.cancelled_owned(),
-                            )
-                            .await
-                        }
-                        Err(e) => tracing::error!("cannot register the listener: {e}"),
-                    }
-                })
-            })?,
-    );
-    Ok(handles)
+    let accept = move || {
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let stop = shutdown.cancelled_owned();
+                    crate::http::server::accept_balanced(l, lanes, max_connections, stop).await
+                }
+                Err(e) => tracing::error!("cannot register the listener: {e}"),
+            }
+        })
+    };
+    Ok(std::thread::Builder::new()
+        .name("fnhost-accept".into())
+        .spawn(accept)?)
 }
 
 /// Threads per runtime that serves (HTTP) or runs attempts: `server.threads`, else one per

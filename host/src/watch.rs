@@ -52,29 +52,22 @@ impl Reloader {
     /// load, keeps everything as it was (and says why).
     pub async fn reload(&mut self, watch: &Watch) {
         let started = Instant::now();
-        let config = match &watch.config_file {
-            Some(path) if path.is_file() => match Config::load(path) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("{e}; still serving the previous settings");
-                    return;
-                }
-            },
-            _ => Config::default(),
+        let Some(config) = read_site_file(watch) else {
+            return;
         };
         for key in restart_keys(&self.config, &config) {
             tracing::warn!("{key} changed: restart fnhost to apply it (the rest is reloaded)");
         }
         let old = self.app.table.current();
-        let table = match functions::load(
+        let loaded = functions::load(
             &self.engine,
             &watch.functions,
             &config,
             self.max_memory,
             Some(&old),
         )
-        .await
-        {
+        .await;
+        let table = match loaded {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(
@@ -84,20 +77,7 @@ impl Reloader {
                 return;
             }
         };
-        let mut keep_old = false;
-        for r in &table.rejected {
-            let name = r.file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            if old.get(name).is_some() {
-                keep_old = true;
-                tracing::error!(
-                    "cannot reload {name}: {}; still serving its previous version",
-                    r.reason
-                );
-            } else {
-                tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
-            }
-        }
-        if keep_old {
+        if !still_serving(&old, &table) {
             return;
         }
         let edge = Policies::from_config(&config)
@@ -127,6 +107,35 @@ impl Reloader {
         }
         print!("{}", functions::print_table(&table));
     }
+}
+
+/// The site file as it is now (none: the defaults); `None` (logged) when it does not parse.
+fn read_site_file(watch: &Watch) -> Option<Config> {
+    match &watch.config_file {
+        Some(path) if path.is_file() => Config::load(path)
+            .map_err(|e| tracing::error!("{e}; still serving the previous settings"))
+            .ok(),
+        _ => Some(Config::default()),
+    }
+}
+
+/// Whether `new` may replace `old`: not when a function served before now fails to load
+/// (each failure logged; a new function that fails is only reported).
+fn still_serving(old: &FunctionTable, new: &FunctionTable) -> bool {
+    let mut keep_old = false;
+    for r in &new.rejected {
+        let name = r.file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if old.get(name).is_some() {
+            keep_old = true;
+            tracing::error!(
+                "cannot reload {name}: {}; still serving its previous version",
+                r.reason
+            );
+        } else {
+            tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
+        }
+    }
+    !keep_old
 }
 
 /// What a reload did to each function: `reloaded`, `added` or `removed`.
@@ -173,56 +182,19 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
 /// (with `sources`) and reloads.
 pub async fn run(mut reloader: Reloader, watch: Watch, shutdown: CancellationToken) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let debouncer = notify_debouncer_mini::new_debouncer(
-        DEBOUNCE,
-        move |events: notify_debouncer_mini::DebounceEventResult| match events {
-            Ok(events) => {
-                let _ = tx.send(events.into_iter().map(|e| e.path).collect());
-            }
-            Err(e) => tracing::warn!("file watching: {e}"),
+    // Kept alive for as long as the loop runs: dropping it stops the watching.
+    let Some(_debouncer) = start_watching(&watch, tx) else {
+        return;
+    };
+    let mut seen = Seen {
+        sources: watch.sources.as_ref().map(|s| absolute(s)),
+        config_file: watch.config_file.as_ref().map(|f| absolute(f)),
+        functions_dir: absolute(&watch.functions),
+        projects: match &watch.sources {
+            Some(dir) => builder::find_projects(dir).unwrap_or_default(),
+            None => Vec::new(),
         },
-    );
-    let mut debouncer = match debouncer {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("cannot watch for changes: {e}");
-            return;
-        }
     };
-    let mut targets: Vec<(PathBuf, RecursiveMode)> = vec![];
-    match &watch.sources {
-        Some(sources) => targets.push((sources.clone(), RecursiveMode::Recursive)),
-        None => targets.push((watch.functions.clone(), RecursiveMode::NonRecursive)),
-    }
-    if let Some(file) = &watch.config_file {
-        // The directory, not the file: editors replace files by renaming over them.
-        let dir = file.parent().filter(|p| !p.as_os_str().is_empty());
-        targets.push((
-            dir.unwrap_or(Path::new(".")).to_owned(),
-            RecursiveMode::NonRecursive,
-        ));
-    }
-    for (path, mode) in &targets {
-        if let Err(e) = debouncer.watcher().watch(path, *mode) {
-            tracing::error!("cannot watch {}: {e}", path.display());
-            return;
-        }
-    }
-    let sources = watch.sources.as_ref().map(|s| absolute(s));
-    let config_file = watch.config_file.as_ref().map(|f| absolute(f));
-    let functions_dir = absolute(&watch.functions);
-    let mut projects = match &watch.sources {
-        Some(dir) => builder::find_projects(dir).unwrap_or_default(),
-        None => Vec::new(),
-    };
-    tracing::info!(
-        "watching {} for changes",
-        targets
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     loop {
         let changed = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -236,32 +208,87 @@ pub async fn run(mut reloader: Reloader, watch: Watch, shutdown: CancellationTok
         while let Ok(more) = rx.try_recv() {
             changed.extend(more);
         }
+        if seen.handle(&watch, &changed).await {
+            reloader.reload(&watch).await;
+        }
+    }
+}
+
+type Debouncer = notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>;
+
+/// Watches the sources (or the functions directory) and the site file's directory, sending
+/// each debounced batch of changed paths to `tx`; `None` (logged) when it cannot.
+fn start_watching(watch: &Watch, tx: mpsc::UnboundedSender<Vec<PathBuf>>) -> Option<Debouncer> {
+    let debouncer = notify_debouncer_mini::new_debouncer(
+        DEBOUNCE,
+        move |events: notify_debouncer_mini::DebounceEventResult| match events {
+            Ok(events) => {
+                let _ = tx.send(events.into_iter().map(|e| e.path).collect());
+            }
+            Err(e) => tracing::warn!("file watching: {e}"),
+        },
+    );
+    let mut debouncer = debouncer
+        .map_err(|e| tracing::error!("cannot watch for changes: {e}"))
+        .ok()?;
+    let mut targets: Vec<(PathBuf, RecursiveMode)> = vec![match &watch.sources {
+        Some(sources) => (sources.clone(), RecursiveMode::Recursive),
+        None => (watch.functions.clone(), RecursiveMode::NonRecursive),
+    }];
+    if let Some(file) = &watch.config_file {
+        // The directory, not the file: editors replace files by renaming over them.
+        let dir = file.parent().filter(|p| !p.as_os_str().is_empty());
+        targets.push((
+            dir.unwrap_or(Path::new(".")).to_owned(),
+            RecursiveMode::NonRecursive,
+        ));
+    }
+    for (path, mode) in &targets {
+        if let Err(e) = debouncer.watcher().watch(path, *mode) {
+            tracing::error!("cannot watch {}: {e}", path.display());
+            return None;
+        }
+    }
+    let names: Vec<String> = targets
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    tracing::info!("watching {} for changes", names.join(", "));
+    Some(debouncer)
+}
+
+/// What the watch loop knows of the tree: where things are, and the projects found so far.
+struct Seen {
+    sources: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+    functions_dir: PathBuf,
+    projects: Vec<Project>,
+}
+
+impl Seen {
+    /// Rebuilds what a batch of `changed` paths touched; whether a reload is due (the site
+    /// file, `_redirects` or a component changed).
+    async fn handle(&mut self, watch: &Watch, changed: &BTreeSet<PathBuf>) -> bool {
+        let in_functions = |p: &PathBuf| p.parent() == Some(self.functions_dir.as_path());
         let settings = changed.iter().any(|p| {
-            Some(p) == config_file.as_ref()
-                || (p.parent() == Some(functions_dir.as_path())
-                    && p.file_name().is_some_and(|n| n == "_redirects"))
+            Some(p) == self.config_file.as_ref()
+                || (in_functions(p) && p.file_name().is_some_and(|n| n == "_redirects"))
         });
-        let mut components = sources.is_none()
-            && changed
-                .iter()
-                .any(|p| p.parent() == Some(functions_dir.as_path()));
-        if let (Some(root), Some(dir)) = (&sources, &watch.sources) {
+        let mut components = self.sources.is_none() && changed.iter().any(in_functions);
+        if let (Some(root), Some(dir)) = (&self.sources, &watch.sources) {
+            let config_file = self.config_file.as_ref();
             let edited: Vec<&PathBuf> = changed
                 .iter()
                 .filter(|p| {
-                    p.strip_prefix(root).is_ok_and(|rel| {
-                        builder::is_source(rel) && Some(*p) != config_file.as_ref()
-                    })
+                    (p.strip_prefix(root))
+                        .is_ok_and(|rel| builder::is_source(rel) && Some(*p) != config_file)
                 })
                 .collect();
             if !edited.is_empty() {
-                let rebuilt = rebuild(dir, &watch.functions, &mut projects, &edited).await;
-                components |= rebuilt;
+                components |= rebuild(dir, &watch.functions, &mut self.projects, &edited).await;
             }
         }
-        if settings || components {
-            reloader.reload(&watch).await;
-        }
+        settings || components
     }
 }
 
@@ -283,23 +310,7 @@ async fn rebuild(
             return false;
         }
     };
-    let root = absolute(sources);
-    let mut to_build: Vec<Project> = Vec::new();
-    for project in &found {
-        let dir = absolute(&project.dir);
-        let is_new = !projects.iter().any(|p| p.name == project.name);
-        // The deepest project containing the file: a crate nested in another is its own.
-        let touched = edited.iter().any(|path| {
-            path.starts_with(&dir)
-                && !found.iter().any(|other| {
-                    let o = absolute(&other.dir);
-                    o != dir && o.starts_with(&dir) && path.starts_with(&o)
-                })
-        });
-        if is_new || touched {
-            to_build.push(project.clone());
-        }
-    }
+    let to_build = touched(&found, projects, edited);
     let mut changed = false;
     for gone in projects
         .iter()
@@ -307,15 +318,18 @@ async fn rebuild(
     {
         let file = out.join(format!("{}.wasm", gone.name));
         if std::fs::remove_file(&file).is_ok() {
-            tracing::info!("{} is gone from {}: removing it", gone.name, root.display());
+            tracing::info!(
+                "{} is gone from {}: removing it",
+                gone.name,
+                absolute(sources).display()
+            );
             changed = true;
         }
     }
     *projects = found;
     for project in to_build {
         let started = Instant::now();
-        let out = out.to_owned();
-        let name = project.name.clone();
+        let (out, name) = (out.to_owned(), project.name.clone());
         let built =
             tokio::task::spawn_blocking(move || builder::build_project(&project, &out, None)).await;
         match built {
@@ -330,6 +344,27 @@ async fn rebuild(
         }
     }
     changed
+}
+
+/// The projects of `found` to build: new ones, and those an `edited` file belongs to (the
+/// deepest project containing the file: a crate nested in another is its own).
+fn touched(found: &[Project], known: &[Project], edited: &[&PathBuf]) -> Vec<Project> {
+    let dirs: Vec<PathBuf> = found.iter().map(|p| absolute(&p.dir)).collect();
+    let owns = |dir: &PathBuf, path: &PathBuf| {
+        path.starts_with(dir)
+            && !dirs
+                .iter()
+                .any(|o| o != dir && o.starts_with(dir) && path.starts_with(o))
+    };
+    found
+        .iter()
+        .zip(&dirs)
+        .filter(|(project, dir)| {
+            !known.iter().any(|p| p.name == project.name)
+                || edited.iter().any(|path| owns(dir, path))
+        })
+        .map(|(project, _)| project.clone())
+        .collect()
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::client::{self, Answer, Call};
 use crate::config::schedule::Schedule;
 use crate::ids::{API_PREFIX, headers::INVOCATION_ID, status_path};
+use crate::queue::{InvocationState, Status};
 
 /// Exit code when the answer was a 4xx.
 pub const EXIT_4XX: u8 = 4;
@@ -228,136 +229,167 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Runs `fnhost invoke`.
+/// Runs `fnhost invoke`: the request from the flags, the function's route, the call, and
+/// the answer printed (or, for a background function, its id or its awaited result).
 pub fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
-    let query = args
-        .query
-        .iter()
-        .map(|q| parse_query_pair(q))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut headers = args
-        .headers
-        .iter()
-        .map(|h| parse_header(h))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if !args.name.starts_with('/')
-        && (args.name.is_empty()
-            || !args
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        bail!(
-            "invalid function name {:?}: letters, digits, `-`, `_` (or a path starting with `/`)",
-            args.name
-        );
-    }
+    let query =
+        (args.query.iter().map(|q| parse_query_pair(q))).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut headers =
+        (args.headers.iter().map(|h| parse_header(h))).collect::<anyhow::Result<Vec<_>>>()?;
+    check_name(&args.name)?;
     let body = match &args.payload {
         Some(p) => Payload::parse(p).read()?,
         None => Bytes::new(),
     };
-    let method = match &args.method {
-        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| anyhow::anyhow!("invalid --method {m:?}"))?,
-        None if args.payload.is_some() || args.scheduled => http::Method::POST,
-        None => http::Method::GET,
-    };
+    let method = request_method(&args)?;
     let base = args.url.trim_end_matches('/').to_string();
     runtime()?.block_on(async {
-        let listed = match (&args.token, args.name.starts_with('/')) {
-            (Some(token), false) => lookup(&base, &args.name, token).await?,
-            _ => None,
-        };
-        let path = match &listed {
-            _ if args.name.starts_with('/') => args.name.clone(),
-            Some(f) => route_of(&f.name, &f.routes)?,
-            None => format!("/.netlify/functions/{}", args.name),
-        };
+        let (path, listed) = resolve_path(&base, &args).await?;
         let body = if args.scheduled {
-            let now = chrono::Utc::now();
-            let next = listed
-                .as_ref()
-                .and_then(|f| f.schedule.as_deref())
-                .and_then(|s| s.parse::<Schedule>().ok())
-                .and_then(|s| s.next_after(now))
-                .unwrap_or(now);
-            let next_run = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            for name in ["fnhost-event", "x-nf-event"] {
-                headers.push((
-                    http::HeaderName::from_static(name),
-                    http::HeaderValue::from_static("schedule"),
-                ));
-            }
-            Bytes::from(serde_json::json!({ "next_run": next_run }).to_string())
+            scheduled_body(listed.as_ref(), &mut headers)
         } else {
             body
         };
-        if !body.is_empty() && !headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
-            let kind = if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
-                "application/json"
-            } else if std::str::from_utf8(&body).is_ok() {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/octet-stream"
-            };
-            headers.push((
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(kind),
-            ));
-        }
+        add_content_type(&body, &mut headers);
         let url = format!("{base}{}", with_query(&path, &query));
-        let answer = client::send(Call {
+        let call = Call {
             method,
             url: &url,
             headers,
             body,
             token: None,
             timeout: args.timeout,
-        })
-        .await?;
-        let id = answer
+        };
+        let answer = client::send(call).await?;
+        let id = (answer
             .headers
             .get(INVOCATION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .and_then(|v| v.to_str().ok()))
+        .map(str::to_string);
         match id {
             Some(id) if answer.status == http::StatusCode::ACCEPTED => {
-                if args.include {
-                    print_head(&answer)?;
-                }
-                if args.wait {
-                    eprintln!("accepted: background invocation {id}; waiting for it to end");
-                    wait(&base, &id, args.token.as_deref(), args.include).await
-                } else {
-                    println!("{id}");
-                    eprintln!(
-                        "accepted: background invocation {id} (`fnhost status {id}`, or \
-                         --wait to wait for its result)"
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
+                accepted(&args, &base, &answer, &id).await
             }
-            _ => {
-                if args.include {
-                    print_head(&answer)?;
-                }
-                write_body(&answer.body)?;
-                if answer.status.as_u16() >= 400 {
-                    eprintln!("error: {url} answered {}", answer.status);
-                    if answer.status == http::StatusCode::NOT_FOUND
-                        && args.token.is_none()
-                        && !args.name.starts_with('/')
-                    {
-                        eprintln!(
-                            "hint: a function that declares its own path is not at \
-                             /.netlify/functions/NAME: pass --token to look it up, or the path"
-                        );
-                    }
-                }
-                Ok(exit_for(answer.status.as_u16()))
-            }
+            _ => answered(&args, &url, &answer),
         }
     })
+}
+
+/// A function name (letters, digits, `-`, `_`, `.`), or a path starting with `/`.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.starts_with('/') || (!name.is_empty() && name.chars().all(fine)) {
+        return Ok(());
+    }
+    bail!("invalid function name {name:?}: letters, digits, `-`, `_` (or a path starting with `/`)")
+}
+
+/// `--method`, else POST with a payload or `--scheduled`, else GET.
+fn request_method(args: &InvokeArgs) -> anyhow::Result<http::Method> {
+    Ok(match &args.method {
+        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| anyhow::anyhow!("invalid --method {m:?}"))?,
+        None if args.payload.is_some() || args.scheduled => http::Method::POST,
+        None => http::Method::GET,
+    })
+}
+
+/// The path to call: NAME given as a path, else the function's first plain route from the
+/// admin listing (with a token), else `/.netlify/functions/NAME`; and the listing's entry.
+async fn resolve_path(base: &str, args: &InvokeArgs) -> anyhow::Result<(String, Option<Listed>)> {
+    if args.name.starts_with('/') {
+        return Ok((args.name.clone(), None));
+    }
+    let listed = match &args.token {
+        Some(token) => lookup(base, &args.name, token).await?,
+        None => None,
+    };
+    let path = match &listed {
+        Some(f) => route_of(&f.name, &f.routes)?,
+        None => format!("/.netlify/functions/{}", args.name),
+    };
+    Ok((path, listed))
+}
+
+/// What a schedule tick sends: its event headers and `{"next_run": …}` (the function's next
+/// tick when the listing says its schedule, else now).
+fn scheduled_body(
+    listed: Option<&Listed>,
+    headers: &mut Vec<(http::HeaderName, http::HeaderValue)>,
+) -> Bytes {
+    let now = chrono::Utc::now();
+    let next = (listed.and_then(|f| f.schedule.as_deref()))
+        .and_then(|s| s.parse::<Schedule>().ok())
+        .and_then(|s| s.next_after(now))
+        .unwrap_or(now);
+    let next_run = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for name in ["fnhost-event", "x-nf-event"] {
+        headers.push((
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static("schedule"),
+        ));
+    }
+    Bytes::from(serde_json::json!({ "next_run": next_run }).to_string())
+}
+
+/// A content-type for a payload that has none: JSON, text, or bytes.
+fn add_content_type(body: &[u8], headers: &mut Vec<(http::HeaderName, http::HeaderValue)>) {
+    if body.is_empty() || headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
+        return;
+    }
+    let kind = if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(body).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    headers.push((
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(kind),
+    ));
+}
+
+/// A background function's `202`: its id printed, or (`--wait`) its result once it ends.
+async fn accepted(
+    args: &InvokeArgs,
+    base: &str,
+    answer: &client::Answer,
+    id: &str,
+) -> anyhow::Result<ExitCode> {
+    if args.include {
+        print_head(answer)?;
+    }
+    if args.wait {
+        eprintln!("accepted: background invocation {id}; waiting for it to end");
+        return wait(base, id, args.token.as_deref(), args.include).await;
+    }
+    println!("{id}");
+    eprintln!(
+        "accepted: background invocation {id} (`fnhost status {id}`, or --wait to wait for its result)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Any other answer: printed, with a hint for a 404 that a function's own path explains.
+fn answered(args: &InvokeArgs, url: &str, answer: &client::Answer) -> anyhow::Result<ExitCode> {
+    if args.include {
+        print_head(answer)?;
+    }
+    write_body(&answer.body)?;
+    if answer.status.as_u16() >= 400 {
+        eprintln!("error: {url} answered {}", answer.status);
+        if answer.status == http::StatusCode::NOT_FOUND
+            && args.token.is_none()
+            && !args.name.starts_with('/')
+        {
+            eprintln!(
+                "hint: a function that declares its own path is not at \
+                 /.netlify/functions/NAME: pass --token to look it up, or the path"
+            );
+        }
+    }
+    Ok(exit_for(answer.status.as_u16()))
 }
 
 /// Finds `name` in the admin listing; `None` (the default route is used) when the admin
@@ -390,24 +422,6 @@ async fn lookup(base: &str, name: &str, token: &str) -> anyhow::Result<Option<Li
     }
 }
 
-/// The parts of the status resource `--wait` reads.
-#[derive(Debug, Deserialize)]
-struct Status {
-    state: String,
-    attempts: u32,
-    max_attempts: u32,
-    last_error: Option<String>,
-    next_attempt_at: Option<String>,
-    result: Option<StoredResult>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredResult {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Option<String>,
-}
-
 /// Polls the status resource until an end state; prints the stored answer.
 async fn wait(
     base: &str,
@@ -415,37 +429,7 @@ async fn wait(
     token: Option<&str>,
     include: bool,
 ) -> anyhow::Result<ExitCode> {
-    let url = format!("{base}{}", status_path(id));
-    let mut last_seen = String::new();
-    let status = loop {
-        let answer = client::send(Call::get(&url, token)).await?;
-        if answer.status != http::StatusCode::OK {
-            bail!("{url} answered {}: {}", answer.status, answer.text());
-        }
-        let status: Status = serde_json::from_slice(&answer.body)
-            .with_context(|| format!("{url} did not answer a status: {}", answer.text()))?;
-        let seen = format!("{} {}", status.state, status.attempts);
-        if seen != last_seen {
-            let mut line = format!(
-                "  {} (attempt {}/{})",
-                status.state, status.attempts, status.max_attempts
-            );
-            if status.state == "retrying" {
-                if let Some(e) = &status.last_error {
-                    line.push_str(&format!(": {e}"));
-                }
-                if let Some(at) = &status.next_attempt_at {
-                    line.push_str(&format!("; next attempt at {at}"));
-                }
-            }
-            eprintln!("{line}");
-            last_seen = seen;
-        }
-        if matches!(status.state.as_str(), "succeeded" | "dead" | "cancelled") {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = poll_until_ended(&format!("{base}{}", status_path(id)), token).await?;
     if let Some(result) = &status.result {
         if include {
             let mut out = std::io::stdout().lock();
@@ -457,19 +441,54 @@ async fn wait(
         }
         write_body(result.body.as_deref().unwrap_or("").as_bytes())?;
     }
-    match status.state.as_str() {
-        "succeeded" => Ok(exit_for(status.result.map_or(200, |r| r.status))),
+    match status.state {
+        InvocationState::Succeeded => Ok(exit_for(status.result.map_or(200, |r| r.status))),
         state => {
+            let error = status
+                .last_error
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             eprintln!(
-                "error: invocation {id} is {state} after {} attempt(s){}",
-                status.attempts,
-                status
-                    .last_error
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                "error: invocation {id} is {state} after {} attempt(s){error}",
+                status.attempts
             );
             Ok(ExitCode::from(EXIT_FAILED))
         }
+    }
+}
+
+/// Reads the status resource at `url` every 200 ms, telling each new state on stderr, until
+/// the invocation has ended (succeeded, dead or cancelled).
+async fn poll_until_ended(url: &str, token: Option<&str>) -> anyhow::Result<Status> {
+    let mut last_seen = String::new();
+    loop {
+        let answer = client::send(Call::get(url, token)).await?;
+        if answer.status != http::StatusCode::OK {
+            bail!("{url} answered {}: {}", answer.status, answer.text());
+        }
+        let status: Status = serde_json::from_slice(&answer.body)
+            .with_context(|| format!("{url} did not answer a status: {}", answer.text()))?;
+        let seen = format!("{} {}", status.state, status.attempts);
+        if seen != last_seen {
+            let mut line = format!(
+                "  {} (attempt {}/{})",
+                status.state, status.attempts, status.max_attempts
+            );
+            if status.state == InvocationState::Retrying {
+                if let Some(e) = &status.last_error {
+                    line.push_str(&format!(": {e}"));
+                }
+                if let Some(at) = &status.next_attempt_at {
+                    line.push_str(&format!("; next attempt at {at}"));
+                }
+            }
+            eprintln!("{line}");
+            last_seen = seen;
+        }
+        if status.state.has_ended() {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -189,46 +189,10 @@ fn run() -> anyhow::Result<ExitCode> {
             retry_scale,
             watch,
         } => {
-            let report = crate::builder::build(&dir, &out)?;
-            if report.built.is_empty() {
-                report.into_result()?;
+            let Some(args) = build_for_dev(&dir, out, listen, config, cache_dir, watch)? else {
                 return Ok(ExitCode::FAILURE);
-            }
-            for (project, e) in &report.failed {
-                // Serve what did build: one function's missing tool should not stop the rest.
-                tracing::warn!(
-                    "skipping {} ({}): {e:#}",
-                    project.name,
-                    project.dir.display()
-                );
-                // Never serve an older build of it as if it were current.
-                let _ = std::fs::remove_file(out.join(format!("{}.wasm", project.name)));
-            }
-            let config = config.or_else(|| Some(dir.join("fnhost.toml")).filter(|p| p.is_file()));
-            let args = ServeArgs {
-                dir: Some(out),
-                listen,
-                config,
-                cache_dir,
-                no_cache: false,
-                data_dir: None,
-                queue: None,
-                watch,
             };
-            let mut opts = options(args)?;
-            opts.retry_scale = retry_scale;
-            // The dashboard on a developer's own machine, without setting a token: one made
-            // up for this run, printed in its address (never on a non-loopback listener).
-            if opts.config.server.admin_token.is_none() && opts.listen.ip().is_loopback() {
-                opts.config.server.admin_token = Some(crate::ids::new_id());
-                opts.dev_token = true;
-            }
-            if let Some(w) = &mut opts.watch {
-                // A site file created later in DIR is picked up too.
-                w.config_file.get_or_insert_with(|| dir.join("fnhost.toml"));
-                w.sources = Some(dir);
-            }
-            site::serve(opts, false)
+            site::serve(dev_options(args, &dir, retry_scale)?, false)
         }
         Command::New(args) => new::run(args),
         Command::Invoke(args) => invoke::run(args),
@@ -258,6 +222,66 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `fnhost dev`, first half: builds every project under `dir` into `out` and makes the
+/// `serve` arguments for what did build; `None` when nothing did (the failures reported).
+fn build_for_dev(
+    dir: &std::path::Path,
+    out: PathBuf,
+    listen: Option<SocketAddr>,
+    config: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    watch: bool,
+) -> anyhow::Result<Option<ServeArgs>> {
+    let report = crate::builder::build(dir, &out)?;
+    if report.built.is_empty() {
+        report.into_result()?;
+        return Ok(None);
+    }
+    for (project, e) in &report.failed {
+        // Serve what did build: one function's missing tool should not stop the rest.
+        tracing::warn!(
+            "skipping {} ({}): {e:#}",
+            project.name,
+            project.dir.display()
+        );
+        // Never serve an older build of it as if it were current.
+        let _ = std::fs::remove_file(out.join(format!("{}.wasm", project.name)));
+    }
+    let config = config.or_else(|| Some(dir.join("fnhost.toml")).filter(|p| p.is_file()));
+    Ok(Some(ServeArgs {
+        dir: Some(out),
+        listen,
+        config,
+        cache_dir,
+        no_cache: false,
+        data_dir: None,
+        queue: None,
+        watch,
+    }))
+}
+
+/// `fnhost dev`, second half: the options `serve` would take, plus the retry scale, a made-up
+/// admin token on loopback (the dashboard on a developer's own machine, printed in its
+/// address; never on a non-loopback listener), and the sources to watch.
+fn dev_options(
+    args: ServeArgs,
+    dir: &std::path::Path,
+    retry_scale: f64,
+) -> anyhow::Result<site::Options> {
+    let mut opts = options(args)?;
+    opts.retry_scale = retry_scale;
+    if opts.config.server.admin_token.is_none() && opts.listen.ip().is_loopback() {
+        opts.config.server.admin_token = Some(crate::ids::new_id());
+        opts.dev_token = true;
+    }
+    if let Some(w) = &mut opts.watch {
+        // A site file created later in DIR is picked up too.
+        w.config_file.get_or_insert_with(|| dir.join("fnhost.toml"));
+        w.sources = Some(dir.to_owned());
+    }
+    Ok(opts)
+}
+
 fn print_get(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -272,9 +296,35 @@ fn print_get(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The compiled-component cache: `--cache-dir`, else `server.cache_dir`, else the user's
+/// cache directory; none with `--no-cache`. Absolute (wasmtime's cache wants that).
+fn cache_dir(args: &ServeArgs, config: &Config, base: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if args.no_cache {
+        return Ok(None);
+    }
+    let dir = (args.cache_dir.clone())
+        .or_else(|| config.server.cache_dir.as_ref().map(|d| base.join(d)))
+        .or_else(default_cache_dir);
+    dir.map(|d| std::path::absolute(&d).with_context(|| format!("bad cache dir {}", d.display())))
+        .transpose()
+}
+
+/// `--queue`, else `server.queue`, else the embedded queue in the data dir (created).
+fn queue_url(args: &ServeArgs, config: &Config, base: &Path) -> anyhow::Result<String> {
+    if let Some(url) = args.queue.clone().or_else(|| config.server.queue.clone()) {
+        return Ok(url);
+    }
+    let data_dir = (args.data_dir.clone())
+        .or_else(|| config.server.data_dir.as_ref().map(|d| base.join(d)))
+        .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    Ok(format!("sqlite://{}", data_dir.join("queue.db").display()))
+}
+
 /// Validates raw `serve` arguments and the site file into [`site::Options`].
 fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
-    let (config, base, config_file) = match args.config {
+    let (config, base, config_file) = match args.config.clone() {
         Some(path) => (Config::load(&path)?, parent(&path), Some(path)),
         None if Path::new("fnhost.toml").is_file() => (
             Config::load(Path::new("fnhost.toml"))?,
@@ -283,39 +333,15 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         ),
         None => (Config::default(), PathBuf::from("."), None),
     };
-    let dir = args
-        .dir
+    let dir = (args.dir.clone())
         .or_else(|| config.server.functions.as_ref().map(|d| base.join(d)))
         .unwrap_or_else(|| PathBuf::from("functions"));
     let listen = match args.listen.or(config.server.listen) {
         Some(addr) => addr,
         None => defaults::LISTEN.parse().expect("valid default address"),
     };
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        let dir = args
-            .cache_dir
-            .or_else(|| config.server.cache_dir.as_ref().map(|d| base.join(d)))
-            .or_else(default_cache_dir);
-        // wasmtime's cache wants an absolute path.
-        dir.map(|d| {
-            std::path::absolute(&d).with_context(|| format!("bad cache dir {}", d.display()))
-        })
-        .transpose()?
-    };
-    let queue_url = match args.queue.or_else(|| config.server.queue.clone()) {
-        Some(url) => url,
-        None => {
-            let data_dir = args
-                .data_dir
-                .or_else(|| config.server.data_dir.as_ref().map(|d| base.join(d)))
-                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-            format!("sqlite://{}", data_dir.join("queue.db").display())
-        }
-    };
+    let cache_dir = cache_dir(&args, &config, &base)?;
+    let queue_url = queue_url(&args, &config, &base)?;
     let outbound_ca = config.server.outbound_ca.as_ref().map(|p| base.join(p));
     let watch = args.watch.then(|| crate::watch::Watch {
         functions: dir.clone(),

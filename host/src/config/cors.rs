@@ -116,6 +116,47 @@ impl Policies {
 
 /// Merges `own` over `site` key by key and validates the result; `prefix` names `own`.
 fn resolve(site: Option<&CorsConfig>, own: &CorsConfig, prefix: &str) -> Result<Policy, CorsError> {
+    let (origins, credentials) = origins_and_credentials(site, own, prefix)?;
+    let methods = layered(own, site, |c| &c.allowed_methods)
+        .map(|v| v.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>())
+        .unwrap_or_else(|| DEFAULT_METHODS.iter().map(|m| m.to_string()).collect());
+    let methods = (!methods.iter().any(|m| m == "*")).then_some(methods);
+    let lower = |v: Vec<String>| v.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>();
+    let headers = layered(own, site, |c| &c.allowed_headers)
+        .map(lower)
+        .filter(|h| !h.iter().any(|x| x == "*"));
+    let exposed = layered(own, site, |c| &c.exposed_headers)
+        .map(lower)
+        .unwrap_or_default();
+    if credentials && exposed.iter().any(|h| h == "*") {
+        return Err(CorsError {
+            key: format!("{prefix}.exposed_headers"),
+            span: None,
+            message: "\"*\" is not a wildcard on credentialed requests; list the headers".into(),
+        });
+    }
+    let max_age = own
+        .max_age
+        .or_else(|| site.and_then(|s| s.max_age))
+        .map_or(DEFAULT_MAX_AGE, |d| d.0);
+    Ok(Policy {
+        origins,
+        methods,
+        headers,
+        exposed,
+        credentials,
+        max_age,
+    })
+}
+
+/// The allowed origins and whether credentials are allowed, each from the table that set it
+/// (the function's own, else the site's); a wildcard mixed with origins, or with credentials,
+/// is refused naming the key of the more specific table.
+fn origins_and_credentials(
+    site: Option<&CorsConfig>,
+    own: &CorsConfig,
+    prefix: &str,
+) -> Result<(Origins, bool), CorsError> {
     // Which table a key came from: the function's own, else the site's.
     let pick = |f: fn(&CorsConfig) -> bool| -> (&CorsConfig, String) {
         if f(own) || site.is_none() {
@@ -169,36 +210,7 @@ fn resolve(site: Option<&CorsConfig>, own: &CorsConfig, prefix: &str) -> Result<
     } else {
         Origins::List(list.into_iter().map(|o| o.to_ascii_lowercase()).collect())
     };
-    let methods = layered(own, site, |c| &c.allowed_methods)
-        .map(|v| v.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>())
-        .unwrap_or_else(|| DEFAULT_METHODS.iter().map(|m| m.to_string()).collect());
-    let methods = (!methods.iter().any(|m| m == "*")).then_some(methods);
-    let lower = |v: Vec<String>| v.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>();
-    let headers = layered(own, site, |c| &c.allowed_headers)
-        .map(lower)
-        .filter(|h| !h.iter().any(|x| x == "*"));
-    let exposed = layered(own, site, |c| &c.exposed_headers)
-        .map(lower)
-        .unwrap_or_default();
-    if credentials && exposed.iter().any(|h| h == "*") {
-        return Err(CorsError {
-            key: format!("{prefix}.exposed_headers"),
-            span: None,
-            message: "\"*\" is not a wildcard on credentialed requests; list the headers".into(),
-        });
-    }
-    let max_age = own
-        .max_age
-        .or_else(|| site.and_then(|s| s.max_age))
-        .map_or(DEFAULT_MAX_AGE, |d| d.0);
-    Ok(Policy {
-        origins,
-        methods,
-        headers,
-        exposed,
-        credentials,
-        max_age,
-    })
+    Ok((origins, credentials))
 }
 
 /// A list key of `own`, else of `site`.

@@ -125,9 +125,6 @@ pub struct ServerConfig {
     pub shutdown_grace: Option<Humantime>,
     /// HTTP threads [default: one per core].
     pub threads: Option<usize>,
-    /// `per-core` (default: a single-threaded runtime per HTTP thread) or `shared` (one
-    /// work-stealing runtime).
-    pub runtime: Option<RuntimeKind>,
     /// Time to send a request head.
     pub header_timeout: Option<Humantime>,
     /// Time a keep-alive connection may sit idle between requests.
@@ -145,17 +142,6 @@ pub struct ServerConfig {
     /// PEM file of CA certificates trusted for guests' outbound HTTPS besides the Mozilla
     /// roots, relative to the config file.
     pub outbound_ca: Option<PathBuf>,
-}
-
-/// How HTTP threads are scheduled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuntimeKind {
-    /// One single-threaded runtime per thread.
-    #[default]
-    PerCore,
-    /// One multi-threaded runtime.
-    Shared,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the

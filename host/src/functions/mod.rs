@@ -154,6 +154,30 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(found)
 }
 
+/// The component of `name` at `path`: the one `previous` loaded when the file is unchanged
+/// since, else compiled (or read from the cache); with the file's fingerprint.
+async fn load_component<'a>(
+    engine: &Engine,
+    name: &'a String,
+    path: &'a PathBuf,
+    previous: Option<&FunctionTable>,
+) -> (
+    &'a String,
+    &'a PathBuf,
+    Option<Fingerprint>,
+    Result<engine::Component, engine::LoadError>,
+) {
+    let fingerprint = Fingerprint::of(path);
+    let unchanged = previous
+        .and_then(|t| t.get(name))
+        .filter(|f| f.file == *path && fingerprint.is_some() && f.fingerprint == fingerprint);
+    let loaded = match unchanged {
+        Some(f) => Ok(f.component.clone()),
+        None => engine.load(path).await,
+    };
+    (name, path, fingerprint, loaded)
+}
+
 /// Loads every function in `dir` (concurrently) and builds the routing table. A file that
 /// fails is reported in `rejected`; the others are still served. A component whose file is
 /// unchanged since `previous` loaded it is reused (its settings are resolved afresh).
@@ -165,17 +189,9 @@ pub async fn load(
     previous: Option<&FunctionTable>,
 ) -> std::io::Result<FunctionTable> {
     let files = discover(dir)?;
-    let loads = files.iter().map(|(name, path)| async move {
-        let fingerprint = Fingerprint::of(path);
-        let unchanged = previous
-            .and_then(|t| t.get(name))
-            .filter(|f| f.file == *path && fingerprint.is_some() && f.fingerprint == fingerprint);
-        let loaded = match unchanged {
-            Some(f) => Ok(f.component.clone()),
-            None => engine.load(path).await,
-        };
-        (name, path, fingerprint, loaded)
-    });
+    let loads = files
+        .iter()
+        .map(|(name, path)| load_component(engine, name, path, previous));
     let results = futures::future::join_all(loads).await;
 
     let mut table = FunctionTable {
@@ -184,48 +200,32 @@ pub async fn load(
         rejected: Vec::new(),
     };
     for (name, path, fingerprint, loaded) in results {
-        let component = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                table.rejected.push(Rejected {
-                    file: path.clone(),
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let declared = component.declared.clone().unwrap_or_default();
-        let resolved = settings::resolve(
-            name,
-            &declared,
-            config.functions.get(name.as_str()),
-            &config.defaults,
-            max_memory,
-        );
-        let function = match resolved {
-            Ok(settings) => Arc::new(Function {
-                name: name.clone(),
+        let function = loaded.map_err(|e| e.to_string()).and_then(|component| {
+            let declared = component.declared.clone().unwrap_or_default();
+            let table_cfg = config.functions.get(name.as_str());
+            settings::resolve(name, &declared, table_cfg, &config.defaults, max_memory)
+                .map(|settings| {
+                    Arc::new(Function {
+                        name: name.clone(),
+                        file: path.clone(),
+                        component,
+                        settings,
+                        fingerprint,
+                    })
+                })
+                .map_err(|reason| format!("{}: {reason}", path.display()))
+        });
+        let added = function.and_then(|f| {
+            add_routes(&mut table.router, &f).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(f)
+        });
+        match added {
+            Ok(f) => table.functions.push(f),
+            Err(reason) => table.rejected.push(Rejected {
                 file: path.clone(),
-                component,
-                settings,
-                fingerprint,
+                reason,
             }),
-            Err(reason) => {
-                table.rejected.push(Rejected {
-                    file: path.clone(),
-                    reason: format!("{}: {reason}", path.display()),
-                });
-                continue;
-            }
-        };
-        if let Err(e) = add_routes(&mut table.router, &function) {
-            table.rejected.push(Rejected {
-                file: path.clone(),
-                reason: format!("{}: {e}", path.display()),
-            });
-            continue;
         }
-        table.functions.push(function);
     }
     for name in config.functions.keys() {
         if !files.iter().any(|(n, _)| n == name) {

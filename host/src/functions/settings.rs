@@ -107,171 +107,209 @@ pub fn resolve(
     max_memory: u64,
 ) -> Result<Settings, String> {
     let empty = FunctionConfig::default();
-    let table = table.unwrap_or(&empty);
-
-    let background = table
-        .background
-        .or(declared.background)
-        .or(site.background)
-        .unwrap_or_else(|| name.ends_with("-background"));
-    let mode = if background {
-        Mode::Background
-    } else {
-        Mode::Sync
+    let from = Sources {
+        name,
+        declared,
+        table: table.unwrap_or(&empty),
+        site,
     };
-
-    let patterns: Vec<Pattern> = if !table.path.0.is_empty() {
-        table.path.0.iter().map(|p| p.0.clone()).collect()
-    } else if !declared.paths.is_empty() {
-        declared
-            .paths
-            .iter()
-            .map(|p| Pattern::parse(p).map_err(|e| format!("config export: {e}")))
-            .collect::<Result<_, _>>()?
-    } else {
-        vec![
-            // The function's URL and everything under it, as on Netlify (Express-style apps).
-            Pattern::parse(&format!("/.netlify/functions/{name}/*"))
-                .map_err(|e| format!("the file name makes no route: {e}"))?,
-        ]
-    };
-    let methods: Vec<String> = if !table.method.0.is_empty() {
-        table.method.0.iter().map(|m| m.0.clone()).collect()
-    } else {
-        declared
-            .methods
-            .iter()
-            .map(|m| {
-                m.parse::<config::Method>()
-                    .map(|m| m.0)
-                    .map_err(|e| format!("config export: {e}"))
-            })
-            .collect::<Result<_, _>>()?
-    };
-
-    let (site_timeout, builtin_timeout, site_body, builtin_body) = match mode {
-        Mode::Sync => (
-            site.timeout,
-            defaults::SYNC_TIMEOUT,
-            site.max_body,
-            defaults::SYNC_MAX_BODY,
-        ),
-        Mode::Background => (
-            site.background_timeout,
-            defaults::BACKGROUND_TIMEOUT,
-            site.background_max_body,
-            defaults::BACKGROUND_MAX_BODY,
-        ),
-    };
-    let schedule: Option<Schedule> = match (&table.schedule, &declared.schedule) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(text)) => Some(
-            text.parse()
-                .map_err(|e| format!("config export: schedule: {e}"))?,
-        ),
-        (None, None) => None,
-    };
-    // A scheduled function gets Netlify's 30 s unless a budget is set for it.
-    let builtin_timeout = if schedule.is_some() {
-        defaults::SCHEDULED_TIMEOUT
-    } else {
-        builtin_timeout
-    };
-    let timeout = table
-        .timeout
-        .map(|t| t.0)
-        .or(declared.timeout)
-        .or(site_timeout.map(|t| t.0))
-        .unwrap_or(builtin_timeout);
-    let mut memory = table
-        .memory
-        .map(|m| m.0)
-        .or(declared.memory)
-        .or(site.memory.map(|m| m.0))
-        .unwrap_or(defaults::MEMORY);
-    if table.memory.is_none() && memory > max_memory {
-        tracing::warn!(
-            "{name}: declared memory {memory} bytes exceeds the engine's cap; using {max_memory}"
-        );
-        memory = max_memory;
-    }
-    let max_body = table.max_body.or(site_body).map_or(builtin_body, |b| b.0);
-
-    let mut env = site.env.clone();
-    env.extend(table.env.clone());
-    let outbound = if table.allowed_outbound_hosts.is_empty() {
-        site.allowed_outbound_hosts.clone()
-    } else {
-        table.allowed_outbound_hosts.clone()
-    };
-    // A scheduled run is not retried unless the function's own retry_delays say so.
-    let delays = match (&table.retry_delays, &schedule) {
-        (Some(v), _) => v.iter().map(|d| d.0).collect(),
-        (None, Some(_)) => Vec::new(),
-        (None, None) => site.retry_delays.as_ref().map_or_else(
-            || defaults::RETRY_DELAYS.to_vec(),
-            |v| v.iter().map(|d| d.0).collect(),
-        ),
-    };
-
-    let concurrency = table.concurrency.or(site.concurrency);
-    if mode == Mode::Background {
-        config::ranges::background_body(name, max_body)?;
-    }
-    if memory < config::ranges::bounds::MEMORY.0 {
-        return Err(format!(
-            "memory of {memory} bytes is less than one wasm page (64KB)"
-        ));
-    }
-
+    let mode = from.mode();
+    let schedule = from.schedule()?;
     Ok(Settings {
         mode,
-        routes: Routes { patterns, methods },
-        limits: Limits {
+        routes: from.routes()?,
+        limits: from.limits(mode, schedule.is_some(), max_memory)?,
+        sandbox: from.sandbox(),
+        retry: from.retry(schedule.is_some()),
+        destinations: from.destinations(),
+        schedule,
+        concurrency: from.table.concurrency.or(from.site.concurrency),
+        access: from.access(),
+    })
+}
+
+/// The three sources of one function's settings, strongest first: its `[functions.NAME]`
+/// table, its component's `config` export, the site's `[defaults]` (then the built-ins).
+struct Sources<'a> {
+    name: &'a str,
+    table: &'a FunctionConfig,
+    declared: &'a Declared,
+    site: &'a FunctionConfig,
+}
+
+impl Sources<'_> {
+    /// Background when any source says so, else when the name ends in `-background`.
+    fn mode(&self) -> Mode {
+        let background = self
+            .table
+            .background
+            .or(self.declared.background)
+            .or(self.site.background)
+            .unwrap_or_else(|| self.name.ends_with("-background"));
+        if background {
+            Mode::Background
+        } else {
+            Mode::Sync
+        }
+    }
+
+    /// Declared paths (the table's, else the export's), else the function's URL and everything
+    /// under it, as on Netlify (Express-style apps); and the methods allowed.
+    fn routes(&self) -> Result<Routes, String> {
+        let export = |e: String| format!("config export: {e}");
+        let patterns = if !self.table.path.0.is_empty() {
+            self.table.path.0.iter().map(|p| p.0.clone()).collect()
+        } else if !self.declared.paths.is_empty() {
+            let parse = |p: &String| Pattern::parse(p).map_err(|e| export(e.to_string()));
+            self.declared
+                .paths
+                .iter()
+                .map(parse)
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![
+                Pattern::parse(&format!("/.netlify/functions/{}/*", self.name))
+                    .map_err(|e| format!("the file name makes no route: {e}"))?,
+            ]
+        };
+        let methods = if !self.table.method.0.is_empty() {
+            self.table.method.0.iter().map(|m| m.0.clone()).collect()
+        } else {
+            let parse = |m: &String| m.parse::<config::Method>().map(|m| m.0).map_err(export);
+            self.declared
+                .methods
+                .iter()
+                .map(parse)
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Routes { patterns, methods })
+    }
+
+    /// The table's schedule, else the export's (parsed here).
+    fn schedule(&self) -> Result<Option<Schedule>, String> {
+        match (&self.table.schedule, &self.declared.schedule) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(text)) => text
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("config export: schedule: {e}")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Budgets and caps. `[defaults]` has a timeout and a body limit for each mode; a
+    /// scheduled function gets Netlify's 30 s unless a budget is set for it.
+    fn limits(&self, mode: Mode, scheduled: bool, max_memory: u64) -> Result<Limits, String> {
+        let (table, site) = (self.table, self.site);
+        let (site_timeout, builtin_timeout, site_body, builtin_body) = match mode {
+            Mode::Sync => (
+                site.timeout,
+                defaults::SYNC_TIMEOUT,
+                site.max_body,
+                defaults::SYNC_MAX_BODY,
+            ),
+            Mode::Background => (
+                site.background_timeout,
+                defaults::BACKGROUND_TIMEOUT,
+                site.background_max_body,
+                defaults::BACKGROUND_MAX_BODY,
+            ),
+        };
+        let builtin_timeout = if scheduled {
+            defaults::SCHEDULED_TIMEOUT
+        } else {
+            builtin_timeout
+        };
+        let timeout = (table.timeout.map(|t| t.0))
+            .or(self.declared.timeout)
+            .or(site_timeout.map(|t| t.0))
+            .unwrap_or(builtin_timeout);
+        let max_body = table.max_body.or(site_body).map_or(builtin_body, |b| b.0);
+        if mode == Mode::Background {
+            config::ranges::background_body(self.name, max_body)?;
+        }
+        Ok(Limits {
             timeout,
-            memory,
+            memory: self.memory(max_memory)?,
             max_body,
             fuel: table.fuel.or(site.fuel),
-            max_outbound: table
-                .max_outbound
-                .or(site.max_outbound)
+            max_outbound: (table.max_outbound.or(site.max_outbound))
                 .unwrap_or(defaults::MAX_OUTBOUND),
-            max_log: table
-                .max_log
-                .or(site.max_log)
-                .map_or(defaults::MAX_LOG, |b| b.0),
-        },
-        sandbox: Sandbox {
+            max_log: (table.max_log.or(site.max_log)).map_or(defaults::MAX_LOG, |b| b.0),
+        })
+    }
+
+    /// The memory cap; one declared by the component above the engine's cap is lowered to it.
+    fn memory(&self, max_memory: u64) -> Result<u64, String> {
+        let memory = (self.table.memory.map(|m| m.0))
+            .or(self.declared.memory)
+            .or(self.site.memory.map(|m| m.0))
+            .unwrap_or(defaults::MEMORY);
+        if memory < config::ranges::bounds::MEMORY.0 {
+            return Err(format!(
+                "memory of {memory} bytes is less than one wasm page (64KB)"
+            ));
+        }
+        if self.table.memory.is_none() && memory > max_memory {
+            tracing::warn!(
+                "{}: declared memory {memory} bytes exceeds the engine's cap; using {max_memory}",
+                self.name
+            );
+            return Ok(max_memory);
+        }
+        Ok(memory)
+    }
+
+    /// Environment (the table's variables over `[defaults]`') and the outbound allow-list
+    /// (the table's, else `[defaults]`').
+    fn sandbox(&self) -> Sandbox {
+        let mut env = self.site.env.clone();
+        env.extend(self.table.env.clone());
+        let outbound = if self.table.allowed_outbound_hosts.is_empty() {
+            &self.site.allowed_outbound_hosts
+        } else {
+            &self.table.allowed_outbound_hosts
+        };
+        Sandbox {
             env: env.into_iter().collect::<Vec<_>>().into(),
-            outbound: outbound.into(),
-        },
-        retry: RetryPolicy {
+            outbound: outbound.clone().into(),
+        }
+    }
+
+    /// Retry delays; a scheduled run is not retried unless the function's own `retry_delays`
+    /// say so.
+    fn retry(&self, scheduled: bool) -> RetryPolicy {
+        let listed = |v: &Vec<config::Humantime>| v.iter().map(|d| d.0).collect();
+        let delays = match (&self.table.retry_delays, scheduled) {
+            (Some(v), _) => listed(v),
+            (None, true) => Vec::new(),
+            (None, false) => (self.site.retry_delays.as_ref())
+                .map_or_else(|| defaults::RETRY_DELAYS.to_vec(), listed),
+        };
+        RetryPolicy {
             delays,
-            on_5xx: table.retry_on_5xx.or(site.retry_on_5xx).unwrap_or(false),
-        },
-        destinations: Destinations {
-            on_success: table
-                .on_success
-                .clone()
-                .or_else(|| site.on_success.clone())
-                .map(|u| u.0),
-            on_failure: table
-                .on_failure
-                .clone()
-                .or_else(|| site.on_failure.clone())
-                .map(|u| u.0),
-        },
-        schedule,
-        concurrency,
-        access: Access {
-            status: table.status.or(site.status).unwrap_or_default(),
-            invoke_token: table
-                .invoke_token
-                .as_deref()
-                .or(site.invoke_token.as_deref())
+            on_5xx: (self.table.retry_on_5xx.or(self.site.retry_on_5xx)).unwrap_or(false),
+        }
+    }
+
+    fn destinations(&self) -> Destinations {
+        let url = |t: &Option<config::Url>, s: &Option<config::Url>| {
+            t.clone().or_else(|| s.clone()).map(|u| u.0)
+        };
+        Destinations {
+            on_success: url(&self.table.on_success, &self.site.on_success),
+            on_failure: url(&self.table.on_failure, &self.site.on_failure),
+        }
+    }
+
+    fn access(&self) -> Access {
+        Access {
+            status: self.table.status.or(self.site.status).unwrap_or_default(),
+            invoke_token: (self.table.invoke_token.as_deref())
+                .or(self.site.invoke_token.as_deref())
                 .map(Arc::from),
-        },
-    })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::queue::{InvocationState, QueueError};
 /// Most invocations one admin list returns.
 pub const LIST_LIMIT: u32 = 100;
 
-/// Answers `/.fnhost{rest}`.
+/// Answers `/.fnhost{rest}`: the route, then the endpoint's own steps.
 pub async fn handle(
     app: &App,
     method: &Method,
@@ -24,52 +24,18 @@ pub async fn handle(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
-    let params = parse_query(query.unwrap_or(""));
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let internal = |e: QueueError| queue_error(rest, e);
+    let call = Call {
+        app,
+        rest,
+        params: parse_query(query.unwrap_or("")),
+        headers,
+    };
     match (method, segments.as_slice()) {
         (&Method::GET, ["health"]) => Ok(health(app).await),
-        (&Method::GET, ["invocations", id]) => {
-            let Some(status) = app.queue.status(id).await.map_err(internal)? else {
-                return Err(ApiError::NoInvocation(id.to_string()));
-            };
-            app.check_reader(&status.function, headers)?;
-            Ok(json(StatusCode::OK, &status))
-        }
-        (&Method::GET, ["invocations"]) => {
-            app.check_admin(headers)?;
-            let limit = get("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(LIST_LIMIT)
-                .min(LIST_LIMIT);
-            let with_bodies = matches!(get("result"), Some("1" | "true"));
-            let state = get("state")
-                .map(str::parse::<InvocationState>)
-                .transpose()
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let list = app
-                .queue
-                .list(get("function"), state, limit, with_bodies)
-                .await
-                .map_err(internal)?;
-            Ok(json(StatusCode::OK, &list))
-        }
-        (&Method::GET, ["invocations", id, "detail"]) => {
-            app.check_admin(headers)?;
-            match app.queue.detail(id).await.map_err(internal)? {
-                Some(detail) => Ok(json(StatusCode::OK, &detail)),
-                None => Err(ApiError::NoInvocation(id.to_string())),
-            }
-        }
-        (&Method::GET, ["logs"]) => {
-            app.check_admin(headers)?;
-            let after = get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            let (lines, next) = crate::logs::recent(get("function"), after, 500);
-            Ok(json(
-                StatusCode::OK,
-                &json!({ "lines": lines, "next": next }),
-            ))
-        }
+        (&Method::GET, ["invocations", id]) => call.status(id).await,
+        (&Method::GET, ["invocations"]) => call.list().await,
+        (&Method::GET, ["invocations", id, "detail"]) => call.detail(id).await,
+        (&Method::GET, ["logs"]) => call.logs(),
         (&Method::GET, ["ui", rest @ ..]) => ui(app, rest),
         (&Method::GET, ["functions"]) => {
             app.check_admin(headers)?;
@@ -82,50 +48,8 @@ pub async fn handle(
                 id,
                 action @ ("replay" | "cancel" | "run-now"),
             ],
-        ) => {
-            app.check_admin(headers)?;
-            let done = match *action {
-                "replay" => app.queue.replay(id).await,
-                "cancel" => app.queue.cancel(id).await,
-                _ => app.queue.run_now(id).await,
-            }
-            .map_err(internal)?;
-            if !done {
-                let state = app
-                    .queue
-                    .status(id)
-                    .await
-                    .map_err(internal)?
-                    .map(|s| s.state);
-                return match state {
-                    None => Err(ApiError::NoInvocation(id.to_string())),
-                    Some(state) => Err(ApiError::Conflict(format!(
-                        "cannot {action} an invocation that is {state}"
-                    ))),
-                };
-            }
-            let status = app.queue.status(id).await.map_err(internal)?;
-            Ok(json(StatusCode::OK, &status))
-        }
-        (&Method::GET, ["metrics"]) => {
-            // Open without an admin token (like /health); behind it when one is set.
-            if app.has_admin_token() {
-                app.check_admin(headers)?;
-            }
-            crate::metrics::queue_failing(app.queue.health().await.state != "ok");
-            let counts = app.queue.counts().await.map_err(internal)?;
-            for state in InvocationState::ALL {
-                let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
-                crate::metrics::queue_depth(state.as_str(), n);
-            }
-            let text = crate::metrics::render().unwrap_or_default();
-            let mut resp = Response::new(crate::body::full(text));
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            Ok(resp)
-        }
+        ) => call.act(id, action).await,
+        (&Method::GET, ["metrics"]) => call.metrics().await,
         (_, ["health" | "metrics" | "functions" | "logs"] | ["invocations", ..]) => {
             Err(ApiError::MethodNotAllowed {
                 method: method.to_string(),
@@ -133,6 +57,132 @@ pub async fn handle(
             })
         }
         _ => Err(ApiError::NoEndpoint(format!("{API_PREFIX}{rest}"))),
+    }
+}
+
+/// One call of an endpoint: who asks (headers), with what query.
+struct Call<'a> {
+    app: &'a App,
+    /// The path after `/.fnhost`, for the log.
+    rest: &'a str,
+    params: Vec<(String, String)>,
+    headers: &'a HeaderMap,
+}
+
+impl Call<'_> {
+    /// The query parameter `k`.
+    fn get(&self, k: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn queue_error(&self, e: QueueError) -> ApiError {
+        queue_error(self.rest, e)
+    }
+
+    /// `GET /.fnhost/invocations/ID`: anyone with the id, unless the function's results are
+    /// behind a token.
+    async fn status(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let status = self
+            .app
+            .queue
+            .status(id)
+            .await
+            .map_err(|e| self.queue_error(e))?;
+        let status = status.ok_or_else(|| ApiError::NoInvocation(id.to_string()))?;
+        self.app.check_reader(&status.function, self.headers)?;
+        Ok(json(StatusCode::OK, &status))
+    }
+
+    /// `GET /.fnhost/invocations?function=&state=&limit=&result=` (admin).
+    async fn list(&self) -> Result<Response<Body>, ApiError> {
+        self.app.check_admin(self.headers)?;
+        let limit = (self.get("limit").and_then(|l| l.parse().ok()))
+            .unwrap_or(LIST_LIMIT)
+            .min(LIST_LIMIT);
+        let with_bodies = matches!(self.get("result"), Some("1" | "true"));
+        let state = (self.get("state").map(str::parse::<InvocationState>))
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let list = (self.app.queue)
+            .list(self.get("function"), state, limit, with_bodies)
+            .await
+            .map_err(|e| self.queue_error(e))?;
+        Ok(json(StatusCode::OK, &list))
+    }
+
+    /// `GET /.fnhost/invocations/ID/detail` (admin).
+    async fn detail(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        self.app.check_admin(self.headers)?;
+        let detail = self
+            .app
+            .queue
+            .detail(id)
+            .await
+            .map_err(|e| self.queue_error(e))?;
+        let detail = detail.ok_or_else(|| ApiError::NoInvocation(id.to_string()))?;
+        Ok(json(StatusCode::OK, &detail))
+    }
+
+    /// `GET /.fnhost/logs?function=&after=` (admin): this node's live tail.
+    fn logs(&self) -> Result<Response<Body>, ApiError> {
+        self.app.check_admin(self.headers)?;
+        let after = self.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+        let (lines, next) = crate::logs::recent(self.get("function"), after, 500);
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "lines": lines, "next": next }),
+        ))
+    }
+
+    /// `POST /.fnhost/invocations/ID/{replay,cancel,run-now}` (admin): the new status, or `409`
+    /// naming the state the action does not apply to.
+    async fn act(&self, id: &str, action: &str) -> Result<Response<Body>, ApiError> {
+        self.app.check_admin(self.headers)?;
+        let queue = &self.app.queue;
+        let done = match action {
+            "replay" => queue.replay(id).await,
+            "cancel" => queue.cancel(id).await,
+            _ => queue.run_now(id).await,
+        }
+        .map_err(|e| self.queue_error(e))?;
+        let status = queue.status(id).await.map_err(|e| self.queue_error(e))?;
+        match (done, status) {
+            (_, None) => Err(ApiError::NoInvocation(id.to_string())),
+            (false, Some(s)) => Err(ApiError::Conflict(format!(
+                "cannot {action} an invocation that is {}",
+                s.state
+            ))),
+            (true, Some(s)) => Ok(json(StatusCode::OK, &s)),
+        }
+    }
+
+    /// `GET /.fnhost/metrics`: open without an admin token (like health), behind it when one
+    /// is set. Queue gauges are read at each scrape.
+    async fn metrics(&self) -> Result<Response<Body>, ApiError> {
+        if self.app.has_admin_token() {
+            self.app.check_admin(self.headers)?;
+        }
+        crate::metrics::queue_failing(self.app.queue.health().await.state != "ok");
+        let counts = self
+            .app
+            .queue
+            .counts()
+            .await
+            .map_err(|e| self.queue_error(e))?;
+        for state in InvocationState::ALL {
+            let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+            crate::metrics::queue_depth(state.as_str(), n);
+        }
+        let text = crate::metrics::render().unwrap_or_default();
+        let mut resp = Response::new(crate::body::full(text));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(resp)
     }
 }
 

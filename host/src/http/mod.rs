@@ -119,7 +119,9 @@ impl App {
         }
     }
 
-    async fn try_handle<B>(&self, mut req: Request<B>) -> Result<Response<Body>, ApiError>
+    /// The chain: checks → `_redirects` rules → fnhost's own API | CORS preflight → route →
+    /// origin check → run or enqueue → CORS headers.
+    async fn try_handle<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -128,99 +130,44 @@ impl App {
         let table = self.table.current();
         let edge = self.edge.load_full();
         check_host(&req)?;
-        let mut path = req.uri().path().to_string();
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
-        rules::check_path(&path).map_err(ApiError::BadRequest)?;
-        // Rules never apply to fnhost's own endpoints; a rewrite is routed once, not re-ruled.
-        if own_path(&path).is_none() && !edge.redirects.is_empty() {
-            let routed = || {
-                !matches!(
-                    table.router.route(req.method().as_str(), &path),
-                    Match::NotFound
-                )
-            };
-            match rules::resolve(&edge.redirects, &path, req.uri().query(), routed) {
-                None => {}
-                Some(Action::Redirect { status, location }) => {
-                    if rules::is_off_site(&location) {
-                        return Err(ApiError::BadRequest(format!(
-                            "the redirect rule for {path} would leave the site"
-                        )));
-                    }
-                    return Ok(redirect_response(status, &location));
-                }
-                Some(Action::Proxy(url)) => {
-                    return proxy::forward(&self.engine, req, &url, proxy::TIMEOUT).await;
-                }
-                Some(Action::Rewrite(target)) => {
-                    *req.uri_mut() = target.parse().map_err(|_| {
-                        ApiError::BadRequest(format!("rewrite produced a bad path {target:?}"))
-                    })?;
-                    path = req.uri().path().to_string();
-                }
-            }
-        }
+        rules::check_path(req.uri().path()).map_err(ApiError::BadRequest)?;
+        let req = match self.apply_rules(&table, &edge, req).await? {
+            Ruled::Pass(req) => req,
+            Ruled::Answered(resp) => return Ok(resp),
+        };
         let origin = cors::request_origin(req.headers()).map(str::to_string);
         let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
-        if let Some(rest) = own_path(&path) {
-            if let (Some(origin), false) = (&origin, edge.cors.is_empty()) {
-                return Ok(self
+        let path = req.uri().path();
+        if let Some(rest) = own_path(path) {
+            return match (&origin, edge.cors.is_empty()) {
+                (Some(origin), false) => Ok(self
                     .api_with_cors(&edge.cors, &req, rest, origin, preflight.as_deref())
-                    .await);
-            }
-            return api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await;
+                    .await),
+                _ => api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await,
+            };
         }
         if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty())
             && let Some(resp) =
-                preflight_answer(&table, &edge.cors, &path, method, origin, req.headers())?
+                preflight_answer(&table, &edge.cors, path, method, origin, req.headers())?
         {
             return Ok(resp);
         }
-        let (function, params) = match table.router.route(req.method().as_str(), &path) {
-            Match::Found(f, params) => (f.clone(), params),
-            Match::MethodNotAllowed(allow) => {
-                return Err(ApiError::MethodNotAllowed {
-                    method: req.method().to_string(),
-                    allow,
-                });
-            }
-            Match::NotFound => return Err(ApiError::NoRoute(path)),
-        };
+        let (function, params) = route(&table, &req)?;
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);
         if let (Some(policy), Some(origin)) = (policy, &origin) {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            if !policy.allowed(origin) && !cors::same_origin(origin, host) {
-                tracing::info!(
-                    function = function.name,
-                    origin,
-                    "refused: origin not allowed by the CORS policy"
-                );
-                return Err(ApiError::OriginNotAllowed {
-                    origin: origin.clone(),
-                });
-            }
+            check_origin(policy, origin, &req, &function.name)?;
         }
-        let id = new_id();
         let answered = match function.settings.mode {
-            Mode::Sync => self
-                .invoke_sync(&function, req, &params, id)
-                .await
-                .map(|r| (r, false)),
-            Mode::Background => self
-                .accept_background(&function, req, id)
-                .await
-                .map(|r| (r, true)),
+            Mode::Sync => self.invoke_sync(&function, req, &params, new_id()).await,
+            Mode::Background => self.accept_background(&function, req, new_id()).await,
         };
-        let (mut resp, ours) = match answered {
-            Ok(answered) => answered,
-            Err(e) => (e.into_response(), true),
-        };
+        // fnhost's own answers (a 202, an error) expose its headers; a function's are its own.
+        let ours = function.settings.mode == Mode::Background || answered.is_err();
+        let mut resp = answered.unwrap_or_else(ApiError::into_response);
         if let (Some(policy), Some(origin)) = (policy, &origin) {
             // The function's own Access-Control-* headers win; fnhost fills in the rest.
             let expose: &[&str] = if ours {
@@ -231,6 +178,51 @@ impl App {
             policy.decorate(resp.headers_mut(), origin, expose);
         }
         Ok(resp)
+    }
+
+    /// The site's `_redirects` rules, applied to a path that is not fnhost's own: a redirect or
+    /// a proxied answer ends the request; a rewrite changes its path (routed once, not ruled
+    /// again).
+    async fn apply_rules<B>(
+        &self,
+        table: &FunctionTable,
+        edge: &Edge,
+        mut req: Request<B>,
+    ) -> Result<Ruled<B>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_string();
+        if own_path(&path).is_some() || edge.redirects.is_empty() {
+            return Ok(Ruled::Pass(req));
+        }
+        let routed = || {
+            !matches!(
+                table.router.route(req.method().as_str(), &path),
+                Match::NotFound
+            )
+        };
+        match rules::resolve(&edge.redirects, &path, req.uri().query(), routed) {
+            None => Ok(Ruled::Pass(req)),
+            Some(Action::Redirect { status, location }) => {
+                if rules::is_off_site(&location) {
+                    return Err(ApiError::BadRequest(format!(
+                        "the redirect rule for {path} would leave the site"
+                    )));
+                }
+                Ok(Ruled::Answered(redirect_response(status, &location)))
+            }
+            Some(Action::Proxy(url)) => Ok(Ruled::Answered(
+                proxy::forward(&self.engine, req, &url, proxy::TIMEOUT).await?,
+            )),
+            Some(Action::Rewrite(target)) => {
+                *req.uri_mut() = target.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("rewrite produced a bad path {target:?}"))
+                })?;
+                Ok(Ruled::Pass(req))
+            }
+        }
     }
 
     /// `/.fnhost{rest}` for a request with an `Origin`: the status resource carries the CORS
@@ -279,6 +271,52 @@ impl App {
         policy.decorate(resp.headers_mut(), origin, &[INVOCATION_ID]);
         resp
     }
+}
+
+/// What the rules made of a request: go on with it (maybe rewritten), or it is answered.
+enum Ruled<B> {
+    Pass(Request<B>),
+    Answered(Response<Body>),
+}
+
+/// A routed request: the function and its route parameters.
+type Routed = (Arc<crate::functions::Function>, Vec<(String, String)>);
+
+/// The function `req` is routed to and its route parameters; `405` or `404` otherwise.
+fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError> {
+    match table.router.route(req.method().as_str(), req.uri().path()) {
+        Match::Found(f, params) => Ok((f.clone(), params)),
+        Match::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        }),
+        Match::NotFound => Err(ApiError::NoRoute(req.uri().path().to_string())),
+    }
+}
+
+/// Refuses (`403`) a foreign `origin` that `policy` does not allow, before anything runs or
+/// is stored; a same-origin request passes.
+fn check_origin<B>(
+    policy: &crate::config::cors::Policy,
+    origin: &str,
+    req: &Request<B>,
+    function: &str,
+) -> Result<(), ApiError> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if policy.allowed(origin) || cors::same_origin(origin, host) {
+        return Ok(());
+    }
+    tracing::info!(
+        function,
+        origin,
+        "refused: origin not allowed by the CORS policy"
+    );
+    Err(ApiError::OriginNotAllowed {
+        origin: origin.to_string(),
+    })
 }
 
 /// Answers a CORS preflight for a function route without invoking anything. `None` when the

@@ -44,49 +44,16 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let uri: http::Uri = match target.parse() {
-        Ok(u) => u,
-        Err(e) => {
-            return Err(bad_gateway(
-                format!("bad proxy target {target}: {e}"),
-                UNREACHABLE,
-            ));
-        }
-    };
+    let bad_target =
+        |why: String| bad_gateway(format!("bad proxy target {target}{why}"), UNREACHABLE);
+    let uri: http::Uri = target.parse().map_err(|e| bad_target(format!(": {e}")))?;
     let https = uri.scheme_str() == Some("https");
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(bad_gateway(
-            format!("bad proxy target {target}"),
-            UNREACHABLE,
-        ));
-    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad_target(String::new()))?;
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let (mut parts, body) = req.into_parts();
-    let original_host = parts.headers.remove(header::HOST);
-    for name in HOP_BY_HOP {
-        parts.headers.remove(*name);
-    }
-    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-        parts.headers.insert(header::HOST, v);
-    }
-    if let Some(h) = original_host {
-        parts.headers.insert("x-forwarded-host", h);
-    }
-    parts
-        .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    parts.uri = uri.path_and_query().map_or_else(
-        || http::Uri::from_static("/"),
-        |pq| {
-            pq.as_str()
-                .parse()
-                .unwrap_or_else(|_| http::Uri::from_static("/"))
-        },
-    );
-    parts.version = http::Version::HTTP_11;
-    let body = body.map_err(Into::into).boxed_unsync();
-    let upstream = Request::from_parts(parts, body);
-
+    let upstream = upstream_request(req, &uri, &authority);
     let exchange = async {
         let stream = engine
             .connect(authority.host(), port, https, timeout)
@@ -100,10 +67,7 @@ where
                 tracing::debug!("proxy connection: {e}");
             }
         });
-        sender
-            .send_request(upstream)
-            .await
-            .map_err(|e| format!("upstream {authority}: {e}"))
+        (sender.send_request(upstream).await).map_err(|e| format!("upstream {authority}: {e}"))
     };
     let resp = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => {
@@ -123,6 +87,43 @@ where
         done: false,
     };
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// The request as sent upstream: hop-by-hop headers dropped, `Host` the upstream's (the
+/// client's in `x-forwarded-host`), the target's path and query, HTTP/1.1.
+fn upstream_request<B>(
+    req: Request<B>,
+    uri: &http::Uri,
+    authority: &http::uri::Authority,
+) -> Request<
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts.headers.remove(header::HOST);
+    for name in HOP_BY_HOP {
+        parts.headers.remove(*name);
+    }
+    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(header::HOST, v);
+    }
+    if let Some(h) = original_host {
+        parts.headers.insert("x-forwarded-host", h);
+    }
+    (parts.headers).insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts.uri = uri.path_and_query().map_or_else(
+        || http::Uri::from_static("/"),
+        |pq| {
+            pq.as_str()
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/"))
+        },
+    );
+    parts.version = http::Version::HTTP_11;
+    Request::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 
 /// What a client hears when the upstream failed.
