@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 use crate::functions::router::Match;
 use crate::functions::{Function, LiveTable, RetryPolicy};
-use crate::invocation;
+use crate::invocation::{self, Failure};
 use crate::logs::Capture;
 use crate::queue::{Claimed, Finish, GuestLine, Queue, StoredResult, now_ms};
 use lease::{AbortOnDrop, heartbeat};
@@ -393,12 +393,12 @@ impl Worker {
     async fn execute(&self, claim: &Claimed) -> Executed {
         let table = self.table.current();
         let Some(function) = table.get(&claim.function).cloned() else {
-            let error = format!("function {:?} is not loaded on this host", claim.function);
+            let error = AttemptFailure::NotLoaded(claim.function.clone());
             return Executed::failed(None, error);
         };
         let request = match rebuild_request(claim) {
             Ok(r) => r,
-            Err(e) => return Executed::failed(Some(function), e),
+            Err(e) => return Executed::failed(Some(function), AttemptFailure::BadRequest(e)),
         };
         let params = match table.router.route(&claim.method, request.uri().path()) {
             Match::Found(_, params) => params,
@@ -438,7 +438,7 @@ impl Worker {
             .collect();
         Executed {
             function: Some(function),
-            result: result.map_err(|f| f.to_string()),
+            result: result.map_err(AttemptFailure::Guest),
             logs,
         }
     }
@@ -448,13 +448,36 @@ impl Worker {
 /// why it failed, and what it printed.
 struct Executed {
     function: Option<Arc<Function>>,
-    result: Result<StoredResult, String>,
+    result: Result<StoredResult, AttemptFailure>,
     logs: Vec<GuestLine>,
+}
+
+/// Why an attempt failed; turned into text once, where the outcome is stored.
+#[derive(Debug)]
+enum AttemptFailure {
+    /// The function is not loaded on this host.
+    NotLoaded(String),
+    /// The stored request no longer makes a request.
+    BadRequest(String),
+    /// The guest failed: trapped, over its budget, no response.
+    Guest(Failure),
+}
+
+impl std::fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptFailure::NotLoaded(name) => {
+                write!(f, "function {name:?} is not loaded on this host")
+            }
+            AttemptFailure::BadRequest(why) => write!(f, "stored request is invalid: {why}"),
+            AttemptFailure::Guest(failure) => failure.fmt(f),
+        }
+    }
 }
 
 impl Executed {
     /// An attempt that failed before the guest ran.
-    fn failed(function: Option<Arc<Function>>, error: String) -> Executed {
+    fn failed(function: Option<Arc<Function>>, error: AttemptFailure) -> Executed {
         Executed {
             function,
             result: Err(error),
@@ -469,7 +492,7 @@ impl Executed {
 fn finish_for(
     claim: &Claimed,
     policy: Option<&RetryPolicy>,
-    result: Result<StoredResult, String>,
+    result: Result<StoredResult, AttemptFailure>,
     now: i64,
     scale: f64,
 ) -> Finish {
@@ -478,7 +501,7 @@ fn finish_for(
             (format!("function answered {}", r.status.unwrap_or(500)), r)
         }
         Ok(r) => return Finish::Succeeded(r),
-        Err(e) => (e, StoredResult::default()),
+        Err(e) => (e.to_string(), StoredResult::default()),
     };
     let delays = policy.map_or(&crate::config::defaults::RETRY_DELAYS[..], |p| &p.delays);
     let next = if claim.attempt >= claim.max_attempts {
@@ -513,7 +536,7 @@ fn rebuild_request(claim: &Claimed) -> Result<http::Request<Bytes>, String> {
     }
     builder
         .body(Bytes::from(claim.body.clone()))
-        .map_err(|e| format!("stored request is invalid: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 /// Reads the response, keeping at most [`RESULT_CAP`] bytes of body (the rest is drained so
@@ -565,7 +588,7 @@ mod tests {
         }
     }
 
-    fn answered(status: u16) -> Result<StoredResult, String> {
+    fn answered(status: u16) -> Result<StoredResult, AttemptFailure> {
         Ok(StoredResult {
             status: Some(status),
             ..StoredResult::default()
@@ -604,7 +627,11 @@ mod tests {
     #[test]
     fn failures_follow_the_delays_then_die() {
         let p = policy(false);
-        let fail = || Err::<StoredResult, _>("trapped: unreachable".to_string());
+        let fail = || {
+            Err::<StoredResult, _>(AttemptFailure::Guest(Failure::Trapped(
+                "unreachable".into(),
+            )))
+        };
         assert!(matches!(
             finish_for(&claim(1, 3), Some(&p), fail(), 0, 1.0),
             Finish::Retry { run_at: 1_000, .. }
@@ -627,7 +654,7 @@ mod tests {
     #[test]
     fn retry_delays_scale_for_local_work() {
         let p = policy(false);
-        let fail = || Err::<StoredResult, _>("trapped".to_string());
+        let fail = || Err::<StoredResult, _>(AttemptFailure::Guest(Failure::NoResponse));
         assert!(matches!(
             finish_for(&claim(2, 3), Some(&p), fail(), 0, 0.01),
             Finish::Retry { run_at: 20, .. }
@@ -636,7 +663,8 @@ mod tests {
 
     #[test]
     fn without_the_function_the_default_delays_apply() {
-        match finish_for(&claim(1, 3), None, Err("not loaded".into()), 0, 1.0) {
+        let not_loaded = Err(AttemptFailure::NotLoaded("f".into()));
+        match finish_for(&claim(1, 3), None, not_loaded, 0, 1.0) {
             Finish::Retry { run_at, .. } => assert_eq!(run_at, 60_000),
             other => panic!("{other:?}"),
         }

@@ -81,14 +81,7 @@ async fn the_page_is_public_the_admin_api_is_not_and_without_a_token_both_are_of
             assert_eq!(refused.status, 401, "{method} {path} {headers:?}");
         }
     }
-    let detail = send(
-        "GET",
-        &server.url(&format!("/.fnhost/invocations/{id}/detail")),
-        &[ADMIN],
-        "",
-    )
-    .await;
-    assert_eq!(detail.status, 200, "{}", detail.text());
+    crate::support::admin_detail(&server, &id).await;
     wait_state(&server, &id, &["succeeded"], WAIT).await;
 
     // No admin token configured: no dashboard, no admin API.

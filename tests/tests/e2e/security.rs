@@ -15,7 +15,7 @@ use chrono_free::{next_seconds, rfc3339};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::background::{FAST, accepted_id, post, wait_state};
-use crate::support::{Server, fnhost_bin, get, missing_tool, send, wait_until};
+use crate::support::{Server, admin_detail, fnhost_bin, get, missing_tool, send, wait_until};
 
 /// Whole seconds as RFC 3339, without a date crate (the tests have none).
 mod chrono_free {
@@ -38,19 +38,6 @@ mod chrono_free {
 }
 
 const ADMIN: (&str, &str) = ("authorization", "Bearer t0ken");
-
-/// The stored request of invocation `id` (admin detail).
-async fn request_of(server: &Server, id: &str) -> serde_json::Value {
-    let detail = send(
-        "GET",
-        &server.url(&format!("/.fnhost/invocations/{id}/detail")),
-        &[ADMIN],
-        "",
-    )
-    .await;
-    assert_eq!(detail.status, 200, "{}", detail.text());
-    detail.json()["request"].clone()
-}
 
 /// Item 1. Ticks were stored under the idempotency key `schedule:<tick>`: a client sending that
 /// key before the tick made the real tick a duplicate, dropped, and its own body ran instead.
@@ -89,7 +76,8 @@ async fn item1_a_client_idempotency_key_cannot_cancel_a_schedule_tick() {
                 .as_array()
                 .unwrap()
             {
-                let request = request_of(&server, inv["id"].as_str().unwrap()).await;
+                let request =
+                    admin_detail(&server, inv["id"].as_str().unwrap()).await["request"].clone();
                 let body: serde_json::Value =
                     serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
                 if let Some(next) = body["next_run"].as_str() {

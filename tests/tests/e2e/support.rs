@@ -667,6 +667,20 @@ pub async fn admin_list(server: &Server) -> serde_json::Value {
     list.json()
 }
 
+/// The admin detail of invocation `id` (status, request, attempts, deliveries, logs), with
+/// the token the tests configure (`t0ken`).
+pub async fn admin_detail(server: &Server, id: &str) -> serde_json::Value {
+    let detail = send(
+        "GET",
+        &server.url(&format!("/.fnhost/invocations/{id}/detail")),
+        &[("authorization", "Bearer t0ken")],
+        "",
+    )
+    .await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    detail.json()
+}
+
 /// The Chromium binary: `$FNHOST_CHROMIUM`, else `chromium` on `PATH`; a failed test when
 /// missing.
 pub fn chromium() -> PathBuf {
