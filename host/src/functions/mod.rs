@@ -14,7 +14,7 @@ pub mod router;
 mod settings;
 
 use router::{DuplicateRoute, Router};
-pub use settings::{Destinations, Limits, RetryPolicy, Routes, Sandbox, Settings};
+pub use settings::{Access, Destinations, Limits, RetryPolicy, Routes, Sandbox, Settings};
 
 /// How a function is invoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,7 @@ pub async fn handle(
         (&Method::GET, ["logs"]) => call.logs(),
         (&Method::GET, ["ui", rest @ ..]) => ui(app, rest),
         (&Method::GET, ["functions"]) => {
-            app.check_admin(headers)?;
+            app.auth.admin(headers)?;
             Ok(json(StatusCode::OK, &functions(&app.table.current())))
         }
         (
@@ -92,13 +92,15 @@ impl Call<'_> {
             .await
             .map_err(|e| self.queue_error(e))?;
         let status = status.ok_or_else(|| ApiError::NoInvocation(id.to_string()))?;
-        self.app.check_reader(&status.function, self.headers)?;
+        let table = self.app.table.current();
+        let access = table.get(&status.function).map(|f| &f.settings.access);
+        self.app.auth.reader(access, self.headers)?;
         Ok(json(StatusCode::OK, &status))
     }
 
     /// `GET /.fnhost/invocations?function=&state=&limit=&result=` (admin).
     async fn list(&self) -> Result<Response<Body>, ApiError> {
-        self.app.check_admin(self.headers)?;
+        self.app.auth.admin(self.headers)?;
         let limit = (self.get("limit").and_then(|l| l.parse().ok()))
             .unwrap_or(LIST_LIMIT)
             .min(LIST_LIMIT);
@@ -115,7 +117,7 @@ impl Call<'_> {
 
     /// `GET /.fnhost/invocations/ID/detail` (admin).
     async fn detail(&self, id: &str) -> Result<Response<Body>, ApiError> {
-        self.app.check_admin(self.headers)?;
+        self.app.auth.admin(self.headers)?;
         let detail = self
             .app
             .queue
@@ -128,7 +130,7 @@ impl Call<'_> {
 
     /// `GET /.fnhost/logs?function=&after=` (admin): this node's live tail.
     fn logs(&self) -> Result<Response<Body>, ApiError> {
-        self.app.check_admin(self.headers)?;
+        self.app.auth.admin(self.headers)?;
         let after = self.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
         let (lines, next) = crate::logs::recent(self.get("function"), after, 500);
         Ok(json(
@@ -140,7 +142,7 @@ impl Call<'_> {
     /// `POST /.fnhost/invocations/ID/{replay,cancel,run-now}` (admin): the new status, or `409`
     /// naming the state the action does not apply to.
     async fn act(&self, id: &str, action: &str) -> Result<Response<Body>, ApiError> {
-        self.app.check_admin(self.headers)?;
+        self.app.auth.admin(self.headers)?;
         let queue = &self.app.queue;
         let done = match action {
             "replay" => queue.replay(id).await,
@@ -162,8 +164,8 @@ impl Call<'_> {
     /// `GET /.fnhost/metrics`: open without an admin token (like health), behind it when one
     /// is set. Queue gauges are read at each scrape.
     async fn metrics(&self) -> Result<Response<Body>, ApiError> {
-        if self.app.has_admin_token() {
-            self.app.check_admin(self.headers)?;
+        if self.app.auth.admin_on() {
+            self.app.auth.admin(self.headers)?;
         }
         crate::metrics::queue_failing(self.app.queue.health().await.state != "ok");
         let counts = self
@@ -242,7 +244,7 @@ fn ui(app: &App, rest: &[&str]) -> Result<Response<Body>, ApiError> {
     const INDEX: &str = include_str!("../../ui/index.html");
     const SCRIPT: &str = include_str!("../../ui/app.js");
     const STYLE: &str = include_str!("../../ui/app.css");
-    if !app.has_admin_token() {
+    if !app.auth.admin_on() {
         return Err(ApiError::DashboardOff);
     }
     let (body, kind) = match rest {

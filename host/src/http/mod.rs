@@ -4,11 +4,12 @@
 //!
 //! - [`server`]: the acceptor and per-core lanes (the socket side).
 //! - [`dispatch`]: running a function or enqueueing it; reading a body within limits.
-//! - [`api`]: fnhost's own endpoints under `/.fnhost`.
+//! - [`api`]: fnhost's own endpoints under `/.fnhost`; [`auth`]: who may ask them what.
 //! - [`cors`], [`rules`], [`proxy`]: CORS policies, `_redirects` rules, proxied forwards.
 //! - [`error`]: every error fnhost answers itself, turned into a response.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cors;
 pub mod dispatch;
@@ -24,7 +25,6 @@ use http::{HeaderValue, Request, Response};
 use tokio::sync::Semaphore;
 
 use crate::body::{Body, full};
-use crate::config::StatusAccess;
 use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
 use crate::engine::Engine;
@@ -43,8 +43,8 @@ pub struct App {
     pub table: Arc<LiveTable>,
     /// The durable queue of background invocations.
     pub queue: Queue,
-    /// Bearer token of the admin endpoints; `None` turns them off.
-    admin_token: Option<String>,
+    /// Who may use the admin endpoints (the admin token; none turns them off).
+    pub auth: auth::Auth,
     /// Cancelled when the host starts shutting down: new requests are refused (`503`).
     shutdown: tokio_util::sync::CancellationToken,
     /// Time a client has to send a request body.
@@ -80,7 +80,7 @@ impl App {
             engine,
             table,
             queue,
-            admin_token,
+            auth: auth::Auth::new(admin_token),
             body_timeout,
             sync_permits: Arc::new(Semaphore::new(max_concurrency)),
             edge: arc_swap::ArcSwap::from_pointee(Edge::default()),
@@ -350,45 +350,6 @@ fn preflight_answer(
     )))
 }
 
-impl App {
-    /// Whether admin endpoints are on (an admin token is configured).
-    pub fn has_admin_token(&self) -> bool {
-        self.admin_token.is_some()
-    }
-
-    /// Whether the request carries the admin token. `Err` when admin is off or the token is wrong.
-    pub fn check_admin(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
-        let Some(token) = &self.admin_token else {
-            return Err(ApiError::AdminOff);
-        };
-        match bearer(headers) {
-            Some(given) if same_secret(given, token) => Ok(()),
-            _ => Err(ApiError::Unauthorized),
-        }
-    }
-}
-
-/// The credentials of an `Authorization: Bearer …` header; the scheme is case-insensitive
-/// (RFC 9110 §11.1).
-pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
-}
-
-/// Whether `given` is `secret`, in time that depends on neither's length nor content: the
-/// SHA-256 digests of both are compared in constant time.
-pub fn same_secret(given: &str, secret: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(given), Sha256::digest(secret));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// An HTTP/1.1 request must carry exactly one `Host` (RFC 9112 §3.2); else `400`.
 fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
     if req.version() != http::Version::HTTP_11 {
@@ -398,29 +359,6 @@ fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
         1 => Ok(()),
         0 => Err(ApiError::BadRequest("missing Host header".into())),
         _ => Err(ApiError::BadRequest("more than one Host header".into())),
-    }
-}
-
-impl App {
-    /// Whether the request may read a status resource of `function`: anyone may, unless the
-    /// function keeps results behind a token (`status = "token"`); then the admin token or its
-    /// `invoke_token` must come as `Authorization: Bearer`. A function no longer served keeps
-    /// the default (the id is the capability).
-    pub fn check_reader(&self, function: &str, headers: &http::HeaderMap) -> Result<(), ApiError> {
-        let table = self.table.current();
-        let Some(access) = table.get(function).map(|f| &f.settings.access) else {
-            return Ok(());
-        };
-        if access.status == StatusAccess::Public {
-            return Ok(());
-        }
-        let given = bearer(headers);
-        let matches = |secret: Option<&str>| matches!((given, secret), (Some(g), Some(s)) if same_secret(g, s));
-        if matches(self.admin_token.as_deref()) || matches(access.invoke_token.as_deref()) {
-            Ok(())
-        } else {
-            Err(ApiError::TokenRequired)
-        }
     }
 }
 
@@ -445,36 +383,6 @@ fn redirect_response(status: u16, location: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn auth(value: &str) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
-        h
-    }
-
-    /// Regression (security item 7): `bearer t` and `BEARER t` were refused (RFC 9110: the
-    /// scheme is case-insensitive).
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        for value in [
-            "Bearer s3cret",
-            "bearer s3cret",
-            "BEARER s3cret",
-            "Bearer  s3cret",
-        ] {
-            assert_eq!(bearer(&auth(value)), Some("s3cret"), "{value}");
-        }
-        assert_eq!(bearer(&auth("Basic s3cret")), None);
-        assert_eq!(bearer(&auth("Bearers3cret")), None);
-    }
-
-    #[test]
-    fn secrets_match_only_when_equal() {
-        assert!(same_secret("s3cret", "s3cret"));
-        assert!(!same_secret("s3cre", "s3cret"));
-        assert!(!same_secret("s3cretX", "s3cret"));
-        assert!(!same_secret("", "s3cret"));
-    }
 
     /// Regression (security item 7): HTTP/1.1 requests without `Host`, or with two, were
     /// served.
