@@ -193,10 +193,11 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let path = req.uri().path().to_string();
-        if own_path(&path).is_some() || edge.redirects.is_empty() {
+        // No allocation on the common path: a site without rules, or fnhost's own paths.
+        if edge.redirects.is_empty() || own_path(req.uri().path()).is_some() {
             return Ok(Ruled::Pass(req));
         }
+        let path = req.uri().path().to_string();
         let routed = || {
             !matches!(
                 table.router.route(req.method().as_str(), &path),
