@@ -204,8 +204,10 @@ pub async fn run(mut reloader: Reloader, watch: Watch, shutdown: CancellationTok
             },
         };
         let mut changed: BTreeSet<PathBuf> = changed.into_iter().collect();
-        // Changes arriving while this batch is handled join the next batch.
-        while let Ok(more) = rx.try_recv() {
+        // Gather until the tree is quiet for one more debounce period: a save can reach the
+        // debouncer as two batches (truncated, then written), and reloading between them would
+        // read an empty site file and put the defaults in force for a moment.
+        while let Ok(Some(more)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
             changed.extend(more);
         }
         if seen.handle(&watch, &changed).await {
