@@ -10,6 +10,9 @@ pub const PARAMS_HEADER: &str = "fnhost-params";
 pub const INVOCATION_ID_HEADER: &str = "fnhost-invocation-id";
 /// Request header carrying the attempt number (1 for the first run of a background function).
 pub const ATTEMPT_HEADER: &str = "fnhost-attempt";
+/// Request header carrying the id of the deploy this code is (absent when fnhost serves a
+/// directory rather than a deploy).
+pub const DEPLOY_ID_HEADER: &str = "fnhost-deploy-id";
 
 /// Convenience accessors on [`Request`].
 ///
@@ -36,6 +39,9 @@ pub trait RequestExt {
     fn invocation_id(&self) -> Option<&str>;
     /// Which attempt this is (1 for the first); fnhost retries failed background functions.
     fn attempt(&self) -> Option<u32>;
+    /// The deploy this code was published in (`fnhost deploy`); `None` when fnhost serves a
+    /// local directory.
+    fn deploy_id(&self) -> Option<&str>;
     /// The body as text; invalid UTF-8 is replaced with `U+FFFD`.
     fn text(&self) -> String;
 }
@@ -61,6 +67,10 @@ impl RequestExt for Request {
 
     fn attempt(&self) -> Option<u32> {
         header_str(self, ATTEMPT_HEADER)?.trim().parse().ok()
+    }
+
+    fn deploy_id(&self) -> Option<&str> {
+        header_str(self, DEPLOY_ID_HEADER)
     }
 
     fn text(&self) -> String {

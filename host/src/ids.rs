@@ -40,6 +40,8 @@ pub mod headers {
     pub const ATTEMPT: &str = "fnhost-attempt";
     /// The function's name.
     pub const FUNCTION: &str = "fnhost-function";
+    /// The deploy the function's code belongs to (when served from a deploy).
+    pub const DEPLOY_ID: &str = "fnhost-deploy-id";
     /// Prefix of every header fnhost sets for a guest; a client's are dropped.
     pub const PREFIX: &str = "fnhost-";
 }

@@ -52,7 +52,10 @@ pub fn start<G: Send + 'static>(
     guard: G,
 ) -> Running {
     let (number, capture) = attempt.unzip();
-    let request = guest_request(request, &function.name, params, id, number);
+    let mut request = guest_request(request, &function.name, params, id, number);
+    if let Some(deploy) = function.deploy.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
+        request.headers_mut().insert(headers::DEPLOY_ID, deploy);
+    }
     let ctx = context(function, id, capture);
     engine.invoke(&function.component, request, &ctx, guard)
 }

@@ -11,9 +11,11 @@
 //! - [`builder`]: `fnhost build`: Rust crates and `function.toml` projects → `NAME.wasm`.
 //! - [`site`]: the composition root: load, open the queue, bind, start HTTP and workers, drain.
 //! - [`watch`]: `--watch`: file changes → rebuild what changed → reload, swapped in whole.
+//! - [`follow`]: `serve --deployed`: every publish → load that deploy → swapped in whole.
 //! - [`http`]: the acceptor and lanes, the per-request chain, fnhost's own API, CORS, rules,
 //!   proxy, and errors turned into responses in one place.
 //! - [`background`]: the worker (claim → run → classify → finish), retry policy, destinations.
+//! - [`deploys`]: stored versions of the site: validate, store, publish, load any of them.
 //! - [`invocation`]: one invocation as both paths use it: the guest's request, judging the
 //!   outcome.
 //! - [`functions`]: discovers and loads functions, merges their settings, routes to them.
@@ -31,7 +33,9 @@ pub mod body;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod deploys;
 pub mod engine;
+pub mod follow;
 pub mod functions;
 pub mod http;
 pub mod ids;

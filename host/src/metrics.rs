@@ -44,6 +44,9 @@ pub const DELIVERIES: &str = "fnhost_deliveries_total";
 pub const QUEUE_FAILING: &str = "fnhost_queue_failing";
 /// Fuel burnt, when metering is on.
 pub const FUEL: &str = "fnhost_fuel_consumed_total";
+/// The deploy this node serves: 1 for its id, 0 for those it served before (an info metric:
+/// join on it rather than labelling every series with the deploy).
+pub const DEPLOY: &str = "fnhost_deploy_info";
 
 /// Installs the process-wide recorder (once; later calls do nothing) and describes every
 /// metric.
@@ -115,6 +118,10 @@ fn describe() {
     describe_counter!(
         FUEL,
         "Fuel burnt by invocations, by function (when metering is on)"
+    );
+    describe_gauge!(
+        DEPLOY,
+        "1 for the deploy this node serves, 0 for those it served before, by deploy id"
     );
 }
 
@@ -288,7 +295,20 @@ pub fn queue_depth(state: &str, count: i64) {
     gauge!(QUEUE, "state" => state.to_string()).set(count as f64);
 }
 
-/// Sets whether the queue's writes are failing.
+/// Records the deploy this node serves now (`None`: a directory, or none published yet).
+pub fn deploy_served(deploy: Option<&str>) {
+    static SERVED: Mutex<Option<String>> = Mutex::new(None);
+    let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(previous) = served.take() {
+        gauge!(DEPLOY, "deploy" => previous).set(0.0);
+    }
+    if let Some(deploy) = deploy {
+        gauge!(DEPLOY, "deploy" => deploy.to_string()).set(1.0);
+        *served = Some(deploy.to_string());
+    }
+}
+
+/// Records whether the queue's writes are failing now.
 pub fn queue_failing(failing: bool) {
     gauge!(QUEUE_FAILING).set(if failing { 1.0 } else { 0.0 });
 }

@@ -15,6 +15,7 @@ use crate::background::{Worker, WorkerOptions};
 use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
 use crate::config::{Config, defaults};
+use crate::deploys::{DeployLimits, Deploys};
 use crate::engine::{Engine, EngineOptions};
 use crate::functions;
 use crate::http::App;
@@ -41,6 +42,10 @@ pub struct Options {
     /// The admin token was made up for this run (`fnhost dev` on loopback without one): the
     /// dashboard's address is printed with it.
     pub dev_token: bool,
+    /// `--deployed`: serve the queue's published deploy (and follow every publish), not `dir`.
+    pub deployed: bool,
+    /// This node's copies of deployed components (`DATA_DIR/deploys`).
+    pub blob_dir: PathBuf,
 }
 
 impl Options {
@@ -64,6 +69,11 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if list_only && opts.deployed {
+        anyhow::bail!(
+            "`fnhost list` lists a directory; `fnhost deploys show ID` lists a deploy's functions"
+        );
+    }
     if list_only {
         let (_, table) = control.block_on(load(&opts))?;
         return Ok(if table.rejected.is_empty() {
@@ -215,19 +225,14 @@ struct Site {
     shutdown: CancellationToken,
 }
 
-/// Builds the engine and loads the functions, printing the table.
-async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
+/// Builds the engine from the node's settings.
+fn engine(opts: &Options) -> anyhow::Result<(Arc<Engine>, EngineOptions)> {
     let (sync_cap, bg_cap) = opts.caps();
     let (max_memory, fuel) = functions::engine_needs(&opts.config);
     let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
     let mut engine_options = EngineOptions::new(slots, max_memory, fuel, opts.cache_dir.clone());
     engine_options.outbound_ca = opts.outbound_ca.clone();
     let engine = Arc::new(Engine::new(&engine_options)?);
-    let started = std::time::Instant::now();
-    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory, None)
-        .await
-        .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
-    print!("{}", functions::print_table(&table));
     if engine_options.pooling && !engine.pooling() {
         // Said on stdout beside the table, not only in the log: every instance is now slower.
         println!(
@@ -237,6 +242,18 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
             max_memory >> 20
         );
     }
+    Ok((engine, engine_options))
+}
+
+/// Builds the engine and loads the functions of the directory, printing the table.
+async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
+    let (engine, engine_options) = engine(opts)?;
+    let started = std::time::Instant::now();
+    let max_memory = engine_options.max_memory;
+    let table = functions::load(&engine, &opts.dir, &opts.config, max_memory, None)
+        .await
+        .with_context(|| format!("cannot read the functions directory {}", opts.dir.display()))?;
+    print!("{}", functions::print_table(&table));
     for r in &table.rejected {
         tracing::error!("cannot serve {}: {}", r.file.display(), r.reason);
     }
@@ -251,28 +268,42 @@ async fn load(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::Functio
         started.elapsed().as_secs_f64() * 1e3,
         engine.pooling(),
         engine.reset_mode(),
-        fuel,
+        engine_options.fuel,
     );
     Ok((engine, table))
 }
 
+/// The engine and the first table: the directory's, or with `--deployed` none yet (the
+/// follower loads the published deploy before the listener is announced).
+async fn first_table(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::FunctionTable)> {
+    if !opts.deployed {
+        return load(opts).await;
+    }
+    let (engine, _) = engine(opts)?;
+    Ok((engine, functions::FunctionTable::empty()))
+}
+
 /// Loads the functions, opens the queue, starts the background work and builds the app.
 async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Result<Site> {
-    let (engine, table) = load(opts).await?;
-    let server_cfg = &opts.config.server;
-    let settings = QueueSettings {
-        idempotency_ttl: (server_cfg.idempotency_ttl)
-            .map_or(crate::queue::IDEMPOTENCY_TTL, |d| d.0),
-    };
-    let queue = Queue::open_with(&opts.queue_url, settings)
-        .await
-        .with_context(|| format!("cannot open the queue {}", opts.queue_url))?;
+    let (engine, table) = first_table(opts).await?;
+    let queue = open_queue(opts).await?;
+    let deploys = Arc::new(
+        Deploys::new(
+            engine.clone(),
+            queue.clone(),
+            opts.blob_dir.clone(),
+            functions::engine_needs(&opts.config),
+            DeployLimits::of(&opts.config.server),
+        )
+        .with_context(|| format!("cannot create {}", opts.blob_dir.display()))?,
+    );
     let table = Arc::new(functions::LiveTable::new(table));
     let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(
         queue.clone(),
         engine.clone(),
         table.clone(),
+        deploys.clone(),
         worker_options(opts),
     ));
     if queue.backend() == Backend::Sqlite {
@@ -280,8 +311,16 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
-    let deliveries = spawn_background_loops(opts, &queue, &table, &shutdown);
-    let app = Arc::new(build_app(opts, engine, table, queue, shutdown.clone())?);
+    let deliveries = spawn_background_loops(opts, &queue, &shutdown);
+    let app = Arc::new(build_app(opts, engine, table, queue.clone(), deploys.clone(), shutdown.clone())?);
+    let mut schedules = crate::follow::Schedules::new(queue, shutdown.clone());
+    if opts.deployed {
+        first_deploy(&app, &deploys, &mut schedules).await;
+        tokio::spawn(crate::follow::run(app.clone(), deploys, schedules, shutdown.clone()));
+    } else {
+        // The directory's schedules, until shutdown (dropping the handle leaves them running).
+        schedules.restart(app.table.current().functions.clone());
+    }
     if let Some(watch) = &opts.watch {
         let reloader = crate::watch::Reloader {
             engine: app.engine.clone(),
@@ -297,6 +336,48 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         deliveries,
         shutdown,
     })
+}
+
+/// `--deployed`: the deploy published now, in force before the listener is announced (a node
+/// started after a publish serves it from its first request).
+async fn first_deploy(app: &App, deploys: &Deploys, schedules: &mut crate::follow::Schedules) {
+    let published = match deploys.queue().published().await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            println!("no deploy is published yet: serving nothing until `fnhost deploy` (--deployed)");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("cannot read the published deploy: {e}; retrying every second");
+            return;
+        }
+    };
+    let loaded = match deploys.load(&published.deploy).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot serve deploy {}: {e:#}", published.deploy);
+            return;
+        }
+    };
+    match crate::follow::swap(app, schedules, &loaded) {
+        Ok(()) => {
+            println!("serving deploy {}", published.deploy);
+            print!("{}", functions::print_table(&loaded.table));
+        }
+        Err(e) => tracing::error!("cannot serve deploy {}: {e}", published.deploy),
+    }
+}
+
+/// Opens the queue with the node's settings.
+async fn open_queue(opts: &Options) -> anyhow::Result<Queue> {
+    let server_cfg = &opts.config.server;
+    let settings = QueueSettings {
+        idempotency_ttl: (server_cfg.idempotency_ttl)
+            .map_or(crate::queue::IDEMPOTENCY_TTL, |d| d.0),
+    };
+    Queue::open_with(&opts.queue_url, settings)
+        .await
+        .with_context(|| format!("cannot open the queue {}", opts.queue_url))
 }
 
 /// The background worker's settings from `[server]`.
@@ -315,28 +396,20 @@ fn worker_options(opts: &Options) -> WorkerOptions {
     }
 }
 
-/// Starts the scheduler, the retention purge and the destination deliveries; the last one's
-/// handle (shutdown waits for it).
+/// Starts the retention purge and the destination deliveries; the last one's handle (shutdown
+/// waits for it).
 fn spawn_background_loops(
     opts: &Options,
     queue: &Queue,
-    table: &functions::LiveTable,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let functions = table.current().functions.clone();
-    tokio::spawn(crate::background::scheduler::run(
-        queue.clone(),
-        functions,
-        shutdown.clone(),
-    ));
-    let retention = opts
-        .config
-        .server
-        .retention
-        .map_or(defaults::RETENTION, |d| d.0);
+    let server = &opts.config.server;
+    let retention = server.retention.map_or(defaults::RETENTION, |d| d.0);
+    let keep_deploys = server.keep_deploys.unwrap_or(defaults::KEEP_DEPLOYS);
     tokio::spawn(crate::background::retention::purge_loop(
         queue.clone(),
         retention,
+        keep_deploys,
         shutdown.clone(),
     ));
     tokio::spawn(crate::background::destinations::deliver_loop(
@@ -351,24 +424,25 @@ fn build_app(
     engine: Arc<Engine>,
     table: Arc<functions::LiveTable>,
     queue: Queue,
+    deploys: Arc<Deploys>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<App> {
     let server = &opts.config.server;
-    let cors = Policies::from_config(&opts.config)
-        .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
-    let redirects = Rules::load(&opts.dir, opts.config.redirects.iter().map(|r| r.0.clone()))?;
+    let (cors, redirects) = if opts.deployed {
+        // The deploy's own, once one is in force.
+        (Policies::default(), Rules::default())
+    } else {
+        let cors = Policies::from_config(&opts.config)
+            .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
+        let more = opts.config.redirects.iter().map(|r| r.0.clone());
+        (cors, Rules::load(&opts.dir, more)?)
+    };
     let body_timeout = server.body_timeout.map_or(defaults::BODY_TIMEOUT, |d| d.0);
     let sync_cap = opts.caps().0;
-    let app = App::new(
-        engine,
-        table,
-        queue,
-        server.admin_token.clone(),
-        sync_cap,
-        body_timeout,
-        shutdown,
-    );
-    Ok(app.with_edge(cors, redirects))
+    let auth = crate::http::auth::Auth::new(server.admin_token.clone())
+        .with_deploy_token(server.deploy_token.clone());
+    let app = App::new(engine, table, queue, auth, sync_cap, body_timeout, shutdown);
+    Ok(app.with_edge(cors, redirects).with_deploys(deploys))
 }
 
 /// Starts the HTTP threads: one single-threaded runtime per thread (`server.threads`, one per

@@ -209,6 +209,7 @@ mod tests {
             uri: "/".into(),
             headers: vec![],
             body: body.to_vec(),
+            deploy: None,
         }
     }
 

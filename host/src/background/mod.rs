@@ -25,9 +25,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::deploys::Deploys;
 use crate::engine::Engine;
 use crate::functions::router::Match;
-use crate::functions::{Function, LiveTable, RetryPolicy};
+use crate::functions::{Function, FunctionTable, LiveTable, RetryPolicy};
 use crate::invocation::{self, Failure};
 use crate::logs::Capture;
 use crate::queue::{Claimed, Finish, GuestLine, Queue, StoredResult, now_ms};
@@ -59,6 +60,8 @@ pub struct Worker {
     /// The functions in force (a reload replaces them; an attempt keeps the version it began
     /// with).
     table: Arc<LiveTable>,
+    /// Every deploy's functions: an invocation runs on the deploy it was accepted under.
+    deploys: Arc<Deploys>,
     /// Per-function caps (`concurrency`): a permit per running attempt of that function.
     caps: HashMap<String, Arc<Semaphore>>,
     /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
@@ -73,6 +76,7 @@ impl Worker {
         queue: Queue,
         engine: Arc<Engine>,
         table: Arc<LiveTable>,
+        deploys: Arc<Deploys>,
         opts: WorkerOptions,
     ) -> Worker {
         // Caps are sized once, at startup (a reload does not resize them).
@@ -90,6 +94,7 @@ impl Worker {
             queue,
             engine,
             table,
+            deploys,
             caps,
             cap_freed: tokio::sync::Notify::new(),
             owner,
@@ -389,9 +394,25 @@ impl Worker {
         }
     }
 
+    /// The functions `claim` runs on: those of the deploy it was accepted under (retries
+    /// included, whatever was published since), else the table served now.
+    async fn table_for(&self, claim: &Claimed) -> anyhow::Result<Arc<FunctionTable>> {
+        let current = self.table.current();
+        match &claim.deploy {
+            Some(d) if current.deploy.as_ref() != Some(d) => Ok(self.deploys.load(d).await?.table.clone()),
+            _ => Ok(current),
+        }
+    }
+
     /// Runs the guest and drains its response; with what it printed.
     async fn execute(&self, claim: &Claimed) -> Executed {
-        let table = self.table.current();
+        let table = match self.table_for(claim).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(id = claim.id, "{e:#}");
+                return Executed::failed(None, AttemptFailure::NotLoaded(claim.function.clone()));
+            }
+        };
         let Some(function) = table.get(&claim.function).cloned() else {
             let error = AttemptFailure::NotLoaded(claim.function.clone());
             return Executed::failed(None, error);
@@ -585,6 +606,7 @@ mod tests {
             uri: "/".into(),
             headers: vec![],
             body: vec![],
+            deploy: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Retention: finished invocations, their results and delivered records are purged once they
 //! are older than `[server] retention`, in small batches so no transaction holds the queue for
-//! long. A scheduled function's last tick is kept: catch-up at startup reads it.
+//! long. A scheduled function's last tick is kept: catch-up at startup reads it. Deploys past
+//! the newest `keep_deploys` go too, unless published or run by an unfinished invocation.
 
 use std::time::Duration;
 
@@ -13,7 +14,12 @@ const BATCH: u32 = 500;
 
 /// Purges until `shutdown`, checking every tenth of `retention` (at most once a minute, at
 /// least every 100 ms).
-pub async fn purge_loop(queue: Queue, retention: Duration, shutdown: CancellationToken) {
+pub async fn purge_loop(
+    queue: Queue,
+    retention: Duration,
+    keep_deploys: u32,
+    shutdown: CancellationToken,
+) {
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -37,6 +43,11 @@ pub async fn purge_loop(queue: Queue, retention: Duration, shutdown: Cancellatio
         }
         if purged > 0 {
             tracing::info!("purged {purged} finished invocation(s) older than {retention:?}");
+        }
+        match queue.purge_deploys(keep_deploys).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("purged {n} deploy(s) past the newest {keep_deploys}"),
+            Err(e) => tracing::error!("purging old deploys failed: {e}"),
         }
     }
 }

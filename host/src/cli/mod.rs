@@ -15,6 +15,7 @@ use crate::ids::{API_PREFIX, status_path};
 use crate::site;
 
 mod client;
+mod deploy;
 mod invoke;
 mod new;
 
@@ -55,6 +56,10 @@ struct ServeArgs {
     /// finish on the old version)
     #[arg(long)]
     watch: bool,
+    /// Serve the deploy published in the queue, and follow every publish, instead of DIR
+    /// [default: server.deployed]
+    #[arg(long, conflicts_with_all = ["dir", "watch"])]
+    deployed: bool,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +102,12 @@ enum Command {
     },
     /// List the functions in DIR with their mode and routes, without serving
     List(ServeArgs),
+    /// Upload DIR's functions and settings to a running fnhost as one deploy, and publish it
+    Deploy(deploy::DeployArgs),
+    /// List the deploys of a running fnhost (`deploys show ID`: one, against the published one)
+    Deploys(deploy::DeploysArgs),
+    /// Publish a deploy on every node (an older id rolls back)
+    Publish(deploy::PublishArgs),
     /// Show the status of a background invocation
     Status {
         /// Invocation id (from the 202's fnhost-invocation-id header)
@@ -172,6 +183,9 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => site::serve(options(args)?, false),
         Command::List(args) => site::serve(options(args)?, true),
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Deploys(args) => deploy::deploys(args),
+        Command::Publish(args) => deploy::publish(args),
         Command::Build { dir, out } => {
             let report = crate::builder::build(&dir, &out)?;
             for file in &report.built {
@@ -257,6 +271,7 @@ fn build_for_dev(
         data_dir: None,
         queue: None,
         watch,
+        deployed: false,
     }))
 }
 
@@ -309,17 +324,22 @@ fn cache_dir(args: &ServeArgs, config: &Config, base: &Path) -> anyhow::Result<O
         .transpose()
 }
 
-/// `--queue`, else `server.queue`, else the embedded queue in the data dir (created).
-fn queue_url(args: &ServeArgs, config: &Config, base: &Path) -> anyhow::Result<String> {
-    if let Some(url) = args.queue.clone().or_else(|| config.server.queue.clone()) {
-        return Ok(url);
-    }
+/// `--data-dir`, else `server.data_dir`, else `.fnhost` (created).
+fn data_dir(args: &ServeArgs, config: &Config, base: &Path) -> anyhow::Result<PathBuf> {
     let data_dir = (args.data_dir.clone())
         .or_else(|| config.server.data_dir.as_ref().map(|d| base.join(d)))
         .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    Ok(format!("sqlite://{}", data_dir.join("queue.db").display()))
+    Ok(data_dir)
+}
+
+/// `--queue`, else `server.queue`, else the embedded queue in the data dir.
+fn queue_url(args: &ServeArgs, config: &Config, data_dir: &Path) -> String {
+    match args.queue.clone().or_else(|| config.server.queue.clone()) {
+        Some(url) => url,
+        None => format!("sqlite://{}", data_dir.join("queue.db").display()),
+    }
 }
 
 /// Validates raw `serve` arguments and the site file into [`site::Options`].
@@ -341,7 +361,9 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         None => defaults::LISTEN.parse().expect("valid default address"),
     };
     let cache_dir = cache_dir(&args, &config, &base)?;
-    let queue_url = queue_url(&args, &config, &base)?;
+    let data_dir = data_dir(&args, &config, &base)?;
+    let queue_url = queue_url(&args, &config, &data_dir);
+    let deployed = args.deployed || config.server.deployed == Some(true);
     let outbound_ca = config.server.outbound_ca.as_ref().map(|p| base.join(p));
     let watch = args.watch.then(|| crate::watch::Watch {
         functions: dir.clone(),
@@ -358,6 +380,8 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         outbound_ca,
         retry_scale: 1.0,
         dev_token: false,
+        deployed,
+        blob_dir: data_dir.join("deploys"),
     })
 }
 

@@ -65,6 +65,12 @@ pub mod defaults {
     pub const MAX_LOG: u64 = 1024 * 1024;
     /// How long finished invocations, their results and delivered records are kept.
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// `server.max_deploy`: the components of one deploy together.
+    pub const MAX_DEPLOY: u64 = 512 * 1024 * 1024;
+    /// `server.max_component`: one component of a deploy.
+    pub const MAX_COMPONENT: u64 = 128 * 1024 * 1024;
+    /// `server.keep_deploys`.
+    pub const KEEP_DEPLOYS: u32 = 50;
 }
 
 /// A problem with `fnhost.toml`, pointing at the place in the file.
@@ -142,6 +148,17 @@ pub struct ServerConfig {
     /// PEM file of CA certificates trusted for guests' outbound HTTPS besides the Mozilla
     /// roots, relative to the config file.
     pub outbound_ca: Option<PathBuf>,
+    /// Serve the published deploy of the queue (and follow every publish) instead of a
+    /// functions directory.
+    pub deployed: Option<bool>,
+    /// A bearer token that may create and publish deploys (besides the admin token).
+    pub deploy_token: Option<String>,
+    /// Largest deploy accepted: all its new components together.
+    pub max_deploy: Option<ByteSize>,
+    /// Largest component accepted in a deploy.
+    pub max_component: Option<ByteSize>,
+    /// Deploys kept (besides the published one and any an unfinished invocation runs).
+    pub keep_deploys: Option<u32>,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the

@@ -44,6 +44,12 @@ pub mod bounds {
     pub const BACKGROUND_MAX_BODY: (u64, u64) = (0, 64 * MB);
     /// Guest output logged per invocation.
     pub const MAX_LOG: (u64, u64) = (0, GB);
+    /// A deploy's components together, streamed to disk then stored in the queue database.
+    pub const MAX_DEPLOY: (u64, u64) = (KB, 16 * GB);
+    /// One component of a deploy.
+    pub const MAX_COMPONENT: (u64, u64) = (KB, 4 * GB);
+    /// Deploys kept: at least the one before the published one, to roll back to.
+    pub const KEEP_DEPLOYS: (u64, u64) = (2, 100_000);
     /// The background lease: renewed every third, so shorter than a second is all heartbeat.
     pub const LEASE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 }
@@ -159,6 +165,16 @@ pub fn server(config: &Config) -> Result<(), String> {
     if let Some(token) = &s.admin_token {
         secret("server.admin_token", token)?;
     }
+    if let Some(token) = &s.deploy_token {
+        secret("server.deploy_token", token)?;
+    }
+    bytes("server.max_deploy", s.max_deploy, bounds::MAX_DEPLOY)?;
+    bytes("server.max_component", s.max_component, bounds::MAX_COMPONENT)?;
+    count(
+        "server.keep_deploys",
+        s.keep_deploys.map(u64::from),
+        bounds::KEEP_DEPLOYS,
+    )?;
     Ok(())
 }
 

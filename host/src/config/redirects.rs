@@ -241,6 +241,17 @@ impl Rules {
         Ok(Rules { rules })
     }
 
+    /// The rules of a `_redirects` text (`file` labels errors), then `more`.
+    pub fn from_text(
+        text: &str,
+        file: &Path,
+        more: impl IntoIterator<Item = Rule>,
+    ) -> Result<Rules, RedirectsError> {
+        let mut rules = Rules::parse(text, file)?;
+        rules.extend(more);
+        Ok(Rules { rules })
+    }
+
     /// Rules in order.
     pub fn new(rules: Vec<Rule>) -> Rules {
         Rules { rules }

@@ -53,6 +53,8 @@ pub struct Function {
     pub settings: Settings,
     /// The file as it was loaded (a reload reuses the component while this is unchanged).
     pub fingerprint: Option<Fingerprint>,
+    /// The deploy it belongs to; `None` when served from a directory.
+    pub deploy: Option<String>,
 }
 
 /// A component file's size and modification time: what tells a reload it changed.
@@ -118,9 +120,21 @@ pub struct FunctionTable {
     pub router: Router<Arc<Function>>,
     /// Files that failed to load or route.
     pub rejected: Vec<Rejected>,
+    /// The deploy these functions are; `None` when served from a directory.
+    pub deploy: Option<String>,
 }
 
 impl FunctionTable {
+    /// No functions (a node waiting for its first deploy).
+    pub fn empty() -> FunctionTable {
+        FunctionTable {
+            functions: Vec::new(),
+            router: Router::default(),
+            rejected: Vec::new(),
+            deploy: None,
+        }
+    }
+
     /// The function called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
         self.functions.iter().find(|f| f.name == name)
@@ -189,15 +203,46 @@ pub async fn load(
     previous: Option<&FunctionTable>,
 ) -> std::io::Result<FunctionTable> {
     let files = discover(dir)?;
-    let loads = files
-        .iter()
-        .map(|(name, path)| load_component(engine, name, path, previous));
-    let results = futures::future::join_all(loads).await;
+    for name in config.functions.keys() {
+        if !files.iter().any(|(n, _)| n == name) {
+            tracing::warn!(
+                "fnhost.toml configures [functions.{name}] but {}/{name}.wasm does not exist",
+                dir.display()
+            );
+        }
+    }
+    let sources = Sources {
+        files: &files,
+        deploy: None,
+    };
+    Ok(load_files(engine, sources, config, max_memory, previous).await)
+}
 
+/// The components of a table: `(NAME, file)` pairs, and the deploy they are (if any).
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// `NAME` and its component file.
+    pub files: &'a [(String, PathBuf)],
+    /// The deploy they make up.
+    pub deploy: Option<&'a str>,
+}
+
+/// [`load`] from a list of files (a directory's, or a deploy's components).
+pub async fn load_files(
+    engine: &Engine,
+    sources: Sources<'_>,
+    config: &Config,
+    max_memory: u64,
+    previous: Option<&FunctionTable>,
+) -> FunctionTable {
+    let loads = (sources.files.iter()).map(|(name, path)| load_component(engine, name, path, previous));
+    let results = futures::future::join_all(loads).await;
+    let deploy = sources.deploy.map(str::to_string);
     let mut table = FunctionTable {
         functions: Vec::new(),
         router: Router::default(),
         rejected: Vec::new(),
+        deploy: deploy.clone(),
     };
     for (name, path, fingerprint, loaded) in results {
         let function = loaded.map_err(|e| e.to_string()).and_then(|component| {
@@ -211,6 +256,7 @@ pub async fn load(
                         component,
                         settings,
                         fingerprint,
+                        deploy: deploy.clone(),
                     })
                 })
                 .map_err(|reason| format!("{}: {reason}", path.display()))
@@ -227,15 +273,7 @@ pub async fn load(
             }),
         }
     }
-    for name in config.functions.keys() {
-        if !files.iter().any(|(n, _)| n == name) {
-            tracing::warn!(
-                "fnhost.toml configures [functions.{name}] but {}/{name}.wasm does not exist",
-                dir.display()
-            );
-        }
-    }
-    Ok(table)
+    table
 }
 
 fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(), DuplicateRoute> {

@@ -145,7 +145,7 @@ impl Call<'_> {
         self.app.auth.admin(self.headers)?;
         let queue = &self.app.queue;
         let done = match action {
-            "replay" => queue.replay(id).await,
+            "replay" => queue.replay(id, self.replay_deploy().await?.as_deref()).await,
             "cancel" => queue.cancel(id).await,
             _ => queue.run_now(id).await,
         }
@@ -158,6 +158,24 @@ impl Call<'_> {
                 s.state
             ))),
             (true, Some(s)) => Ok(json(StatusCode::OK, &s)),
+        }
+    }
+
+    /// The deploy a replay runs: `?deploy=published` (the one published now), `?deploy=ID`, or
+    /// by default the one it was accepted under (`None`).
+    async fn replay_deploy(&self) -> Result<Option<String>, ApiError> {
+        match self.get("deploy") {
+            None | Some("" | "original") => Ok(None),
+            Some("published") => {
+                let published = (self.app.queue.published().await)
+                    .map_err(|e| self.queue_error(e))?
+                    .ok_or_else(|| ApiError::Conflict("no deploy is published".into()))?;
+                Ok(Some(published.deploy))
+            }
+            Some(id) => match self.app.queue.deploy(id).await.map_err(|e| self.queue_error(e))? {
+                Some(d) => Ok(Some(d.id)),
+                None => Err(ApiError::NoDeploy(id.to_string())),
+            },
         }
     }
 
@@ -191,7 +209,7 @@ impl Call<'_> {
 /// A queue error met answering `/.fnhost{rest}`: the queue unavailable (disk full, database
 /// down) is a `503` the client may retry; anything else is fnhost's own failure, logged under
 /// an id the answer names.
-fn queue_error(rest: &str, e: QueueError) -> ApiError {
+pub(super) fn queue_error(rest: &str, e: QueueError) -> ApiError {
     if e.is_unavailable() {
         tracing::warn!("queue unavailable answering {API_PREFIX}{rest}: {e}");
         return ApiError::QueueUnavailable;

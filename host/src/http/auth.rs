@@ -8,15 +8,40 @@ use crate::functions::Access;
 
 use super::error::ApiError;
 
-/// The admin token, if one is configured.
+/// The admin token and the deploy token, if configured.
 pub struct Auth {
     admin_token: Option<String>,
+    deploy_token: Option<String>,
 }
 
 impl Auth {
     /// `admin_token`: `None` turns the admin endpoints off.
     pub fn new(admin_token: Option<String>) -> Auth {
-        Auth { admin_token }
+        Auth {
+            admin_token,
+            deploy_token: None,
+        }
+    }
+
+    /// Adds a token that may make, list and publish deploys (and nothing else).
+    pub fn with_deploy_token(mut self, token: Option<String>) -> Auth {
+        self.deploy_token = token;
+        self
+    }
+
+    /// Whether the request may make, list or publish deploys: the admin token or the deploy
+    /// token. `Err` when neither is configured or the token is wrong.
+    pub fn deployer(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        if self.admin_token.is_none() && self.deploy_token.is_none() {
+            return Err(ApiError::AdminOff);
+        }
+        let given = bearer(headers);
+        let matches = |secret: Option<&str>| matches!((given, secret), (Some(g), Some(s)) if same_secret(g, s));
+        if matches(self.admin_token.as_deref()) || matches(self.deploy_token.as_deref()) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
 
     /// Whether admin endpoints are on (an admin token is configured).

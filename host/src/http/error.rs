@@ -113,6 +113,12 @@ pub enum ApiError {
     /// The action does not apply to the resource in its current state.
     #[error("{0}")]
     Conflict(String),
+    /// A deploy refused before anything was stored: names the file, key or value at fault.
+    #[error("deploy refused: {0}")]
+    DeployRefused(String),
+    /// No deploy has this id.
+    #[error("no deploy {0}")]
+    NoDeploy(String),
     /// The host itself failed (storage, etc.).
     #[error("internal error (invocation {id})")]
     Internal {
@@ -129,6 +135,7 @@ impl ApiError {
             | ApiError::NoInvocation(_)
             | ApiError::NoEndpoint(_)
             | ApiError::AdminOff
+            | ApiError::NoDeploy(_)
             | ApiError::DashboardOff => StatusCode::NOT_FOUND,
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -142,7 +149,9 @@ impl ApiError {
             }
             ApiError::Unauthorized | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyConflict | ApiError::DeployRefused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::FunctionFailed { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod cors;
+pub mod deploys;
 pub mod dispatch;
 pub mod error;
 pub mod proxy;
@@ -53,6 +54,8 @@ pub struct App {
     sync_permits: Arc<Semaphore>,
     /// CORS policies and rules (replaced by a reload).
     edge: arc_swap::ArcSwap<Edge>,
+    /// Deploys: made, listed and published through `/.fnhost/deploys`.
+    pub deploys: Option<Arc<crate::deploys::Deploys>>,
 }
 
 /// What the site file and `_redirects` say about requests before a function runs.
@@ -70,7 +73,7 @@ impl App {
         engine: Arc<Engine>,
         table: Arc<LiveTable>,
         queue: Queue,
-        admin_token: Option<String>,
+        auth: auth::Auth,
         max_concurrency: usize,
         body_timeout: std::time::Duration,
         shutdown: tokio_util::sync::CancellationToken,
@@ -80,11 +83,18 @@ impl App {
             engine,
             table,
             queue,
-            auth: auth::Auth::new(admin_token),
+            auth,
             body_timeout,
             sync_permits: Arc::new(Semaphore::new(max_concurrency)),
             edge: arc_swap::ArcSwap::from_pointee(Edge::default()),
+            deploys: None,
         }
+    }
+
+    /// Adds the deploy endpoints.
+    pub fn with_deploys(mut self, deploys: Arc<crate::deploys::Deploys>) -> App {
+        self.deploys = Some(deploys);
+        self
     }
 
     /// Adds the site's CORS policies and its rewrite/redirect/proxy rules, both resolved and
@@ -137,6 +147,10 @@ impl App {
             Ruled::Pass(req) => req,
             Ruled::Answered(resp) => return Ok(resp),
         };
+        if let Some(rest) = deploys_path(req.uri().path()) {
+            // Deploy uploads stream their bodies: not through the bodiless API below.
+            return deploys::handle(self, req, &rest).await;
+        }
         let origin = cors::request_origin(req.headers()).map(str::to_string);
         let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
         let path = req.uri().path();
@@ -284,6 +298,12 @@ enum Ruled<B> {
 type Routed = (Arc<crate::functions::Function>, Vec<(String, String)>);
 
 /// The function `req` is routed to and its route parameters; `405` or `404` otherwise.
+/// The rest of a `/.fnhost/deploys…` path (`""` or `/…`).
+fn deploys_path(path: &str) -> Option<String> {
+    let rest = own_path(path)?.strip_prefix("/deploys")?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| rest.to_string())
+}
+
 fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError> {
     match table.router.route(req.method().as_str(), req.uri().path()) {
         Match::Found(f, params) => Ok((f.clone(), params)),

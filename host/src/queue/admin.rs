@@ -133,13 +133,16 @@ impl Queue {
             .collect()
     }
 
-    /// Runs a dead invocation again from attempt 1. `false` unless it was dead.
-    pub async fn replay(&self, id: &str) -> Result<bool> {
+    /// Runs a dead invocation again from attempt 1, on `deploy` when given (else on the deploy
+    /// it was accepted under). `false` unless it was dead.
+    pub async fn replay(&self, id: &str, deploy: Option<&str>) -> Result<bool> {
         let sql = self.sql(
-            "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $now, finished_at = NULL, last_error = NULL \
-             WHERE id = $1 AND state = 'dead'",
+            "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $now, finished_at = NULL, last_error = NULL, \
+             deploy = COALESCE($2, deploy) WHERE id = $1 AND state = 'dead'",
         );
-        let query = sqlx::query(&sql).bind(id.to_string());
+        let query = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(deploy.map(str::to_string));
         let done = self.noted(
             self.now(query, now_ms())
                 .execute(&self.pool)

@@ -122,7 +122,7 @@ impl Queue {
              finished_at = $now, last_error = $3, lease_owner = NULL, lease_expires_at = NULL \
              WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now) \
              AND interruptions + 1 >= $2 \
-             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body",
+             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy",
         );
         let error = format!(
             "interrupted {max_interruptions} times (the host stopped or lost its lease during \

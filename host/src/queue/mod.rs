@@ -25,6 +25,7 @@
 mod admin;
 mod batch;
 mod claims;
+mod deploys;
 mod health;
 pub mod model;
 mod schema;
@@ -40,6 +41,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use deploys::{CHUNK, CreateError, DeployRecord, Published};
 pub use health::{QueueFault, QueueHealth};
 pub use model::{
     Claimed, Dedup, Delivery, DeliveryAttempt, DeliveryState, Detail, Enqueued, Finish, GuestLine,
@@ -256,6 +258,8 @@ pub struct Queue {
     counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
     /// Whether writes are failing now, since when and why.
     health: Arc<health::Tracker>,
+    /// Signalled when a deploy is published (here, or by another node's `NOTIFY`).
+    published_changed: Arc<Notify>,
 }
 
 /// How long a caller waits for a database connection before the write is refused: a client
@@ -299,16 +303,20 @@ impl Queue {
             work: Arc::new(Notify::new()),
             counts: Arc::default(),
             health: Arc::new(health::Tracker::default()),
+            published_changed: Arc::new(Notify::new()),
         };
         if backend == Backend::Postgres {
             // Listening before the first claim: work committed by another node from now on
             // wakes this one. Fails startup if the server refuses a listener.
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
+            listener
+                .listen_all([NOTIFY_CHANNEL, deploys::DEPLOY_CHANNEL])
+                .await?;
             tokio::spawn(writer::listen(
                 listener,
                 queue.node.clone(),
                 queue.work.clone(),
+                queue.published_changed.clone(),
             ));
         }
         tokio::spawn(writer::run(

@@ -190,6 +190,9 @@ pub struct NewInvocation {
     pub body: Vec<u8>,
     /// Attempts allowed in all.
     pub max_attempts: u32,
+    /// The deploy it was accepted under (every attempt runs that one); `None` for a site
+    /// served from a directory.
+    pub deploy: Option<String>,
 }
 
 impl NewInvocation {
@@ -259,6 +262,8 @@ pub struct Claimed {
     pub headers: Vec<(String, String)>,
     /// Request body.
     pub body: Vec<u8>,
+    /// The deploy it was accepted under, which this attempt must run.
+    pub deploy: Option<String>,
 }
 
 /// What a sweep of interrupted attempts did.
@@ -388,6 +393,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// What the function answered on its latest attempt.
     pub result: Option<ResultView>,
+    /// The deploy it was accepted under (absent for a site served from a directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<String>,
 }
 
 /// A stored response, for the status resource.
@@ -404,7 +412,7 @@ pub struct ResultView {
 
 /// The columns [`status_from_row`] reads.
 pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, result_body";
+     last_error, result_status, result_headers, result_body, deploy";
 
 pub(super) use crate::ids::rfc3339_ms as rfc3339;
 
@@ -420,7 +428,7 @@ pub(super) fn state_from_row(r: &AnyRow, column: &str) -> Result<InvocationState
 
 /// [`STATUS_COLUMNS`] with the result body cut to nothing (lists without bodies).
 pub(super) const STATUS_COLUMNS_NO_BODY: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body";
+     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body, deploy";
 
 pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
     status_from_row_with(r, true)
@@ -466,6 +474,7 @@ pub(super) fn status_from_row_with(r: &AnyRow, body: bool) -> Result<Status> {
         last_error: r.try_get("last_error")?,
         result,
         state,
+        deploy: r.try_get("deploy")?,
     })
 }
 
@@ -480,6 +489,7 @@ pub(super) fn claimed_from_row(r: &AnyRow) -> Result<Claimed> {
         uri: r.try_get("uri")?,
         headers: serde_json::from_str(&r.try_get::<String, _>("headers")?).unwrap_or_default(),
         body: r.try_get("body")?,
+        deploy: r.try_get("deploy")?,
     })
 }
 

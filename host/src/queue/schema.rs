@@ -105,6 +105,47 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Deploys: immutable versions of the site (manifest: settings and the component of each
+    // function by sha256), components content-addressed in chunks (written whole in one
+    // transaction: an upload cut off stores nothing), the one published deploy (a single row:
+    // publishing is one committed change), and the deploy each invocation was accepted under.
+    (
+        6,
+        r#"
+    ALTER TABLE invocations ADD COLUMN deploy TEXT;
+    CREATE TABLE deploys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        author TEXT NOT NULL,
+        message TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE TABLE deploy_functions (
+        deploy TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (deploy, name)
+    );
+    CREATE INDEX deploy_functions_by_blob ON deploy_functions (sha256);
+    CREATE TABLE deploy_blobs (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE deploy_blob_chunks (
+        sha256 TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (sha256, seq)
+    );
+    CREATE TABLE deploy_published (
+        id BIGINT PRIMARY KEY,
+        deploy TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        published_at BIGINT NOT NULL
+    );
+    CREATE INDEX invocations_deploy ON invocations (deploy) WHERE deploy IS NOT NULL;
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
@@ -247,7 +288,7 @@ pub(super) fn claim_template(backend: Backend, skipped: usize) -> String {
          lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
          WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
                       {skip}ORDER BY run_at LIMIT $3 {lock}) \
-         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body"
+         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy"
     )
 }
 

@@ -22,6 +22,7 @@ fn invocation(id: &str, key: Option<&str>, max_attempts: u32) -> NewInvocation {
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"n":1}"#.to_vec(),
         max_attempts,
+        deploy: None,
     }
 }
 
@@ -222,13 +223,13 @@ async fn a_failure_retries_at_its_time_then_dies() {
 
     // Replay starts over from attempt 1; cancel takes only waiting invocations.
     assert!(!q.cancel("r").await.unwrap(), "a dead one is not cancelled");
-    assert!(q.replay("r").await.unwrap());
+    assert!(q.replay("r", None).await.unwrap());
     let replayed = q.status("r").await.unwrap().unwrap();
     assert_eq!(
         (replayed.state, replayed.attempts),
         (InvocationState::Queued, 0)
     );
-    assert!(!q.replay("r").await.unwrap(), "only dead ones are replayed");
+    assert!(!q.replay("r", None).await.unwrap(), "only dead ones are replayed");
     assert!(q.cancel("r").await.unwrap());
     assert_eq!(state(&q, "r").await, InvocationState::Cancelled);
     assert!(q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty());

@@ -14,25 +14,32 @@ use super::{
     Backend, Claimed, MAX_BATCH, NewInvocation, Pending, QueueError, Result, model, now_ms,
 };
 
-/// Turns other nodes' notifications into wake-ups of this node's idle workers. After the
-/// connection drops (notifications sent meanwhile are lost) it wakes them anyway, and the
-/// listener reconnects on the next receive; workers also poll at least once a second.
+/// Turns other nodes' notifications into wake-ups: of this node's idle workers (new work),
+/// or of its deploy follower (a publish, its own included). After the connection drops
+/// (notifications sent meanwhile are lost) it wakes both anyway, and the listener reconnects
+/// on the next receive; workers poll at least once a second, the follower too.
 pub(super) async fn listen(
     mut listener: sqlx::postgres::PgListener,
     node: Arc<str>,
     work: Arc<Notify>,
+    published: Arc<Notify>,
 ) {
     loop {
         match listener.try_recv().await {
+            Ok(Some(n)) if n.channel() == super::deploys::DEPLOY_CHANNEL => {
+                published.notify_waiters()
+            }
             Ok(Some(n)) if n.payload() == &*node => {}
             Ok(Some(_)) => work.notify_waiters(),
             Ok(None) => {
                 tracing::warn!("queue listener lost its connection; reconnecting");
                 work.notify_waiters();
+                published.notify_waiters();
             }
             Err(e) => {
                 tracing::warn!("queue listener failed: {e}; retrying in 1 s");
                 work.notify_waiters();
+                published.notify_waiters();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
