@@ -315,6 +315,7 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
     let app = Arc::new(build_app(opts, engine, table, queue.clone(), deploys.clone(), shutdown.clone())?);
     let mut schedules = crate::follow::Schedules::new(queue, shutdown.clone());
     if opts.deployed {
+        deploys.set_following();
         first_deploy(&app, &deploys, &mut schedules).await;
         tokio::spawn(crate::follow::run(app.clone(), deploys, schedules, shutdown.clone()));
     } else {

@@ -113,6 +113,8 @@ pub struct Deploys {
     loaded: Mutex<HashMap<String, (Arc<Loaded>, std::time::Instant)>>,
     /// Serialises loads, so two attempts needing the same deploy load it once.
     loading: tokio::sync::Mutex<()>,
+    /// This node serves the published deploy (`--deployed`).
+    following: std::sync::atomic::AtomicBool,
 }
 
 impl Deploys {
@@ -135,7 +137,18 @@ impl Deploys {
             limits,
             loaded: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
+            following: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks this node as serving the published deploy.
+    pub fn set_following(&self) {
+        self.following.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this node serves the published deploy (`--deployed`).
+    pub fn following(&self) -> bool {
+        self.following.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The queue deploys are stored in.

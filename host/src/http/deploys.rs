@@ -57,7 +57,11 @@ where
         (Method::POST, ["blobs", "missing"]) => missing(app, deploys, req).await,
         (Method::PUT, ["blobs", sha]) => upload(app, deploys, sha, req).await,
         (Method::GET, [id]) => show(deploys, id).await.map_err(qe)?,
-        (Method::POST, [id, "publish"]) => publish(deploys, id).await.map_err(qe)?,
+        (Method::POST, [id, "publish"]) => {
+            let answer = publish(deploys, id).await.map_err(qe)?;
+            served_here(app, deploys, id).await;
+            answer
+        }
         (method, _) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
             allow: vec![if segments.is_empty() { "GET, POST" } else { "GET" }.to_string()],
@@ -135,6 +139,18 @@ async fn publish(
     })
 }
 
+/// On a node serving the published deploy, waits (5 s at most) until it serves `id`: when
+/// `fnhost deploy` or `fnhost publish` returns, the node it talked to serves what it published.
+async fn served_here(app: &App, deploys: &Deploys, id: &str) {
+    if !deploys.following() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.table.current().deploy.as_deref() != Some(id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Reads a small JSON body.
 async fn read_json<B, T>(app: &App, req: Request<B>) -> Result<T, ApiError>
 where
@@ -179,6 +195,9 @@ where
                 created.functions.len(),
                 if created.published.is_some() { " and published" } else { "" }
             );
+            if created.published.is_some() {
+                served_here(app, deploys, &created.id).await;
+            }
             let body = json!({
                 "id": created.id,
                 "hash": created.hash,

@@ -15,6 +15,8 @@
 //! - `languages`: JavaScript and Python functions built from the examples.
 //! - `dashboard`: the page at `/.fnhost/ui/` in a headless Chromium (over `cdp`), its access
 //!   rules, and its view logic under `node --test`.
+//! - `deploys`: `fnhost deploy`/`publish`, `serve --deployed` on one node and on several
+//!   sharing PostgreSQL, rollback, and retries on the deploy an invocation was accepted under.
 //! - `metrics`: the Prometheus exposition at `/.fnhost/metrics`, checked by promtool.
 //! - `parity`: Netlify parity — function subpaths.
 //! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
@@ -28,6 +30,7 @@ mod cdp;
 mod config;
 mod cors;
 mod dashboard;
+mod deploys;
 mod devloop;
 mod hardening;
 mod languages;

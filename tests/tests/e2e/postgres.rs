@@ -77,7 +77,7 @@ fn pg_script(args: &[&str]) -> std::process::Output {
 }
 
 /// A fresh database named after `test`; a failed test when PostgreSQL is not installed.
-fn database(test: &str) -> Db {
+pub(crate) fn database(test: &str) -> Db {
     let pg = server().unwrap_or_else(|why| missing_tool("PostgreSQL", why));
     database_on(pg, test)
 }
@@ -108,15 +108,15 @@ fn database_on(pg: &'static Pg, test: &str) -> Db {
 }
 
 /// One test's database.
-struct Db {
-    url: String,
+pub(crate) struct Db {
+    pub(crate) url: String,
     name: String,
     pg: &'static Pg,
 }
 
 impl Db {
     /// Rows of `sql`, columns split on `|`.
-    fn query(&self, sql: &str) -> Vec<Vec<String>> {
+    pub(crate) fn query(&self, sql: &str) -> Vec<Vec<String>> {
         let out = Command::new("sh")
             .arg(script())
             .arg("psql")

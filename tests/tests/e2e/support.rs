@@ -227,6 +227,7 @@ pub struct ServerBuilder {
     queue: Option<String>,
     cache_dir: Option<PathBuf>,
     watch: bool,
+    deployed: bool,
 }
 
 thread_local! {
@@ -267,6 +268,7 @@ impl Server {
             queue: DEFAULT_QUEUE.with(|q| q.borrow().clone()),
             cache_dir: None,
             watch: false,
+            deployed: false,
         }
     }
 
@@ -354,6 +356,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the queue's published deploy (`--deployed`) instead of a directory.
+    pub fn deployed(mut self) -> Self {
+        self.deployed = true;
+        self
+    }
+
     pub fn config(mut self, toml: &str) -> Self {
         self.config = toml.to_string();
         self
@@ -422,8 +430,12 @@ impl ServerBuilder {
         if self.watch {
             command.arg("--watch");
         }
+        if self.deployed {
+            command.arg("--deployed");
+        } else {
+            command.arg(&functions);
+        }
         let mut child = command
-            .arg(&functions)
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--cache-dir")

@@ -1,0 +1,459 @@
+//! Deploys: `fnhost deploy` ships a directory's functions and settings as one stored version,
+//! `serve --deployed` nodes serve the published one and follow every publish, `fnhost publish`
+//! of an older id rolls back, and every background invocation runs the deploy it was accepted
+//! under. On one node (SQLite) and on two and three nodes sharing PostgreSQL.
+//!
+//! The guest is `tests/guests/version`: it answers `VERSION deploy=ID attempt=N`, with
+//! `VERSION` set per deploy in the deployed fnhost.toml.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::background::{accepted_id, post, wait_state};
+use crate::support::{Server, component, fnhost_bin, get, send, wait_until};
+
+const TOKEN: &str = "dep10y-admin-t0ken";
+
+/// A node: the admin token, short leases.
+fn node_config(extra: &str) -> String {
+    format!("[server]\nadmin_token = \"{TOKEN}\"\nlease = \"2s\"\nshutdown_grace = \"1s\"\n{extra}")
+}
+
+/// A site to deploy: `functions/version.wasm` and its fnhost.toml (with a `[server]` table
+/// holding a secret that must stay behind).
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(version: &str, settings: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+        std::fs::copy(component("guest-version"), dir.path().join("functions/version.wasm"))
+            .unwrap();
+        let site = Site { dir };
+        site.set(version, settings);
+        site
+    }
+
+    /// Rewrites the site file: `VERSION = version`, plus `settings` in `[functions.version]`.
+    fn set(&self, version: &str, settings: &str) {
+        let text = format!(
+            "[server]\nadmin_token = \"stays-on-this-machine\"\n\n[functions.version]\nenv = {{ VERSION = \"{version}\" }}\n{settings}"
+        );
+        std::fs::write(self.dir.path().join("fnhost.toml"), text).unwrap();
+    }
+
+    fn functions(&self) -> PathBuf {
+        self.dir.path().join("functions")
+    }
+
+    /// `fnhost deploy` of this site to `server`, with `args`.
+    fn deploy(&self, server: &Server, args: &[&str]) -> Output {
+        let functions = self.functions();
+        let mut all = vec!["deploy", functions.to_str().unwrap(), "--config"];
+        let config = self.dir.path().join("fnhost.toml");
+        all.push(config.to_str().unwrap());
+        let url = server.url("");
+        all.extend(["--url", &url]);
+        if !args.contains(&"--token") {
+            all.extend(["--token", TOKEN]);
+        }
+        all.extend(args);
+        fnhost(&all)
+    }
+
+    /// Deploys and publishes; the new deploy's id.
+    fn deploy_ok(&self, server: &Server) -> String {
+        let out = self.deploy(server, &[]);
+        deploy_id(&out)
+    }
+}
+
+/// Runs the `fnhost` CLI.
+fn fnhost(args: &[&str]) -> Output {
+    Command::new(fnhost_bin())
+        .args(args)
+        .env_remove("FNHOST_ADMIN_TOKEN")
+        .env_remove("FNHOST_DEPLOY_TOKEN")
+        .output()
+        .expect("run fnhost")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The id `fnhost deploy` printed (`deploy ID published`); panics unless it succeeded.
+fn deploy_id(out: &Output) -> String {
+    let all = text(out);
+    assert!(out.status.success(), "fnhost deploy failed:\n{all}");
+    all.lines()
+        .find_map(|l| l.strip_prefix("deploy ")?.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| panic!("no deploy id in:\n{all}"))
+}
+
+/// What the node answers at the function's path now (status, body).
+async fn answer(server: &Server) -> (u16, String) {
+    let reply = get(&server.url("/.netlify/functions/version")).await;
+    (reply.status, reply.text())
+}
+
+async fn admin_get(server: &Server, path: &str, token: &str) -> crate::support::Reply {
+    let auth = format!("Bearer {token}");
+    send("GET", &server.url(path), &[("authorization", &auth)], "").await
+}
+
+/// Waits until `server` answers `expected` (a prefix of the body).
+async fn wait_answer(server: &Server, expected: &str, within: Duration) {
+    wait_until(&format!("{} to answer {expected:?}", server.addr), within, async || {
+        let (status, body) = answer(server).await;
+        if status == 200 && body.starts_with(expected) { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await
+}
+
+/// A node with no deploy serves nothing and says so; a deploy is live on the node that took
+/// it when `fnhost deploy` returns; a second deploy of the same component uploads nothing; an
+/// older id published again rolls back; a node started later serves the published one; the
+/// `[server]` table never leaves the machine.
+#[tokio::test]
+async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
+    assert!(server.stdout.lock().unwrap().join("\n").contains("no deploy is published yet"));
+    assert_eq!(answer(&server).await.0, 404);
+
+    let site = Site::new("v1", "");
+    let first = site.deploy(&server, &["--message", "first"]);
+    let id1 = deploy_id(&first);
+    assert!(text(&first).contains("0 already stored, 1 uploaded"), "{}", text(&first));
+    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+
+    site.set("v2", "");
+    let second = site.deploy(&server, &["-m", "second"]);
+    let id2 = deploy_id(&second);
+    assert!(text(&second).contains("1 already stored, 0 uploaded (0 B)"), "{}", text(&second));
+    assert_eq!(answer(&server).await, (200, format!("v2 deploy={id2} attempt=1")));
+
+    let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!((list[0]["id"].as_str(), list[0]["published"].as_bool()), (Some(id2.as_str()), Some(true)));
+    assert_eq!((list[1]["id"].as_str(), list[1]["published"].as_bool()), (Some(id1.as_str()), Some(false)));
+    assert_eq!(list[1]["message"], "first");
+    assert_eq!(list[0]["functions"], serde_json::json!(["version"]));
+
+    let url = server.url("");
+    let shown = text(&fnhost(&["deploys", "show", &id1, "--url", &url, "--token", TOKEN]));
+    assert!(shown.contains(&format!("against the published deploy {id2}")), "{shown}");
+    let listed = text(&fnhost(&["deploys", "--url", &url, "--token", TOKEN]));
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert!(rows[0].starts_with(&id2) && rows[0].contains("yes"), "{listed}");
+    assert!(rows[1].starts_with(&id1) && rows[1].contains("\"first\""), "{listed}");
+
+    let back = fnhost(&["publish", &id1, "--url", &url, "--token", TOKEN]);
+    assert!(back.status.success(), "{}", text(&back));
+    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+
+    server.kill9();
+    let again = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
+    assert_eq!(answer(&again).await, (200, format!("v1 deploy={id1} attempt=1")), "served from the first request");
+    for file in ["queue.db", "queue.db-wal"] {
+        let bytes = std::fs::read(data.path().join(file)).unwrap_or_default();
+        let leaked = bytes.windows(21).any(|w| w == b"stays-on-this-machine");
+        assert!(!leaked, "the site's [server] table was stored in {file}");
+    }
+}
+
+/// A component that does not load, a setting out of range or a `[server]` table: `422` naming
+/// it, nothing stored, the published deploy still served.
+#[tokio::test]
+async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
+    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let site = Site::new("v1", "");
+    let id1 = site.deploy_ok(&server);
+
+    std::fs::write(site.functions().join("broken.wasm"), b"\0asm\x0d\0\x01\0 not a component").unwrap();
+    let refused = site.deploy(&server, &[]);
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(said.contains("422") && said.contains("broken.wasm"), "{said}");
+    std::fs::remove_file(site.functions().join("broken.wasm")).unwrap();
+
+    // Past the CLI's own check (another client): the server refuses it itself.
+    let sha = sha256_file(&site.functions().join("version.wasm"));
+    let auth = format!("Bearer {TOKEN}");
+    for (config, names) in [
+        ("[functions.version]\ntimeout = \"0s\"\n", "timeout"),
+        ("[functions.version]\nmemory = \"1KB\"\n", "memory"),
+        ("[server]\nthreads = 1\n", "[server] is per node"),
+    ] {
+        let body = serde_json::json!({
+            "functions": { "version": { "sha256": sha, "size": 1 } },
+            "config": config,
+        });
+        let reply = send("POST", &server.url("/.fnhost/deploys"), &[("authorization", &auth)], body.to_string()).await;
+        assert_eq!(reply.status, 422, "{config}: {}", reply.text());
+        assert!(reply.text().contains(names), "{config}: {}", reply.text());
+    }
+    let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing stored: {list}");
+    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Without a token, or with another cluster's: `401`. The deploy token deploys but reads no
+/// invocation.
+#[tokio::test]
+async fn deploys_need_the_admin_token_or_the_deploy_token() {
+    let server = Server::with(&[]).deployed().config(&node_config("deploy_token = \"d3ploy-only-t0ken\"\n")).start();
+    let no_token = get(&server.url("/.fnhost/deploys")).await;
+    assert_eq!(no_token.status, 401);
+    assert_eq!(admin_get(&server, "/.fnhost/deploys", "another-cluster-admin").await.status, 401);
+    assert_eq!(admin_get(&server, "/.fnhost/deploys", TOKEN).await.status, 200);
+    assert_eq!(admin_get(&server, "/.fnhost/deploys", "d3ploy-only-t0ken").await.status, 200);
+    assert_eq!(admin_get(&server, "/.fnhost/invocations", "d3ploy-only-t0ken").await.status, 401);
+    let site = Site::new("v1", "");
+    let refused = site.deploy(&server, &["--token", "another-cluster-admin"]);
+    assert!(!refused.status.success() && text(&refused).contains("401"), "{}", text(&refused));
+    let id = deploy_id(&site.deploy(&server, &["--token", "d3ploy-only-t0ken"]));
+    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id} attempt=1")));
+}
+
+/// A client killed half way through an upload leaves nothing stored and no partial file; the
+/// same deploy then succeeds, and sends the component once.
+#[tokio::test]
+async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
+    use tokio::io::AsyncWriteExt as _;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
+    let site = Site::new("v1", "");
+    let wasm = std::fs::read(site.functions().join("version.wasm")).unwrap();
+    let sha = sha256_file(&site.functions().join("version.wasm"));
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT /.fnhost/deploys/blobs/{sha} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: {}\r\n\r\n",
+        server.addr,
+        wasm.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&wasm[..wasm.len() / 2]).await.unwrap();
+    let blobs = data.path().join("deploys");
+    wait_until("the upload to start", Duration::from_secs(5), async || partials(&blobs) == 1).await;
+    drop(conn);
+    wait_until("the partial upload to be removed", Duration::from_secs(5), async || partials(&blobs) == 0).await;
+    let auth = format!("Bearer {TOKEN}");
+    let ask = serde_json::json!({ "sha256": [sha] }).to_string();
+    let missing = send("POST", &server.url("/.fnhost/deploys/blobs/missing"), &[("authorization", &auth)], ask).await;
+    assert_eq!(missing.json()["missing"], serde_json::json!([sha]), "nothing stored");
+
+    let out = site.deploy(&server, &[]);
+    let id = deploy_id(&out);
+    let kb = format!("1 uploaded ({:.1} KB)", wasm.len() as f64 / 1024.0);
+    assert!(text(&out).contains(&kb), "{}", text(&out));
+    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id} attempt=1")));
+    let again = site.deploy(&server, &[]);
+    assert!(text(&again).contains("1 already stored, 0 uploaded (0 B)"), "{}", text(&again));
+}
+
+/// Upload files in progress in the node's component directory.
+fn partials(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))).count())
+        .unwrap_or(0)
+}
+
+/// Accepted under v1, failed once, v2 published: the retry runs v1, and the status says so;
+/// new invocations run v2; a replay may choose the published deploy.
+#[tokio::test]
+async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
+    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let background = "background = true\nretry_delays = [\"2s\"]\n";
+    let site = Site::new("v1", background);
+    let id1 = site.deploy_ok(&server);
+    let inv = accepted_id(&post(&server, "/.netlify/functions/version?fail_first", &[], "").await);
+    wait_state(&server, &inv, &["retrying"], Duration::from_secs(10)).await;
+    site.set("v2", background);
+    let id2 = site.deploy_ok(&server);
+    let done = wait_state(&server, &inv, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(done["result"]["body"], format!("v1 deploy={id1} attempt=2"), "{done}");
+    assert_eq!(done["deploy"], id1.as_str());
+    let fresh = accepted_id(&post(&server, "/.netlify/functions/version", &[], "").await);
+    let fresh = wait_state(&server, &fresh, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(fresh["result"]["body"], format!("v2 deploy={id2} attempt=1"));
+    assert_eq!(fresh["deploy"], id2.as_str());
+
+    // Dead under v2 (no retries), replayed on the deploy published since (v3).
+    site.set("v2", "background = true\nretry_delays = []\n");
+    site.deploy_ok(&server);
+    let dead = accepted_id(&post(&server, "/.netlify/functions/version?fail_first", &[], "").await);
+    wait_state(&server, &dead, &["dead"], Duration::from_secs(10)).await;
+    site.set("v3", "background = true\nretry_delays = []\n");
+    let id3 = site.deploy_ok(&server);
+    let auth = format!("Bearer {TOKEN}");
+    let replay = format!("/.fnhost/invocations/{dead}/replay?deploy=published");
+    let replayed = send("POST", &server.url(&replay), &[("authorization", &auth)], "").await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text());
+    assert_eq!(replayed.json()["deploy"], id3.as_str());
+    let ran = format!("version v3 deploy {id3} attempt 1");
+    server.wait_for_log(&[&ran, &dead], Duration::from_secs(10)).await;
+    let again = wait_state(&server, &dead, &["dead"], Duration::from_secs(10)).await;
+    assert_eq!(again["deploy"], id3.as_str());
+}
+
+// --- several nodes on PostgreSQL ---------------------------------------------------------------
+
+/// One node's answers while it was hammered: (when, version or error).
+type Seen = Arc<Mutex<Vec<(Instant, Result<String, String>)>>>;
+
+/// GETs `server` in a loop until `stop` (at most 20,000 requests), recording each answer's
+/// version (`v1`, `v2`) or what went wrong.
+fn hammer(url: String, stop: Arc<AtomicBool>) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let task = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let got = match crate::support::try_send("GET", &url, &[], bytes::Bytes::new()).await {
+                Ok(r) if r.status == 200 => Ok(r.text().split(' ').next().unwrap_or("").to_string()),
+                Ok(r) => Err(format!("{} {}", r.status, r.text())),
+                Err(e) => Err(e),
+            };
+            sink.lock().unwrap().push((Instant::now(), got));
+        }
+    });
+    (seen, task)
+}
+
+/// When `seen` first had `version`; panics on any error, or an older answer after it.
+fn switched_at(seen: &Seen, from: &str, to: &str) -> Instant {
+    let seen = seen.lock().unwrap();
+    let mut first = None;
+    for (at, got) in seen.iter() {
+        match (got, first) {
+            (Err(e), _) => panic!("an error during the switch: {e}"),
+            (Ok(v), None) if v == to => first = Some(*at),
+            (Ok(v), None) => assert_eq!(v, from, "only {from} before {to}"),
+            (Ok(v), Some(_)) => assert_eq!(v, to, "{from} again after {to}"),
+        }
+    }
+    first.unwrap_or_else(|| panic!("never answered {to} ({} answers)", seen.len()))
+}
+
+/// Ms from `from` to `to` (0 when `to` came first).
+fn ms_after(to: Instant, from: Instant) -> u128 {
+    to.saturating_duration_since(from).as_millis()
+}
+
+/// Two nodes on one PostgreSQL: a deploy through one is served by both within a second, a
+/// client hammering both sees v1 then v2 and never an error; publishing v1 again rolls both
+/// back; a third node started afterwards serves the published deploy.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CI runs it)"]
+async fn two_nodes_switch_together_within_a_second_and_roll_back() {
+    let db = crate::postgres::database("deploys_two_nodes");
+    let start = || Server::with(&[]).deployed().queue(&db.url).config(&node_config("")).start();
+    let (a, b) = (start(), start());
+    let site = Site::new("v1", "");
+    let id1 = site.deploy_ok(&a);
+    wait_answer(&b, "v1 ", Duration::from_secs(2)).await;
+
+    for (from, to, publish) in [("v1", "v2", None), ("v2", "v1", Some(id1.clone()))] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen_a, task_a) = hammer(a.url("/.netlify/functions/version"), stop.clone());
+        let (seen_b, task_b) = hammer(b.url("/.netlify/functions/version"), stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = Instant::now();
+        let out = match &publish {
+            None => {
+                site.set(to, "");
+                let dir = site.functions();
+                let (config, url) = (site.dir.path().join("fnhost.toml"), a.url(""));
+                tokio::task::spawn_blocking(move || {
+                    fnhost(&["deploy", dir.to_str().unwrap(), "--config", config.to_str().unwrap(), "--url", &url, "--token", TOKEN])
+                })
+                .await
+                .unwrap()
+            }
+            Some(id) => {
+                let (id, url) = (id.clone(), b.url(""));
+                tokio::task::spawn_blocking(move || fnhost(&["publish", &id, "--url", &url, "--token", TOKEN])).await.unwrap()
+            }
+        };
+        assert!(out.status.success(), "{}", text(&out));
+        let answered = Instant::now();
+        wait_answer(&a, &format!("{to} "), Duration::from_secs(5)).await;
+        wait_answer(&b, &format!("{to} "), Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = tokio::join!(task_a, task_b);
+        let (at_a, at_b) = (switched_at(&seen_a, from, to), switched_at(&seen_b, from, to));
+        let (ms_a, ms_b) = (ms_after(at_a, answered), ms_after(at_b, answered));
+        println!(
+            "publish {from} -> {to}: the CLI took {} ms; node a served {to} {ms_a} ms and node b {ms_b} ms after it returned ({} + {} answers, no error)",
+            answered.duration_since(before).as_millis(),
+            seen_a.lock().unwrap().len(),
+            seen_b.lock().unwrap().len()
+        );
+        assert!(ms_a <= 1000 && ms_b <= 1000, "both nodes within 1 s: {ms_a} ms, {ms_b} ms");
+    }
+    let c = start();
+    assert_eq!(answer(&c).await, (200, format!("v1 deploy={id1} attempt=1")), "a later node serves the published deploy");
+}
+
+/// kill -9 of the node taking publishes while they come: the database holds exactly one
+/// published deploy, and every node serves it.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CI runs it)"]
+async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
+    let db = crate::postgres::database("deploys_kill9");
+    let start = || Server::with(&[]).deployed().queue(&db.url).config(&node_config("")).start();
+    let (mut a, b) = (start(), start());
+    let site = Site::new("v1", "");
+    let id1 = site.deploy_ok(&a);
+    site.set("v2", "");
+    let id2 = deploy_id(&site.deploy(&a, &["--no-publish"]));
+    let url = a.url("");
+    let (p1, p2) = (id1.clone(), id2.clone());
+    let publisher = tokio::task::spawn_blocking(move || {
+        let mut answered = 0;
+        for i in 0..40 {
+            let id = if i % 2 == 0 { &p2 } else { &p1 };
+            if fnhost(&["publish", id, "--url", &url, "--token", TOKEN]).status.success() {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    wait_until("a few publishes", Duration::from_secs(20), async || a.count_log(&["published (publish #"]) >= 5).await;
+    a.kill9();
+    let answered = publisher.await.unwrap();
+    assert!(answered < 40, "the node was killed while publishes came");
+    let rows = db.query("SELECT deploy, generation FROM deploy_published");
+    assert_eq!(rows.len(), 1, "exactly one published deploy: {rows:?}");
+    let published = rows[0][0].clone();
+    assert!(published == id1 || published == id2, "{published}");
+    let expected = format!("deploy={published} ");
+    wait_until("node b to serve the published deploy", Duration::from_secs(3), async || {
+        let (_, body) = answer(&b).await;
+        if body.contains(&expected) { Ok(()) } else { Err(body) }
+    })
+    .await;
+    let a2 = start();
+    assert!(answer(&a2).await.1.contains(&expected), "a restarted node serves it too");
+}
