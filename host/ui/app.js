@@ -198,6 +198,7 @@
       };
     }
     if (parts[0] === 'logs') return { view: 'logs', function: params.get('function') || '' };
+    if (parts[0] === 'deploys') return { view: 'deploys' };
     return { view: 'functions' };
   }
 
@@ -214,6 +215,8 @@
         return `/invocations${query([['function', route.function], ['state', route.state]])}`;
       case 'logs':
         return `/logs${query([['function', route.function]])}`;
+      case 'deploys':
+        return '/deploys';
       default:
         return '/functions';
     }
@@ -250,6 +253,8 @@
         return 'no destinations: set on_success / on_failure in fnhost.toml to have results delivered';
       case 'invocation-logs':
         return 'this invocation printed nothing';
+      case 'deploys':
+        return 'no deploys yet: `fnhost deploy DIR --url URL` stores one; nodes started with --deployed serve the published one';
       default:
         return 'nothing here yet';
     }
@@ -419,7 +424,7 @@
     const main = $('#main');
     main.replaceChildren();
     main.dataset.view = route.view;
-    const views = { functions: functionsView, invocations: invocationsView, invocation: detailView, logs: logsView };
+    const views = { functions: functionsView, invocations: invocationsView, invocation: detailView, logs: logsView, deploys: deploysView };
     current = views[route.view](main, route);
   }
 
@@ -612,6 +617,7 @@
       h('dt', {}, 'Function'), h('dd', {}, h('a', { href: `#${routePath({ view: 'invocations', function: s.function })}` }, s.function)),
       h('dt', {}, 'State'), h('dd', {}, stateBadge(s.state)),
       h('dt', {}, 'Attempts'), h('dd', {}, `${s.attempts} of ${s.max_attempts}`),
+      s.deploy ? [h('dt', {}, 'Deploy'), h('dd', {}, h('a', { href: '#/deploys' }, h('code', { id: 'deploy' }, s.deploy)))] : null,
       h('dt', {}, 'Created'), h('dd', {}, timeEl(s.created_at)),
       h('dt', {}, 'Started'), h('dd', {}, timeEl(s.started_at)),
       h('dt', {}, 'Finished'), h('dd', {}, timeEl(s.finished_at)),
@@ -664,6 +670,51 @@
     if (!headers || !headers.length) return h('p', { class: 'muted' }, 'no headers');
     return h('table', { class: 'headers' }, h('tbody', {}, headers.map(([k, v]) =>
       h('tr', {}, h('th', { scope: 'row' }, k), h('td', { class: v === '[redacted]' ? 'muted' : '' }, v)))));
+  }
+
+  /** Deploys, newest first: the published one marked, a Publish button (after a confirmation)
+   * on the others — publishing an older one is a rollback. */
+  function deploysView(main) {
+    main.append(h('h1', {}, 'Deploys'));
+    const box = h('div', { id: 'deploys' });
+    main.append(box);
+    const show = renderer(box);
+    const p = poller(async () => {
+      let list;
+      try {
+        list = await api('/.fnhost/deploys');
+      } catch (e) {
+        if (e.status === 404) {
+          show(null, () => empty('deploys are off: set server.admin_token or server.deploy_token'));
+          return;
+        }
+        throw e;
+      }
+      show(list, (l) => (l.length ? table('list', ['Deploy', 'Created', 'Message', 'Functions', 'Size', ''], l.map(deployRow)) : empty(emptyMessage('deploys'))));
+    }, POLL_MS);
+
+    function deployRow(d) {
+      const action = d.published
+        ? h('span', { class: 'state state-succeeded' }, 'published')
+        : h('button', { type: 'button', 'data-publish': d.id, onclick: () => publish(d) }, 'Publish');
+      return h('tr', { 'data-deploy': d.id, 'data-published': String(d.published) },
+        td('Deploy', h('code', {}, d.id)), td('Created', timeEl(d.created_at), ' ', h('span', { class: 'muted' }, d.author || '')),
+        td('Message', d.message || h('span', { class: 'muted' }, '–')), td('Functions', d.functions.join(', ')),
+        td('Size', formatBytes(d.size)), td('', action));
+    }
+
+    async function publish(d) {
+      const question = `Publish deploy ${d.id} on every node? Requests and attempts under way finish on the version they started with.`;
+      if (!window.confirm(question)) return;
+      try {
+        await api(`/.fnhost/deploys/${encodeURIComponent(d.id)}/publish`, { method: 'POST' });
+        setBanner('');
+      } catch (e) {
+        if (e.status !== 401) setBanner(`Publish refused: ${e.message}`);
+      }
+      p.now();
+    }
+    return p;
   }
 
   function logsView(main, route) {

@@ -149,6 +149,7 @@ test('routes round-trip through the fragment', () => {
     { view: 'invocation', id: '0123abcd' },
     { view: 'logs', function: 'hello' },
     { view: 'logs', function: '' },
+    { view: 'deploys' },
   ];
   for (const r of routes) assert.deepEqual(ui.parseRoute(ui.routePath(r)), r);
   assert.equal(ui.routePath({ view: 'invocations', function: 'a b', state: '' }), '/invocations?function=a+b');

@@ -457,3 +457,41 @@ async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
     let a2 = start();
     assert!(answer(&a2).await.1.contains(&expected), "a restarted node serves it too");
 }
+
+/// The dashboard's Deploys view in a real Chromium: both deploys, the published one marked,
+/// and publishing the older one from the page (after a confirmation) rolls the node back.
+#[tokio::test]
+#[ignore = "needs chromium (installed by .ci/run); run with --ignored"]
+async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
+    use crate::cdp::Browser;
+    let binary = crate::support::chromium();
+    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let site = Site::new("v1", "");
+    let id1 = site.deploy_ok(&server);
+    site.set("v2", "");
+    let id2 = site.deploy_ok(&server);
+    let browser = Browser::launch(&binary, 1280, 800).await;
+    let ui = format!("http://localhost:{}/.fnhost/ui/#token={TOKEN}&view=/deploys", server.addr.port());
+    browser.navigate(&ui).await;
+    let rows = "[...document.querySelectorAll('#deploys tr[data-deploy]')].map(r => r.dataset.deploy + ':' + r.dataset.published)";
+    wait_until("both deploys in the page", Duration::from_secs(20), async || {
+        let seen = browser.value(rows).await;
+        if seen == serde_json::json!([format!("{id2}:true"), format!("{id1}:false")]) { Ok(()) } else { Err(seen) }
+    })
+    .await;
+    browser
+        .value(&format!(
+            "window.__asked = []; window.confirm = (m) => {{ window.__asked.push(m); return true; }}; \
+             document.querySelector('button[data-publish=\"{id1}\"]').click(); true"
+        ))
+        .await;
+    wait_answer(&server, &format!("v1 deploy={id1}"), Duration::from_secs(5)).await;
+    wait_until("the page to mark the rollback", Duration::from_secs(20), async || {
+        let seen = browser.value(rows).await;
+        if seen == serde_json::json!([format!("{id2}:false"), format!("{id1}:true")]) { Ok(()) } else { Err(seen) }
+    })
+    .await;
+    let asked = browser.value("window.__asked").await;
+    assert!(asked[0].as_str().unwrap().starts_with(&format!("Publish deploy {id1}")), "{asked}");
+    assert!(browser.problems().is_empty(), "{:?}", browser.problems());
+}
