@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use fnhost::engine::{Component, Engine, EngineOptions, InvokeContext, Outcome};
+use fnhost::engine::{CallKind, Component, Engine, EngineOptions, InvokeContext, Outcome};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,7 +42,7 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
     InvokeContext {
         id: "bench".into(),
         function: "bench".into(),
-        mode: "sync",
+        kind: CallKind::Sync,
         timeout,
         memory: 1 << 30,
         fuel,
@@ -51,6 +51,7 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         max_outbound: 16,
         max_log: 1 << 20,
         capture: None,
+        deploy: None,
     }
 }
 

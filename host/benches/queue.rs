@@ -67,12 +67,13 @@ async fn enqueue(queue: Arc<Queue>, clients: usize, total: usize) -> (f64, f64, 
                     let inv = NewInvocation {
                         id: format!("{c}-{i}-{}", fnhost::ids::new_id()),
                         function: "bench-background".into(),
-                        idempotency_key: None,
+                        dedup: None,
                         method: "POST".into(),
                         uri: "/.netlify/functions/bench-background".into(),
                         headers: vec![("content-type".into(), "application/json".into())],
                         body: vec![b'x'; 256],
                         max_attempts: 3,
+                        deploy: None,
                     };
                     let s = Instant::now();
                     q.enqueue(inv).await.unwrap();

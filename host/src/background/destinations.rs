@@ -46,7 +46,9 @@ fn record(
     result: &StoredResult,
     error: Option<&str>,
 ) -> Value {
-    let mut response_context = json!({ "executedVersion": "$LATEST" });
+    // Lambda names the version that ran; here the deploy (`$LATEST` for a directory).
+    let version = claim.deploy.as_deref().unwrap_or("$LATEST");
+    let mut response_context = json!({ "executedVersion": version });
     if let Some(status) = result.status {
         response_context["statusCode"] = json!(status);
     }
@@ -245,6 +247,18 @@ mod tests {
         assert_eq!(r["requestPayload"], "plain text");
         assert_eq!(r["responseContext"]["functionError"], "Unhandled");
         assert_eq!(r["responsePayload"]["errorMessage"], "trapped");
+        assert_eq!(r["responseContext"]["executedVersion"], "$LATEST", "served from a directory");
+    }
+
+    /// The version that ran is the deploy the invocation was accepted under.
+    #[test]
+    fn a_deployed_invocation_names_its_deploy_as_the_executed_version() {
+        let deployed = Claimed {
+            deploy: Some("9bd0e938549f".into()),
+            ..claim(b"")
+        };
+        let r = record("f", &deployed, "Success", &StoredResult::default(), None);
+        assert_eq!(r["responseContext"]["executedVersion"], "9bd0e938549f");
     }
 
     /// Regression: when recording an attempt failed the loop did not pause and the row stayed

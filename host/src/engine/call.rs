@@ -70,6 +70,8 @@ pub struct InvokeContext {
     pub max_log: u64,
     /// Where the guest's output lines are kept too (a background attempt's, stored with it).
     pub capture: Option<crate::logs::Capture>,
+    /// The deploy the function belongs to, for logs (none when served from a directory).
+    pub deploy: Option<Arc<str>>,
 }
 
 /// How an invocation ended.
@@ -192,6 +194,7 @@ impl Engine {
         let stream = |name| {
             let (function, id) = (ctx.function.clone(), ctx.id.clone());
             stdio::LogStream::new(name, function, id, log.clone(), ctx.capture.clone())
+                .in_deploy(ctx.deploy.clone())
         };
         wasi.stdout(stream("stdout"))
             .stderr(stream("stderr"))

@@ -126,6 +126,7 @@ pub(super) async fn describe(
         max_outbound: 0,
         max_log: 64 * 1024,
         capture: None,
+        deploy: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

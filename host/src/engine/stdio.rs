@@ -50,6 +50,8 @@ pub(super) struct LogStream {
     budget: Arc<LogBudget>,
     /// Where a background attempt's lines are kept, too.
     capture: Option<crate::logs::Capture>,
+    /// The deploy of the function, logged with each line when there is one.
+    deploy: Option<Arc<str>>,
 }
 
 impl LogStream {
@@ -68,7 +70,14 @@ impl LogStream {
             stream,
             budget,
             capture,
+            deploy: None,
         }
+    }
+
+    /// Lines logged with the deploy the function belongs to.
+    pub(super) fn in_deploy(mut self, deploy: Option<Arc<str>>) -> LogStream {
+        self.deploy = deploy;
+        self
     }
 }
 
@@ -106,7 +115,8 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, "{}", text);
+        let deploy = t.deploy.as_deref();
+        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, deploy, "{}", text);
         crate::logs::record(&t.function, &t.id, t.stream, text, t.capture.as_ref());
     }
 

@@ -495,3 +495,24 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
     assert!(asked[0].as_str().unwrap().starts_with(&format!("Publish deploy {id1}")), "{asked}");
     assert!(browser.problems().is_empty(), "{:?}", browser.problems());
 }
+
+/// A component over `server.max_component` is refused with `413` while it streams; a deploy
+/// whose components together pass `server.max_deploy` is refused with `422`; nothing stored.
+#[tokio::test]
+async fn uploads_over_the_limits_are_refused() {
+    let server = Server::with(&[]).deployed().config(&node_config("max_component = \"64KB\"\n")).start();
+    let site = Site::new("v1", "");
+    let refused = site.deploy(&server, &[]);
+    assert!(!refused.status.success() && text(&refused).contains("413"), "{}", text(&refused));
+    let auth = format!("Bearer {TOKEN}");
+    let sha = sha256_file(&site.functions().join("version.wasm"));
+    let ask = serde_json::json!({ "sha256": [sha] }).to_string();
+    let missing = send("POST", &server.url("/.fnhost/deploys/blobs/missing"), &[("authorization", &auth)], ask).await;
+    assert_eq!(missing.json()["missing"], serde_json::json!([sha]), "nothing stored");
+
+    let small = Server::with(&[]).deployed().config(&node_config("max_deploy = \"100KB\"\n")).start();
+    let body = serde_json::json!({ "functions": { "version": { "sha256": sha, "size": 200_000 } } });
+    let reply = send("POST", &small.url("/.fnhost/deploys"), &[("authorization", &auth)], body.to_string()).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("server.max_deploy"), "{}", reply.text());
+}
