@@ -142,6 +142,9 @@ async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
     let id2 = deploy_id(&second);
     assert!(text(&second).contains("1 already stored, 0 uploaded (0 B)"), "{}", text(&second));
     assert_eq!(answer(&server).await, (200, format!("v2 deploy={id2} attempt=1")));
+    let metrics = admin_get(&server, "/.fnhost/metrics", TOKEN).await.text();
+    assert!(metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id2}\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id1}\"}} 0")), "{metrics}");
 
     let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
     let list = list.as_array().unwrap();
