@@ -82,7 +82,8 @@ pub use http;
 
 pub use fetch::{FetchError, fetch};
 pub use request::{
-    ATTEMPT_HEADER, DEPLOY_ID_HEADER, INVOCATION_ID_HEADER, PARAMS_HEADER, RequestExt, decode_component, parse_form,
+    ATTEMPT_HEADER, DEPLOY_ID_HEADER, INVOCATION_ID_HEADER, PARAMS_HEADER, RequestExt,
+    decode_component, parse_form,
 };
 pub use response::{IntoResponse, WaitUntil, wait_until};
 pub use settings::Settings;

@@ -88,7 +88,10 @@ pub async fn run(
                         print!("{}", functions::print_table(&app.table.current()));
                         serving = Some(p.deploy);
                     }
-                    Err(e) => tracing::error!("cannot serve deploy {}: {e:#}; still serving the previous one", p.deploy),
+                    Err(e) => tracing::error!(
+                        "cannot serve deploy {}: {e:#}; still serving the previous one",
+                        p.deploy
+                    ),
                 }
             }
             Ok(None) if !said_none => {

@@ -53,7 +53,11 @@ pub fn start<G: Send + 'static>(
 ) -> Running {
     let (number, capture) = attempt.unzip();
     let mut request = guest_request(request, &function.name, params, id, number);
-    if let Some(deploy) = function.deploy.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
+    if let Some(deploy) = function
+        .deploy
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
         request.headers_mut().insert(headers::DEPLOY_ID, deploy);
     }
     let ctx = context(function, id, capture);

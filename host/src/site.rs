@@ -312,12 +312,24 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
     let deliveries = spawn_background_loops(opts, &queue, &shutdown);
-    let app = Arc::new(build_app(opts, engine, table, queue.clone(), deploys.clone(), shutdown.clone())?);
+    let app = Arc::new(build_app(
+        opts,
+        engine,
+        table,
+        queue.clone(),
+        deploys.clone(),
+        shutdown.clone(),
+    )?);
     let mut schedules = crate::follow::Schedules::new(queue, shutdown.clone());
     if opts.deployed {
         deploys.set_following();
         first_deploy(&app, &deploys, &mut schedules).await;
-        tokio::spawn(crate::follow::run(app.clone(), deploys, schedules, shutdown.clone()));
+        tokio::spawn(crate::follow::run(
+            app.clone(),
+            deploys,
+            schedules,
+            shutdown.clone(),
+        ));
     } else {
         // The directory's schedules, until shutdown (dropping the handle leaves them running).
         schedules.restart(app.table.current().functions.clone());
@@ -345,7 +357,9 @@ async fn first_deploy(app: &App, deploys: &Deploys, schedules: &mut crate::follo
     let published = match deploys.queue().published().await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            println!("no deploy is published yet: serving nothing until `fnhost deploy` (--deployed)");
+            println!(
+                "no deploy is published yet: serving nothing until `fnhost deploy` (--deployed)"
+            );
             return;
         }
         Err(e) => {

@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(r["requestPayload"], "plain text");
         assert_eq!(r["responseContext"]["functionError"], "Unhandled");
         assert_eq!(r["responsePayload"]["errorMessage"], "trapped");
-        assert_eq!(r["responseContext"]["executedVersion"], "$LATEST", "served from a directory");
+        assert_eq!(
+            r["responseContext"]["executedVersion"], "$LATEST",
+            "served from a directory"
+        );
     }
 
     /// The version that ran is the deploy the invocation was accepted under.

@@ -399,7 +399,9 @@ impl Worker {
     async fn table_for(&self, claim: &Claimed) -> anyhow::Result<Arc<FunctionTable>> {
         let current = self.table.current();
         match &claim.deploy {
-            Some(d) if current.deploy.as_ref() != Some(d) => Ok(self.deploys.load(d).await?.table.clone()),
+            Some(d) if current.deploy.as_ref() != Some(d) => {
+                Ok(self.deploys.load(d).await?.table.clone())
+            }
             _ => Ok(current),
         }
     }

@@ -38,7 +38,10 @@ impl Remote {
     }
 
     fn endpoint(&self, rest: &str) -> String {
-        format!("{}{API_PREFIX}/deploys{rest}", self.url.trim_end_matches('/'))
+        format!(
+            "{}{API_PREFIX}/deploys{rest}",
+            self.url.trim_end_matches('/')
+        )
     }
 }
 
@@ -109,7 +112,12 @@ async fn ask(call: Call<'_>) -> anyhow::Result<(http::StatusCode, Value)> {
     Ok((answer.status, value))
 }
 
-fn json_call<'a>(method: http::Method, url: &'a str, token: Option<&'a str>, body: &Value) -> Call<'a> {
+fn json_call<'a>(
+    method: http::Method,
+    url: &'a str,
+    token: Option<&'a str>,
+    body: &Value,
+) -> Call<'a> {
     Call {
         method,
         url,
@@ -141,11 +149,14 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             "publish": !args.no_publish,
         });
         let url = args.remote.endpoint("");
-        let (_, created) = ask(json_call(http::Method::POST, &url, token.as_deref(), &body)).await?;
+        let (_, created) =
+            ask(json_call(http::Method::POST, &url, token.as_deref(), &body)).await?;
         let id = created["id"].as_str().unwrap_or("?");
         match created["published"].is_null() {
             false => println!("deploy {id} published"),
-            true => println!("deploy {id} stored, not published: `fnhost publish {id}` publishes it"),
+            true => {
+                println!("deploy {id} stored, not published: `fnhost publish {id}` publishes it")
+            }
         }
         for (name, c) in &manifest.functions {
             println!("  {name:<24} {}  {}", &c.sha256[..12], size(c.size));
@@ -191,7 +202,8 @@ fn components(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf, ComponentRef)>
     use std::io::Read as _;
     let mut out = Vec::new();
     for (name, path) in crate::functions::discover(dir)? {
-        let mut file = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let (mut hasher, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
         loop {
             let n = file.read(&mut buf)?;
@@ -249,10 +261,21 @@ async fn upload_missing(
     manifest: &Manifest,
     files: &[(String, PathBuf, ComponentRef)],
 ) -> anyhow::Result<()> {
-    let shas: Vec<&str> = manifest.functions.values().map(|c| c.sha256.as_str()).collect();
+    let shas: Vec<&str> = manifest
+        .functions
+        .values()
+        .map(|c| c.sha256.as_str())
+        .collect();
     let url = remote.endpoint("/blobs/missing");
-    let (_, answer) = ask(json_call(http::Method::POST, &url, token, &json!({ "sha256": shas }))).await?;
-    let missing: Vec<String> = serde_json::from_value(answer["missing"].clone()).unwrap_or_default();
+    let (_, answer) = ask(json_call(
+        http::Method::POST,
+        &url,
+        token,
+        &json!({ "sha256": shas }),
+    ))
+    .await?;
+    let missing: Vec<String> =
+        serde_json::from_value(answer["missing"].clone()).unwrap_or_default();
     let (mut sent, mut bytes) = (0usize, 0u64);
     let mut uploaded = std::collections::HashSet::new();
     for (name, path, c) in files {
@@ -263,7 +286,9 @@ async fn upload_missing(
         print!("uploading {name}.wasm ({}) ... ", size(c.size));
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        let body = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
+        let body = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let url = remote.endpoint(&format!("/blobs/{}", c.sha256));
         let call = Call {
             method: http::Method::PUT,
@@ -320,7 +345,10 @@ pub fn deploys(args: DeploysArgs) -> anyhow::Result<ExitCode> {
 async fn list(remote: &Remote) -> anyhow::Result<ExitCode> {
     let (token, url) = (remote.token(), remote.endpoint(""));
     let (_, list) = ask(Call::get(&url, token.as_deref())).await?;
-    println!("{:<12}  {:<24}  {:>9}  {:<9}  FUNCTIONS / MESSAGE", "ID", "CREATED", "SIZE", "PUBLISHED");
+    println!(
+        "{:<12}  {:<24}  {:>9}  {:<9}  FUNCTIONS / MESSAGE",
+        "ID", "CREATED", "SIZE", "PUBLISHED"
+    );
     for d in list.as_array().into_iter().flatten() {
         let functions: Vec<&str> = (d["functions"].as_array().into_iter().flatten())
             .filter_map(Value::as_str)
@@ -330,7 +358,11 @@ async fn list(remote: &Remote) -> anyhow::Result<ExitCode> {
             d["id"].as_str().unwrap_or("?"),
             d["created_at"].as_str().unwrap_or("?"),
             size(d["size"].as_u64().unwrap_or(0)),
-            if d["published"].as_bool() == Some(true) { "yes" } else { "" },
+            if d["published"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                ""
+            },
             functions.join(","),
             match d["message"].as_str() {
                 Some(m) if !m.is_empty() => format!("  \"{m}\""),
@@ -354,7 +386,11 @@ async fn show(remote: &Remote, id: &str) -> anyhow::Result<ExitCode> {
     };
     println!(
         "deploy {id}{}  created {} by {}  {}",
-        if deploy["published"].as_bool() == Some(true) { " (published)" } else { "" },
+        if deploy["published"].as_bool() == Some(true) {
+            " (published)"
+        } else {
+            ""
+        },
         deploy["created_at"].as_str().unwrap_or("?"),
         deploy["author"].as_str().unwrap_or("?"),
         deploy["message"].as_str().unwrap_or("")
@@ -368,7 +404,10 @@ async fn show(remote: &Remote, id: &str) -> anyhow::Result<ExitCode> {
 fn diff(deploy: &Value, published: Option<&Value>) -> String {
     let sha = |d: &Value, n: &str| d["components"][n]["sha256"].as_str().map(str::to_string);
     let names = |d: &Value| -> Vec<String> {
-        d["components"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        d["components"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
     };
     let mut all = names(deploy);
     if let Some(p) = published {
@@ -378,7 +417,10 @@ fn diff(deploy: &Value, published: Option<&Value>) -> String {
     all.dedup();
     let mut out = String::new();
     if let Some(p) = published {
-        out.push_str(&format!("against the published deploy {}:\n", p["id"].as_str().unwrap_or("?")));
+        out.push_str(&format!(
+            "against the published deploy {}:\n",
+            p["id"].as_str().unwrap_or("?")
+        ));
     }
     for n in all {
         let (here, there) = (sha(deploy, &n), published.and_then(|p| sha(p, &n)));
@@ -390,7 +432,10 @@ fn diff(deploy: &Value, published: Option<&Value>) -> String {
             _ => ' ',
         };
         let shown = here.or(there).unwrap_or_default();
-        out.push_str(&format!("{mark} {n:<24} {}\n", &shown[..shown.len().min(12)]));
+        out.push_str(&format!(
+            "{mark} {n:<24} {}\n",
+            &shown[..shown.len().min(12)]
+        ));
     }
     out
 }

@@ -169,7 +169,11 @@ pub fn server(config: &Config) -> Result<(), String> {
         secret("server.deploy_token", token)?;
     }
     bytes("server.max_deploy", s.max_deploy, bounds::MAX_DEPLOY)?;
-    bytes("server.max_component", s.max_component, bounds::MAX_COMPONENT)?;
+    bytes(
+        "server.max_component",
+        s.max_component,
+        bounds::MAX_COMPONENT,
+    )?;
     count(
         "server.keep_deploys",
         s.keep_deploys.map(u64::from),

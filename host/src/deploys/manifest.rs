@@ -79,13 +79,14 @@ impl Manifest {
                 ));
             }
         }
-        let table: toml::Table = toml::from_str(&self.config).map_err(|e| {
-            format!("fnhost.toml: {}", e.message().trim())
-        })?;
+        let table: toml::Table = toml::from_str(&self.config)
+            .map_err(|e| format!("fnhost.toml: {}", e.message().trim()))?;
         if table.contains_key("server") {
-            return Err("fnhost.toml: [server] is per node and never part of a deploy \
+            return Err(
+                "fnhost.toml: [server] is per node and never part of a deploy \
                         (`fnhost deploy` leaves it out)"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -101,7 +102,9 @@ pub fn valid_name(name: &str) -> bool {
 
 /// 64 lower-case hex digits.
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Lower-case hex sha256 of `bytes`.
@@ -118,7 +121,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The site file's text without its `[server]` table (what `fnhost deploy` sends): parsed and
 /// written again, so comments are lost; the settings are the same.
 pub fn without_server(text: &str) -> Result<String, String> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.message().trim().to_string())?;
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| e.message().trim().to_string())?;
     table.remove("server");
     toml::to_string(&table).map_err(|e| e.to_string())
 }
@@ -153,10 +157,13 @@ mod tests {
 
     #[test]
     fn a_server_table_or_a_bad_name_is_refused() {
-        let e = manifest("[server]\nadmin_token = \"x\"\n").check().unwrap_err();
+        let e = manifest("[server]\nadmin_token = \"x\"\n")
+            .check()
+            .unwrap_err();
         assert!(e.contains("[server] is per node"), "{e}");
         let mut m = manifest("");
-        m.functions.insert("../x".into(), m.functions["hello"].clone());
+        m.functions
+            .insert("../x".into(), m.functions["hello"].clone());
         assert!(m.check().unwrap_err().contains("not a function name"));
         assert!(manifest("").check().is_ok());
     }

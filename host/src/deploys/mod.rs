@@ -46,10 +46,11 @@ impl Loaded {
 
 /// The CORS policies and rules of a deploy's settings and `_redirects` text.
 fn edge(config: &Config, redirects: &str) -> Result<(Policies, Rules), String> {
-    let cors =
-        Policies::from_config(config).map_err(|e| format!("fnhost.toml: {}: {}", e.key, e.message))?;
+    let cors = Policies::from_config(config)
+        .map_err(|e| format!("fnhost.toml: {}: {}", e.key, e.message))?;
     let more = config.redirects.iter().map(|r| r.0.clone());
-    let rules = Rules::from_text(redirects, Path::new("_redirects"), more).map_err(|e| e.to_string())?;
+    let rules =
+        Rules::from_text(redirects, Path::new("_redirects"), more).map_err(|e| e.to_string())?;
     Ok((cors, rules))
 }
 
@@ -92,7 +93,9 @@ impl DeployLimits {
         use crate::config::defaults;
         DeployLimits {
             max_deploy: server.max_deploy.map_or(defaults::MAX_DEPLOY, |s| s.0),
-            max_component: server.max_component.map_or(defaults::MAX_COMPONENT, |s| s.0),
+            max_component: server
+                .max_component
+                .map_or(defaults::MAX_COMPONENT, |s| s.0),
         }
     }
 }
@@ -143,7 +146,8 @@ impl Deploys {
 
     /// Marks this node as serving the published deploy.
     pub fn set_following(&self) {
-        self.following.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.following
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether this node serves the published deploy (`--deployed`).
@@ -182,8 +186,8 @@ impl Deploys {
         }
         let id = crate::ids::new_id()[..12].to_string();
         let previous = self.newest_loaded();
-        let loaded = (self.load_manifest(&id, &manifest, previous.as_ref().map(|l| &*l.table)))
-            .await?;
+        let loaded =
+            (self.load_manifest(&id, &manifest, previous.as_ref().map(|l| &*l.table))).await?;
         let record = DeployRecord {
             id: id.clone(),
             hash: manifest.hash(),
@@ -251,17 +255,23 @@ impl Deploys {
         self.check_engine(&config).map_err(Refused::Invalid)?;
         let mut files = Vec::with_capacity(manifest.functions.len());
         for (name, component) in &manifest.functions {
-            files.push((name.clone(), self.local_copy(name, &component.sha256).await?));
+            files.push((
+                name.clone(),
+                self.local_copy(name, &component.sha256).await?,
+            ));
         }
         let sources = Sources {
             files: &files,
             deploy: Some(id),
         };
-        let table = functions::load_files(&self.engine, sources, &config, self.max_memory, previous).await;
+        let table =
+            functions::load_files(&self.engine, sources, &config, self.max_memory, previous).await;
         if !table.rejected.is_empty() {
             let reasons: Vec<String> = (table.rejected.iter())
                 .map(|r| {
-                    let name = (files.iter()).find(|(_, p)| *p == r.file).map_or("?", |(n, _)| n);
+                    let name = (files.iter())
+                        .find(|(_, p)| *p == r.file)
+                        .map_or("?", |(n, _)| n);
                     let file = r.file.display().to_string();
                     r.reason.replace(&file, &format!("{name}.wasm"))
                 })
@@ -289,10 +299,12 @@ impl Deploys {
             ));
         }
         if fuel && !self.fuel {
-            return Err("fnhost.toml: `fuel` needs fuel metering, which this node's engine was \
+            return Err(
+                "fnhost.toml: `fuel` needs fuel metering, which this node's engine was \
                         started without: set `fuel` in the node's own fnhost.toml [defaults] \
                         too and restart the nodes"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -321,7 +333,10 @@ impl Deploys {
 
     fn newest_loaded(&self) -> Option<Arc<Loaded>> {
         let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.values().max_by_key(|(_, at)| *at).map(|(l, _)| l.clone())
+        loaded
+            .values()
+            .max_by_key(|(_, at)| *at)
+            .map(|(l, _)| l.clone())
     }
 
     /// Keeps `loaded` for later; the least recently used goes past [`KEEP_LOADED`].
@@ -329,7 +344,10 @@ impl Deploys {
         let mut map = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(id.to_string(), (loaded, std::time::Instant::now()));
         while map.len() > KEEP_LOADED {
-            let oldest = map.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone());
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => map.remove(&k),
                 None => break,

@@ -235,7 +235,8 @@ pub async fn load_files(
     max_memory: u64,
     previous: Option<&FunctionTable>,
 ) -> FunctionTable {
-    let loads = (sources.files.iter()).map(|(name, path)| load_component(engine, name, path, previous));
+    let loads =
+        (sources.files.iter()).map(|(name, path)| load_component(engine, name, path, previous));
     let results = futures::future::join_all(loads).await;
     let deploy = sources.deploy.map(str::to_string);
     let mut table = FunctionTable {

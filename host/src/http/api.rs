@@ -145,7 +145,11 @@ impl Call<'_> {
         self.app.auth.admin(self.headers)?;
         let queue = &self.app.queue;
         let done = match action {
-            "replay" => queue.replay(id, self.replay_deploy().await?.as_deref()).await,
+            "replay" => {
+                queue
+                    .replay(id, self.replay_deploy().await?.as_deref())
+                    .await
+            }
             "cancel" => queue.cancel(id).await,
             _ => queue.run_now(id).await,
         }
@@ -172,7 +176,13 @@ impl Call<'_> {
                     .ok_or_else(|| ApiError::Conflict("no deploy is published".into()))?;
                 Ok(Some(published.deploy))
             }
-            Some(id) => match self.app.queue.deploy(id).await.map_err(|e| self.queue_error(e))? {
+            Some(id) => match self
+                .app
+                .queue
+                .deploy(id)
+                .await
+                .map_err(|e| self.queue_error(e))?
+            {
                 Some(d) => Ok(Some(d.id)),
                 None => Err(ApiError::NoDeploy(id.to_string())),
             },

@@ -35,9 +35,8 @@ impl Auth {
         if self.admin_token.is_none() && self.deploy_token.is_none() {
             return Err(ApiError::AdminOff);
         }
-        let given = bearer(headers);
-        let matches = |secret: Option<&str>| matches!((given, secret), (Some(g), Some(s)) if same_secret(g, s));
-        if matches(self.admin_token.as_deref()) || matches(self.deploy_token.as_deref()) {
+        let secrets = [self.admin_token.as_deref(), self.deploy_token.as_deref()];
+        if bears_one_of(headers, secrets) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized)
@@ -72,14 +71,24 @@ impl Auth {
         let Some(access) = access.filter(|a| a.status == StatusAccess::Token) else {
             return Ok(());
         };
-        let given = bearer(headers);
-        let matches = |secret: Option<&str>| matches!((given, secret), (Some(g), Some(s)) if same_secret(g, s));
-        if matches(self.admin_token.as_deref()) || matches(access.invoke_token.as_deref()) {
+        let secrets = [self.admin_token.as_deref(), access.invoke_token.as_deref()];
+        if bears_one_of(headers, secrets) {
             Ok(())
         } else {
             Err(ApiError::TokenRequired)
         }
     }
+}
+
+/// Whether the request's bearer token is one of the configured `secrets` (every one compared).
+fn bears_one_of(headers: &http::HeaderMap, secrets: [Option<&str>; 2]) -> bool {
+    let Some(given) = bearer(headers) else {
+        return false;
+    };
+    secrets
+        .iter()
+        .flatten()
+        .fold(false, |found, secret| same_secret(given, secret) | found)
 }
 
 /// The credentials of an `Authorization: Bearer …` header; the scheme is case-insensitive

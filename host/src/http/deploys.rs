@@ -64,7 +64,14 @@ where
         }
         (method, _) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
-            allow: vec![if segments.is_empty() { "GET, POST" } else { "GET" }.to_string()],
+            allow: vec![
+                if segments.is_empty() {
+                    "GET, POST"
+                } else {
+                    "GET"
+                }
+                .to_string(),
+            ],
         }),
     }
 }
@@ -87,7 +94,10 @@ async fn list(deploys: &Deploys) -> Result<Response<Body>, crate::queue::QueueEr
     let queue = deploys.queue();
     let published = queue.published().await?.map(|p| p.deploy);
     let all = queue.deploys(LIST_LIMIT).await?;
-    let list: Vec<_> = all.iter().map(|d| summary(d, published.as_deref())).collect();
+    let list: Vec<_> = all
+        .iter()
+        .map(|d| summary(d, published.as_deref()))
+        .collect();
     Ok(json(StatusCode::OK, &list))
 }
 
@@ -146,7 +156,9 @@ async fn served_here(app: &App, deploys: &Deploys, id: &str) {
         return;
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while app.table.current().deploy.as_deref() != Some(id) && tokio::time::Instant::now() < deadline {
+    while app.table.current().deploy.as_deref() != Some(id)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
@@ -163,7 +175,11 @@ where
         .map_err(|e| ApiError::BadRequest(format!("the JSON body does not parse: {e}")))
 }
 
-async fn missing<B>(app: &App, deploys: &Deploys, req: Request<B>) -> Result<Response<Body>, ApiError>
+async fn missing<B>(
+    app: &App,
+    deploys: &Deploys,
+    req: Request<B>,
+) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -181,7 +197,11 @@ where
     Ok(json(StatusCode::OK, &json!({ "missing": missing })))
 }
 
-async fn create<B>(app: &App, deploys: &Deploys, req: Request<B>) -> Result<Response<Body>, ApiError>
+async fn create<B>(
+    app: &App,
+    deploys: &Deploys,
+    req: Request<B>,
+) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -193,7 +213,11 @@ where
                 "deploy {} stored ({} function(s)){}",
                 created.id,
                 created.functions.len(),
-                if created.published.is_some() { " and published" } else { "" }
+                if created.published.is_some() {
+                    " and published"
+                } else {
+                    ""
+                }
             );
             if created.published.is_some() {
                 served_here(app, deploys, &created.id).await;
@@ -238,8 +262,17 @@ where
         return Err(ApiError::BadRequest(format!("{sha:?} is not a sha256")));
     }
     let qe = |e| queue_error("/deploys/blobs", e);
-    if deploys.queue().missing_blobs(&[sha.to_string()]).await.map_err(qe)?.is_empty() {
-        return Ok(json(StatusCode::OK, &json!({ "sha256": sha, "stored": "already" })));
+    if deploys
+        .queue()
+        .missing_blobs(&[sha.to_string()])
+        .await
+        .map_err(qe)?
+        .is_empty()
+    {
+        return Ok(json(
+            StatusCode::OK,
+            &json!({ "sha256": sha, "stored": "already" }),
+        ));
     }
     let limit = deploys.limits.max_component;
     let partial = Partial(Some(deploys.upload_path()));
@@ -253,7 +286,10 @@ where
     deploys.queue().store_blob(sha, &path).await.map_err(qe)?;
     // This node's own copy, so loading the deploy here reads no chunk back.
     let _ = tokio::fs::rename(&path, deploys.blob_path(sha)).await;
-    Ok(json(StatusCode::CREATED, &json!({ "sha256": sha, "size": size })))
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({ "sha256": sha, "size": size }),
+    ))
 }
 
 /// Writes `body` to `path`, hashing it; refuses more than `limit` bytes (`413`) and a body
@@ -285,7 +321,9 @@ where
         };
         let frame =
             frame.map_err(|e| ApiError::BadRequest(format!("cannot read body: {}", e.into())))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         size += data.len() as u64;
         if size > limit {
             return Err(ApiError::PayloadTooLarge { limit });

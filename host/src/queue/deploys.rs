@@ -134,13 +134,12 @@ impl Queue {
         let partial = dest.with_extension(format!("part-{}", &crate::ids::new_id()[..8]));
         let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
         for seq in 0..chunks {
-            let row = sqlx::query(
-                "SELECT data FROM deploy_blob_chunks WHERE sha256 = $1 AND seq = $2",
-            )
-            .bind(sha.to_string())
-            .bind(seq)
-            .fetch_one(&self.pool)
-            .await?;
+            let row =
+                sqlx::query("SELECT data FROM deploy_blob_chunks WHERE sha256 = $1 AND seq = $2")
+                    .bind(sha.to_string())
+                    .bind(seq)
+                    .fetch_one(&self.pool)
+                    .await?;
             let data: Vec<u8> = row.try_get(0)?;
             out.write_all(&data).await.map_err(io)?;
         }
@@ -413,24 +412,52 @@ mod tests {
         assert!(q.deploy("bad").await.unwrap().is_none(), "nothing stored");
         assert!(q.published().await.unwrap().is_none());
 
-        let p1 = q.create_deploy(&record("d1", &[("f", "s1")]), true).await.unwrap();
+        let p1 = q
+            .create_deploy(&record("d1", &[("f", "s1")]), true)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert_eq!(p1.map(|p| (p.deploy, p.generation)), Some(("d1".into(), 1)));
-        q.create_deploy(&record("d2", &[("f", "s1")]), false).await.unwrap();
+        q.create_deploy(&record("d2", &[("f", "s1")]), false)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(q.published().await.unwrap().unwrap().deploy, "d1", "not published");
+        assert_eq!(
+            q.published().await.unwrap().unwrap().deploy,
+            "d1",
+            "not published"
+        );
         let p2 = q.publish("d2").await.unwrap().unwrap();
         assert_eq!((p2.deploy.as_str(), p2.generation), ("d2", 2));
         let back = q.publish("d1").await.unwrap().unwrap();
-        assert_eq!((back.deploy.as_str(), back.generation), ("d1", 3), "a rollback");
+        assert_eq!(
+            (back.deploy.as_str(), back.generation),
+            ("d1", 3),
+            "a rollback"
+        );
         assert!(q.publish("none").await.unwrap().is_none());
-        let listed: Vec<String> = q.deploys(10).await.unwrap().into_iter().map(|d| d.id).collect();
+        let listed: Vec<String> = q
+            .deploys(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         assert_eq!(listed.len(), 2);
-        assert_eq!(q.deploy("d1").await.unwrap().unwrap().functions, [("f".to_string(), "s1".to_string())]);
+        assert_eq!(
+            q.deploy("d1").await.unwrap().unwrap().functions,
+            [("f".to_string(), "s1".to_string())]
+        );
 
         // Keep 1: d2 is the newest, d1 is published: both stay. Publish d2: d1 goes.
-        q.create_deploy(&record("d3", &[("f", "s1")]), false).await.unwrap();
-        assert_eq!(q.purge_deploys(1).await.unwrap(), 1, "d2: neither newest nor published");
+        q.create_deploy(&record("d3", &[("f", "s1")]), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            q.purge_deploys(1).await.unwrap(),
+            1,
+            "d2: neither newest nor published"
+        );
         assert!(q.deploy("d1").await.unwrap().is_some());
         assert!(q.deploy("d3").await.unwrap().is_some());
     }
@@ -444,7 +471,9 @@ mod tests {
         std::fs::write(&file, b"abc").unwrap();
         q.store_blob("s1", &file).await.unwrap();
         for id in ["old", "mid", "new"] {
-            q.create_deploy(&record(id, &[("f", "s1")]), true).await.unwrap();
+            q.create_deploy(&record(id, &[("f", "s1")]), true)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         q.enqueue(NewInvocation {
@@ -460,10 +489,22 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(q.status("i1").await.unwrap().unwrap().deploy.as_deref(), Some("old"));
-        assert_eq!(q.purge_deploys(1).await.unwrap(), 1, "mid goes; old is still needed");
+        assert_eq!(
+            q.status("i1").await.unwrap().unwrap().deploy.as_deref(),
+            Some("old")
+        );
+        assert_eq!(
+            q.purge_deploys(1).await.unwrap(),
+            1,
+            "mid goes; old is still needed"
+        );
         assert!(q.deploy("old").await.unwrap().is_some());
-        let claim = q.claim("w", 1, Duration::from_secs(30), &[]).await.unwrap().pop().unwrap();
+        let claim = q
+            .claim("w", 1, Duration::from_secs(30), &[])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!(claim.deploy.as_deref(), Some("old"));
     }
 

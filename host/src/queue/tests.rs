@@ -229,7 +229,10 @@ async fn a_failure_retries_at_its_time_then_dies() {
         (replayed.state, replayed.attempts),
         (InvocationState::Queued, 0)
     );
-    assert!(!q.replay("r", None).await.unwrap(), "only dead ones are replayed");
+    assert!(
+        !q.replay("r", None).await.unwrap(),
+        "only dead ones are replayed"
+    );
     assert!(q.cancel("r").await.unwrap());
     assert_eq!(state(&q, "r").await, InvocationState::Cancelled);
     assert!(q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty());

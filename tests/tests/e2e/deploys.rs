@@ -32,8 +32,11 @@ impl Site {
     fn new(version: &str, settings: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("functions")).unwrap();
-        std::fs::copy(component("guest-version"), dir.path().join("functions/version.wasm"))
-            .unwrap();
+        std::fs::copy(
+            component("guest-version"),
+            dir.path().join("functions/version.wasm"),
+        )
+        .unwrap();
         let site = Site { dir };
         site.set(version, settings);
         site
@@ -96,7 +99,12 @@ fn deploy_id(out: &Output) -> String {
     let all = text(out);
     assert!(out.status.success(), "fnhost deploy failed:\n{all}");
     all.lines()
-        .find_map(|l| l.strip_prefix("deploy ")?.split_whitespace().next().map(str::to_string))
+        .find_map(|l| {
+            l.strip_prefix("deploy ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| panic!("no deploy id in:\n{all}"))
 }
 
@@ -113,10 +121,18 @@ async fn admin_get(server: &Server, path: &str, token: &str) -> crate::support::
 
 /// Waits until `server` answers `expected` (a prefix of the body).
 async fn wait_answer(server: &Server, expected: &str, within: Duration) {
-    wait_until(&format!("{} to answer {expected:?}", server.addr), within, async || {
-        let (status, body) = answer(server).await;
-        if status == 200 && body.starts_with(expected) { Ok(()) } else { Err(format!("{status} {body}")) }
-    })
+    wait_until(
+        &format!("{} to answer {expected:?}", server.addr),
+        within,
+        async || {
+            let (status, body) = answer(server).await;
+            if status == 200 && body.starts_with(expected) {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
     .await
 }
 
@@ -127,48 +143,107 @@ async fn wait_answer(server: &Server, expected: &str, within: Duration) {
 #[tokio::test]
 async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
-    assert!(server.stdout.lock().unwrap().join("\n").contains("no deploy is published yet"));
+    let mut server = Server::with(&[])
+        .deployed()
+        .data_dir(data.path())
+        .config(&node_config(""))
+        .start();
+    assert!(
+        server
+            .stdout
+            .lock()
+            .unwrap()
+            .join("\n")
+            .contains("no deploy is published yet")
+    );
     assert_eq!(answer(&server).await.0, 404);
 
     let site = Site::new("v1", "");
     let first = site.deploy(&server, &["--message", "first"]);
     let id1 = deploy_id(&first);
-    assert!(text(&first).contains("0 already stored, 1 uploaded"), "{}", text(&first));
-    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+    assert!(
+        text(&first).contains("0 already stored, 1 uploaded"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v1 deploy={id1} attempt=1"))
+    );
 
     site.set("v2", "");
     let second = site.deploy(&server, &["-m", "second"]);
     let id2 = deploy_id(&second);
-    assert!(text(&second).contains("1 already stored, 0 uploaded (0 B)"), "{}", text(&second));
-    assert_eq!(answer(&server).await, (200, format!("v2 deploy={id2} attempt=1")));
+    assert!(
+        text(&second).contains("1 already stored, 0 uploaded (0 B)"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v2 deploy={id2} attempt=1"))
+    );
     let metrics = admin_get(&server, "/.fnhost/metrics", TOKEN).await.text();
-    assert!(metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id2}\"}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id1}\"}} 0")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id2}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id1}\"}} 0")),
+        "{metrics}"
+    );
 
     let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!((list[0]["id"].as_str(), list[0]["published"].as_bool()), (Some(id2.as_str()), Some(true)));
-    assert_eq!((list[1]["id"].as_str(), list[1]["published"].as_bool()), (Some(id1.as_str()), Some(false)));
+    assert_eq!(
+        (list[0]["id"].as_str(), list[0]["published"].as_bool()),
+        (Some(id2.as_str()), Some(true))
+    );
+    assert_eq!(
+        (list[1]["id"].as_str(), list[1]["published"].as_bool()),
+        (Some(id1.as_str()), Some(false))
+    );
     assert_eq!(list[1]["message"], "first");
     assert_eq!(list[0]["functions"], serde_json::json!(["version"]));
 
     let url = server.url("");
-    let shown = text(&fnhost(&["deploys", "show", &id1, "--url", &url, "--token", TOKEN]));
-    assert!(shown.contains(&format!("against the published deploy {id2}")), "{shown}");
+    let shown = text(&fnhost(&[
+        "deploys", "show", &id1, "--url", &url, "--token", TOKEN,
+    ]));
+    assert!(
+        shown.contains(&format!("against the published deploy {id2}")),
+        "{shown}"
+    );
     let listed = text(&fnhost(&["deploys", "--url", &url, "--token", TOKEN]));
     let rows: Vec<&str> = listed.lines().skip(1).collect();
-    assert!(rows[0].starts_with(&id2) && rows[0].contains("yes"), "{listed}");
-    assert!(rows[1].starts_with(&id1) && rows[1].contains("\"first\""), "{listed}");
+    assert!(
+        rows[0].starts_with(&id2) && rows[0].contains("yes"),
+        "{listed}"
+    );
+    assert!(
+        rows[1].starts_with(&id1) && rows[1].contains("\"first\""),
+        "{listed}"
+    );
 
     let back = fnhost(&["publish", &id1, "--url", &url, "--token", TOKEN]);
     assert!(back.status.success(), "{}", text(&back));
-    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v1 deploy={id1} attempt=1"))
+    );
 
     server.kill9();
-    let again = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
-    assert_eq!(answer(&again).await, (200, format!("v1 deploy={id1} attempt=1")), "served from the first request");
+    let again = Server::with(&[])
+        .deployed()
+        .data_dir(data.path())
+        .config(&node_config(""))
+        .start();
+    assert_eq!(
+        answer(&again).await,
+        (200, format!("v1 deploy={id1} attempt=1")),
+        "served from the first request"
+    );
     for file in ["queue.db", "queue.db-wal"] {
         let bytes = std::fs::read(data.path().join(file)).unwrap_or_default();
         let leaked = bytes.windows(21).any(|w| w == b"stays-on-this-machine");
@@ -180,15 +255,25 @@ async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
 /// it, nothing stored, the published deploy still served.
 #[tokio::test]
 async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
-    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config(""))
+        .start();
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&server);
 
-    std::fs::write(site.functions().join("broken.wasm"), b"\0asm\x0d\0\x01\0 not a component").unwrap();
+    std::fs::write(
+        site.functions().join("broken.wasm"),
+        b"\0asm\x0d\0\x01\0 not a component",
+    )
+    .unwrap();
     let refused = site.deploy(&server, &[]);
     assert!(!refused.status.success());
     let said = text(&refused);
-    assert!(said.contains("422") && said.contains("broken.wasm"), "{said}");
+    assert!(
+        said.contains("422") && said.contains("broken.wasm"),
+        "{said}"
+    );
     std::fs::remove_file(site.functions().join("broken.wasm")).unwrap();
 
     // Past the CLI's own check (another client): the server refuses it itself.
@@ -203,13 +288,22 @@ async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
             "functions": { "version": { "sha256": sha, "size": 1 } },
             "config": config,
         });
-        let reply = send("POST", &server.url("/.fnhost/deploys"), &[("authorization", &auth)], body.to_string()).await;
+        let reply = send(
+            "POST",
+            &server.url("/.fnhost/deploys"),
+            &[("authorization", &auth)],
+            body.to_string(),
+        )
+        .await;
         assert_eq!(reply.status, 422, "{config}: {}", reply.text());
         assert!(reply.text().contains(names), "{config}: {}", reply.text());
     }
     let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
     assert_eq!(list.as_array().unwrap().len(), 1, "nothing stored: {list}");
-    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id1} attempt=1")));
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v1 deploy={id1} attempt=1"))
+    );
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -222,18 +316,46 @@ fn sha256_file(path: &Path) -> String {
 /// invocation.
 #[tokio::test]
 async fn deploys_need_the_admin_token_or_the_deploy_token() {
-    let server = Server::with(&[]).deployed().config(&node_config("deploy_token = \"d3ploy-only-t0ken\"\n")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config("deploy_token = \"d3ploy-only-t0ken\"\n"))
+        .start();
     let no_token = get(&server.url("/.fnhost/deploys")).await;
     assert_eq!(no_token.status, 401);
-    assert_eq!(admin_get(&server, "/.fnhost/deploys", "another-cluster-admin").await.status, 401);
-    assert_eq!(admin_get(&server, "/.fnhost/deploys", TOKEN).await.status, 200);
-    assert_eq!(admin_get(&server, "/.fnhost/deploys", "d3ploy-only-t0ken").await.status, 200);
-    assert_eq!(admin_get(&server, "/.fnhost/invocations", "d3ploy-only-t0ken").await.status, 401);
+    assert_eq!(
+        admin_get(&server, "/.fnhost/deploys", "another-cluster-admin")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin_get(&server, "/.fnhost/deploys", TOKEN).await.status,
+        200
+    );
+    assert_eq!(
+        admin_get(&server, "/.fnhost/deploys", "d3ploy-only-t0ken")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        admin_get(&server, "/.fnhost/invocations", "d3ploy-only-t0ken")
+            .await
+            .status,
+        401
+    );
     let site = Site::new("v1", "");
     let refused = site.deploy(&server, &["--token", "another-cluster-admin"]);
-    assert!(!refused.status.success() && text(&refused).contains("401"), "{}", text(&refused));
+    assert!(
+        !refused.status.success() && text(&refused).contains("401"),
+        "{}",
+        text(&refused)
+    );
     let id = deploy_id(&site.deploy(&server, &["--token", "d3ploy-only-t0ken"]));
-    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id} attempt=1")));
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v1 deploy={id} attempt=1"))
+    );
 }
 
 /// A client killed half way through an upload leaves nothing stored and no partial file; the
@@ -242,7 +364,11 @@ async fn deploys_need_the_admin_token_or_the_deploy_token() {
 async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
     use tokio::io::AsyncWriteExt as _;
     let data = tempfile::tempdir().unwrap();
-    let server = Server::with(&[]).deployed().data_dir(data.path()).config(&node_config("")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .data_dir(data.path())
+        .config(&node_config(""))
+        .start();
     let site = Site::new("v1", "");
     let wasm = std::fs::read(site.functions().join("version.wasm")).unwrap();
     let sha = sha256_file(&site.functions().join("version.wasm"));
@@ -255,27 +381,58 @@ async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(&wasm[..wasm.len() / 2]).await.unwrap();
     let blobs = data.path().join("deploys");
-    wait_until("the upload to start", Duration::from_secs(5), async || partials(&blobs) == 1).await;
+    wait_until("the upload to start", Duration::from_secs(5), async || {
+        partials(&blobs) == 1
+    })
+    .await;
     drop(conn);
-    wait_until("the partial upload to be removed", Duration::from_secs(5), async || partials(&blobs) == 0).await;
+    wait_until(
+        "the partial upload to be removed",
+        Duration::from_secs(5),
+        async || partials(&blobs) == 0,
+    )
+    .await;
     let auth = format!("Bearer {TOKEN}");
     let ask = serde_json::json!({ "sha256": [sha] }).to_string();
-    let missing = send("POST", &server.url("/.fnhost/deploys/blobs/missing"), &[("authorization", &auth)], ask).await;
-    assert_eq!(missing.json()["missing"], serde_json::json!([sha]), "nothing stored");
+    let missing = send(
+        "POST",
+        &server.url("/.fnhost/deploys/blobs/missing"),
+        &[("authorization", &auth)],
+        ask,
+    )
+    .await;
+    assert_eq!(
+        missing.json()["missing"],
+        serde_json::json!([sha]),
+        "nothing stored"
+    );
 
     let out = site.deploy(&server, &[]);
     let id = deploy_id(&out);
     let kb = format!("1 uploaded ({:.1} KB)", wasm.len() as f64 / 1024.0);
     assert!(text(&out).contains(&kb), "{}", text(&out));
-    assert_eq!(answer(&server).await, (200, format!("v1 deploy={id} attempt=1")));
+    assert_eq!(
+        answer(&server).await,
+        (200, format!("v1 deploy={id} attempt=1"))
+    );
     let again = site.deploy(&server, &[]);
-    assert!(text(&again).contains("1 already stored, 0 uploaded (0 B)"), "{}", text(&again));
+    assert!(
+        text(&again).contains("1 already stored, 0 uploaded (0 B)"),
+        "{}",
+        text(&again)
+    );
 }
 
 /// Upload files in progress in the node's component directory.
 fn partials(dir: &Path) -> usize {
     std::fs::read_dir(dir)
-        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))).count())
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            })
+            .count()
+        })
         .unwrap_or(0)
 }
 
@@ -283,7 +440,10 @@ fn partials(dir: &Path) -> usize {
 /// new invocations run v2; a replay may choose the published deploy.
 #[tokio::test]
 async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
-    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config(""))
+        .start();
     let background = "background = true\nretry_delays = [\"2s\"]\n";
     let site = Site::new("v1", background);
     let id1 = site.deploy_ok(&server);
@@ -292,11 +452,18 @@ async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
     site.set("v2", background);
     let id2 = site.deploy_ok(&server);
     let done = wait_state(&server, &inv, &["succeeded"], Duration::from_secs(15)).await;
-    assert_eq!(done["result"]["body"], format!("v1 deploy={id1} attempt=2"), "{done}");
+    assert_eq!(
+        done["result"]["body"],
+        format!("v1 deploy={id1} attempt=2"),
+        "{done}"
+    );
     assert_eq!(done["deploy"], id1.as_str());
     let fresh = accepted_id(&post(&server, "/.netlify/functions/version", &[], "").await);
     let fresh = wait_state(&server, &fresh, &["succeeded"], Duration::from_secs(10)).await;
-    assert_eq!(fresh["result"]["body"], format!("v2 deploy={id2} attempt=1"));
+    assert_eq!(
+        fresh["result"]["body"],
+        format!("v2 deploy={id2} attempt=1")
+    );
     assert_eq!(fresh["deploy"], id2.as_str());
 
     // Dead under v2 (no retries), replayed on the deploy published since (v3).
@@ -308,11 +475,19 @@ async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
     let id3 = site.deploy_ok(&server);
     let auth = format!("Bearer {TOKEN}");
     let replay = format!("/.fnhost/invocations/{dead}/replay?deploy=published");
-    let replayed = send("POST", &server.url(&replay), &[("authorization", &auth)], "").await;
+    let replayed = send(
+        "POST",
+        &server.url(&replay),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
     assert_eq!(replayed.status, 200, "{}", replayed.text());
     assert_eq!(replayed.json()["deploy"], id3.as_str());
     let ran = format!("version v3 deploy {id3} attempt 1");
-    server.wait_for_log(&[&ran, &dead], Duration::from_secs(10)).await;
+    server
+        .wait_for_log(&[&ran, &dead], Duration::from_secs(10))
+        .await;
     let again = wait_state(&server, &dead, &["dead"], Duration::from_secs(10)).await;
     assert_eq!(again["deploy"], id3.as_str());
 }
@@ -333,7 +508,9 @@ fn hammer(url: String, stop: Arc<AtomicBool>) -> (Seen, tokio::task::JoinHandle<
                 return;
             }
             let got = match crate::support::try_send("GET", &url, &[], bytes::Bytes::new()).await {
-                Ok(r) if r.status == 200 => Ok(r.text().split(' ').next().unwrap_or("").to_string()),
+                Ok(r) if r.status == 200 => {
+                    Ok(r.text().split(' ').next().unwrap_or("").to_string())
+                }
                 Ok(r) => Err(format!("{} {}", r.status, r.text())),
                 Err(e) => Err(e),
             };
@@ -370,7 +547,13 @@ fn ms_after(to: Instant, from: Instant) -> u128 {
 #[ignore = "needs PostgreSQL (CI runs it)"]
 async fn two_nodes_switch_together_within_a_second_and_roll_back() {
     let db = crate::postgres::database("deploys_two_nodes");
-    let start = || Server::with(&[]).deployed().queue(&db.url).config(&node_config("")).start();
+    let start = || {
+        Server::with(&[])
+            .deployed()
+            .queue(&db.url)
+            .config(&node_config(""))
+            .start()
+    };
     let (a, b) = (start(), start());
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&a);
@@ -388,14 +571,27 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
                 let dir = site.functions();
                 let (config, url) = (site.dir.path().join("fnhost.toml"), a.url(""));
                 tokio::task::spawn_blocking(move || {
-                    fnhost(&["deploy", dir.to_str().unwrap(), "--config", config.to_str().unwrap(), "--url", &url, "--token", TOKEN])
+                    fnhost(&[
+                        "deploy",
+                        dir.to_str().unwrap(),
+                        "--config",
+                        config.to_str().unwrap(),
+                        "--url",
+                        &url,
+                        "--token",
+                        TOKEN,
+                    ])
                 })
                 .await
                 .unwrap()
             }
             Some(id) => {
                 let (id, url) = (id.clone(), b.url(""));
-                tokio::task::spawn_blocking(move || fnhost(&["publish", &id, "--url", &url, "--token", TOKEN])).await.unwrap()
+                tokio::task::spawn_blocking(move || {
+                    fnhost(&["publish", &id, "--url", &url, "--token", TOKEN])
+                })
+                .await
+                .unwrap()
             }
         };
         assert!(out.status.success(), "{}", text(&out));
@@ -405,7 +601,10 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         let _ = tokio::join!(task_a, task_b);
-        let (at_a, at_b) = (switched_at(&seen_a, from, to), switched_at(&seen_b, from, to));
+        let (at_a, at_b) = (
+            switched_at(&seen_a, from, to),
+            switched_at(&seen_b, from, to),
+        );
         let (ms_a, ms_b) = (ms_after(at_a, answered), ms_after(at_b, answered));
         println!(
             "publish {from} -> {to}: the CLI took {} ms; node a served {to} {ms_a} ms and node b {ms_b} ms after it returned ({} + {} answers, no error)",
@@ -413,10 +612,17 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
             seen_a.lock().unwrap().len(),
             seen_b.lock().unwrap().len()
         );
-        assert!(ms_a <= 1000 && ms_b <= 1000, "both nodes within 1 s: {ms_a} ms, {ms_b} ms");
+        assert!(
+            ms_a <= 1000 && ms_b <= 1000,
+            "both nodes within 1 s: {ms_a} ms, {ms_b} ms"
+        );
     }
     let c = start();
-    assert_eq!(answer(&c).await, (200, format!("v1 deploy={id1} attempt=1")), "a later node serves the published deploy");
+    assert_eq!(
+        answer(&c).await,
+        (200, format!("v1 deploy={id1} attempt=1")),
+        "a later node serves the published deploy"
+    );
 }
 
 /// kill -9 of the node taking publishes while they come: the database holds exactly one
@@ -425,7 +631,13 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
 #[ignore = "needs PostgreSQL (CI runs it)"]
 async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
     let db = crate::postgres::database("deploys_kill9");
-    let start = || Server::with(&[]).deployed().queue(&db.url).config(&node_config("")).start();
+    let start = || {
+        Server::with(&[])
+            .deployed()
+            .queue(&db.url)
+            .config(&node_config(""))
+            .start()
+    };
     let (mut a, b) = (start(), start());
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&a);
@@ -437,13 +649,19 @@ async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
         let mut answered = 0;
         for i in 0..40 {
             let id = if i % 2 == 0 { &p2 } else { &p1 };
-            if fnhost(&["publish", id, "--url", &url, "--token", TOKEN]).status.success() {
+            if fnhost(&["publish", id, "--url", &url, "--token", TOKEN])
+                .status
+                .success()
+            {
                 answered += 1;
             }
         }
         answered
     });
-    wait_until("a few publishes", Duration::from_secs(20), async || a.count_log(&["published (publish #"]) >= 5).await;
+    wait_until("a few publishes", Duration::from_secs(20), async || {
+        a.count_log(&["published (publish #"]) >= 5
+    })
+    .await;
     a.kill9();
     let answered = publisher.await.unwrap();
     assert!(answered < 40, "the node was killed while publishes came");
@@ -452,13 +670,24 @@ async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
     let published = rows[0][0].clone();
     assert!(published == id1 || published == id2, "{published}");
     let expected = format!("deploy={published} ");
-    wait_until("node b to serve the published deploy", Duration::from_secs(3), async || {
-        let (_, body) = answer(&b).await;
-        if body.contains(&expected) { Ok(()) } else { Err(body) }
-    })
+    wait_until(
+        "node b to serve the published deploy",
+        Duration::from_secs(3),
+        async || {
+            let (_, body) = answer(&b).await;
+            if body.contains(&expected) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
     .await;
     let a2 = start();
-    assert!(answer(&a2).await.1.contains(&expected), "a restarted node serves it too");
+    assert!(
+        answer(&a2).await.1.contains(&expected),
+        "a restarted node serves it too"
+    );
 }
 
 /// The dashboard's Deploys view in a real Chromium: both deploys, the published one marked,
@@ -468,19 +697,33 @@ async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
 async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
     use crate::cdp::Browser;
     let binary = crate::support::chromium();
-    let server = Server::with(&[]).deployed().config(&node_config("")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config(""))
+        .start();
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&server);
     site.set("v2", "");
     let id2 = site.deploy_ok(&server);
     let browser = Browser::launch(&binary, 1280, 800).await;
-    let ui = format!("http://localhost:{}/.fnhost/ui/#token={TOKEN}&view=/deploys", server.addr.port());
+    let ui = format!(
+        "http://localhost:{}/.fnhost/ui/#token={TOKEN}&view=/deploys",
+        server.addr.port()
+    );
     browser.navigate(&ui).await;
     let rows = "[...document.querySelectorAll('#deploys tr[data-deploy]')].map(r => r.dataset.deploy + ':' + r.dataset.published)";
-    wait_until("both deploys in the page", Duration::from_secs(20), async || {
-        let seen = browser.value(rows).await;
-        if seen == serde_json::json!([format!("{id2}:true"), format!("{id1}:false")]) { Ok(()) } else { Err(seen) }
-    })
+    wait_until(
+        "both deploys in the page",
+        Duration::from_secs(20),
+        async || {
+            let seen = browser.value(rows).await;
+            if seen == serde_json::json!([format!("{id2}:true"), format!("{id1}:false")]) {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        },
+    )
     .await;
     browser
         .value(&format!(
@@ -489,13 +732,27 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
         ))
         .await;
     wait_answer(&server, &format!("v1 deploy={id1}"), Duration::from_secs(5)).await;
-    wait_until("the page to mark the rollback", Duration::from_secs(20), async || {
-        let seen = browser.value(rows).await;
-        if seen == serde_json::json!([format!("{id2}:false"), format!("{id1}:true")]) { Ok(()) } else { Err(seen) }
-    })
+    wait_until(
+        "the page to mark the rollback",
+        Duration::from_secs(20),
+        async || {
+            let seen = browser.value(rows).await;
+            if seen == serde_json::json!([format!("{id2}:false"), format!("{id1}:true")]) {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        },
+    )
     .await;
     let asked = browser.value("window.__asked").await;
-    assert!(asked[0].as_str().unwrap().starts_with(&format!("Publish deploy {id1}")), "{asked}");
+    assert!(
+        asked[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Publish deploy {id1}")),
+        "{asked}"
+    );
     assert!(browser.problems().is_empty(), "{:?}", browser.problems());
 }
 
@@ -503,19 +760,50 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
 /// whose components together pass `server.max_deploy` is refused with `422`; nothing stored.
 #[tokio::test]
 async fn uploads_over_the_limits_are_refused() {
-    let server = Server::with(&[]).deployed().config(&node_config("max_component = \"64KB\"\n")).start();
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config("max_component = \"64KB\"\n"))
+        .start();
     let site = Site::new("v1", "");
     let refused = site.deploy(&server, &[]);
-    assert!(!refused.status.success() && text(&refused).contains("413"), "{}", text(&refused));
+    assert!(
+        !refused.status.success() && text(&refused).contains("413"),
+        "{}",
+        text(&refused)
+    );
     let auth = format!("Bearer {TOKEN}");
     let sha = sha256_file(&site.functions().join("version.wasm"));
     let ask = serde_json::json!({ "sha256": [sha] }).to_string();
-    let missing = send("POST", &server.url("/.fnhost/deploys/blobs/missing"), &[("authorization", &auth)], ask).await;
-    assert_eq!(missing.json()["missing"], serde_json::json!([sha]), "nothing stored");
+    let missing = send(
+        "POST",
+        &server.url("/.fnhost/deploys/blobs/missing"),
+        &[("authorization", &auth)],
+        ask,
+    )
+    .await;
+    assert_eq!(
+        missing.json()["missing"],
+        serde_json::json!([sha]),
+        "nothing stored"
+    );
 
-    let small = Server::with(&[]).deployed().config(&node_config("max_deploy = \"100KB\"\n")).start();
-    let body = serde_json::json!({ "functions": { "version": { "sha256": sha, "size": 200_000 } } });
-    let reply = send("POST", &small.url("/.fnhost/deploys"), &[("authorization", &auth)], body.to_string()).await;
+    let small = Server::with(&[])
+        .deployed()
+        .config(&node_config("max_deploy = \"100KB\"\n"))
+        .start();
+    let body =
+        serde_json::json!({ "functions": { "version": { "sha256": sha, "size": 200_000 } } });
+    let reply = send(
+        "POST",
+        &small.url("/.fnhost/deploys"),
+        &[("authorization", &auth)],
+        body.to_string(),
+    )
+    .await;
     assert_eq!(reply.status, 422, "{}", reply.text());
-    assert!(reply.text().contains("server.max_deploy"), "{}", reply.text());
+    assert!(
+        reply.text().contains("server.max_deploy"),
+        "{}",
+        reply.text()
+    );
 }
