@@ -62,8 +62,10 @@ pub struct Worker {
     table: Arc<LiveTable>,
     /// Every deploy's functions: an invocation runs on the deploy it was accepted under.
     deploys: Arc<Deploys>,
-    /// Per-function caps (`concurrency`): a permit per running attempt of that function.
-    caps: HashMap<String, Arc<Semaphore>>,
+    /// Per-function caps (`concurrency`): a permit per running attempt of that function;
+    /// made when the function's first claim comes (a deploy brings functions after startup),
+    /// sized by the settings then in force, never resized.
+    caps: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
     cap_freed: tokio::sync::Notify,
     owner: String,
@@ -79,23 +81,13 @@ impl Worker {
         deploys: Arc<Deploys>,
         opts: WorkerOptions,
     ) -> Worker {
-        // Caps are sized once, at startup (a reload does not resize them).
-        let caps = table
-            .current()
-            .functions
-            .iter()
-            .filter_map(|f| {
-                let cap = f.settings.concurrency?;
-                Some((f.name.clone(), Arc::new(Semaphore::new(cap))))
-            })
-            .collect();
         let owner = format!("{}-{}", std::process::id(), &crate::ids::new_id()[..8]);
         Worker {
             queue,
             engine,
             table,
             deploys,
-            caps,
+            caps: std::sync::Mutex::default(),
             cap_freed: tokio::sync::Notify::new(),
             owner,
             opts,
@@ -104,17 +96,29 @@ impl Worker {
 
     /// The functions at their concurrency cap on this node: not to be claimed now.
     fn at_cap(&self) -> Vec<String> {
-        self.caps
-            .iter()
+        let caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+        caps.iter()
             .filter(|(_, s)| s.available_permits() == 0)
             .map(|(name, _)| name.clone())
             .collect()
     }
 
+    /// The cap of `function`, made at its first claim from the settings in force.
+    fn cap_of(&self, function: &str) -> Option<Arc<Semaphore>> {
+        let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cap) = caps.get(function) {
+            return Some(cap.clone());
+        }
+        let limit = self.table.current().get(function)?.settings.concurrency?;
+        let cap = Arc::new(Semaphore::new(limit));
+        caps.insert(function.to_string(), cap.clone());
+        Some(cap)
+    }
+
     /// A running permit for `claim`'s function (`Some(None)`: it has no cap); `None` when it
     /// is at its cap: the claim raced past the skip list and is handed back unstarted.
     async fn admit(&self, claim: &Claimed) -> Option<Option<OwnedSemaphorePermit>> {
-        let Some(cap) = self.caps.get(&claim.function) else {
+        let Some(cap) = self.cap_of(&claim.function) else {
             return Some(None);
         };
         if let Ok(permit) = cap.clone().try_acquire_owned() {

@@ -807,3 +807,43 @@ async fn uploads_over_the_limits_are_refused() {
         reply.text()
     );
 }
+
+/// `fnhost deploy DIR` of a directory of projects (no `.wasm` in it) builds them first, as
+/// `fnhost build` would, then deploys what it built.
+#[tokio::test]
+async fn a_directory_of_projects_is_built_then_deployed() {
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config(""))
+        .start();
+    let cwd = tempfile::tempdir().unwrap();
+    let project = crate::support::repo_root().join("examples").join("hello");
+    let out = Command::new(fnhost_bin())
+        .args([
+            "deploy",
+            project.to_str().unwrap(),
+            "--url",
+            &server.url(""),
+            "--token",
+            TOKEN,
+        ])
+        .current_dir(cwd.path())
+        .env("PATH", crate::support::tool_path())
+        .env(
+            "CARGO_TARGET_DIR",
+            crate::support::repo_root().join("target").join("guests"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("building its projects first"),
+        "{}",
+        text(&out)
+    );
+    deploy_id(&out);
+    let reply = get(&server.url("/.netlify/functions/hello")).await;
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, "Hello from fnhost!\n".to_string())
+    );
+}

@@ -187,12 +187,14 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // Each migration applied once, whichever node got there first.
     assert_eq!(
         db.query("SELECT version FROM fnhost_schema ORDER BY version"),
-        [["1"], ["2"], ["3"], ["4"], ["5"]]
+        [["1"], ["2"], ["3"], ["4"], ["5"], ["6"]]
     );
-    assert_eq!(
-        db.value("SELECT data_type FROM information_schema.columns WHERE table_name = 'invocations' AND column_name = 'body'"),
-        "bytea"
-    );
+    for (table, column) in [("invocations", "body"), ("deploy_blob_chunks", "data")] {
+        let sql = format!(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = '{table}' AND column_name = '{column}'"
+        );
+        assert_eq!(db.value(&sql), "bytea", "{table}.{column}");
+    }
     for n in &nodes {
         let health = get(&n.url("/.fnhost/health")).await.json();
         assert_eq!(health["queue"]["backend"], "postgres", "{health}");
@@ -202,7 +204,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 5);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 6);
 }
 
 #[tokio::test]
