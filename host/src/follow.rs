@@ -52,8 +52,7 @@ impl Schedules {
 /// Puts `loaded` in force for every later request and attempt, and its schedules.
 pub fn swap(app: &App, schedules: &mut Schedules, loaded: &Loaded) -> Result<(), String> {
     let (cors, rules) = loaded.edge()?;
-    app.table.replace(loaded.table.clone());
-    app.replace_edge(cors, rules);
+    app.serve(loaded.table.clone(), cors, rules);
     schedules.restart(loaded.table.functions.clone());
     crate::metrics::deploy_served(loaded.table.deploy.as_deref());
     Ok(())

@@ -311,7 +311,7 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
-    let deliveries = spawn_background_loops(opts, &queue, &shutdown);
+    let deliveries = spawn_background_loops(opts, &deploys, &shutdown);
     let app = Arc::new(build_app(
         opts,
         engine,
@@ -415,14 +415,15 @@ fn worker_options(opts: &Options) -> WorkerOptions {
 /// waits for it).
 fn spawn_background_loops(
     opts: &Options,
-    queue: &Queue,
+    deploys: &Arc<Deploys>,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let queue = deploys.queue();
     let server = &opts.config.server;
     let retention = server.retention.map_or(defaults::RETENTION, |d| d.0);
     let keep_deploys = server.keep_deploys.unwrap_or(defaults::KEEP_DEPLOYS);
     tokio::spawn(crate::background::retention::purge_loop(
-        queue.clone(),
+        deploys.clone(),
         retention,
         keep_deploys,
         shutdown.clone(),

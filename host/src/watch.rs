@@ -95,8 +95,7 @@ impl Reloader {
         };
         let changes = changes(&old, &table);
         let table = Arc::new(table);
-        self.app.table.replace(table.clone());
-        self.app.replace_edge(cors, rules);
+        self.app.serve(table.clone(), cors, rules);
         self.config = config;
         let ms = started.elapsed().as_millis();
         for (name, change) in &changes {

@@ -1,13 +1,12 @@
 //! Retention: finished invocations, their results and delivered records are purged once they
 //! are older than `[server] retention`, in small batches so no transaction holds the queue for
 //! long. A scheduled function's last tick is kept: catch-up at startup reads it. Deploys past
-//! the newest `keep_deploys` go too, unless published or run by an unfinished invocation.
+//! the newest `keep_deploys` go too, unless published or run by an unfinished invocation, and
+//! this node's copies of the components no deploy names any more.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use crate::queue::Queue;
 
 /// Invocations deleted per transaction.
 const BATCH: u32 = 500;
@@ -15,11 +14,12 @@ const BATCH: u32 = 500;
 /// Purges until `shutdown`, checking every tenth of `retention` (at most once a minute, at
 /// least every 100 ms).
 pub async fn purge_loop(
-    queue: Queue,
+    deploys: std::sync::Arc<crate::deploys::Deploys>,
     retention: Duration,
     keep_deploys: u32,
     shutdown: CancellationToken,
 ) {
+    let queue = deploys.queue().clone();
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -48,6 +48,11 @@ pub async fn purge_loop(
             Ok(0) => {}
             Ok(n) => tracing::info!("purged {n} deploy(s) past the newest {keep_deploys}"),
             Err(e) => tracing::error!("purging old deploys failed: {e}"),
+        }
+        match deploys.prune_local().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} component copies no deploy names any more"),
+            Err(e) => tracing::warn!("cannot prune this node's component copies: {e:#}"),
         }
     }
 }

@@ -62,6 +62,39 @@ pub async fn get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)
 
 /// Sends one request over a fresh connection and reads the whole answer.
 pub async fn send(call: Call<'_>) -> anyhow::Result<Answer> {
+    let body = Full::new(call.body.clone())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    exchange(call, body).await
+}
+
+/// [`send`] with the file at `path` as the body, streamed in 64 KB pieces: never held whole.
+pub async fn send_file(call: Call<'_>, path: &std::path::Path) -> anyhow::Result<Answer> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let pieces = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(http_body::Frame::data(Bytes::from(buf))), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    exchange(call, http_body_util::StreamBody::new(pieces).boxed_unsync()).await
+}
+
+/// Sends `call` with `body` over a fresh connection and reads the whole answer.
+async fn exchange<B>(call: Call<'_>, body: B) -> anyhow::Result<Answer>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let url = call.url;
     let uri: http::Uri = url
         .parse()
@@ -87,7 +120,7 @@ pub async fn send(call: Call<'_>) -> anyhow::Result<Answer> {
         for (name, value) in call.headers {
             req = req.header(name, value);
         }
-        let resp = sender.send_request(req.body(Full::new(call.body))?).await?;
+        let resp = sender.send_request(req.body(body)?).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
         anyhow::Ok(Answer {

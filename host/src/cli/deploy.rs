@@ -286,22 +286,26 @@ async fn upload_missing(
         print!("uploading {name}.wasm ({}) ... ", size(c.size));
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        let body = tokio::fs::read(path)
-            .await
-            .with_context(|| format!("cannot read {}", path.display()))?;
         let url = remote.endpoint(&format!("/blobs/{}", c.sha256));
+        let length = http::HeaderValue::from(c.size);
         let call = Call {
             method: http::Method::PUT,
             url: &url,
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/wasm"),
-            )],
-            body: Bytes::from(body),
+            headers: vec![
+                (
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/wasm"),
+                ),
+                (http::header::CONTENT_LENGTH, length),
+            ],
+            body: Bytes::new(),
             token,
             timeout: Duration::from_secs(600),
         };
-        ask(call).await?;
+        let answer = client::send_file(call, path).await?;
+        if !answer.status.is_success() {
+            bail!("{url} answered {}: {}", answer.status, answer.text().trim());
+        }
         println!("stored");
         sent += 1;
         bytes += c.size;

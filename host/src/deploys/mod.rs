@@ -324,6 +324,28 @@ impl Deploys {
         }
     }
 
+    /// Removes this node's copies of components no stored deploy names any more, and uploads
+    /// a crash left unfinished; files younger than an hour stay (an upload whose deploy is
+    /// being made). How many files went.
+    pub async fn prune_local(&self) -> anyhow::Result<usize> {
+        const YOUNG: std::time::Duration = std::time::Duration::from_secs(3600);
+        let named = self.queue.deployed_blobs().await?;
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.blobs).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let sha = name.strip_suffix(".wasm");
+            if sha.is_some_and(|sha| named.contains(sha)) {
+                continue;
+            }
+            let age = (entry.metadata().await?.modified()?.elapsed()).unwrap_or_default();
+            if age > YOUNG && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn recall(&self, id: &str) -> Option<Arc<Loaded>> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let entry = loaded.get_mut(id)?;
@@ -353,5 +375,68 @@ impl Deploys {
                 None => break,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy no deploy names goes once it is an hour old, and so does an upload a crash left;
+    /// a named one stays, and so does anything younger (an upload whose deploy is being made).
+    #[tokio::test]
+    async fn prune_keeps_named_and_young_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let queue = Queue::open(&url).await.unwrap();
+        let mut options = crate::engine::EngineOptions::new(4, 64 << 20, false, None);
+        (options.pooling, options.epoch) = (false, false);
+        let engine = Arc::new(Engine::new(&options).unwrap());
+        let limits = DeployLimits::of(&ServerConfig::default());
+        let blobs = dir.path().join("deploys");
+        let deploys = Deploys::new(
+            engine,
+            queue.clone(),
+            blobs.clone(),
+            (64 << 20, false),
+            limits,
+        )
+        .unwrap();
+        let named = "c".repeat(64);
+        std::fs::write(dir.path().join("c"), b"x").unwrap();
+        queue
+            .store_blob(&named, &dir.path().join("c"))
+            .await
+            .unwrap();
+        let record = DeployRecord {
+            id: "d".into(),
+            hash: "h".into(),
+            created_at: 0,
+            author: String::new(),
+            message: String::new(),
+            size: 1,
+            manifest: "{}".into(),
+            functions: vec![("f".into(), named.clone())],
+        };
+        queue.create_deploy(&record, false).await.unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for (file, old) in [
+            (format!("{named}.wasm"), true),
+            ("a.wasm".into(), true),
+            ("b.wasm".into(), false),
+            ("upload-x.part".into(), true),
+        ] {
+            let f = std::fs::File::create(blobs.join(&file)).unwrap();
+            if old {
+                f.set_modified(two_hours_ago).unwrap();
+            }
+        }
+        assert_eq!(deploys.prune_local().await.unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.wasm".to_string(), format!("{named}.wasm")]);
     }
 }

@@ -52,10 +52,20 @@ pub struct App {
     body_timeout: std::time::Duration,
     /// Permits for synchronous invocations.
     sync_permits: Arc<Semaphore>,
-    /// CORS policies and rules (replaced by a reload).
-    edge: arc_swap::ArcSwap<Edge>,
+    /// The functions with their CORS policies and rules, replaced together by a reload or a
+    /// publish: a request never sees new functions with old rules.
+    served: arc_swap::ArcSwap<Served>,
     /// Deploys: made, listed and published through `/.fnhost/deploys`.
     pub deploys: Option<Arc<crate::deploys::Deploys>>,
+}
+
+/// The functions served and what the site says about requests before they run: one value, so
+/// one load gives a request a consistent pair.
+pub struct Served {
+    /// The function table (the same one `App::table` holds).
+    pub table: Arc<FunctionTable>,
+    /// CORS policies and rules.
+    pub edge: Edge,
 }
 
 /// What the site file and `_redirects` say about requests before a function runs.
@@ -78,6 +88,7 @@ impl App {
         body_timeout: std::time::Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> App {
+        let first = table.current();
         App {
             shutdown,
             engine,
@@ -86,7 +97,10 @@ impl App {
             auth,
             body_timeout,
             sync_permits: Arc::new(Semaphore::new(max_concurrency)),
-            edge: arc_swap::ArcSwap::from_pointee(Edge::default()),
+            served: arc_swap::ArcSwap::from_pointee(Served {
+                table: first,
+                edge: Edge::default(),
+            }),
             deploys: None,
         }
     }
@@ -100,16 +114,19 @@ impl App {
     /// Adds the site's CORS policies and its rewrite/redirect/proxy rules, both resolved and
     /// validated by the caller (see `site`).
     pub fn with_edge(self, cors: Policies, redirects: Rules) -> App {
-        self.replace_edge(cors, redirects);
+        self.serve(self.table.current(), cors, redirects);
         self
     }
 
-    /// Puts new CORS policies and rules in force for every later request (a reload).
-    pub fn replace_edge(&self, cors: Policies, redirects: Rules) {
+    /// Puts `table` with its CORS policies and rules in force for every later request and
+    /// attempt (a reload, a publish), in one swap for requests.
+    pub fn serve(&self, table: Arc<FunctionTable>, cors: Policies, redirects: Rules) {
         if !redirects.is_empty() {
             tracing::info!("{} redirect rule(s)", redirects.iter().count());
         }
-        self.edge.store(Arc::new(Edge { cors, redirects }));
+        self.table.replace(table.clone());
+        let edge = Edge { cors, redirects };
+        self.served.store(Arc::new(Served { table, edge }));
     }
 
     /// Answers one request. Never fails: errors become responses. Once shutdown has started a
@@ -137,8 +154,8 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // This request keeps the functions and rules in force now, whatever a reload does.
-        let table = self.table.current();
-        let edge = self.edge.load_full();
+        let served = self.served.load_full();
+        let (table, edge) = (&served.table, &served.edge);
         check_host(&req)?;
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.

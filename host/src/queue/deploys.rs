@@ -299,6 +299,16 @@ impl Queue {
         Ok(deploy)
     }
 
+    /// The sha256 of every component a stored deploy names.
+    pub async fn deployed_blobs(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT sha256 FROM deploy_functions")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
     /// Deletes the deploys past the newest `keep` that are neither published nor named by an
     /// unfinished invocation, then the components no deploy names (uploaded more than an
     /// hour ago: one uploaded for a deploy being created is kept). How many deploys went.
