@@ -62,10 +62,11 @@ pub struct Worker {
     table: Arc<LiveTable>,
     /// Every deploy's functions: an invocation runs on the deploy it was accepted under.
     deploys: Arc<Deploys>,
-    /// Per-function caps (`concurrency`): a permit per running attempt of that function;
-    /// made when the function's first claim comes (a deploy brings functions after startup),
-    /// sized by the settings then in force, never resized.
-    caps: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per-function caps (`concurrency`): a permit per running attempt of that function, with
+    /// the limit it was made for; made at the function's first claim (a deploy brings
+    /// functions after startup) and made afresh when the settings in force name another limit
+    /// (attempts holding the old one's permits finish under it).
+    caps: std::sync::Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
     cap_freed: tokio::sync::Notify,
     owner: String,
@@ -98,21 +99,27 @@ impl Worker {
     fn at_cap(&self) -> Vec<String> {
         let caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
         caps.iter()
-            .filter(|(_, s)| s.available_permits() == 0)
+            .filter(|(_, (_, s))| s.available_permits() == 0)
             .map(|(name, _)| name.clone())
             .collect()
     }
 
-    /// The cap of `function`, made at its first claim from the settings in force.
+    /// The cap of `function` under the settings in force (none: uncapped).
     fn cap_of(&self, function: &str) -> Option<Arc<Semaphore>> {
+        let limit = self.table.current().get(function)?.settings.concurrency;
         let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cap) = caps.get(function) {
-            return Some(cap.clone());
+        let Some(limit) = limit else {
+            caps.remove(function);
+            return None;
+        };
+        match caps.get(function) {
+            Some((made_for, cap)) if *made_for == limit => Some(cap.clone()),
+            _ => {
+                let cap = Arc::new(Semaphore::new(limit));
+                caps.insert(function.to_string(), (limit, cap.clone()));
+                Some(cap)
+            }
         }
-        let limit = self.table.current().get(function)?.settings.concurrency?;
-        let cap = Arc::new(Semaphore::new(limit));
-        caps.insert(function.to_string(), cap.clone());
-        Some(cap)
     }
 
     /// A running permit for `claim`'s function (`Some(None)`: it has no cap); `None` when it

@@ -847,3 +847,61 @@ async fn a_directory_of_projects_is_built_then_deployed() {
         (200, "Hello from fnhost!\n".to_string())
     );
 }
+
+/// On a `--deployed` node a deploy's `concurrency` caps its function (the node started with no
+/// functions), and a later deploy with another cap changes it.
+#[tokio::test]
+async fn a_deploys_concurrency_cap_holds_and_a_later_deploy_changes_it() {
+    let server = Server::with(&[])
+        .deployed()
+        .config(&node_config(""))
+        .start();
+    let site = tempfile::tempdir().unwrap();
+    let functions = site.path().join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::copy(
+        component("guest-sleep"),
+        functions.join("one-background.wasm"),
+    )
+    .unwrap();
+    let config = site.path().join("fnhost.toml");
+    let url = server.url("");
+    for (cap, overlap) in [(1, false), (3, true)] {
+        std::fs::write(
+            &config,
+            format!("[functions.one-background]\nconcurrency = {cap}\n"),
+        )
+        .unwrap();
+        let out = fnhost(&[
+            "deploy",
+            functions.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            &url,
+            "--token",
+            TOKEN,
+        ]);
+        deploy_id(&out);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let path = "/.netlify/functions/one-background?ms=400";
+            ids.push(accepted_id(&post(&server, path, &[], "").await));
+        }
+        let mut started = Vec::new();
+        for id in &ids {
+            let s = wait_state(&server, id, &["succeeded"], Duration::from_secs(20)).await;
+            started.push(humantime::parse_rfc3339(s["started_at"].as_str().unwrap()).unwrap());
+        }
+        started.sort();
+        let gaps: Vec<Duration> = started
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap())
+            .collect();
+        let overlapped = gaps.iter().any(|g| *g < Duration::from_millis(400));
+        assert_eq!(
+            overlapped, overlap,
+            "concurrency = {cap}: start gaps {gaps:?}"
+        );
+    }
+}
