@@ -8,10 +8,10 @@
 //! handing them back. Outcomes are group-committed by the queue's writer, each with the claim
 //! of its slot's next invocation.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod caps;
 pub mod destinations;
 mod lease;
 pub mod retention;
@@ -62,11 +62,8 @@ pub struct Worker {
     table: Arc<LiveTable>,
     /// Every deploy's functions: an invocation runs on the deploy it was accepted under.
     deploys: Arc<Deploys>,
-    /// Per-function caps (`concurrency`): a permit per running attempt of that function, with
-    /// the limit it was made for; made at the function's first claim (a deploy brings
-    /// functions after startup) and made afresh when the settings in force name another limit
-    /// (attempts holding the old one's permits finish under it).
-    caps: std::sync::Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    /// Per-function caps (`concurrency`): a permit per running attempt of that function.
+    caps: caps::Caps,
     /// Woken when a capped function's attempt ends (its waiting work may be claimable now).
     cap_freed: tokio::sync::Notify,
     owner: String,
@@ -88,7 +85,7 @@ impl Worker {
             engine,
             table,
             deploys,
-            caps: std::sync::Mutex::default(),
+            caps: caps::Caps::default(),
             cap_freed: tokio::sync::Notify::new(),
             owner,
             opts,
@@ -97,29 +94,13 @@ impl Worker {
 
     /// The functions at their concurrency cap on this node: not to be claimed now.
     fn at_cap(&self) -> Vec<String> {
-        let caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
-        caps.iter()
-            .filter(|(_, (_, s))| s.available_permits() == 0)
-            .map(|(name, _)| name.clone())
-            .collect()
+        self.caps.full()
     }
 
     /// The cap of `function` under the settings in force (none: uncapped).
     fn cap_of(&self, function: &str) -> Option<Arc<Semaphore>> {
         let limit = self.table.current().get(function)?.settings.concurrency;
-        let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(limit) = limit else {
-            caps.remove(function);
-            return None;
-        };
-        match caps.get(function) {
-            Some((made_for, cap)) if *made_for == limit => Some(cap.clone()),
-            _ => {
-                let cap = Arc::new(Semaphore::new(limit));
-                caps.insert(function.to_string(), (limit, cap.clone()));
-                Some(cap)
-            }
-        }
+        self.caps.of(function, limit)
     }
 
     /// A running permit for `claim`'s function (`Some(None)`: it has no cap); `None` when it

@@ -29,6 +29,21 @@ use crate::deploys::{Deploys, Refused};
 use crate::ids::rfc3339_ms;
 use crate::queue::DeployRecord;
 
+/// A request body as the server hands it over (what every handler here streams or reads).
+pub trait Incoming:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> Incoming for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// Largest manifest (the site file and `_redirects` travel in it).
 const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 
@@ -36,11 +51,11 @@ const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 const LIST_LIMIT: u32 = 100;
 
 /// Answers `/.fnhost/deploys{rest}`.
-pub async fn handle<B>(app: &App, req: Request<B>, rest: &str) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+pub async fn handle<B: Incoming>(
+    app: &App,
+    req: Request<B>,
+    rest: &str,
+) -> Result<Response<Body>, ApiError> {
     app.auth.deployer(req.headers())?;
     let deploys = app.deploys.as_deref().ok_or(ApiError::AdminOff)?;
     let segments: Vec<String> = (rest.trim_matches('/').split('/'))
@@ -164,10 +179,8 @@ async fn served_here(app: &App, deploys: &Deploys, id: &str) {
 }
 
 /// Reads a small JSON body.
-async fn read_json<B, T>(app: &App, req: Request<B>) -> Result<T, ApiError>
+async fn read_json<B: Incoming, T>(app: &App, req: Request<B>) -> Result<T, ApiError>
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: serde::de::DeserializeOwned,
 {
     let req = read_body(req, MAX_MANIFEST, app.body_timeout).await?;
@@ -175,15 +188,11 @@ where
         .map_err(|e| ApiError::BadRequest(format!("the JSON body does not parse: {e}")))
 }
 
-async fn missing<B>(
+async fn missing<B: Incoming>(
     app: &App,
     deploys: &Deploys,
     req: Request<B>,
-) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<Response<Body>, ApiError> {
     #[derive(serde::Deserialize)]
     struct Ask {
         sha256: Vec<String>,
@@ -197,15 +206,11 @@ where
     Ok(json(StatusCode::OK, &json!({ "missing": missing })))
 }
 
-async fn create<B>(
+async fn create<B: Incoming>(
     app: &App,
     deploys: &Deploys,
     req: Request<B>,
-) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<Response<Body>, ApiError> {
     let new: NewDeploy = read_json(app, req).await?;
     match deploys.create(new).await {
         Ok(created) => {
@@ -248,16 +253,12 @@ impl Drop for Partial {
 
 /// `PUT /.fnhost/deploys/blobs/SHA256`: the body streamed to a file while hashed; stored when
 /// whole and matching its name.
-async fn upload<B>(
+async fn upload<B: Incoming>(
     app: &App,
     deploys: &Deploys,
     sha: &str,
     req: Request<B>,
-) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<Response<Body>, ApiError> {
     if !is_sha256(sha) {
         return Err(ApiError::BadRequest(format!("{sha:?} is not a sha256")));
     }
@@ -294,16 +295,12 @@ where
 
 /// Writes `body` to `path`, hashing it; refuses more than `limit` bytes (`413`) and a body
 /// that stalls for `idle` between two pieces (`408`).
-async fn receive<B>(
+async fn receive<B: Incoming>(
     body: B,
     path: &std::path::Path,
     limit: u64,
     idle: std::time::Duration,
-) -> Result<(String, u64), ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(String, u64), ApiError> {
     use sha2::{Digest, Sha256};
     let io = |e: std::io::Error| {
         tracing::error!("cannot write an upload to {}: {e}", path.display());

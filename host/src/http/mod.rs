@@ -160,7 +160,7 @@ impl App {
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
         rules::check_path(req.uri().path()).map_err(ApiError::BadRequest)?;
-        let req = match self.apply_rules(&table, &edge, req).await? {
+        let req = match self.apply_rules(table, edge, req).await? {
             Ruled::Pass(req) => req,
             Ruled::Answered(resp) => return Ok(resp),
         };
@@ -181,11 +181,11 @@ impl App {
         }
         if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty())
             && let Some(resp) =
-                preflight_answer(&table, &edge.cors, path, method, origin, req.headers())?
+                preflight_answer(table, &edge.cors, path, method, origin, req.headers())?
         {
             return Ok(resp);
         }
-        let (function, params) = route(&table, &req)?;
+        let (function, params) = route(table, &req)?;
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);

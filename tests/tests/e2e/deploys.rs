@@ -392,20 +392,7 @@ async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
         async || partials(&blobs) == 0,
     )
     .await;
-    let auth = format!("Bearer {TOKEN}");
-    let ask = serde_json::json!({ "sha256": [sha] }).to_string();
-    let missing = send(
-        "POST",
-        &server.url("/.fnhost/deploys/blobs/missing"),
-        &[("authorization", &auth)],
-        ask,
-    )
-    .await;
-    assert_eq!(
-        missing.json()["missing"],
-        serde_json::json!([sha]),
-        "nothing stored"
-    );
+    assert_still_missing(&server, &sha).await;
 
     let out = site.deploy(&server, &[]);
     let id = deploy_id(&out);
@@ -420,6 +407,19 @@ async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
         text(&again).contains("1 already stored, 0 uploaded (0 B)"),
         "{}",
         text(&again)
+    );
+}
+
+/// The node says component `sha` is not stored.
+async fn assert_still_missing(server: &Server, sha: &str) {
+    let auth = format!("Bearer {TOKEN}");
+    let ask = serde_json::json!({ "sha256": [sha] }).to_string();
+    let url = server.url("/.fnhost/deploys/blobs/missing");
+    let missing = send("POST", &url, &[("authorization", &auth)], ask).await;
+    assert_eq!(
+        missing.json()["missing"],
+        serde_json::json!([sha]),
+        "nothing stored"
     );
 }
 
@@ -690,6 +690,19 @@ async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
     );
 }
 
+/// Waits until the page's deploy rows (`id:published`, by `rows`) are `expected`.
+async fn page_rows(browser: &crate::cdp::Browser, rows: &str, expected: &[String], what: &str) {
+    wait_until(what, Duration::from_secs(20), async || {
+        let seen = browser.value(rows).await;
+        if seen == serde_json::json!(expected) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+}
+
 /// The dashboard's Deploys view in a real Chromium: both deploys, the published one marked,
 /// and publishing the older one from the page (after a confirmation) rolls the node back.
 #[tokio::test]
@@ -712,19 +725,8 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
     );
     browser.navigate(&ui).await;
     let rows = "[...document.querySelectorAll('#deploys tr[data-deploy]')].map(r => r.dataset.deploy + ':' + r.dataset.published)";
-    wait_until(
-        "both deploys in the page",
-        Duration::from_secs(20),
-        async || {
-            let seen = browser.value(rows).await;
-            if seen == serde_json::json!([format!("{id2}:true"), format!("{id1}:false")]) {
-                Ok(())
-            } else {
-                Err(seen)
-            }
-        },
-    )
-    .await;
+    let published = [format!("{id2}:true"), format!("{id1}:false")];
+    page_rows(&browser, rows, &published, "both deploys in the page").await;
     browser
         .value(&format!(
             "window.__asked = []; window.confirm = (m) => {{ window.__asked.push(m); return true; }}; \
@@ -732,17 +734,12 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
         ))
         .await;
     wait_answer(&server, &format!("v1 deploy={id1}"), Duration::from_secs(5)).await;
-    wait_until(
+    let rolled_back = [format!("{id2}:false"), format!("{id1}:true")];
+    page_rows(
+        &browser,
+        rows,
+        &rolled_back,
         "the page to mark the rollback",
-        Duration::from_secs(20),
-        async || {
-            let seen = browser.value(rows).await;
-            if seen == serde_json::json!([format!("{id2}:false"), format!("{id1}:true")]) {
-                Ok(())
-            } else {
-                Err(seen)
-            }
-        },
     )
     .await;
     let asked = browser.value("window.__asked").await;
@@ -773,19 +770,7 @@ async fn uploads_over_the_limits_are_refused() {
     );
     let auth = format!("Bearer {TOKEN}");
     let sha = sha256_file(&site.functions().join("version.wasm"));
-    let ask = serde_json::json!({ "sha256": [sha] }).to_string();
-    let missing = send(
-        "POST",
-        &server.url("/.fnhost/deploys/blobs/missing"),
-        &[("authorization", &auth)],
-        ask,
-    )
-    .await;
-    assert_eq!(
-        missing.json()["missing"],
-        serde_json::json!([sha]),
-        "nothing stored"
-    );
+    assert_still_missing(&server, &sha).await;
 
     let small = Server::with(&[])
         .deployed()
