@@ -111,7 +111,7 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
         max_outbound: function.settings.limits.max_outbound,
         max_log: function.settings.limits.max_log,
         capture,
-        deploy: function.deploy.as_deref().map(Arc::from),
+        deploy: function.deploy.clone(),
     }
 }
 

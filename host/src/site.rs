@@ -287,16 +287,7 @@ async fn first_table(opts: &Options) -> anyhow::Result<(Arc<Engine>, functions::
 async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Result<Site> {
     let (engine, table) = first_table(opts).await?;
     let queue = open_queue(opts).await?;
-    let deploys = Arc::new(
-        Deploys::new(
-            engine.clone(),
-            queue.clone(),
-            opts.blob_dir.clone(),
-            functions::engine_needs(&opts.config),
-            DeployLimits::of(&opts.config.server),
-        )
-        .with_context(|| format!("cannot create {}", opts.blob_dir.display()))?,
-    );
+    let deploys = open_deploys(opts, &engine, &queue)?;
     let table = Arc::new(functions::LiveTable::new(table));
     let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(
@@ -316,24 +307,55 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         opts,
         engine,
         table,
-        queue.clone(),
+        queue,
         deploys.clone(),
         shutdown.clone(),
     )?);
-    let mut schedules = crate::follow::Schedules::new(queue, shutdown.clone());
+    follow_changes(opts, &app, deploys, &shutdown).await;
+    Ok(Site {
+        app,
+        worker,
+        deliveries,
+        shutdown,
+    })
+}
+
+/// This node's side of deploys (its copies of components in `opts.blob_dir`).
+fn open_deploys(
+    opts: &Options,
+    engine: &Arc<Engine>,
+    queue: &Queue,
+) -> anyhow::Result<Arc<Deploys>> {
+    let deploys = Deploys::new(
+        engine.clone(),
+        queue.clone(),
+        opts.blob_dir.clone(),
+        functions::engine_needs(&opts.config),
+        DeployLimits::of(&opts.config.server),
+    )
+    .with_context(|| format!("cannot create {}", opts.blob_dir.display()))?;
+    Ok(Arc::new(deploys))
+}
+
+/// Starts what changes the functions served, and their schedules: with `--deployed` the
+/// published deploy now and the follower of every publish; else the directory's schedules (until
+/// shutdown) and, with `--watch`, the reloader.
+async fn follow_changes(
+    opts: &Options,
+    app: &Arc<App>,
+    deploys: Arc<Deploys>,
+    shutdown: &CancellationToken,
+) {
+    let mut schedules = crate::follow::Schedules::new(app.queue.clone(), shutdown.clone());
     if opts.deployed {
         deploys.set_following();
-        first_deploy(&app, &deploys, &mut schedules).await;
-        tokio::spawn(crate::follow::run(
-            app.clone(),
-            deploys,
-            schedules,
-            shutdown.clone(),
-        ));
-    } else {
-        // The directory's schedules, until shutdown (dropping the handle leaves them running).
-        schedules.restart(app.table.current().functions.clone());
+        first_deploy(app, &deploys, &mut schedules).await;
+        let follow = crate::follow::run(app.clone(), deploys, schedules, shutdown.clone());
+        tokio::spawn(follow);
+        return;
     }
+    // Dropping the handle leaves the schedules running.
+    schedules.restart(app.table.current().functions.clone());
     if let Some(watch) = &opts.watch {
         let reloader = crate::watch::Reloader {
             engine: app.engine.clone(),
@@ -343,12 +365,6 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         };
         tokio::spawn(crate::watch::run(reloader, watch.clone(), shutdown.clone()));
     }
-    Ok(Site {
-        app,
-        worker,
-        deliveries,
-        shutdown,
-    })
 }
 
 /// `--deployed`: the deploy published now, in force before the listener is announced (a node
@@ -374,13 +390,9 @@ async fn first_deploy(app: &App, deploys: &Deploys, schedules: &mut crate::follo
             return;
         }
     };
-    match crate::follow::swap(app, schedules, &loaded) {
-        Ok(()) => {
-            println!("serving deploy {}", published.deploy);
-            print!("{}", functions::print_table(&loaded.table));
-        }
-        Err(e) => tracing::error!("cannot serve deploy {}: {e}", published.deploy),
-    }
+    crate::follow::swap(app, schedules, &loaded);
+    println!("serving deploy {}", published.deploy);
+    print!("{}", functions::print_table(&loaded.table));
 }
 
 /// Opens the queue with the node's settings.
@@ -448,8 +460,7 @@ fn build_app(
         // The deploy's own, once one is in force.
         (Policies::default(), Rules::default())
     } else {
-        let cors = Policies::from_config(&opts.config)
-            .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))?;
+        let cors = Policies::from_config(&opts.config)?;
         let more = opts.config.redirects.iter().map(|r| r.0.clone());
         (cors, Rules::load(&opts.dir, more)?)
     };

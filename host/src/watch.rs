@@ -81,7 +81,7 @@ impl Reloader {
             return;
         }
         let edge = Policies::from_config(&config)
-            .map_err(|e| anyhow::anyhow!("fnhost.toml: {}: {}", e.key, e.message))
+            .map_err(anyhow::Error::from)
             .and_then(|cors| {
                 let rules = config.redirects.iter().map(|r| r.0.clone());
                 Ok((cors, Rules::load(&watch.functions, rules)?))

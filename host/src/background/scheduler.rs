@@ -92,7 +92,7 @@ pub fn tick_invocation(
             .to_string()
             .into_bytes(),
         max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
-        deploy: function.deploy.clone(),
+        deploy: function.deploy.as_deref().map(str::to_string),
     }
 }
 

@@ -139,7 +139,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let token = args.remote.token();
     let rt = runtime()?;
     rt.block_on(async {
-        upload_missing(&args.remote, token.as_deref(), &manifest, &files).await?;
+        upload_missing(&args.remote, token.as_deref(), &files).await?;
         let body = json!({
             "functions": manifest.functions,
             "config": manifest.config,
@@ -258,22 +258,12 @@ fn manifest_of(
 async fn upload_missing(
     remote: &Remote,
     token: Option<&str>,
-    manifest: &Manifest,
     files: &[(String, PathBuf, ComponentRef)],
 ) -> anyhow::Result<()> {
-    let shas: Vec<&str> = manifest
-        .functions
-        .values()
-        .map(|c| c.sha256.as_str())
-        .collect();
+    let shas: Vec<&str> = files.iter().map(|(_, _, c)| c.sha256.as_str()).collect();
     let url = remote.endpoint("/blobs/missing");
-    let (_, answer) = ask(json_call(
-        http::Method::POST,
-        &url,
-        token,
-        &json!({ "sha256": shas }),
-    ))
-    .await?;
+    let body = json!({ "sha256": shas });
+    let (_, answer) = ask(json_call(http::Method::POST, &url, token, &body)).await?;
     let missing: Vec<String> =
         serde_json::from_value(answer["missing"].clone()).unwrap_or_default();
     let (mut sent, mut bytes) = (0usize, 0u64);
@@ -283,30 +273,7 @@ async fn upload_missing(
         if !missing.contains(&c.sha256) || !uploaded.insert(c.sha256.clone()) {
             continue;
         }
-        print!("uploading {name}.wasm ({}) ... ", size(c.size));
-        use std::io::Write as _;
-        std::io::stdout().flush()?;
-        let url = remote.endpoint(&format!("/blobs/{}", c.sha256));
-        let length = http::HeaderValue::from(c.size);
-        let call = Call {
-            method: http::Method::PUT,
-            url: &url,
-            headers: vec![
-                (
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/wasm"),
-                ),
-                (http::header::CONTENT_LENGTH, length),
-            ],
-            body: Bytes::new(),
-            token,
-            timeout: Duration::from_secs(600),
-        };
-        let answer = client::send_file(call, path).await?;
-        if !answer.status.is_success() {
-            bail!("{url} answered {}: {}", answer.status, answer.text().trim());
-        }
-        println!("stored");
+        upload_one(remote, token, name, path, c).await?;
         sent += 1;
         bytes += c.size;
     }
@@ -316,6 +283,41 @@ async fn upload_missing(
         files.len() - sent,
         size(bytes)
     );
+    Ok(())
+}
+
+/// `PUT`s one component, streamed from its file, with a progress line.
+async fn upload_one(
+    remote: &Remote,
+    token: Option<&str>,
+    name: &str,
+    path: &Path,
+    c: &ComponentRef,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    print!("uploading {name}.wasm ({}) ... ", size(c.size));
+    std::io::stdout().flush()?;
+    let url = remote.endpoint(&format!("/blobs/{}", c.sha256));
+    let wasm = http::HeaderValue::from_static("application/wasm");
+    let call = Call {
+        method: http::Method::PUT,
+        url: &url,
+        headers: vec![
+            (http::header::CONTENT_TYPE, wasm),
+            (
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(c.size),
+            ),
+        ],
+        body: Bytes::new(),
+        token,
+        timeout: Duration::from_secs(600),
+    };
+    let answer = client::send_file(call, path).await?;
+    if !answer.status.is_success() {
+        bail!("{url} answered {}: {}", answer.status, answer.text().trim());
+    }
+    println!("stored");
     Ok(())
 }
 

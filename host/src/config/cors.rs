@@ -52,7 +52,9 @@ pub struct Policy {
 }
 
 /// A policy that cannot be built: the key at fault, where it is (a span in the file), why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Shown as `fnhost.toml: KEY: WHY`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fnhost.toml: {key}: {message}")]
 pub struct CorsError {
     /// Dotted key, e.g. `functions.api.cors.allow_credentials`.
     pub key: String,

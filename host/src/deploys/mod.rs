@@ -27,27 +27,20 @@ use manifest::{Manifest, NewDeploy};
 /// more to roll back to at once).
 const KEEP_LOADED: usize = 8;
 
-/// A deploy loaded on this node: its function table, and the settings and rules it serves with.
+/// A deploy loaded on this node: its function table, and the CORS policies and rules it
+/// serves with (built once, when it was checked).
 pub struct Loaded {
     /// Its functions, routed (`table.deploy` is its id).
     pub table: Arc<FunctionTable>,
-    /// Its site file (less `[server]`, which is this node's).
-    pub config: Config,
-    /// Its `_redirects` text.
-    pub redirects: String,
-}
-
-impl Loaded {
-    /// Its CORS policies and rules, as the app serves them.
-    pub fn edge(&self) -> Result<(Policies, Rules), String> {
-        edge(&self.config, &self.redirects)
-    }
+    /// Its CORS policies.
+    pub cors: Policies,
+    /// Its `_redirects` and `[[redirects]]` rules.
+    pub rules: Rules,
 }
 
 /// The CORS policies and rules of a deploy's settings and `_redirects` text.
 fn edge(config: &Config, redirects: &str) -> Result<(Policies, Rules), String> {
-    let cors = Policies::from_config(config)
-        .map_err(|e| format!("fnhost.toml: {}: {}", e.key, e.message))?;
+    let cors = Policies::from_config(config).map_err(|e| e.to_string())?;
     let more = config.redirects.iter().map(|r| r.0.clone());
     let rules =
         Rules::from_text(redirects, Path::new("_redirects"), more).map_err(|e| e.to_string())?;
@@ -278,11 +271,11 @@ impl Deploys {
                 .collect();
             return Err(Refused::Invalid(reasons.join("; ")));
         }
-        edge(&config, &manifest.redirects).map_err(Refused::Invalid)?;
+        let (cors, rules) = edge(&config, &manifest.redirects).map_err(Refused::Invalid)?;
         Ok(Loaded {
             table: Arc::new(table),
-            config,
-            redirects: manifest.redirects.clone(),
+            cors,
+            rules,
         })
     }
 

@@ -53,8 +53,9 @@ pub struct Function {
     pub settings: Settings,
     /// The file as it was loaded (a reload reuses the component while this is unchanged).
     pub fingerprint: Option<Fingerprint>,
-    /// The deploy it belongs to; `None` when served from a directory.
-    pub deploy: Option<String>,
+    /// The deploy it belongs to; `None` when served from a directory. (Shared: every
+    /// invocation of a deployed function passes it on.)
+    pub deploy: Option<Arc<str>>,
 }
 
 /// A component file's size and modification time: what tells a reload it changed.
@@ -238,12 +239,12 @@ pub async fn load_files(
     let loads =
         (sources.files.iter()).map(|(name, path)| load_component(engine, name, path, previous));
     let results = futures::future::join_all(loads).await;
-    let deploy = sources.deploy.map(str::to_string);
+    let deploy: Option<Arc<str>> = sources.deploy.map(Arc::from);
     let mut table = FunctionTable {
         functions: Vec::new(),
         router: Router::default(),
         rejected: Vec::new(),
-        deploy: deploy.clone(),
+        deploy: sources.deploy.map(str::to_string),
     };
     for (name, path, fingerprint, loaded) in results {
         let function = loaded.map_err(|e| e.to_string()).and_then(|component| {

@@ -113,7 +113,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
         headers,
         body: body.to_vec(),
         max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
-        deploy: function.deploy.clone(),
+        deploy: function.deploy.as_deref().map(str::to_string),
     }
 }
 

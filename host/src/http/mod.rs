@@ -164,21 +164,12 @@ impl App {
             Ruled::Pass(req) => req,
             Ruled::Answered(resp) => return Ok(resp),
         };
-        if let Some(rest) = deploys_path(req.uri().path()) {
-            // Deploy uploads stream their bodies: not through the bodiless API below.
-            return deploys::handle(self, req, &rest).await;
+        if let Some(rest) = own_path(req.uri().path()).map(str::to_string) {
+            return self.own_api(edge, req, &rest).await;
         }
         let origin = cors::request_origin(req.headers()).map(str::to_string);
         let preflight = cors::preflight_method(req.method(), req.headers()).map(str::to_string);
         let path = req.uri().path();
-        if let Some(rest) = own_path(path) {
-            return match (&origin, edge.cors.is_empty()) {
-                (Some(origin), false) => Ok(self
-                    .api_with_cors(&edge.cors, &req, rest, origin, preflight.as_deref())
-                    .await),
-                _ => api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await,
-            };
-        }
         if let (Some(method), Some(origin), false) = (&preflight, &origin, edge.cors.is_empty())
             && let Some(resp) =
                 preflight_answer(table, &edge.cors, path, method, origin, req.headers())?
@@ -257,6 +248,35 @@ impl App {
         }
     }
 
+    /// `/.fnhost{rest}`: deploys (which stream their bodies), else fnhost's bodiless API, with
+    /// CORS when the request has an `Origin` and the site a policy.
+    async fn own_api<B>(
+        &self,
+        edge: &Edge,
+        req: Request<B>,
+        rest: &str,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Some(deploys) = rest.strip_prefix("/deploys")
+            && (deploys.is_empty() || deploys.starts_with('/'))
+        {
+            return deploys::handle(self, req, deploys).await;
+        }
+        let origin = cors::request_origin(req.headers());
+        match (origin, edge.cors.is_empty()) {
+            (Some(origin), false) => {
+                let preflight = cors::preflight_method(req.method(), req.headers());
+                Ok(self
+                    .api_with_cors(&edge.cors, &req, rest, origin, preflight)
+                    .await)
+            }
+            _ => api::handle(self, req.method(), rest, req.uri().query(), req.headers()).await,
+        }
+    }
+
     /// `/.fnhost{rest}` for a request with an `Origin`: the status resource carries the CORS
     /// headers of its invocation's function (else the site-wide policy); preflights for it are
     /// answered here.
@@ -315,12 +335,6 @@ enum Ruled<B> {
 type Routed = (Arc<crate::functions::Function>, Vec<(String, String)>);
 
 /// The function `req` is routed to and its route parameters; `405` or `404` otherwise.
-/// The rest of a `/.fnhost/deploys…` path (`""` or `/…`).
-fn deploys_path(path: &str) -> Option<String> {
-    let rest = own_path(path)?.strip_prefix("/deploys")?;
-    (rest.is_empty() || rest.starts_with('/')).then(|| rest.to_string())
-}
-
 fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError> {
     match table.router.route(req.method().as_str(), req.uri().path()) {
         Match::Found(f, params) => Ok((f.clone(), params)),

@@ -3,6 +3,7 @@
 //! publishing (or rolling back) is one committed change, announced to other nodes by `NOTIFY`
 //! on PostgreSQL in the same transaction.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use sqlx::Row;
@@ -62,15 +63,12 @@ pub enum CreateError {
 }
 
 impl Queue {
-    /// Which of `shas` are not stored yet.
+    /// Which of `shas` are not stored yet (each once, in order).
     pub async fn missing_blobs(&self, shas: &[String]) -> Result<Vec<String>> {
-        let mut missing = Vec::new();
+        let stored = stored_among(&self.pool, shas).await?;
+        let mut missing: Vec<String> = Vec::new();
         for sha in shas {
-            let row = sqlx::query("SELECT COUNT(*) FROM deploy_blobs WHERE sha256 = $1")
-                .bind(sha.clone())
-                .fetch_one(&self.pool)
-                .await?;
-            if row.try_get::<i64, _>(0)? == 0 && !missing.contains(sha) {
+            if !stored.contains(sha) && !missing.contains(sha) {
                 missing.push(sha.clone());
             }
         }
@@ -157,15 +155,10 @@ impl Queue {
         publish: bool,
     ) -> std::result::Result<Option<Published>, CreateError> {
         let mut tx = self.pool.begin().await.map_err(QueueError::from)?;
-        for (_, sha) in &deploy.functions {
-            let row = sqlx::query("SELECT COUNT(*) FROM deploy_blobs WHERE sha256 = $1")
-                .bind(sha.clone())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(QueueError::from)?;
-            if row.try_get::<i64, _>(0).map_err(QueueError::from)? == 0 {
-                return Err(CreateError::MissingBlob(sha.clone()));
-            }
+        let shas: Vec<String> = deploy.functions.iter().map(|(_, s)| s.clone()).collect();
+        let stored = stored_among(&mut *tx, &shas).await?;
+        if let Some(sha) = shas.iter().find(|s| !stored.contains(*s)) {
+            return Err(CreateError::MissingBlob(sha.clone()));
         }
         sqlx::query(
             "INSERT INTO deploys (id, hash, created_at, author, message, size, manifest) \
@@ -300,7 +293,7 @@ impl Queue {
     }
 
     /// The sha256 of every component a stored deploy names.
-    pub async fn deployed_blobs(&self) -> Result<std::collections::HashSet<String>> {
+    pub async fn deployed_blobs(&self) -> Result<HashSet<String>> {
         let rows = sqlx::query("SELECT DISTINCT sha256 FROM deploy_functions")
             .fetch_all(&self.pool)
             .await?;
@@ -342,6 +335,29 @@ impl Queue {
         tx.commit().await?;
         Ok(gone)
     }
+}
+
+/// Which of `shas` are stored, in one statement.
+async fn stored_among<'c, E>(executor: E, shas: &[String]) -> Result<HashSet<String>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    if shas.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let marks: Vec<String> = (1..=shas.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT sha256 FROM deploy_blobs WHERE sha256 IN ({})",
+        marks.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for sha in shas {
+        query = query.bind(sha.clone());
+    }
+    let rows = query.fetch_all(executor).await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
 }
 
 fn published_from(row: &sqlx::any::AnyRow) -> Result<Published> {
