@@ -22,6 +22,11 @@ fn node_config(extra: &str) -> String {
     format!("[server]\nadmin_token = \"{TOKEN}\"\nlease = \"2s\"\nshutdown_grace = \"1s\"\n{extra}")
 }
 
+/// A `--deployed` node with [`node_config`]`(extra)`.
+fn node(extra: &str) -> crate::support::ServerBuilder {
+    Server::with(&[]).deployed().config(&node_config(extra))
+}
+
 /// A site to deploy: `functions/version.wasm` and its fnhost.toml (with a `[server]` table
 /// holding a secret that must stay behind).
 struct Site {
@@ -76,6 +81,14 @@ impl Site {
     }
 }
 
+/// `fnhost deploy FUNCTIONS --config CONFIG --url URL` with the admin token.
+fn deploy_dir(functions: &Path, config: &Path, url: &str) -> Output {
+    let (functions, config) = (functions.to_str().unwrap(), config.to_str().unwrap());
+    fnhost(&[
+        "deploy", functions, "--config", config, "--url", url, "--token", TOKEN,
+    ])
+}
+
 /// Runs the `fnhost` CLI.
 fn fnhost(args: &[&str]) -> Output {
     Command::new(fnhost_bin())
@@ -108,6 +121,19 @@ fn deploy_id(out: &Output) -> String {
         .unwrap_or_else(|| panic!("no deploy id in:\n{all}"))
 }
 
+/// The CLI's output has `needle`.
+#[track_caller]
+fn assert_says(out: &Output, needle: &str) {
+    let all = text(out);
+    assert!(all.contains(needle), "no {needle:?} in:\n{all}");
+}
+
+/// The node answers `VERSION deploy=ID attempt=1` now.
+async fn assert_serves(server: &Server, version: &str, id: &str) {
+    let expected = (200, format!("{version} deploy={id} attempt=1"));
+    assert_eq!(answer(server).await, expected);
+}
+
 /// What the node answers at the function's path now (status, body).
 async fn answer(server: &Server) -> (u16, String) {
     let reply = get(&server.url("/.netlify/functions/version")).await;
@@ -117,6 +143,15 @@ async fn answer(server: &Server) -> (u16, String) {
 async fn admin_get(server: &Server, path: &str, token: &str) -> crate::support::Reply {
     let auth = format!("Bearer {token}");
     send("GET", &server.url(path), &[("authorization", &auth)], "").await
+}
+
+async fn admin_post(
+    server: &Server,
+    path: &str,
+    body: impl Into<bytes::Bytes>,
+) -> crate::support::Reply {
+    let auth = format!("Bearer {TOKEN}");
+    send("POST", &server.url(path), &[("authorization", &auth)], body).await
 }
 
 /// Waits until `server` answers `expected` (a prefix of the body).
@@ -161,28 +196,14 @@ async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
     let site = Site::new("v1", "");
     let first = site.deploy(&server, &["--message", "first"]);
     let id1 = deploy_id(&first);
-    assert!(
-        text(&first).contains("0 already stored, 1 uploaded"),
-        "{}",
-        text(&first)
-    );
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v1 deploy={id1} attempt=1"))
-    );
+    assert_says(&first, "0 already stored, 1 uploaded");
+    assert_serves(&server, "v1", &id1).await;
 
     site.set("v2", "");
     let second = site.deploy(&server, &["-m", "second"]);
     let id2 = deploy_id(&second);
-    assert!(
-        text(&second).contains("1 already stored, 0 uploaded (0 B)"),
-        "{}",
-        text(&second)
-    );
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v2 deploy={id2} attempt=1"))
-    );
+    assert_says(&second, "1 already stored, 0 uploaded (0 B)");
+    assert_serves(&server, "v2", &id2).await;
     let metrics = admin_get(&server, "/.fnhost/metrics", TOKEN).await.text();
     assert!(
         metrics.contains(&format!("fnhost_deploy_info{{deploy=\"{id2}\"}} 1")),
@@ -228,10 +249,7 @@ async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
 
     let back = fnhost(&["publish", &id1, "--url", &url, "--token", TOKEN]);
     assert!(back.status.success(), "{}", text(&back));
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v1 deploy={id1} attempt=1"))
-    );
+    assert_serves(&server, "v1", &id1).await;
 
     server.kill9();
     let again = Server::with(&[])
@@ -255,10 +273,7 @@ async fn a_deploy_is_published_whole_and_an_older_one_rolls_back() {
 /// it, nothing stored, the published deploy still served.
 #[tokio::test]
 async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config(""))
-        .start();
+    let server = node("").start();
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&server);
 
@@ -278,7 +293,6 @@ async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
 
     // Past the CLI's own check (another client): the server refuses it itself.
     let sha = sha256_file(&site.functions().join("version.wasm"));
-    let auth = format!("Bearer {TOKEN}");
     for (config, names) in [
         ("[functions.version]\ntimeout = \"0s\"\n", "timeout"),
         ("[functions.version]\nmemory = \"1KB\"\n", "memory"),
@@ -288,22 +302,13 @@ async fn a_deploy_that_does_not_load_or_parse_is_refused_and_nothing_changes() {
             "functions": { "version": { "sha256": sha, "size": 1 } },
             "config": config,
         });
-        let reply = send(
-            "POST",
-            &server.url("/.fnhost/deploys"),
-            &[("authorization", &auth)],
-            body.to_string(),
-        )
-        .await;
+        let reply = admin_post(&server, "/.fnhost/deploys", body.to_string()).await;
         assert_eq!(reply.status, 422, "{config}: {}", reply.text());
         assert!(reply.text().contains(names), "{config}: {}", reply.text());
     }
     let list = admin_get(&server, "/.fnhost/deploys", TOKEN).await.json();
     assert_eq!(list.as_array().unwrap().len(), 1, "nothing stored: {list}");
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v1 deploy={id1} attempt=1"))
-    );
+    assert_serves(&server, "v1", &id1).await;
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -316,10 +321,7 @@ fn sha256_file(path: &Path) -> String {
 /// invocation.
 #[tokio::test]
 async fn deploys_need_the_admin_token_or_the_deploy_token() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config("deploy_token = \"d3ploy-only-t0ken\"\n"))
-        .start();
+    let server = node("deploy_token = \"d3ploy-only-t0ken\"\n").start();
     let no_token = get(&server.url("/.fnhost/deploys")).await;
     assert_eq!(no_token.status, 401);
     assert_eq!(
@@ -352,10 +354,7 @@ async fn deploys_need_the_admin_token_or_the_deploy_token() {
         text(&refused)
     );
     let id = deploy_id(&site.deploy(&server, &["--token", "d3ploy-only-t0ken"]));
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v1 deploy={id} attempt=1"))
-    );
+    assert_serves(&server, "v1", &id).await;
 }
 
 /// A client killed half way through an upload leaves nothing stored and no partial file; the
@@ -397,25 +396,16 @@ async fn an_upload_cut_off_stores_nothing_and_the_same_deploy_then_succeeds() {
     let out = site.deploy(&server, &[]);
     let id = deploy_id(&out);
     let kb = format!("1 uploaded ({:.1} KB)", wasm.len() as f64 / 1024.0);
-    assert!(text(&out).contains(&kb), "{}", text(&out));
-    assert_eq!(
-        answer(&server).await,
-        (200, format!("v1 deploy={id} attempt=1"))
-    );
+    assert_says(&out, &kb);
+    assert_serves(&server, "v1", &id).await;
     let again = site.deploy(&server, &[]);
-    assert!(
-        text(&again).contains("1 already stored, 0 uploaded (0 B)"),
-        "{}",
-        text(&again)
-    );
+    assert_says(&again, "1 already stored, 0 uploaded (0 B)");
 }
 
 /// The node says component `sha` is not stored.
 async fn assert_still_missing(server: &Server, sha: &str) {
-    let auth = format!("Bearer {TOKEN}");
     let ask = serde_json::json!({ "sha256": [sha] }).to_string();
-    let url = server.url("/.fnhost/deploys/blobs/missing");
-    let missing = send("POST", &url, &[("authorization", &auth)], ask).await;
+    let missing = admin_post(server, "/.fnhost/deploys/blobs/missing", ask).await;
     assert_eq!(
         missing.json()["missing"],
         serde_json::json!([sha]),
@@ -440,10 +430,7 @@ fn partials(dir: &Path) -> usize {
 /// new invocations run v2; a replay may choose the published deploy.
 #[tokio::test]
 async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config(""))
-        .start();
+    let server = node("").start();
     let background = "background = true\nretry_delays = [\"2s\"]\n";
     let site = Site::new("v1", background);
     let id1 = site.deploy_ok(&server);
@@ -473,15 +460,8 @@ async fn a_retry_runs_the_deploy_its_invocation_was_accepted_under() {
     wait_state(&server, &dead, &["dead"], Duration::from_secs(10)).await;
     site.set("v3", "background = true\nretry_delays = []\n");
     let id3 = site.deploy_ok(&server);
-    let auth = format!("Bearer {TOKEN}");
     let replay = format!("/.fnhost/invocations/{dead}/replay?deploy=published");
-    let replayed = send(
-        "POST",
-        &server.url(&replay),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
+    let replayed = admin_post(&server, &replay, "").await;
     assert_eq!(replayed.status, 200, "{}", replayed.text());
     assert_eq!(replayed.json()["deploy"], id3.as_str());
     let ran = format!("version v3 deploy {id3} attempt 1");
@@ -547,13 +527,7 @@ fn ms_after(to: Instant, from: Instant) -> u128 {
 #[ignore = "needs PostgreSQL (CI runs it)"]
 async fn two_nodes_switch_together_within_a_second_and_roll_back() {
     let db = crate::postgres::database("deploys_two_nodes");
-    let start = || {
-        Server::with(&[])
-            .deployed()
-            .queue(&db.url)
-            .config(&node_config(""))
-            .start()
-    };
+    let start = || node("").queue(&db.url).start();
     let (a, b) = (start(), start());
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&a);
@@ -570,20 +544,9 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
                 site.set(to, "");
                 let dir = site.functions();
                 let (config, url) = (site.dir.path().join("fnhost.toml"), a.url(""));
-                tokio::task::spawn_blocking(move || {
-                    fnhost(&[
-                        "deploy",
-                        dir.to_str().unwrap(),
-                        "--config",
-                        config.to_str().unwrap(),
-                        "--url",
-                        &url,
-                        "--token",
-                        TOKEN,
-                    ])
-                })
-                .await
-                .unwrap()
+                tokio::task::spawn_blocking(move || deploy_dir(&dir, &config, &url))
+                    .await
+                    .unwrap()
             }
             Some(id) => {
                 let (id, url) = (id.clone(), b.url(""));
@@ -631,13 +594,7 @@ async fn two_nodes_switch_together_within_a_second_and_roll_back() {
 #[ignore = "needs PostgreSQL (CI runs it)"]
 async fn kill_9_during_publishes_leaves_exactly_one_published_deploy() {
     let db = crate::postgres::database("deploys_kill9");
-    let start = || {
-        Server::with(&[])
-            .deployed()
-            .queue(&db.url)
-            .config(&node_config(""))
-            .start()
-    };
+    let start = || node("").queue(&db.url).start();
     let (mut a, b) = (start(), start());
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&a);
@@ -710,10 +667,7 @@ async fn page_rows(browser: &crate::cdp::Browser, rows: &str, expected: &[String
 async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
     use crate::cdp::Browser;
     let binary = crate::support::chromium();
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config(""))
-        .start();
+    let server = node("").start();
     let site = Site::new("v1", "");
     let id1 = site.deploy_ok(&server);
     site.set("v2", "");
@@ -757,10 +711,7 @@ async fn the_dashboard_lists_deploys_and_publishes_an_older_one() {
 /// whose components together pass `server.max_deploy` is refused with `422`; nothing stored.
 #[tokio::test]
 async fn uploads_over_the_limits_are_refused() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config("max_component = \"64KB\"\n"))
-        .start();
+    let server = node("max_component = \"64KB\"\n").start();
     let site = Site::new("v1", "");
     let refused = site.deploy(&server, &[]);
     assert!(
@@ -768,23 +719,13 @@ async fn uploads_over_the_limits_are_refused() {
         "{}",
         text(&refused)
     );
-    let auth = format!("Bearer {TOKEN}");
     let sha = sha256_file(&site.functions().join("version.wasm"));
     assert_still_missing(&server, &sha).await;
 
-    let small = Server::with(&[])
-        .deployed()
-        .config(&node_config("max_deploy = \"100KB\"\n"))
-        .start();
+    let small = node("max_deploy = \"100KB\"\n").start();
     let body =
         serde_json::json!({ "functions": { "version": { "sha256": sha, "size": 200_000 } } });
-    let reply = send(
-        "POST",
-        &small.url("/.fnhost/deploys"),
-        &[("authorization", &auth)],
-        body.to_string(),
-    )
-    .await;
+    let reply = admin_post(&small, "/.fnhost/deploys", body.to_string()).await;
     assert_eq!(reply.status, 422, "{}", reply.text());
     assert!(
         reply.text().contains("server.max_deploy"),
@@ -797,10 +738,7 @@ async fn uploads_over_the_limits_are_refused() {
 /// `fnhost build` would, then deploys what it built.
 #[tokio::test]
 async fn a_directory_of_projects_is_built_then_deployed() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config(""))
-        .start();
+    let server = node("").start();
     let cwd = tempfile::tempdir().unwrap();
     let project = crate::support::repo_root().join("examples").join("hello");
     let out = Command::new(fnhost_bin())
@@ -820,11 +758,7 @@ async fn a_directory_of_projects_is_built_then_deployed() {
         )
         .output()
         .unwrap();
-    assert!(
-        text(&out).contains("building its projects first"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "building its projects first");
     deploy_id(&out);
     let reply = get(&server.url("/.netlify/functions/hello")).await;
     assert_eq!(
@@ -837,10 +771,7 @@ async fn a_directory_of_projects_is_built_then_deployed() {
 /// functions), and a later deploy with another cap changes it.
 #[tokio::test]
 async fn a_deploys_concurrency_cap_holds_and_a_later_deploy_changes_it() {
-    let server = Server::with(&[])
-        .deployed()
-        .config(&node_config(""))
-        .start();
+    let server = node("").start();
     let site = tempfile::tempdir().unwrap();
     let functions = site.path().join("functions");
     std::fs::create_dir_all(&functions).unwrap();
@@ -857,16 +788,7 @@ async fn a_deploys_concurrency_cap_holds_and_a_later_deploy_changes_it() {
             format!("[functions.one-background]\nconcurrency = {cap}\n"),
         )
         .unwrap();
-        let out = fnhost(&[
-            "deploy",
-            functions.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--url",
-            &url,
-            "--token",
-            TOKEN,
-        ]);
+        let out = deploy_dir(&functions, &config, &url);
         deploy_id(&out);
         let mut ids = Vec::new();
         for _ in 0..3 {
