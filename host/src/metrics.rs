@@ -47,6 +47,8 @@ pub const FUEL: &str = "fnhost_fuel_consumed_total";
 /// The deploy this node serves: 1 for its id, 0 for those it served before (an info metric:
 /// join on it rather than labelling every series with the deploy).
 pub const DEPLOY: &str = "fnhost_deploy_info";
+/// The functions served, with the WASI HTTP world each speaks: 1 while served, 0 once gone.
+pub const FUNCTION: &str = "fnhost_function_info";
 
 /// Installs the process-wide recorder (once; later calls do nothing) and describes every
 /// metric.
@@ -122,6 +124,10 @@ fn describe() {
     describe_gauge!(
         DEPLOY,
         "1 for the deploy this node serves, 0 for those it served before, by deploy id"
+    );
+    describe_gauge!(
+        FUNCTION,
+        "1 for each function served, by function and WASI HTTP world; 0 once no longer served"
     );
 }
 
@@ -305,6 +311,20 @@ pub fn deploy_served(deploy: Option<&str>) {
     if let Some(deploy) = deploy {
         gauge!(DEPLOY, "deploy" => deploy.to_string()).set(1.0);
         *served = Some(deploy.to_string());
+    }
+}
+
+/// Records the functions served now, as `(name, world)`; those served before and gone drop
+/// to 0.
+pub fn functions_served<'a>(functions: impl IntoIterator<Item = (&'a str, &'static str)>) {
+    static SERVED: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+    let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    for (function, world) in served.drain(..) {
+        gauge!(FUNCTION, "function" => function, "world" => world).set(0.0);
+    }
+    for (function, world) in functions {
+        gauge!(FUNCTION, "function" => function.to_string(), "world" => world).set(1.0);
+        served.push((function.to_string(), world));
     }
 }
 

@@ -494,6 +494,7 @@
     const lh = fn.last_hour || {};
     const rows = [
       ['Routes', routesLine(fn)],
+      ['World', fn.world || '–'],
       ['Budget', formatDuration(fn.timeout_ms)],
       ['Memory', formatBytes(fn.memory_bytes)],
     ];

@@ -1,6 +1,7 @@
 //! One invocation: a fresh store and instance of a pre-instantiated component, the request
 //! handed in, the response handed out as soon as the guest sets it, and the outcome once the
-//! guest is done or stopped.
+//! guest is done or stopped. The WASI 0.2 call is here; the 0.3 one is in `service`, inside
+//! the same store, budgets and accounting.
 //!
 //! Budgets are enforced twice: an epoch deadline callback traps a guest spinning in wasm code
 //! (and yields to the executor every tick, so one spinning guest cannot starve a thread), and a
@@ -10,15 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::{Component, Engine, outbound, stdio};
+use super::{Component, Engine, Pre, outbound, service, stdio};
 use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
 use crate::metrics::{self, Ended};
@@ -262,34 +265,12 @@ impl Engine {
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
-            let call = async {
-                let (req, out) = {
-                    let mut http = store.data_mut().http();
-                    let req = http.new_incoming_request(
-                        Scheme::Http,
-                        request.map(http_body_util::Full::new),
-                    )?;
-                    let out = http.new_response_outparam_from_callback(move |result| {
-                        let mapped = result
-                            .map(|resp| {
-                                resp.map(|body| {
-                                    body.map_err(|e| BodyError(e.to_string())).boxed_unsync()
-                                })
-                            })
-                            .map_err(|code| format!("{code:?}"));
-                        let _ = tx.send(mapped);
-                    })?;
-                    (req, out)
-                };
-                let instantiating = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                metrics::instantiated(&function, instantiating.elapsed());
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
+            let call = match pre {
+                Pre::Proxy(pre) => proxy_call(&mut store, pre, request, tx, &function).boxed(),
+                Pre::Service(pre) => service::call(&mut store, pre, request, tx, &function).boxed(),
             };
-            let (outcome, ended) = match tokio::time::timeout(timeout, call).await {
+            let result = tokio::time::timeout(timeout, call).await;
+            let (outcome, ended) = match result {
                 Err(_elapsed) => (Outcome::Timeout, Ended::Timeout),
                 Ok(Ok(())) => (
                     Outcome::Completed {
@@ -315,8 +296,47 @@ impl Engine {
     }
 }
 
+/// Where the guest's response goes once it sets one (or the error code it answers with).
+pub(super) type Respond = oneshot::Sender<Result<http::Response<Body>, String>>;
+
+/// A WASI 0.2 call: `wasi:http/incoming-handler.handle` with a response outparam.
+async fn proxy_call(
+    store: &mut Store<State>,
+    pre: ProxyPre<State>,
+    request: http::Request<Bytes>,
+    respond: Respond,
+    function: &Arc<str>,
+) -> wasmtime::Result<()> {
+    let (req, out) = {
+        let mut http = store.data_mut().http();
+        let req =
+            http.new_incoming_request(Scheme::Http, request.map(http_body_util::Full::new))?;
+        let out = http.new_response_outparam_from_callback(move |result| {
+            let mapped = result
+                .map(|resp| {
+                    resp.map(|body| body.map_err(|e| BodyError(e.to_string())).boxed_unsync())
+                })
+                .map_err(|code| format!("{code:?}"));
+            let _ = respond.send(mapped);
+        })?;
+        (req, out)
+    };
+    let instantiating = Instant::now();
+    let proxy = pre.instantiate_async(&mut *store).await?;
+    metrics::instantiated(function, instantiating.elapsed());
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, req, out)
+        .await
+}
+
+/// Whether `e` is (or wraps) the epoch callback's budget stop.
+fn past_deadline(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| cause.is::<DeadlineExceeded>())
+}
+
 fn outcome_of(e: &wasmtime::Error) -> Outcome {
-    if e.is::<DeadlineExceeded>()
+    if past_deadline(e)
         || matches!(
             e.downcast_ref::<wasmtime::Trap>(),
             Some(wasmtime::Trap::OutOfFuel)
@@ -339,7 +359,7 @@ fn outcome_of(e: &wasmtime::Error) -> Outcome {
 
 /// How a failed call counts in the metrics: which limit stopped it, if one did.
 fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
-    if e.is::<DeadlineExceeded>() {
+    if past_deadline(e) {
         Ended::Timeout
     } else if matches!(
         e.downcast_ref::<wasmtime::Trap>(),

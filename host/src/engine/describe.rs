@@ -1,13 +1,14 @@
 //! The optional `fnhost:function/config` export: `describe` is called once when a component
 //! loads, in a throwaway instance with a short budget, and its `settings` record is read
 //! through typed bindings of the world version the component was built against: 0.1.x (no
-//! `schedule`) or 0.2.x. Components built against either keep working.
+//! `schedule`), 0.2.x, or 0.3.x (the 0.2 record; 0.3 adds the `service` world for WASI 0.3
+//! HTTP). Components built against any of them keep working, whichever HTTP world they speak.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::InstancePre;
 use wasmtime::component::{ComponentType, Lift};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::call::State;
 use super::{Engine, InvokeContext, to_anyhow};
@@ -42,7 +43,7 @@ struct SettingsV0_1 {
     memory_mb: Option<u32>,
 }
 
-/// `fnhost:function/config.settings` of world version 0.2.x: 0.1 plus `schedule`.
+/// `fnhost:function/config.settings` of world version 0.2.x and 0.3.x: 0.1 plus `schedule`.
 #[derive(ComponentType, Lift, Debug)]
 #[component(record)]
 struct SettingsV0_2 {
@@ -87,6 +88,7 @@ impl From<SettingsV0_2> for Declared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorldVersion {
     V0_1,
+    /// 0.2.x and 0.3.x: one record.
     V0_2,
 }
 
@@ -96,12 +98,12 @@ impl WorldVersion {
         let version = interface.split_once('@').map_or("", |(_, v)| v);
         if version.starts_with("0.1.") {
             Ok(WorldVersion::V0_1)
-        } else if version.starts_with("0.2.") {
+        } else if version.starts_with("0.2.") || version.starts_with("0.3.") {
             Ok(WorldVersion::V0_2)
         } else {
             anyhow::bail!(
                 "{interface}: world version {version:?} is not supported by this fnhost \
-                 (it reads fnhost:function@0.1.x and 0.2.x); upgrade fnhost or rebuild the function"
+                 (it reads fnhost:function@0.1.x to 0.3.x); upgrade fnhost or rebuild the function"
             )
         }
     }
@@ -110,7 +112,7 @@ impl WorldVersion {
 /// Calls the `config` export's `describe` (export `interface`) once.
 pub(super) async fn describe(
     engine: &Engine,
-    pre: &ProxyPre<State>,
+    pre: &InstancePre<State>,
     interface: &str,
 ) -> anyhow::Result<Declared> {
     let version = WorldVersion::of(interface)?;
@@ -130,7 +132,7 @@ pub(super) async fn describe(
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {
-        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+        let instance = pre.instantiate_async(&mut store).await?;
         let iface = instance
             .get_export_index(&mut store, None, interface)
             .ok_or_else(|| wasmtime::format_err!("no export {interface}"))?;
@@ -174,14 +176,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn world_versions_0_1_and_0_2_are_read_and_others_named() {
+    fn world_versions_0_1_to_0_3_are_read_and_others_named() {
         let v = |s: &str| WorldVersion::of(s).map_err(|e| e.to_string());
         assert_eq!(v("fnhost:function/config@0.1.0"), Ok(WorldVersion::V0_1));
         assert_eq!(v("fnhost:function/config@0.1.3"), Ok(WorldVersion::V0_1));
         assert_eq!(v("fnhost:function/config@0.2.0"), Ok(WorldVersion::V0_2));
-        let e = v("fnhost:function/config@0.3.0").unwrap_err();
+        assert_eq!(v("fnhost:function/config@0.3.0"), Ok(WorldVersion::V0_2));
+        let e = v("fnhost:function/config@0.4.0").unwrap_err();
         assert!(
-            e.contains("\"0.3.0\"") && e.contains("0.1.x and 0.2.x"),
+            e.contains("\"0.4.0\"") && e.contains("0.1.x to 0.3.x"),
             "{e}"
         );
     }

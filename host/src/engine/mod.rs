@@ -2,7 +2,8 @@
 //! epoch ticker, compiled-component cache) and loads components into pre-instantiated
 //! [`Component`]s, reading their optional `config` export ([`describe`]).
 //!
-//! - [`call`]: one invocation in a fresh instance with its budgets ([`Engine::invoke`]).
+//! - [`call`]: one invocation in a fresh instance with its budgets ([`Engine::invoke`]);
+//!   `service` is its WASI 0.3 (`wasi:http/service`) half.
 //! - [`describe`]: the `config` export, read through typed bindings.
 //! - `outbound`: the `send_request` hook checking the allow-list ([`egress`] is its pure policy).
 //! - `stdio`: guest stdout/stderr into the host log.
@@ -14,6 +15,7 @@ pub mod describe;
 pub mod egress;
 mod outbound;
 mod pinned;
+mod service;
 mod stdio;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::Duration;
 use wasmtime::PoolingAllocationConfig;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use call::State;
 pub use call::{CallKind, InvokeContext, Outcome, Running};
@@ -97,9 +100,54 @@ pub struct Engine {
 /// A compiled, linked, pre-instantiated component.
 #[derive(Clone)]
 pub struct Component {
-    pre: ProxyPre<State>,
+    pre: Pre,
     /// The settings from its `config` export; `None` when it has none.
     pub declared: Option<Declared>,
+}
+
+/// A component pre-instantiated for the HTTP world it exports.
+#[derive(Clone)]
+enum Pre {
+    /// `wasi:http/incoming-handler@0.2.x` (the `proxy` world).
+    Proxy(ProxyPre<State>),
+    /// `wasi:http/handler@0.3.x` (the `service` world).
+    Service(ServicePre<State>),
+}
+
+/// Which WASI HTTP world a function speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// WASI 0.2: `wasi:http/proxy`, exporting `wasi:http/incoming-handler`.
+    Proxy,
+    /// WASI 0.3: `wasi:http/service`, exporting `wasi:http/handler`.
+    Service,
+}
+
+impl World {
+    /// How the table, the API, the dashboard and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Proxy => "wasi:http@0.2",
+            World::Service => "wasi:http@0.3",
+        }
+    }
+}
+
+impl Component {
+    /// The HTTP world the component exports.
+    pub fn world(&self) -> World {
+        match self.pre {
+            Pre::Proxy(_) => World::Proxy,
+            Pre::Service(_) => World::Service,
+        }
+    }
+
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<State> {
+        match &self.pre {
+            Pre::Proxy(pre) => pre.instance_pre(),
+            Pre::Service(pre) => pre.instance_pre(),
+        }
+    }
 }
 
 /// Why a component could not be loaded.
@@ -182,12 +230,9 @@ impl Engine {
         if opts.epoch {
             spawn_epoch_ticker(&engine);
         }
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
         Ok(Engine {
+            linker: linker(&engine)?,
             engine,
-            linker,
             fuel: opts.fuel,
             pooling,
             epoch: opts.epoch,
@@ -269,18 +314,44 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("cannot link: {e:#}")))?;
-        let pre = ProxyPre::new(pre)
-            .map_err(|e| invalid(format!("does not export wasi:http/incoming-handler: {e:#}")))?;
-        let declared = match config_export {
-            None => None,
-            Some(name) => Some(
-                describe::describe(self, &pre, &name)
-                    .await
-                    .map_err(|e| invalid(format!("its config export failed: {e:#}")))?,
-            ),
+        let pre = http_world(pre).map_err(invalid)?;
+        let mut component = Component {
+            pre,
+            declared: None,
         };
-        Ok(Component { pre, declared })
+        if let Some(name) = config_export {
+            let declared = describe::describe(self, component.instance_pre(), &name)
+                .await
+                .map_err(|e| invalid(format!("its config export failed: {e:#}")))?;
+            component.declared = Some(declared);
+        }
+        Ok(component)
     }
+}
+
+/// WASI and WASI HTTP, 0.2 and 0.3 side by side (as `wasmtime serve` links them): a component
+/// imports the versions it was built against.
+fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(to_anyhow)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(to_anyhow)?;
+    Ok(linker)
+}
+
+/// The HTTP world a linked component exports: 0.3's `wasi:http/handler` first, then 0.2's
+/// `wasi:http/incoming-handler` (the order `wasmtime serve` tries them in).
+fn http_world(pre: wasmtime::component::InstancePre<State>) -> Result<Pre, String> {
+    if let Ok(service) = ServicePre::new(pre.clone()) {
+        return Ok(Pre::Service(service));
+    }
+    ProxyPre::new(pre).map(Pre::Proxy).map_err(|e| {
+        format!(
+            "exports neither wasi:http/handler@0.3.x (the wasi:http/service world) nor \
+             wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world): {e:#}"
+        )
+    })
 }
 
 /// Converts wasmtime's error into anyhow's, keeping the chain.

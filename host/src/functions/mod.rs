@@ -289,7 +289,7 @@ fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(
     Ok(())
 }
 
-/// The startup table: name, mode, routes, methods.
+/// The startup table: name, mode, WASI HTTP world, routes, methods.
 pub fn print_table(table: &FunctionTable) -> String {
     let mut out = String::new();
     let width = table
@@ -299,7 +299,10 @@ pub fn print_table(table: &FunctionTable) -> String {
         .max()
         .unwrap_or(4)
         .max(8);
-    out.push_str(&format!("{:<width$}  {:<10}  ROUTES\n", "FUNCTION", "MODE"));
+    out.push_str(&format!(
+        "{:<width$}  {:<10}  {:<13}  ROUTES\n",
+        "FUNCTION", "MODE", "WORLD"
+    ));
     for f in &table.functions {
         let methods = if f.settings.routes.methods.is_empty() {
             String::new()
@@ -327,9 +330,10 @@ pub fn print_table(table: &FunctionTable) -> String {
             None => String::new(),
         };
         out.push_str(&format!(
-            "{:<width$}  {:<10}  {}{methods}{schedule}\n",
+            "{:<width$}  {:<10}  {:<13}  {}{methods}{schedule}\n",
             f.name,
             f.settings.mode.to_string(),
+            f.component.world().as_str(),
             patterns.join(", ")
         ));
     }

@@ -311,7 +311,7 @@ fn ui(app: &App, rest: &[&str]) -> Result<Response<Body>, ApiError> {
 }
 
 /// The functions served (what `fnhost invoke` looks a route up in, and the dashboard shows):
-/// name, mode, routes (as declared), methods (empty: any), schedule and its next run, budget,
+/// name, mode, the WASI HTTP world it speaks, routes (as declared), methods (empty: any), schedule and its next run, budget,
 /// memory cap, retry delays, destinations, concurrency cap, and this node's last hour.
 fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
     let now = chrono::Utc::now();
@@ -326,6 +326,7 @@ fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
             json!({
                 "name": f.name,
                 "mode": s.mode.to_string(),
+                "world": f.component.world().as_str(),
                 "routes": s.routes.patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 "methods": s.routes.methods,
                 "schedule": s.schedule.as_ref().map(|s| s.as_str()),

@@ -125,6 +125,12 @@ impl App {
             tracing::info!("{} redirect rule(s)", redirects.iter().count());
         }
         self.table.replace(table.clone());
+        crate::metrics::functions_served(
+            table
+                .functions
+                .iter()
+                .map(|f| (f.name.as_str(), f.component.world().as_str())),
+        );
         let edge = Edge { cors, redirects };
         self.served.store(Arc::new(Served { table, edge }));
     }

@@ -196,3 +196,49 @@ async fn a_javascript_function_answers_first_then_finishes_through_wait_until() 
     let posted = upstream.first(Duration::from_secs(10)).await;
     assert!(posted >= answered);
 }
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_python_wasi_0_3_function_declares_its_routes_echoes_and_fetches_concurrently() {
+    let up = crate::sandbox::upstream().await;
+    let server = serve(
+        &["python-p3"],
+        &format!(
+            "[functions.python-p3]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+            up.port()
+        ),
+    );
+    let table = server.stdout.lock().unwrap().join("\n");
+    assert!(
+        table.contains("wasi:http@0.3") && table.contains("/py3/*"),
+        "its config export declares its routes: {table}"
+    );
+    let reply = get(&server.url("/py3?name=Ada")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "Hello, Ada from Python on WASI 0.3!\n");
+
+    let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let reply = send(
+        "POST",
+        &server.url("/py3/echo"),
+        &[("content-type", "application/octet-stream")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body == body,
+        "the echo differs ({} bytes)",
+        reply.body.len()
+    );
+
+    let url = format!("http://127.0.0.1:{}/ping", up.port());
+    let reply = get(&server.url(&format!("/py3/fetch?url={url}&url={url}"))).await;
+    assert_eq!(
+        reply.text(),
+        format!("{url} 200 4\n{url} 200 4\n"),
+        "both downloads, one line each"
+    );
+    let reply = get(&server.url("/py3/fetch?url=http://192.0.2.1/x")).await;
+    assert_eq!(reply.text(), "http://192.0.2.1/x error HttpRequestDenied\n");
+}

@@ -21,6 +21,7 @@
 //! - `parity`: Netlify parity — function subpaths.
 //! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
+//! - `service`: WASI 0.3 (`wasi:http/service`) functions beside 0.2 ones, every guarantee.
 //! - `security`: one regression test per item of the security issue (schedule keys, status
 //!   tokens, own paths, setting ranges, queue files, a full disk, `Host` and `Bearer`).
 
@@ -39,6 +40,7 @@ mod parity;
 mod postgres;
 mod sandbox;
 mod security;
+mod service;
 mod support;
 mod sync;
 mod watch;

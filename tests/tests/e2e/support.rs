@@ -122,6 +122,7 @@ const BUILT_BY_TOOL: &[(&str, &str)] = &[
     ("js-hello", "node and npm (jco)"),
     ("python-hello", "componentize-py"),
     ("python-background", "componentize-py"),
+    ("python-p3", "componentize-py"),
 ];
 
 /// Path of one built component; a failed test when it did not build, naming the language tool

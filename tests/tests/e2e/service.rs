@@ -1,0 +1,455 @@
+//! WASI 0.3 functions (`wasi:http/service@0.3.0`) beside 0.2 ones: the same routes, budgets,
+//! limits, sandbox, logs and background semantics, on the `guest-p3` test guest (built from
+//! `tests/guests/p3` on the `wasip3` crate).
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::background::{FAST, accepted_id, post, wait_state};
+use crate::sandbox::upstream;
+use crate::support::{Server, get, send};
+
+/// A server with the 0.3 guest as `p3` beside the 0.2 `hello`, with `toml` appended.
+fn server(toml: &str) -> Server {
+    Server::with(&["hello"])
+        .function_as("p3", "guest-p3")
+        .config(toml)
+        .start()
+}
+
+fn p3(server: &Server, route: &str) -> String {
+    server.url(&format!("/.netlify/functions/p3/{route}"))
+}
+
+#[tokio::test]
+async fn a_0_3_function_answers_beside_a_0_2_one_and_says_which_world_it_speaks() {
+    let server = server("[server]\nadmin_token = \"t\"\n");
+    let reply = get(&p3(&server, "hi")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "hello from wasi:http@0.3 GET /.netlify/functions/p3/hi"
+    );
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+
+    let table = server.stdout.lock().unwrap().join("\n");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{table}"))
+            .to_string()
+    };
+    assert!(row("p3").contains("wasi:http@0.3"), "{table}");
+    assert!(row("hello").contains("wasi:http@0.2"), "{table}");
+
+    let listed = send(
+        "GET",
+        &server.url("/.fnhost/functions"),
+        &[("authorization", "Bearer t")],
+        "",
+    )
+    .await
+    .json();
+    let world = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["world"].clone())
+    };
+    assert_eq!(world("p3"), Some("wasi:http@0.3".into()), "{listed}");
+    assert_eq!(world("hello"), Some("wasi:http@0.2".into()), "{listed}");
+
+    let metrics = send(
+        "GET",
+        &server.url("/.fnhost/metrics"),
+        &[("authorization", "Bearer t")],
+        "",
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("fnhost_function_info{function=\"p3\",world=\"wasi:http@0.3\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn routes_methods_redirects_cors_and_body_limits_apply_to_a_0_3_function() {
+    let server = Server::with(&[])
+        .function_as("p3", "guest-p3")
+        .config(
+            "[cors]\nallowed_origins = [\"https://app.example\"]\n\
+             [functions.p3]\npath = [\"/api/v3/*\"]\nmethod = [\"GET\", \"POST\"]\n",
+        )
+        .file("_redirects", b"/old/*  /api/v3/:splat  200\n")
+        .start();
+    let reply = get(&server.url("/api/v3/items")).await;
+    assert_eq!(reply.text(), "hello from wasi:http@0.3 GET /api/v3/items");
+    // A rewrite keeps the client's URL; the guest sees the rewritten path.
+    let reply = get(&server.url("/old/thing")).await;
+    assert_eq!(reply.text(), "hello from wasi:http@0.3 GET /api/v3/thing");
+    assert_eq!(
+        send("DELETE", &server.url("/api/v3/items"), &[], "")
+            .await
+            .status,
+        405
+    );
+    let preflight = send(
+        "OPTIONS",
+        &server.url("/api/v3/items"),
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let big = vec![b'x'; 7 * 1024 * 1024];
+    assert_eq!(
+        send("POST", &server.url("/api/v3/echo"), &[], big)
+            .await
+            .status,
+        413
+    );
+}
+
+#[tokio::test]
+async fn a_megabyte_echoes_back_and_a_response_starts_before_its_body_ends() {
+    let server = server("");
+    let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let reply = send(
+        "POST",
+        &p3(&server, "echo"),
+        &[("content-type", "application/octet-stream")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(
+        reply.body == body,
+        "the echo differs ({} bytes)",
+        reply.body.len()
+    );
+
+    // Four lines 400 ms apart: the first arrives long before the last.
+    let (first, whole, text) =
+        timed_get(&server, "/.netlify/functions/p3/stream?n=4&ms=400", "").await;
+    assert!(
+        text.contains("line 0\n") && text.contains("line 3\n"),
+        "{text}"
+    );
+    assert!(
+        first < Duration::from_millis(350),
+        "first line after {first:?}"
+    );
+    assert!(
+        whole >= Duration::from_millis(1200),
+        "whole body after {whole:?}"
+    );
+}
+
+#[tokio::test]
+async fn trailers_reach_a_client_that_accepts_them() {
+    let server = server("");
+    let (_, _, raw) = timed_get(
+        &server,
+        "/.netlify/functions/p3/trailers",
+        "TE: trailers\r\n",
+    )
+    .await;
+    assert!(raw.contains("body before trailers"), "{raw}");
+    let tail = raw.rsplit("\r\n0\r\n").next().unwrap_or_default();
+    assert!(
+        tail.to_ascii_lowercase().contains("x-checksum: abc123"),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn spinning_sleeping_and_pending_0_3_guests_get_504_at_their_budget_while_others_are_served()
+{
+    let server = server("[functions.p3]\ntimeout = \"1s\"\n");
+    for (route, says) in [
+        ("spin", "spinning"),
+        ("sleep", "sleeping"),
+        ("pending", "pending"),
+    ] {
+        let url = p3(&server, route);
+        let started = Instant::now();
+        let stuck = tokio::spawn(async move { (get(&url).await, started.elapsed()) });
+        server
+            .wait_for_log(&[says, "function=\"p3\""], Duration::from_millis(900))
+            .await;
+        let t = Instant::now();
+        let hello = get(&server.url("/.netlify/functions/hello")).await;
+        let hello_latency = t.elapsed();
+        let (reply, elapsed) = stuck.await.unwrap();
+        assert_eq!(reply.status, 504, "{route}: {}", reply.text());
+        assert!(
+            elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1100),
+            "{route} stopped after {elapsed:?}, not at its 1 s budget (± 100 ms)"
+        );
+        assert_eq!(hello.status, 200);
+        assert!(
+            hello_latency < Duration::from_millis(500),
+            "hello waited {hello_latency:?} behind {route}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_memory_cap_traps_a_0_3_guest_and_fuel_stops_one() {
+    let server = Server::with(&["hello"])
+        .function_as("p3", "guest-p3")
+        .function_as("metered", "guest-p3")
+        .config("[functions.p3]\nmemory = \"64MB\"\n[functions.metered]\nfuel = 1_000_000\n")
+        .start();
+    let reply = get(&p3(&server, "hog")).await;
+    assert_eq!(reply.status, 500);
+    let id = reply.header("fnhost-invocation-id").unwrap().to_string();
+    server
+        .wait_for_log(&[&id, "trapped"], Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+
+    let started = Instant::now();
+    let reply = get(&server.url("/.netlify/functions/metered/spin")).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn traps_and_error_codes_are_500_naming_only_the_invocation() {
+    let server = server("");
+    for route in ["trap", "error"] {
+        let reply = get(&p3(&server, route)).await;
+        assert_eq!(reply.status, 500, "{route}");
+        let id = reply.header("fnhost-invocation-id").unwrap();
+        assert_eq!(reply.text(), format!("function failed (invocation {id})\n"));
+    }
+}
+
+#[tokio::test]
+async fn outbound_from_a_0_3_guest_keeps_the_allow_list_and_runs_concurrently() {
+    let up = upstream().await;
+    let server = Server::with(&[])
+        .function_as("allowed", "guest-p3")
+        .function_as("denied", "guest-p3")
+        .config(&format!(
+            "[functions.allowed]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\nmax_outbound = 2\n",
+            up.port()
+        ))
+        .start();
+    let target = format!("http://127.0.0.1:{}/ping?token=secret", up.port());
+    let reply = get(&server.url(&format!("/.netlify/functions/allowed/fetch?url={target}"))).await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "pong"));
+
+    let reply = get(&server.url(&format!("/.netlify/functions/denied/fetch?url={target}"))).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        reply.text().contains("HttpRequestDenied"),
+        "{}",
+        reply.text()
+    );
+    let line = server
+        .wait_for_log(&["outbound request", "denied"], Duration::from_secs(2))
+        .await;
+    assert!(!line.contains("secret"), "the query was logged: {line}");
+
+    // Two at once are allowed (max_outbound = 2); a third at the same time is refused.
+    let two = format!("url={target}&url={target}");
+    let reply = get(&server.url(&format!("/.netlify/functions/allowed/fetch?{two}"))).await;
+    assert_eq!(
+        reply.text().matches(" 200 4\n").count(),
+        2,
+        "{}",
+        reply.text()
+    );
+    let three = format!("{two}&url={target}");
+    let reply = get(&server.url(&format!("/.netlify/functions/allowed/fetch?{three}"))).await;
+    assert!(
+        reply.text().contains("ConnectionLimitReached"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn a_0_3_guests_output_is_logged_tagged_and_bounded() {
+    let server = server("[functions.p3]\nmax_log = \"4KB\"\n");
+    let reply = get(&p3(&server, "print")).await;
+    assert_eq!(reply.status, 200);
+    for line in ["p3 stdout line", "std stdout line", "std stderr line"] {
+        server
+            .wait_for_log(&[line, "function=\"p3\"", "id=\""], Duration::from_secs(5))
+            .await;
+    }
+    assert_eq!(get(&p3(&server, "chatty?kb=64")).await.status, 200);
+    server
+        .wait_for_log(&["truncated", "function=\"p3\""], Duration::from_secs(5))
+        .await;
+    assert!(
+        server.count_log(&["xxxxxxxx", "function=\"p3\""]) <= 4,
+        "more than max_log was logged"
+    );
+}
+
+#[tokio::test]
+async fn a_0_3_handler_answers_then_finishes_its_work_within_the_budget() {
+    let server = server("");
+    let started = Instant::now();
+    let reply = get(&p3(&server, "later?ms=600")).await;
+    assert_eq!(reply.text(), "answered; finishing later");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    server
+        .wait_for_log(
+            &["later done after 600 ms", "function=\"p3\""],
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "the work after the answer ran early"
+    );
+}
+
+#[tokio::test]
+async fn work_after_the_answer_is_stopped_at_the_budget() {
+    let server = Server::with(&[])
+        .function_as("short", "guest-p3")
+        .config("[functions.short]\ntimeout = \"1s\"\n")
+        .start();
+    let reply = get(&server.url("/.netlify/functions/short/later?ms=3000")).await;
+    assert_eq!(reply.status, 200);
+    server
+        .wait_for_log(
+            &["budget exceeded", "function=\"short\""],
+            Duration::from_secs(3),
+        )
+        .await;
+    assert_eq!(server.count_log(&["later done"]), 0);
+}
+
+#[tokio::test]
+async fn a_background_0_3_function_is_acknowledged_retried_and_succeeds_or_dies() {
+    let server = Server::with(&[])
+        .function_as("p3-background", "guest-p3")
+        .config(FAST)
+        .start();
+    let ok = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/p3-background/later?ms=300",
+            &[],
+            "x",
+        )
+        .await,
+    );
+    let done = wait_state(&server, &ok, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    // The attempt lasted until the work after the answer was done.
+    server
+        .wait_for_log(&["later done after 300 ms", &ok], Duration::from_secs(1))
+        .await;
+
+    let failing =
+        accepted_id(&post(&server, "/.netlify/functions/p3-background/trap", &[], "x").await);
+    let dead = wait_state(&server, &failing, &["dead"], Duration::from_secs(15)).await;
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("trapped"),
+        "{dead}"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_0_3_invocation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::with(&[])
+            .function_as("p3-background", "guest-p3")
+            .data_dir(dir.path())
+            .config(FAST)
+            .start()
+    };
+    let mut first = start();
+    let id = accepted_id(
+        &post(
+            &first,
+            "/.netlify/functions/p3-background/later?ms=2000",
+            &[],
+            "x",
+        )
+        .await,
+    );
+    wait_state(&first, &id, &["running"], Duration::from_secs(5)).await;
+    first.kill9();
+    let second = start();
+    wait_state(&second, &id, &["succeeded"], Duration::from_secs(20)).await;
+    second
+        .wait_for_log(&["later done after 2000 ms", &id], Duration::from_secs(1))
+        .await;
+}
+
+/// GETs `path` over a raw connection; returns when the first body byte and the whole response
+/// arrived, and the raw response text.
+async fn timed_get(server: &Server, path: &str, extra: &str) -> (Duration, Duration, String) {
+    let addr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (mut raw, mut first) = (Vec::new(), None);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the response stalled")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first.is_none() && String::from_utf8_lossy(&raw).contains("line 0") {
+            first = Some(started.elapsed());
+        }
+    }
+    let whole = started.elapsed();
+    (
+        first.unwrap_or(whole),
+        whole,
+        String::from_utf8_lossy(&raw).into_owned(),
+    )
+}
