@@ -3,6 +3,7 @@
 
 Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out BENCHMARKS.md]
        python3 bench/run.py --languages   # JS and Python examples vs the Rust hello
+       python3 bench/run.py --p3 [--skip-build]  # WASI 0.3: fresh vs reused instances
        python3 bench/run.py --background [--duration 5] [--rounds 2] [--backlog 5000]
                             [--queues sqlite,pg1,pg2]   # background functions vs sync
 
@@ -35,6 +36,12 @@ created_at), read from the database once nothing is queued, running or retrying;
 300 s), with the number of invocations run twice (attempts > 1 or interrupted). It prints the
 medians, the ratios to sync, pg1 / sqlite and pg2 / pg1, and the issue's targets. Servers' logs
 are in target/bench/run/.
+
+--p3 serves the WASI 0.3 test guest (tests/guests/p3, `GET …/hi`) from fnhost with a fresh
+instance per request (the default) and with `reuse = 1000`, the 0.2 hello beside it, and the
+same 0.3 component under `wasmtime serve` (whose 0.3 defaults reuse an instance for up to 128
+requests, 16 at once); it reports req/s and latency at 1 and 16 connections and the ratios
+reuse / fresh, 0.3 fresh / 0.2, and fnhost reuse / wasmtime serve.
 
 Each mode rewrites its own section of --out."""
 
@@ -195,6 +202,8 @@ def main():
                          " SQLite and PostgreSQL")
     ap.add_argument("--backlog", type=int, default=5000, help="--background: jobs POSTed for runs/s")
     ap.add_argument("--queues", default="sqlite,pg1,pg2", help="--background: sqlite, pg1, pg2")
+    ap.add_argument("--p3", action="store_true",
+                    help="instead: a WASI 0.3 function, fresh instances vs reuse, vs wasmtime serve")
     ap.add_argument("--languages", action="store_true",
                     help="instead: the JS and Python examples vs the Rust hello (size, start, latency)")
     args = ap.parse_args()
@@ -202,6 +211,8 @@ def main():
         args.rounds = 2 if args.background else 3
     if args.languages:
         return languages(args)
+    if args.p3:
+        return p3(args)
     conns = [int(c) for c in args.conns.split(",")]
 
     if args.skip_build:
@@ -676,6 +687,68 @@ def stop(proc):
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def p3(args):
+    """WASI 0.3: fnhost fresh vs reuse = 1000 vs the 0.2 hello, and `wasmtime serve`."""
+    comps = BENCH / "components"
+    if args.skip_build:
+        hello, wasmtime = comps / "hello.wasm", TOOLS / "bin/wasmtime"
+    else:
+        hello, wasmtime = build()
+        run([FNHOST, "build", ROOT / "tests/guests/p3", "--out", comps], cwd=ROOT,
+            env={**os.environ, "CARGO_TARGET_DIR": str(ROOT / "target/guests")})
+    guest = comps / "guest-p3.wasm"
+    work = BENCH / "run-p3"
+    shutil.rmtree(work, ignore_errors=True)
+    funcs = work / "functions"
+    funcs.mkdir(parents=True)
+    shutil.copy(hello, funcs / "hello.wasm")
+    shutil.copy(guest, funcs / "fresh.wasm")
+    shutil.copy(guest, funcs / "warm.wasm")
+    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n[functions.warm]\nreuse = 1000\n")
+    fnhost = lambda port: [FNHOST, "serve", funcs, "--listen", f"127.0.0.1:{port}", "--config",
+                           work / "fnhost.toml", "--data-dir", work / "data", "--cache-dir", work / "cache"]
+    table = {
+        "fnhost 0.2 hello": (fnhost, "/.netlify/functions/hello"),
+        "fnhost 0.3 fresh": (fnhost, "/.netlify/functions/fresh/hi"),
+        "fnhost 0.3 reuse": (fnhost, "/.netlify/functions/warm/hi"),
+        "wasmtime serve 0.3": (lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
+                                             "--addr", f"127.0.0.1:{port}", guest], "/hi"),
+    }
+    conns = [1, 16]
+    results = {}
+    names = list(table)
+    for rnd in range(args.rounds):
+        for c in conns:
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                argv, path = table[name]
+                r = measure(argv, path, c, args.duration)
+                results.setdefault((name, c), []).append(r)
+                print(f"round {rnd + 1} c={c:<3} {name:<20} {r[0]:>9.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms",
+                      flush=True)
+    med = lambda name, c, i: statistics.median(r[i] for r in results[(name, c)])
+    lines = [
+        f"Machine: {machine()}. wrk (2 threads) on the same machine, loopback. wasmtime {wasmtime_version()}.",
+        "Component: tests/guests/p3 (wasip3 0.9, `GET /hi`, a streamed 40-byte body) and examples/hello (0.2).",
+        f"Median of {args.rounds} rounds of {args.duration} s; servers in turn, order rotating each round.",
+        "",
+        f"Command: `python3 bench/run.py --p3 --duration {args.duration} --rounds {args.rounds}`",
+        "",
+        "| conns | server | req/s | p50 ms | p99 ms |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for c in conns:
+        for name in names:
+            lines.append(f"| {c} | {name} | {med(name, c, 0):.0f} | {med(name, c, 1):.3f} | {med(name, c, 2):.3f} |")
+    lines += ["", "| conns | reuse / fresh | 0.3 fresh / 0.2 hello | fnhost reuse / wasmtime serve |", "|---:|---:|---:|---:|"]
+    for c in conns:
+        rps = lambda n: med(n, c, 0)
+        lines.append(f"| {c} | {rps('fnhost 0.3 reuse') / rps('fnhost 0.3 fresh'):.2f} | "
+                     f"{rps('fnhost 0.3 fresh') / rps('fnhost 0.2 hello'):.2f} | "
+                     f"{rps('fnhost 0.3 reuse') / rps('wasmtime serve 0.3'):.2f} |")
+    print("\n".join(lines))
+    write_section(args.out, "WASI 0.3: fresh instances, reuse, wasmtime serve", "\n".join(lines))
 
 
 def languages(args):

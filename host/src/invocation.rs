@@ -112,6 +112,7 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
         max_log: function.settings.limits.max_log,
         capture,
         deploy: function.deploy.clone(),
+        warm: function.warm.clone(),
     }
 }
 

@@ -229,7 +229,9 @@ struct Site {
 fn engine(opts: &Options) -> anyhow::Result<(Arc<Engine>, EngineOptions)> {
     let (sync_cap, bg_cap) = opts.caps();
     let (max_memory, fuel) = functions::engine_needs(&opts.config);
-    let slots = u32::try_from(sync_cap + bg_cap + 4).unwrap_or(u32::MAX);
+    // + the instances kept idle for reuse (`reuse`), bounded process-wide.
+    let slots =
+        u32::try_from(sync_cap + bg_cap + 4 + crate::engine::IDLE_SLOTS).unwrap_or(u32::MAX);
     let mut engine_options = EngineOptions::new(slots, max_memory, fuel, opts.cache_dir.clone());
     engine_options.outbound_ca = opts.outbound_ca.clone();
     let engine = Arc::new(Engine::new(&engine_options)?);

@@ -61,6 +61,8 @@ pub mod defaults {
     pub const MAX_INTERRUPTIONS: u32 = 5;
     /// Outbound requests one instance may have in flight.
     pub const MAX_OUTBOUND: usize = 16;
+    /// Requests per instance: a fresh instance for each.
+    pub const REUSE: u32 = 1;
     /// Bytes of guest output (stdout + stderr) logged per invocation.
     pub const MAX_LOG: u64 = 1024 * 1024;
     /// How long finished invocations, their results and delivered records are kept.
@@ -188,6 +190,9 @@ pub struct FunctionConfig {
     pub fuel: Option<u64>,
     /// Outbound requests one instance may have in flight; more get an error value.
     pub max_outbound: Option<usize>,
+    /// Requests one instance of a synchronous WASI 0.3 function serves, one after another,
+    /// before it is dropped [default 1: a fresh instance per request].
+    pub reuse: Option<u32>,
     /// Guest output (stdout + stderr) logged per invocation; the rest is dropped.
     pub max_log: Option<ByteSize>,
     /// Environment variables the guest sees (and only these).

@@ -31,6 +31,8 @@ pub mod bounds {
     pub const CONCURRENCY: (u64, u64) = (1, 10_000);
     /// Outbound requests in flight per instance.
     pub const MAX_OUTBOUND: (u64, u64) = (1, 1_024);
+    /// Requests one warm instance serves before it is dropped (its memory only grows).
+    pub const REUSE: (u64, u64) = (1, 1_000_000);
     /// Retries after a failed attempt (`retry_delays` entries).
     pub const RETRIES: (u64, u64) = (0, 100);
     /// Fuel per invocation: 0 would fail every call.
@@ -221,6 +223,7 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
     bytes(&key("max_log"), f.max_log, bounds::MAX_LOG)?;
     count(&key("fuel"), f.fuel, bounds::FUEL)?;
     usize_count(&key("max_outbound"), f.max_outbound, bounds::MAX_OUTBOUND)?;
+    count(&key("reuse"), f.reuse.map(u64::from), bounds::REUSE)?;
     usize_count(&key("concurrency"), f.concurrency, bounds::CONCURRENCY)?;
     if let Some(delays) = &f.retry_delays {
         let (lo, hi) = bounds::RETRIES;

@@ -7,7 +7,7 @@
 //! (and yields to the executor every tick, so one spinning guest cannot starve a thread), and a
 //! tokio timeout around the whole call stops a guest parked in a host call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,12 +15,15 @@ use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
+use super::state::{Capped, Respond, State};
+use super::warm::{Idle, Warm};
 use super::{Component, Engine, Pre, outbound, service, stdio};
 use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
@@ -75,6 +78,8 @@ pub struct InvokeContext {
     pub capture: Option<crate::logs::Capture>,
     /// The deploy the function belongs to, for logs (none when served from a directory).
     pub deploy: Option<Arc<str>>,
+    /// The function's pool of instances kept between requests (`reuse` > 1).
+    pub warm: Option<Warm>,
 }
 
 /// How an invocation ended.
@@ -110,97 +115,12 @@ pub struct Running {
 #[error("wall-clock budget exceeded")]
 struct DeadlineExceeded;
 
-/// Per-store state.
-pub(super) struct State {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: Capped,
-    hooks: outbound::Hooks,
-}
-
-/// The store's limits, noting when the memory cap refused a growth (the trap that follows is
-/// counted as a memory-cap stop).
-struct Capped {
-    limits: StoreLimits,
-    memory_refused: bool,
-}
-
-impl ResourceLimiter for Capped {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
-            self.memory_refused = true;
-        }
-        allowed
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_refused = true;
-        self.limits.memory_grow_failed(error)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-impl WasiView for State {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for State {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
 impl Engine {
     pub(super) fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
         let mut wasi = WasiCtx::builder();
-        let log = stdio::LogBudget::new(ctx.max_log);
-        let stream = |name| {
-            let (function, id) = (ctx.function.clone(), ctx.id.clone());
-            stdio::LogStream::new(name, function, id, log.clone(), ctx.capture.clone())
-                .in_deploy(ctx.deploy.clone())
-        };
-        wasi.stdout(stream("stdout"))
-            .stderr(stream("stderr"))
+        let log: stdio::SharedTag = Arc::new(Mutex::new(Arc::new(log_tag(ctx))));
+        wasi.stdout(stdio::LogStream::new("stdout", log.clone()))
+            .stderr(stdio::LogStream::new("stderr", log.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -218,16 +138,27 @@ impl Engine {
                     .build(),
                 memory_refused: false,
             },
-            hooks: outbound::Hooks::new(
-                ctx.outbound.clone(),
-                ctx.function.clone(),
-                ctx.id.clone(),
-                ctx.max_outbound,
-                self.tls.clone(),
-            ),
+            hooks: self.hooks(ctx),
+            log,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        self.arm(&mut store, ctx, deadline);
+        store
+    }
+
+    /// Readies a kept instance's store for the next invocation: its log tag, outbound slots,
+    /// fuel and deadline are this invocation's.
+    fn rearm(&self, store: &mut Store<State>, ctx: &InvokeContext, deadline: Instant) {
+        let state = store.data_mut();
+        *state.log.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(log_tag(ctx));
+        state.hooks = self.hooks(ctx);
+        state.limits.memory_refused = false;
+        self.arm(store, ctx, deadline);
+    }
+
+    /// The fuel and the epoch deadline of one invocation.
+    fn arm(&self, store: &mut Store<State>, ctx: &InvokeContext, deadline: Instant) {
         if self.fuel {
             store
                 .set_fuel(ctx.fuel.unwrap_or(u64::MAX))
@@ -243,7 +174,40 @@ impl Engine {
                 }
             });
         }
-        store
+    }
+
+    fn hooks(&self, ctx: &InvokeContext) -> outbound::Hooks {
+        outbound::Hooks::new(
+            ctx.outbound.clone(),
+            ctx.function.clone(),
+            ctx.id.clone(),
+            ctx.max_outbound,
+            self.tls.clone(),
+        )
+    }
+
+    /// The store and instance an invocation runs in: a kept one when the function reuses
+    /// instances and one is idle, else a new store (the instance is made inside the call).
+    fn prepare(&self, component: &Component, ctx: &InvokeContext, deadline: Instant) -> Prepared {
+        if let (Pre::Service(pre), Some(warm)) = (&component.pre, &ctx.warm) {
+            let (store, kept) = match warm.take() {
+                Some(mut idle) => {
+                    self.rearm(&mut idle.store, ctx, deadline);
+                    (idle.store, Some((idle.service, idle.served)))
+                }
+                None => (self.store(ctx, deadline), None),
+            };
+            let call = Call::Service(pre.clone(), Some((warm.clone(), kept)));
+            return Prepared { store, call };
+        }
+        let call = match &component.pre {
+            Pre::Proxy(pre) => Call::Proxy(pre.clone()),
+            Pre::Service(pre) => Call::Service(pre.clone(), None),
+        };
+        Prepared {
+            store: self.store(ctx, deadline),
+            call,
+        }
     }
 
     /// Starts one invocation of `component` in a fresh instance, on its own task. The task
@@ -257,36 +221,44 @@ impl Engine {
     ) -> Running {
         let (tx, rx) = oneshot::channel();
         let started = Instant::now();
-        let mut store = self.store(ctx, started + ctx.timeout);
-        let pre = component.pre.clone();
+        let Prepared { mut store, call } = self.prepare(component, ctx, started + ctx.timeout);
         let fuel = self.fuel.then_some(ctx.fuel.unwrap_or(u64::MAX));
         let timeout = ctx.timeout;
         let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.kind.as_str());
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
-            let call = match pre {
-                Pre::Proxy(pre) => proxy_call(&mut store, pre, request, tx, &function).boxed(),
-                Pre::Service(pre) => service::call(&mut store, pre, request, tx, &function).boxed(),
-            };
-            let result = tokio::time::timeout(timeout, call).await;
-            let (outcome, ended) = match result {
-                Err(_elapsed) => (Outcome::Timeout, Ended::Timeout),
-                Ok(Ok(())) => (
-                    Outcome::Completed {
-                        fuel_used: fuel.map(|f| f - store.get_fuel().unwrap_or(0)),
-                    },
-                    Ended::Completed,
+            let (running, warm) = match call {
+                Call::Proxy(pre) => (
+                    proxy_call(&mut store, pre, request, tx, &function)
+                        .map(|r| r.map(|()| None))
+                        .boxed(),
+                    None,
                 ),
-                Ok(Err(e)) => (
-                    outcome_of(&e),
-                    stopped_by(&e, store.data().limits.memory_refused),
-                ),
+                Call::Service(pre, warm) => {
+                    let (warm, kept) = warm.unzip();
+                    let (service, served) = kept.flatten().unzip();
+                    let call = service::call(&mut store, pre, service, request, tx, &function);
+                    (
+                        call.map(|r| r.map(Some)).boxed(),
+                        warm.zip(Some(served.unwrap_or(0))),
+                    )
+                }
             };
+            let result = tokio::time::timeout(timeout, running).await;
+            let (outcome, ended, service) = judge(result, &store, fuel);
             let took = started.elapsed();
             let fuel_used = fuel.map(|f| f - store.get_fuel().unwrap_or(f));
             metrics::invocation(&function, mode, ended, took, fuel_used);
             log_outcome(&function, &id, &outcome, took);
+            if let (Some((warm, served)), Some(service)) = (warm, service) {
+                let served = served + 1;
+                warm.put(Idle {
+                    store,
+                    service,
+                    served,
+                });
+            }
             outcome
         });
         Running {
@@ -296,8 +268,55 @@ impl Engine {
     }
 }
 
-/// Where the guest's response goes once it sets one (or the error code it answers with).
-pub(super) type Respond = oneshot::Sender<Result<http::Response<Body>, String>>;
+/// The store an invocation runs in, and how it is called.
+struct Prepared {
+    store: Store<State>,
+    call: Call,
+}
+
+/// How an invocation is called.
+enum Call {
+    /// WASI 0.2, in a new instance.
+    Proxy(ProxyPre<State>),
+    /// WASI 0.3: in a new instance, or a kept one (with the requests it served) when the
+    /// function reuses instances (its pool).
+    Service(ServicePre<State>, Option<(Warm, Option<(Service, u32)>)>),
+}
+
+/// How a call ended: its outcome, how the metrics count it, and the 0.3 instance it ran in
+/// when it ended cleanly (the one a reusing function may keep).
+fn judge<E>(
+    result: Result<wasmtime::Result<Option<Service>>, E>,
+    store: &Store<State>,
+    fuel: Option<u64>,
+) -> (Outcome, Ended, Option<Service>) {
+    match result {
+        Err(_elapsed) => (Outcome::Timeout, Ended::Timeout, None),
+        Ok(Ok(service)) => (
+            Outcome::Completed {
+                fuel_used: fuel.map(|f| f - store.get_fuel().unwrap_or(0)),
+            },
+            Ended::Completed,
+            service,
+        ),
+        Ok(Err(e)) => (
+            outcome_of(&e),
+            stopped_by(&e, store.data().limits.memory_refused),
+            None,
+        ),
+    }
+}
+
+/// Whose invocation a store's output is now.
+fn log_tag(ctx: &InvokeContext) -> stdio::Tag {
+    stdio::Tag {
+        function: ctx.function.clone(),
+        id: ctx.id.clone(),
+        budget: stdio::LogBudget::new(ctx.max_log),
+        capture: ctx.capture.clone(),
+        deploy: ctx.deploy.clone(),
+    }
+}
 
 /// A WASI 0.2 call: `wasi:http/incoming-handler.handle` with a response outparam.
 async fn proxy_call(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::InstancePre;
 use wasmtime::component::{ComponentType, Lift};
 
-use super::call::State;
+use super::state::State;
 use super::{Engine, InvokeContext, to_anyhow};
 
 /// What a component declares through its `config` export, if it has one.
@@ -129,6 +129,7 @@ pub(super) async fn describe(
         max_log: 64 * 1024,
         capture: None,
         deploy: None,
+        warm: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

@@ -16,7 +16,9 @@ pub mod egress;
 mod outbound;
 mod pinned;
 mod service;
+mod state;
 mod stdio;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,9 +28,10 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use call::State;
 pub use call::{CallKind, InvokeContext, Outcome, Running};
 pub use describe::Declared;
+use state::State;
+pub use warm::{MAX_IDLE_TOTAL as IDLE_SLOTS, Warm};
 
 /// Bytes of each pooled memory, and of each table, kept resident between instances. With the
 /// `PAGEMAP_SCAN` ioctl (Linux 6.7+) only the pages an instance dirtied are reset, by copying

@@ -22,7 +22,7 @@ use wasmtime_wasi_http::p3::Request;
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use super::call::{Respond, State};
+use super::state::{Respond, State};
 use crate::body::{Body, BodyError};
 use crate::metrics;
 
@@ -31,26 +31,35 @@ use crate::metrics;
 type RequestIo =
     std::pin::Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>>;
 
-/// Instantiates `pre`, hands it `request`, sends the response (or the guest's error code) to
-/// `respond`, and returns once the guest has no task left.
+/// Hands `request` to the instance `kept` (instantiating `pre` when there is none), sends
+/// the response (or the guest's error code) to `respond`, and returns the instance once the
+/// guest has no task left.
 pub(super) async fn call(
     store: &mut Store<State>,
     pre: ServicePre<State>,
+    kept: Option<Service>,
     request: http::Request<Bytes>,
     respond: Respond,
     function: &Arc<str>,
-) -> wasmtime::Result<()> {
-    let instantiating = Instant::now();
-    let service = pre.instantiate_async(&mut *store).await?;
-    metrics::instantiated(function, instantiating.elapsed());
+) -> wasmtime::Result<Service> {
+    let service = match kept {
+        Some(service) => service,
+        None => {
+            let instantiating = Instant::now();
+            let service = pre.instantiate_async(&mut *store).await?;
+            metrics::instantiated(function, instantiating.elapsed());
+            service
+        }
+    };
     store
-        .run_concurrent(async move |accessor| {
+        .run_concurrent(async |accessor| {
             let answer = handle(accessor, &service, request).await?;
             let _ = respond.send(answer);
             std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
-            wasmtime::Result::Ok(())
+            wasmtime::Result::<()>::Ok(())
         })
-        .await?
+        .await??;
+    Ok(service)
 }
 
 /// One `handle` call: the guest's response as fnhost serves it, or the error code it

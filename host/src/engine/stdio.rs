@@ -6,8 +6,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -42,42 +42,35 @@ impl LogBudget {
     }
 }
 
+/// Whose output the lines are: one invocation's. An instance kept for reuse is retagged for
+/// each request it serves (see [`LogStream`]).
+pub(super) struct Tag {
+    pub(super) function: Arc<str>,
+    pub(super) id: Arc<str>,
+    pub(super) budget: Arc<LogBudget>,
+    /// Where a background attempt's lines are kept, too.
+    pub(super) capture: Option<crate::logs::Capture>,
+    /// The deploy of the function, logged with each line when there is one.
+    pub(super) deploy: Option<Arc<str>>,
+}
+
+/// The tag an instance's stdout and stderr share; replaced as a whole per request.
+pub(super) type SharedTag = Arc<Mutex<Arc<Tag>>>;
+
 #[derive(Clone)]
 pub(super) struct LogStream {
-    function: Arc<str>,
-    id: Arc<str>,
     stream: &'static str,
-    budget: Arc<LogBudget>,
-    /// Where a background attempt's lines are kept, too.
-    capture: Option<crate::logs::Capture>,
-    /// The deploy of the function, logged with each line when there is one.
-    deploy: Option<Arc<str>>,
+    tag: SharedTag,
 }
 
 impl LogStream {
-    /// The guest's `stream` (`stdout` or `stderr`) of one invocation, drawing on `budget`
-    /// (shared by both streams).
-    pub(super) fn new(
-        stream: &'static str,
-        function: Arc<str>,
-        id: Arc<str>,
-        budget: Arc<LogBudget>,
-        capture: Option<crate::logs::Capture>,
-    ) -> LogStream {
-        LogStream {
-            function,
-            id,
-            stream,
-            budget,
-            capture,
-            deploy: None,
-        }
+    /// The guest's `stream` (`stdout` or `stderr`), its lines tagged by `tag`.
+    pub(super) fn new(stream: &'static str, tag: SharedTag) -> LogStream {
+        LogStream { stream, tag }
     }
 
-    /// Lines logged with the deploy the function belongs to.
-    pub(super) fn in_deploy(mut self, deploy: Option<Arc<str>>) -> LogStream {
-        self.deploy = deploy;
-        self
+    fn tag(&self) -> Arc<Tag> {
+        self.tag.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -104,10 +97,10 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
-        let t = &self.target;
+        let (t, stream) = (self.target.tag(), self.target.stream);
         if !t.budget.take(line.len() as u64 + 1) {
             if !t.budget.truncated.swap(true, Ordering::Relaxed) {
-                tracing::warn!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream,
+                tracing::warn!(target: "guest", function = &*t.function, id = &*t.id, stream,
                     "log truncated: this invocation printed more than max_log ({} bytes); the rest is dropped",
                     t.budget.max);
             }
@@ -116,8 +109,8 @@ impl LineWriter {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         let deploy = t.deploy.as_deref();
-        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream = t.stream, deploy, "{}", text);
-        crate::logs::record(&t.function, &t.id, t.stream, text, t.capture.as_ref());
+        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream, deploy, "{}", text);
+        crate::logs::record(&t.function, &t.id, stream, text, t.capture.as_ref());
     }
 
     /// Emits every complete line of `buf + data` and keeps the rest: each byte is looked at
@@ -193,7 +186,14 @@ mod tests {
     #[test]
     fn lines_are_split_and_long_ones_cut_without_rescanning() {
         let budget = LogBudget::new(u64::MAX);
-        let target = LogStream::new("stdout", "f".into(), "id".into(), budget.clone(), None);
+        let tag = Tag {
+            function: "f".into(),
+            id: "id".into(),
+            budget: budget.clone(),
+            capture: None,
+            deploy: None,
+        };
+        let target = LogStream::new("stdout", Arc::new(Mutex::new(Arc::new(tag))));
         let mut w = LineWriter {
             target,
             buf: Vec::new(),

@@ -56,6 +56,8 @@ pub struct Function {
     /// The deploy it belongs to; `None` when served from a directory. (Shared: every
     /// invocation of a deployed function passes it on.)
     pub deploy: Option<Arc<str>>,
+    /// Its instances kept between requests, when it reuses them (`reuse` > 1).
+    pub warm: Option<engine::Warm>,
 }
 
 /// A component file's size and modification time: what tells a reload it changed.
@@ -250,18 +252,28 @@ pub async fn load_files(
         let function = loaded.map_err(|e| e.to_string()).and_then(|component| {
             let declared = component.declared.clone().unwrap_or_default();
             let table_cfg = config.functions.get(name.as_str());
-            settings::resolve(name, &declared, table_cfg, &config.defaults, max_memory)
-                .map(|settings| {
-                    Arc::new(Function {
-                        name: name.clone(),
-                        file: path.clone(),
-                        component,
-                        settings,
-                        fingerprint,
-                        deploy: deploy.clone(),
-                    })
+            let world = component.world();
+            settings::resolve(
+                name,
+                world,
+                &declared,
+                table_cfg,
+                &config.defaults,
+                max_memory,
+            )
+            .map(|settings| {
+                let reuse = settings.limits.reuse;
+                Arc::new(Function {
+                    name: name.clone(),
+                    file: path.clone(),
+                    component,
+                    settings,
+                    fingerprint,
+                    deploy: deploy.clone(),
+                    warm: (reuse > 1).then(|| engine::Warm::new(reuse)),
                 })
-                .map_err(|reason| format!("{}: {reason}", path.display()))
+            })
+            .map_err(|reason| format!("{}: {reason}", path.display()))
         });
         let added = function.and_then(|f| {
             add_routes(&mut table.router, &f).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -9,7 +9,7 @@ use super::Mode;
 use crate::config::pattern::Pattern;
 use crate::config::schedule::Schedule;
 use crate::config::{self, FunctionConfig, OutboundRule, StatusAccess, defaults};
-use crate::engine::Declared;
+use crate::engine::{Declared, World};
 
 /// Where a function answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_outbound: usize,
     /// Guest output logged per invocation, in bytes.
     pub max_log: u64,
+    /// Requests one instance serves in turn (1: a fresh instance each).
+    pub reuse: u32,
 }
 
 /// What the guest sees of the host.
@@ -101,6 +103,7 @@ pub struct Access {
 /// engine's cap (`max_memory`) is lowered to it. The error names the bad declared value.
 pub fn resolve(
     name: &str,
+    world: World,
     declared: &Declared,
     table: Option<&FunctionConfig>,
     site: &FunctionConfig,
@@ -109,6 +112,7 @@ pub fn resolve(
     let empty = FunctionConfig::default();
     let from = Sources {
         name,
+        world,
         declared,
         table: table.unwrap_or(&empty),
         site,
@@ -132,6 +136,7 @@ pub fn resolve(
 /// table, its component's `config` export, the site's `[defaults]` (then the built-ins).
 struct Sources<'a> {
     name: &'a str,
+    world: World,
     table: &'a FunctionConfig,
     declared: &'a Declared,
     site: &'a FunctionConfig,
@@ -236,7 +241,27 @@ impl Sources<'_> {
             max_outbound: (table.max_outbound.or(site.max_outbound))
                 .unwrap_or(defaults::MAX_OUTBOUND),
             max_log: (table.max_log.or(site.max_log)).map_or(defaults::MAX_LOG, |b| b.0),
+            reuse: self.reuse(mode)?,
         })
+    }
+
+    /// Requests per instance: only a synchronous WASI 0.3 function reuses instances. Set in
+    /// `[defaults]`, `reuse` applies to those and leaves the others fresh; set for one function
+    /// that cannot reuse, it is an error naming why.
+    fn reuse(&self, mode: Mode) -> Result<u32, String> {
+        let reusable = mode == Mode::Sync && self.world == World::Service;
+        match (self.table.reuse, self.site.reuse) {
+            (Some(n), _) if n > 1 && !reusable => Err(format!(
+                "functions.{}.reuse = {n}: only a synchronous WASI 0.3 function reuses \
+                 instances; this one is {} and speaks {}",
+                self.name,
+                mode,
+                self.world.as_str()
+            )),
+            (Some(n), _) => Ok(n),
+            (None, Some(n)) if reusable => Ok(n),
+            _ => Ok(defaults::REUSE),
+        }
     }
 
     /// The memory cap; one declared by the component above the engine's cap is lowered to it.
@@ -327,7 +352,14 @@ mod tests {
 
     fn merge(name: &str, declared: &Declared, toml: &str) -> Result<Settings, String> {
         let c = site(toml);
-        resolve(name, declared, c.functions.get(name), &c.defaults, GB)
+        resolve(
+            name,
+            World::Proxy,
+            declared,
+            c.functions.get(name),
+            &c.defaults,
+            GB,
+        )
     }
 
     #[test]
@@ -499,7 +531,15 @@ mod tests {
         };
         assert_eq!(merge("f", &declared, "").unwrap().limits.memory, GB);
         let c = site("[functions.f]\nmemory = \"2GB\"\n");
-        let s = resolve("f", &declared, c.functions.get("f"), &c.defaults, 2 * GB).unwrap();
+        let s = resolve(
+            "f",
+            World::Proxy,
+            &declared,
+            c.functions.get("f"),
+            &c.defaults,
+            2 * GB,
+        )
+        .unwrap();
         assert_eq!(s.limits.memory, 2 * GB);
     }
 

@@ -453,3 +453,107 @@ async fn timed_get(server: &Server, path: &str, extra: &str) -> (Duration, Durat
         String::from_utf8_lossy(&raw).into_owned(),
     )
 }
+
+#[tokio::test]
+async fn reuse_keeps_an_instance_for_n_requests_each_its_own_invocation() {
+    let server = Server::with(&[])
+        .function_as("warm", "guest-p3")
+        .function_as("fresh", "guest-p3")
+        .config("[functions.warm]\nreuse = 3\n")
+        .start();
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(
+            get(&server.url("/.netlify/functions/warm/count"))
+                .await
+                .text(),
+        );
+    }
+    // Module state survives between the requests one instance serves: 3, then a new one.
+    assert_eq!(counts, ["count 1", "count 2", "count 3", "count 1"]);
+    for _ in 0..2 {
+        assert_eq!(
+            get(&server.url("/.netlify/functions/fresh/count"))
+                .await
+                .text(),
+            "count 1",
+            "without reuse every request gets a fresh instance"
+        );
+    }
+    // Each request is its own invocation: its output carries its own id.
+    let id_of = |n: u32| {
+        let line = server
+            .logs()
+            .lines()
+            .find(|l| l.contains(&format!("count {n} ")) && l.contains("function=\"warm\""))
+            .unwrap_or_else(|| panic!("no `count {n}` line"))
+            .to_string();
+        line.split("id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let ids: std::collections::HashSet<String> = (1..=3).map(id_of).collect();
+    assert_eq!(ids.len(), 3, "one id per request: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_reused_instance_is_retired_after_a_trap_or_a_budget_stop() {
+    let server = Server::with(&[])
+        .function_as("warm", "guest-p3")
+        .config("[functions.warm]\nreuse = 100\ntimeout = \"1s\"\n")
+        .start();
+    let count = async || {
+        get(&server.url("/.netlify/functions/warm/count"))
+            .await
+            .text()
+    };
+    assert_eq!(count().await, "count 1");
+    assert_eq!(count().await, "count 2");
+    assert_eq!(
+        get(&server.url("/.netlify/functions/warm/trap"))
+            .await
+            .status,
+        500
+    );
+    assert_eq!(count().await, "count 1", "a trapped instance served again");
+    assert_eq!(count().await, "count 2");
+    let started = Instant::now();
+    assert_eq!(
+        get(&server.url("/.netlify/functions/warm/spin"))
+            .await
+            .status,
+        504
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
+        "the budget is per request: stopped after {took:?}"
+    );
+    assert_eq!(count().await, "count 1", "a stopped instance served again");
+}
+
+#[tokio::test]
+async fn reuse_is_refused_for_a_0_2_or_background_function_and_named() {
+    let server = Server::with(&["hello"])
+        .function_as("p3-background", "guest-p3")
+        .config("[functions.hello]\nreuse = 5\n[functions.p3-background]\nreuse = 5\n")
+        .start();
+    let table = server.stdout.lock().unwrap().join("\n");
+    for (name, why) in [
+        ("hello", "this one is sync and speaks wasi:http@0.2"),
+        (
+            "p3-background",
+            "this one is background and speaks wasi:http@0.3",
+        ),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("FAILED") && l.contains(&format!("functions.{name}.reuse = 5")))
+            .unwrap_or_else(|| panic!("{name} not refused:\n{table}"));
+        assert!(line.contains(why), "{line}");
+    }
+}

@@ -13,12 +13,18 @@
 //! - `later?ms=M`: answers at once, then prints `later done` after M ms;
 //! - `print`: lines on stdout (0.3 `wasi:cli/stdout` and Rust's std) and stderr;
 //! - `chatty?kb=K`: K KiB of output (what `max_log` cuts);
+//! - `count`: how many requests this instance has served, this one included (and prints it);
 //! - anything else: `hello from wasi:http@0.3 METHOD PATH`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_future, wit_stream};
 
 wasip3::http::service::export!(Guest);
+
+/// Requests this instance has served (`count`): 1 every time in a fresh instance.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 struct Guest;
 
@@ -54,6 +60,11 @@ impl wasip3::exports::http::handler::Guest for Guest {
             "later" => Ok(later(&query)),
             "print" => Ok(print().await),
             "chatty" => Ok(chatty(&query).await),
+            "count" => {
+                let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                println!("count {n}");
+                Ok(text(200, &format!("count {n}")))
+            }
             _ => {
                 let method = method_name(&request.get_method());
                 Ok(text(
