@@ -698,7 +698,9 @@ def p3(args):
         hello, wasmtime = build()
         run([FNHOST, "build", ROOT / "tests/guests/p3", "--out", comps], cwd=ROOT,
             env={**os.environ, "CARGO_TARGET_DIR": str(ROOT / "target/guests")})
-    guest = comps / "guest-p3.wasm"
+        run([FNHOST, "build", ROOT / "examples/python-p3", "--out", comps], cwd=ROOT,
+            env={**os.environ, "PATH": f"{ROOT / 'target/tools/python/bin'}:{os.environ['PATH']}"})
+    guest, python = comps / "guest-p3.wasm", comps / "python-p3.wasm"
     work = BENCH / "run-p3"
     shutil.rmtree(work, ignore_errors=True)
     funcs = work / "functions"
@@ -706,7 +708,11 @@ def p3(args):
     shutil.copy(hello, funcs / "hello.wasm")
     shutil.copy(guest, funcs / "fresh.wasm")
     shutil.copy(guest, funcs / "warm.wasm")
-    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n[functions.warm]\nreuse = 1000\n")
+    shutil.copy(python, funcs / "pyfresh.wasm")
+    shutil.copy(python, funcs / "pywarm.wasm")
+    (work / "fnhost.toml").write_text(
+        "[server]\nmax_concurrency = 1024\n[functions.warm]\nreuse = 1000\n"
+        "[functions.pyfresh]\npath = \"/pyfresh\"\n[functions.pywarm]\npath = \"/pywarm\"\nreuse = 1000\n")
     fnhost = lambda port: [FNHOST, "serve", funcs, "--listen", f"127.0.0.1:{port}", "--config",
                            work / "fnhost.toml", "--data-dir", work / "data", "--cache-dir", work / "cache"]
     table = {
@@ -715,6 +721,10 @@ def p3(args):
         "fnhost 0.3 reuse": (fnhost, "/.netlify/functions/warm/hi"),
         "wasmtime serve 0.3": (lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
                                              "--addr", f"127.0.0.1:{port}", guest], "/hi"),
+        "fnhost python-p3 fresh": (fnhost, "/pyfresh"),
+        "fnhost python-p3 reuse": (fnhost, "/pywarm"),
+        "wasmtime serve python-p3": (lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
+                                                   "--addr", f"127.0.0.1:{port}", python], "/py3"),
     }
     conns = [1, 16]
     results = {}
@@ -730,7 +740,9 @@ def p3(args):
     med = lambda name, c, i: statistics.median(r[i] for r in results[(name, c)])
     lines = [
         f"Machine: {machine()}. wrk (2 threads) on the same machine, loopback. wasmtime {wasmtime_version()}.",
-        "Component: tests/guests/p3 (wasip3 0.9, `GET /hi`, a streamed 40-byte body) and examples/hello (0.2).",
+        "Components: tests/guests/p3 (Rust, wasip3 0.9, `GET /hi`, a streamed 40-byte body), examples/python-p3"
+        " (componentize-py 0.25.1, `GET /py3`) and examples/hello (0.2). fnhost: `reuse = 1000` for the reuse rows;"
+        " `wasmtime serve` keeps its own 0.3 defaults (an instance serves up to 128 requests, 16 at once).",
         f"Median of {args.rounds} rounds of {args.duration} s; servers in turn, order rotating each round.",
         "",
         f"Command: `python3 bench/run.py --p3 --duration {args.duration} --rounds {args.rounds}`",
@@ -741,12 +753,15 @@ def p3(args):
     for c in conns:
         for name in names:
             lines.append(f"| {c} | {name} | {med(name, c, 0):.0f} | {med(name, c, 1):.3f} | {med(name, c, 2):.3f} |")
-    lines += ["", "| conns | reuse / fresh | 0.3 fresh / 0.2 hello | fnhost reuse / wasmtime serve |", "|---:|---:|---:|---:|"]
+    lines += ["", "| conns | guest | reuse / fresh | fnhost reuse / wasmtime serve | 0.3 fresh / 0.2 hello |",
+              "|---:|---|---:|---:|---:|"]
     for c in conns:
         rps = lambda n: med(n, c, 0)
-        lines.append(f"| {c} | {rps('fnhost 0.3 reuse') / rps('fnhost 0.3 fresh'):.2f} | "
-                     f"{rps('fnhost 0.3 fresh') / rps('fnhost 0.2 hello'):.2f} | "
-                     f"{rps('fnhost 0.3 reuse') / rps('wasmtime serve 0.3'):.2f} |")
+        lines.append(f"| {c} | Rust | {rps('fnhost 0.3 reuse') / rps('fnhost 0.3 fresh'):.2f} | "
+                     f"{rps('fnhost 0.3 reuse') / rps('wasmtime serve 0.3'):.2f} | "
+                     f"{rps('fnhost 0.3 fresh') / rps('fnhost 0.2 hello'):.2f} |")
+        lines.append(f"| {c} | Python | {rps('fnhost python-p3 reuse') / rps('fnhost python-p3 fresh'):.2f} | "
+                     f"{rps('fnhost python-p3 reuse') / rps('wasmtime serve python-p3'):.2f} | |")
     print("\n".join(lines))
     write_section(args.out, "WASI 0.3: fresh instances, reuse, wasmtime serve", "\n".join(lines))
 

@@ -17,9 +17,9 @@ use wasmtime_wasi_http::p3::bindings::Service;
 use super::state::State;
 
 /// Idle instances kept per function.
-pub const MAX_IDLE: usize = 4;
+pub const MAX_IDLE: usize = 16;
 /// Idle instances kept in the whole process; the engine reserves as many pool slots.
-pub const MAX_IDLE_TOTAL: usize = 16;
+pub const MAX_IDLE_TOTAL: usize = 64;
 
 /// Idle instances in the whole process.
 static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);

@@ -557,3 +557,117 @@ async fn reuse_is_refused_for_a_0_2_or_background_function_and_named() {
         assert!(line.contains(why), "{line}");
     }
 }
+
+/// The reference host: `wasmtime serve` of the wasmtime release fnhost pins, where `.ci/run`
+/// (and `bench/run.py`) install it.
+fn wasmtime_cli() -> std::path::PathBuf {
+    let path = crate::support::repo_root().join("target/bench/tools/bin/wasmtime");
+    if !path.is_file() {
+        crate::support::missing_tool(
+            "wasmtime (wasmtime-cli 48)",
+            &format!("no {}", path.display()),
+        );
+    }
+    path
+}
+
+/// `wasmtime serve` on a free loopback port, killed when dropped.
+struct Reference {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn reference(component: &std::path::Path) -> Reference {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(wasmtime_cli())
+        .args(["serve", "-S", "cli=y", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(component)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start wasmtime serve");
+    let base = format!("http://127.0.0.1:{port}");
+    crate::support::wait_until(
+        "wasmtime serve to listen",
+        Duration::from_secs(60),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    Reference { child, base }
+}
+
+#[tokio::test]
+#[ignore = "needs wasmtime-cli 48 (installed by .ci/run); run with --ignored"]
+async fn the_same_0_3_component_answers_alike_under_fnhost_and_wasmtime_serve() {
+    let up = upstream().await;
+    let component = crate::support::component("guest-p3");
+    let wasmtime = reference(&component).await;
+    let server = Server::with(&[])
+        .function_file("p3", &component)
+        .config(&format!(
+            "[functions.p3]\npath = \"/*\"\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+            up.port()
+        ))
+        .start();
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let target = format!("http://127.0.0.1:{}/ping", up.port());
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        ("GET", "/hi".into(), Vec::new()),
+        ("POST", "/echo".into(), b"a small body".to_vec()),
+        ("POST", "/echo".into(), big),
+        ("GET", "/stream?n=3&ms=50".into(), Vec::new()),
+        ("GET", "/missing".into(), Vec::new()),
+        (
+            "GET",
+            format!("/fetch?url={target}&url={target}&url={target}"),
+            Vec::new(),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let headers = [("content-type", "application/octet-stream")];
+        let ours = send(method, &server.url(&path), &headers, body.clone()).await;
+        let theirs = send(method, &format!("{}{path}", wasmtime.base), &headers, body).await;
+        assert_eq!(ours.status, theirs.status, "{method} {path}");
+        assert_eq!(
+            ours.header("content-type"),
+            theirs.header("content-type"),
+            "{method} {path}"
+        );
+        assert!(
+            ours.body == theirs.body,
+            "{method} {path}: bodies differ ({} and {} bytes):\n{}\n---\n{}",
+            ours.body.len(),
+            theirs.body.len(),
+            String::from_utf8_lossy(&ours.body[..ours.body.len().min(300)]),
+            String::from_utf8_lossy(&theirs.body[..theirs.body.len().min(300)])
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_rust_hello_p3_example_answers() {
+    let server = Server::with(&["hello-p3"]).start();
+    let reply = get(&server.url("/.netlify/functions/hello-p3?name=Ada")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "Hello, Ada from WASI 0.3!\n");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}

@@ -7,7 +7,7 @@
 //! - `spin`: loops in wasm forever; `sleep`: waits an hour in a host call; `pending`: awaits
 //!   a stream nothing ever writes (each prints `spinning`, `sleeping`, `pending` first);
 //! - `hog`: allocates until the memory cap stops it; `trap`: panics; `error`: answers with
-//!   a `wasi:http` error code; `fail`: `500`;
+//!   a `wasi:http` error code; `fail`: `500`; `missing`: `404`;
 //! - `fetch?url=U` (repeatable): sends GETs to every U at once, answers each status and body
 //!   length, one line each (the upstream body itself for a single URL);
 //! - `later?ms=M`: answers at once, then prints `later done` after M ms;
@@ -56,6 +56,7 @@ impl wasip3::exports::http::handler::Guest for Guest {
             "trap" => panic!("trapped on purpose"),
             "error" => Err(ErrorCode::InternalError(Some("the guest says no".into()))),
             "fail" => Ok(text(500, "failing on purpose")),
+            "missing" => Ok(text(404, "no such thing")),
             "fetch" => Ok(fetch(&query).await),
             "later" => Ok(later(&query)),
             "print" => Ok(print().await),
