@@ -95,6 +95,25 @@ def wait_port(port, proc, timeout=120):
     raise RuntimeError(f"port {port} never opened")
 
 
+def wait_answer(url, proc, timeout=180):
+    """Until `url` answers at all: a server may accept connections before its functions are
+    compiled (big components take seconds)."""
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
+
+
 def build():
     run(["cargo", "build", "--release", "-p", "fnhost", "-p", "native-hello"], cwd=ROOT)
     comps = BENCH / "components"
@@ -145,6 +164,7 @@ def measure(argv, path, conns, duration):
     try:
         wait_port(port, proc)
         url = f"http://127.0.0.1:{port}{path}"
+        wait_answer(url, proc)
         threads = str(min(2, conns))
         subprocess.run(["wrk", "-t", threads, "-c", str(conns), "-d", "1s", url], capture_output=True, check=True)
         out = subprocess.run(["wrk", "-t", threads, "-c", str(conns), "-d", f"{duration}s", "--latency", url],
