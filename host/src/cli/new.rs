@@ -425,6 +425,31 @@ const PYTHON: &[Template] = &[
         "wit/deps/sockets.wit",
         include_str!("../../../wit/deps/sockets.wit"),
     ),
+    // WASI 0.3, for the `service` world of the same file.
+    (
+        "wit/deps/cli-0.3.wit",
+        include_str!("../../../wit/deps/cli-0.3.wit"),
+    ),
+    (
+        "wit/deps/clocks-0.3.wit",
+        include_str!("../../../wit/deps/clocks-0.3.wit"),
+    ),
+    (
+        "wit/deps/filesystem-0.3.wit",
+        include_str!("../../../wit/deps/filesystem-0.3.wit"),
+    ),
+    (
+        "wit/deps/http-0.3.wit",
+        include_str!("../../../wit/deps/http-0.3.wit"),
+    ),
+    (
+        "wit/deps/random-0.3.wit",
+        include_str!("../../../wit/deps/random-0.3.wit"),
+    ),
+    (
+        "wit/deps/sockets-0.3.wit",
+        include_str!("../../../wit/deps/sockets-0.3.wit"),
+    ),
 ];
 
 /// fnhost's world: package `fnhost:function` with the `config` interface and the world.
@@ -468,6 +493,7 @@ pub fn render(plan: &Plan) -> Vec<(PathBuf, String)> {
             if plan.background { "true" } else { "undefined" }.to_string(),
         ),
         ("js_paths", quoted_paths),
+        ("fnhost_version", fnhost_version().to_string()),
     ];
     let fill = |text: &str| {
         let mut out = text.to_string();
@@ -490,6 +516,15 @@ pub fn render(plan: &Plan) -> Vec<(PathBuf, String)> {
         files.push(("wit/deps/fnhost.wit".into(), config_interface().to_string()));
     }
     files
+}
+
+/// The version of the `fnhost:function` package in wit/world.wit (`package fnhost:function@V;`).
+fn fnhost_version() -> &'static str {
+    FNHOST_WORLD
+        .lines()
+        .find_map(|l| l.strip_prefix("package fnhost:function@"))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .expect("wit/world.wit starts with `package fnhost:function@VERSION;`")
 }
 
 /// examples/js-hello's lock file, renamed to `name`: the same locked packages.

@@ -110,7 +110,7 @@ async fn work_after_the_answer_is_stopped_at_the_budget() {
 }
 
 /// Stored results of `function`'s invocations (admin list with bodies), oldest first.
-async fn runs(server: &Server, function: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn runs(server: &Server, function: &str) -> Vec<serde_json::Value> {
     let list = crate::support::send(
         "GET",
         &server.url(&format!(

@@ -671,3 +671,50 @@ async fn the_rust_hello_p3_example_answers() {
         Some("text/plain; charset=utf-8")
     );
 }
+
+#[tokio::test]
+async fn the_concurrency_cap_a_schedule_and_an_unread_body_apply_to_a_0_3_function() {
+    let server = Server::with(&[])
+        .function_as("p3", "guest-p3")
+        .function_as("tick", "guest-p3")
+        .config(
+            "[server]\nadmin_token = \"t0ken\"\nmax_concurrency = 1\n\
+             [functions.p3]\ntimeout = \"2s\"\n[functions.tick]\nschedule = \"* * * * * *\"\n",
+        )
+        .start();
+    // A guest that never reads its request body still answers (the body is dropped).
+    let reply = send("POST", &p3(&server, "hi"), &[], vec![b'x'; 1024 * 1024]).await;
+    assert_eq!(
+        reply.text(),
+        "hello from wasi:http@0.3 POST /.netlify/functions/p3/hi"
+    );
+
+    // Every tick is a background invocation of the 0.3 function, run to success.
+    let done =
+        crate::support::wait_until("two scheduled runs", Duration::from_secs(8), async || {
+            let done: Vec<_> = crate::parity::runs(&server, "tick")
+                .await
+                .into_iter()
+                .filter(|r| r["state"] == "succeeded")
+                .collect();
+            if done.len() >= 2 {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
+        })
+        .await;
+    assert!(done.len() >= 2);
+
+    // The one synchronous slot is taken by a sleeping 0.3 guest: the next request gets 503.
+    let url = p3(&server, "sleep");
+    let busy = tokio::spawn(async move { get(&url).await });
+    server
+        .wait_for_log(&["sleeping", "function=\"p3\""], Duration::from_secs(2))
+        .await;
+    let reply = get(&p3(&server, "hi")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(busy.await.unwrap().status, 504);
+    assert_eq!(get(&p3(&server, "hi")).await.status, 200);
+}
