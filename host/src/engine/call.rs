@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
+use futures::future::Either;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
@@ -189,25 +190,32 @@ impl Engine {
     /// The store and instance an invocation runs in: a kept one when the function reuses
     /// instances and one is idle, else a new store (the instance is made inside the call).
     fn prepare(&self, component: &Component, ctx: &InvokeContext, deadline: Instant) -> Prepared {
-        if let (Pre::Service(pre), Some(warm)) = (&component.pre, &ctx.warm) {
-            let (store, kept) = match warm.take() {
-                Some(mut idle) => {
-                    self.rearm(&mut idle.store, ctx, deadline);
-                    (idle.store, Some((idle.service, idle.served)))
-                }
-                None => (self.store(ctx, deadline), None),
-            };
-            let call = Call::Service(pre.clone(), Some((warm.clone(), kept)));
-            return Prepared { store, call };
-        }
-        let call = match &component.pre {
-            Pre::Proxy(pre) => Call::Proxy(pre.clone()),
-            Pre::Service(pre) => Call::Service(pre.clone(), None),
+        let pre = match &component.pre {
+            Pre::Proxy(pre) => {
+                let call = Call::Proxy(pre.clone());
+                return Prepared {
+                    store: self.store(ctx, deadline),
+                    call,
+                };
+            }
+            Pre::Service(pre) => pre.clone(),
         };
-        Prepared {
-            store: self.store(ctx, deadline),
-            call,
-        }
+        let warm = ctx.warm.clone();
+        let idle = warm.as_ref().and_then(Warm::take);
+        let (store, kept, served) = match idle {
+            Some(mut idle) => {
+                self.rearm(&mut idle.store, ctx, deadline);
+                (idle.store, Some(idle.service), idle.served)
+            }
+            None => (self.store(ctx, deadline), None, 0),
+        };
+        let call = Call::Service {
+            pre,
+            warm,
+            kept,
+            served,
+        };
+        Prepared { store, call }
     }
 
     /// Starts one invocation of `component` in a fresh instance, on its own task. The task
@@ -228,20 +236,25 @@ impl Engine {
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
+            // Either, not a box: no allocation per request for the dispatch.
             let (running, warm) = match call {
                 Call::Proxy(pre) => (
-                    proxy_call(&mut store, pre, request, tx, &function)
-                        .map(|r| r.map(|()| None))
-                        .boxed(),
+                    Either::Left(
+                        proxy_call(&mut store, pre, request, tx, &function)
+                            .map(|r| r.map(|()| None)),
+                    ),
                     None,
                 ),
-                Call::Service(pre, warm) => {
-                    let (warm, kept) = warm.unzip();
-                    let (service, served) = kept.flatten().unzip();
-                    let call = service::call(&mut store, pre, service, request, tx, &function);
+                Call::Service {
+                    pre,
+                    warm,
+                    kept,
+                    served,
+                } => {
+                    let call = service::call(&mut store, pre, kept, request, tx, &function);
                     (
-                        call.map(|r| r.map(Some)).boxed(),
-                        warm.zip(Some(served.unwrap_or(0))),
+                        Either::Right(call.map(|r| r.map(Some))),
+                        warm.map(|w| (w, served)),
                     )
                 }
             };
@@ -252,11 +265,10 @@ impl Engine {
             metrics::invocation(&function, mode, ended, took, fuel_used);
             log_outcome(&function, &id, &outcome, took);
             if let (Some((warm, served)), Some(service)) = (warm, service) {
-                let served = served + 1;
                 warm.put(Idle {
                     store,
                     service,
-                    served,
+                    served: served + 1,
                 });
             }
             outcome
@@ -278,9 +290,14 @@ struct Prepared {
 enum Call {
     /// WASI 0.2, in a new instance.
     Proxy(ProxyPre<State>),
-    /// WASI 0.3: in a new instance, or a kept one (with the requests it served) when the
-    /// function reuses instances (its pool).
-    Service(ServicePre<State>, Option<(Warm, Option<(Service, u32)>)>),
+    /// WASI 0.3: in a new instance of `pre`, or in `kept` (which has served `served`
+    /// requests) when the function reuses instances (`warm`, its pool).
+    Service {
+        pre: ServicePre<State>,
+        warm: Option<Warm>,
+        kept: Option<Service>,
+        served: u32,
+    },
 }
 
 /// How a call ended: its outcome, how the metrics count it, and the 0.3 instance it ran in

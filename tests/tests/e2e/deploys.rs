@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::background::{accepted_id, post, wait_state};
-use crate::support::{Server, component, fnhost_bin, get, send, wait_until};
+use crate::support::{Server, admin_get, component, fnhost_bin, get, send, wait_until};
 
 const TOKEN: &str = "dep10y-admin-t0ken";
 
@@ -138,11 +138,6 @@ async fn assert_serves(server: &Server, version: &str, id: &str) {
 async fn answer(server: &Server) -> (u16, String) {
     let reply = get(&server.url("/.netlify/functions/version")).await;
     (reply.status, reply.text())
-}
-
-async fn admin_get(server: &Server, path: &str, token: &str) -> crate::support::Reply {
-    let auth = format!("Bearer {token}");
-    send("GET", &server.url(path), &[("authorization", &auth)], "").await
 }
 
 async fn admin_post(

@@ -110,7 +110,7 @@ async fn work_after_the_answer_is_stopped_at_the_budget() {
 }
 
 /// Stored results of `function`'s invocations (admin list with bodies), oldest first.
-pub(crate) async fn runs(server: &Server, function: &str) -> Vec<serde_json::Value> {
+async fn runs(server: &Server, function: &str) -> Vec<serde_json::Value> {
     let list = crate::support::send(
         "GET",
         &server.url(&format!(
@@ -124,6 +124,29 @@ pub(crate) async fn runs(server: &Server, function: &str) -> Vec<serde_json::Val
     let mut all: Vec<serde_json::Value> = list.json().as_array().unwrap().clone();
     all.reverse();
     all
+}
+
+/// Waits until `function` has at least `n` succeeded runs; returns them, oldest first.
+pub(crate) async fn succeeded_runs(
+    server: &Server,
+    function: &str,
+    n: usize,
+    within: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    let what = format!("{n} succeeded runs of {function}");
+    crate::support::wait_until(&what, within, async || {
+        let done: Vec<_> = runs(server, function)
+            .await
+            .into_iter()
+            .filter(|r| r["state"] == "succeeded")
+            .collect();
+        if done.len() >= n {
+            Ok(done)
+        } else {
+            Err(format!("{done:?}"))
+        }
+    })
+    .await
 }
 
 /// What the echo guest saw on a scheduled run: (tick time, echoed request).
@@ -178,20 +201,7 @@ async fn a_scheduled_function_runs_every_tick_with_the_event_headers_and_next_ru
     let server = Server::with(&["echo"]).config(EVERY_2S).start();
     let table = server.stdout.lock().unwrap().join("\n");
     assert!(table.contains("schedule */2 * * * * * (next "), "{table}");
-    let done =
-        crate::support::wait_until("two scheduled runs", Duration::from_secs(7), async || {
-            let done: Vec<_> = runs(&server, "echo")
-                .await
-                .into_iter()
-                .filter(|r| r["state"] == "succeeded")
-                .collect();
-            if done.len() >= 2 {
-                Ok(done)
-            } else {
-                Err(format!("{done:?}"))
-            }
-        })
-        .await;
+    let done = succeeded_runs(&server, "echo", 2, Duration::from_secs(7)).await;
     let mut ticks = Vec::new();
     for run in &done {
         let (tick, seen) = tick_of(run).unwrap_or_else(|| panic!("not a scheduled run: {run}"));

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::background::{FAST, accepted_id, post, wait_state};
 use crate::sandbox::upstream;
-use crate::support::{Server, get, send};
+use crate::support::{Server, admin_get, get, send};
 
 /// A server with the 0.3 guest as `p3` beside the 0.2 `hello`, with `toml` appended.
 fn server(toml: &str) -> Server {
@@ -48,14 +48,7 @@ async fn a_0_3_function_answers_beside_a_0_2_one_and_says_which_world_it_speaks(
     assert!(row("p3").contains("wasi:http@0.3"), "{table}");
     assert!(row("hello").contains("wasi:http@0.2"), "{table}");
 
-    let listed = send(
-        "GET",
-        &server.url("/.fnhost/functions"),
-        &[("authorization", "Bearer t")],
-        "",
-    )
-    .await
-    .json();
+    let listed = admin_get(&server, "/.fnhost/functions", "t").await.json();
     let world = |name: &str| {
         listed
             .as_array()
@@ -67,14 +60,7 @@ async fn a_0_3_function_answers_beside_a_0_2_one_and_says_which_world_it_speaks(
     assert_eq!(world("p3"), Some("wasi:http@0.3".into()), "{listed}");
     assert_eq!(world("hello"), Some("wasi:http@0.2".into()), "{listed}");
 
-    let metrics = send(
-        "GET",
-        &server.url("/.fnhost/metrics"),
-        &[("authorization", "Bearer t")],
-        "",
-    )
-    .await
-    .text();
+    let metrics = admin_get(&server, "/.fnhost/metrics", "t").await.text();
     assert!(
         metrics.contains("fnhost_function_info{function=\"p3\",world=\"wasi:http@0.3\"} 1"),
         "{metrics}"
@@ -690,21 +676,7 @@ async fn the_concurrency_cap_a_schedule_and_an_unread_body_apply_to_a_0_3_functi
     );
 
     // Every tick is a background invocation of the 0.3 function, run to success.
-    let done =
-        crate::support::wait_until("two scheduled runs", Duration::from_secs(8), async || {
-            let done: Vec<_> = crate::parity::runs(&server, "tick")
-                .await
-                .into_iter()
-                .filter(|r| r["state"] == "succeeded")
-                .collect();
-            if done.len() >= 2 {
-                Ok(done)
-            } else {
-                Err(format!("{done:?}"))
-            }
-        })
-        .await;
-    assert!(done.len() >= 2);
+    crate::parity::succeeded_runs(&server, "tick", 2, Duration::from_secs(8)).await;
 
     // The one synchronous slot is taken by a sleeping 0.3 guest: the next request gets 503.
     let url = p3(&server, "sleep");

@@ -680,6 +680,12 @@ pub async fn admin_list(server: &Server) -> serde_json::Value {
     list.json()
 }
 
+/// `GET path` with `Authorization: Bearer token`.
+pub async fn admin_get(server: &Server, path: &str, token: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    send("GET", &server.url(path), &[("authorization", &auth)], "").await
+}
+
 /// The admin detail of invocation `id` (status, request, attempts, deliveries, logs), with
 /// the token the tests configure (`t0ken`).
 pub async fn admin_detail(server: &Server, id: &str) -> serde_json::Value {
