@@ -52,6 +52,8 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         max_log: 1 << 20,
         capture: None,
         deploy: None,
+        warm: None,
+        files: None,
     }
 }
 

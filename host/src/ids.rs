@@ -42,6 +42,8 @@ pub mod headers {
     pub const FUNCTION: &str = "fnhost-function";
     /// The deploy the function's code belongs to (when served from a deploy).
     pub const DEPLOY_ID: &str = "fnhost-deploy-id";
+    /// The client's address, as `[server] trusted_proxies` decide it.
+    pub const CLIENT_IP: &str = "fnhost-client-ip";
     /// Prefix of every header fnhost sets for a guest; a client's are dropped.
     pub const PREFIX: &str = "fnhost-";
 }

@@ -113,12 +113,22 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
         capture,
         deploy: function.deploy.clone(),
         warm: function.warm.clone(),
+        files: (function.settings.sandbox.files.as_ref()).map(|(dir, _)| dir.clone()),
     }
 }
 
-/// A client's request without the `fnhost-*` headers only fnhost may set (the HTTP edge calls
-/// it for synchronous requests; background requests are stored without them).
-pub fn without_fnhost_headers(mut req: Request<Bytes>) -> Request<Bytes> {
+/// A client's request without the `fnhost-*` headers only fnhost may set, and with the one
+/// the edge knows: the client's address (`fnhost-client-ip`).
+pub fn from_client<B>(req: Request<B>, client: std::net::IpAddr) -> Request<B> {
+    let mut req = without_fnhost_headers(req);
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        req.headers_mut().insert(headers::CLIENT_IP, v);
+    }
+    req
+}
+
+/// A client's request without the `fnhost-*` headers only fnhost may set.
+pub fn without_fnhost_headers<B>(mut req: Request<B>) -> Request<B> {
     let map = req.headers_mut();
     let spoofed: Vec<HeaderName> = map
         .keys()
@@ -203,8 +213,15 @@ mod tests {
             .header("fnhost-invocation-id", "forged")
             .body(Bytes::new())
             .unwrap();
-        let req = guest_request(without_fnhost_headers(req), "f", &[], "real", None);
+        let req = guest_request(
+            from_client(req, "192.0.2.7".parse().unwrap()),
+            "f",
+            &[],
+            "real",
+            None,
+        );
         assert_eq!(req.headers()["fnhost-invocation-id"], "real");
+        assert_eq!(req.headers()["fnhost-client-ip"], "192.0.2.7");
         assert_eq!(req.headers()["fnhost-function"], "f");
         assert!(req.headers().get("fnhost-attempt").is_none());
         let req = guest_request(req, "f", &[], "real", Some(2));

@@ -32,10 +32,14 @@ pub const IN_FLIGHT: &str = "fnhost_invocations_in_flight";
 pub const REJECTIONS: &str = "fnhost_rejections_total";
 /// Invocations stopped at a limit, by function, mode and limit.
 pub const STOPS: &str = "fnhost_limit_stops_total";
+/// Requests a function's `rate_limit` stopped, by function and action.
+pub const RATE_LIMITED: &str = "fnhost_rate_limited_total";
 /// Background attempts that failed and were scheduled again.
 pub const RETRIES: &str = "fnhost_retries_total";
 /// Background invocations that failed for the last time.
 pub const DEAD: &str = "fnhost_background_dead_total";
+/// Background invocations not run: claimed past their `max_event_age`.
+pub const EXPIRED: &str = "fnhost_background_expired_total";
 /// Stored background invocations by state.
 pub const QUEUE: &str = "fnhost_queue_invocations";
 /// Destination deliveries attempted, by outcome.
@@ -90,7 +94,13 @@ fn describe() {
     describe_counter!(
         REJECTIONS,
         "Requests fnhost answered itself instead of a function, by reason (body_too_large, \
-         origin_not_allowed, overloaded, shutting_down, body_timeout, queue_unavailable)"
+         origin_not_allowed, overloaded, rate_limited, shutting_down, body_timeout, \
+         queue_unavailable)"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests a function's rate_limit stopped before it ran, by function and action \
+         (rate_limit: answered 429; rewrite: served the rewrite target)"
     );
     describe_gauge!(
         QUEUE_FAILING,
@@ -108,6 +118,11 @@ fn describe() {
     describe_counter!(
         DEAD,
         "Background invocations that failed for the last time, by function"
+    );
+    describe_counter!(
+        EXPIRED,
+        "Background invocations not run because they waited past their max_event_age, by \
+         function"
     );
     describe_gauge!(
         QUEUE,
@@ -280,6 +295,11 @@ pub fn rejected(reason: &'static str) {
     counter!(REJECTIONS, "reason" => reason).increment(1);
 }
 
+/// Records a request `function`'s rate limit stopped (`rate_limit` or `rewrite`).
+pub fn rate_limited(function: &str, action: &'static str) {
+    counter!(RATE_LIMITED, "function" => function.to_string(), "action" => action).increment(1);
+}
+
 /// Records a failed background attempt that runs again.
 pub fn retry(function: &str) {
     counter!(RETRIES, "function" => function.to_string()).increment(1);
@@ -288,6 +308,11 @@ pub fn retry(function: &str) {
 /// Records a background invocation that failed for the last time.
 pub fn dead(function: &str) {
     counter!(DEAD, "function" => function.to_string()).increment(1);
+}
+
+/// Records a background invocation that expired before it ran.
+pub fn expired(function: &str) {
+    counter!(EXPIRED, "function" => function.to_string()).increment(1);
 }
 
 /// Records one delivery attempt (`delivered` or `failed`).

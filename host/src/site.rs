@@ -471,7 +471,11 @@ fn build_app(
     let auth = crate::http::auth::Auth::new(server.admin_token.clone())
         .with_deploy_token(server.deploy_token.clone());
     let app = App::new(engine, table, queue, auth, sync_cap, body_timeout, shutdown);
-    Ok(app.with_edge(cors, redirects).with_deploys(deploys))
+    let trusted = (server.trusted_proxies.iter()).map(|p| p.0).collect();
+    Ok(app
+        .with_edge(cors, redirects)
+        .with_deploys(deploys)
+        .with_trusted_proxies(crate::http::client::TrustedProxies::new(trusted)))
 }
 
 /// Starts the HTTP threads: one single-threaded runtime per thread (`server.threads`, one per

@@ -13,8 +13,8 @@
 (function () {
   // --- pure view logic -------------------------------------------------------------------------
 
-  const STATES = ['queued', 'running', 'retrying', 'succeeded', 'dead', 'cancelled'];
-  const FINAL = ['succeeded', 'dead', 'cancelled'];
+  const STATES = ['queued', 'running', 'retrying', 'succeeded', 'dead', 'cancelled', 'expired'];
+  const FINAL = ['succeeded', 'dead', 'cancelled', 'expired'];
 
   /** `1234` → `1.23 s`; null → `–`. Milliseconds in, a short human reading out. */
   function formatDuration(ms) {
@@ -111,7 +111,7 @@
 
   /** What each action's button says and what its confirmation asks. */
   const ACTIONS = {
-    replay: { label: 'Replay', confirm: 'Replay this dead invocation, running it again with the request it was given?' },
+    replay: { label: 'Replay', confirm: 'Replay this invocation, running it again with the request it was given?' },
     cancel: { label: 'Cancel', confirm: 'Cancel this invocation so that it does not run (again)?' },
     'run-now': { label: 'Run retry now', confirm: 'Run the waiting retry now instead of at its scheduled time?' },
   };
@@ -128,6 +128,12 @@
     list.forEach((a, i) => {
       const last = i === list.length - 1;
       const replayed = !last && list[i + 1].attempt <= a.attempt;
+      if (a.outcome === 'expired') {
+        // Claimed too late: it never ran.
+        out.push({ state: 'expired', at: a.finished_at, note: a.error || 'not run: past max_event_age' });
+        if (replayed) out.push({ state: 'queued', at: null, note: 'replayed' });
+        return;
+      }
       out.push({ state: 'running', at: a.started_at, note: `attempt ${a.attempt}` });
       if (!a.finished_at) return;
       if (a.outcome === 'succeeded') {

@@ -61,7 +61,7 @@ test('each state allows the actions the API accepts', () => {
   assert.deepEqual(ui.actionsFor('dead'), ['replay']);
   assert.deepEqual(ui.actionsFor('queued'), ['cancel']);
   assert.deepEqual(ui.actionsFor('retrying'), ['run-now', 'cancel']);
-  for (const s of ['running', 'succeeded', 'cancelled']) assert.deepEqual(ui.actionsFor(s), []);
+  for (const s of ['running', 'succeeded', 'cancelled', 'expired']) assert.deepEqual(ui.actionsFor(s), []);
   for (const a of ['replay', 'cancel', 'run-now']) assert.ok(ui.ACTIONS[a].confirm.endsWith('?'));
 });
 
@@ -130,6 +130,14 @@ test('timeline: running, replayed, cancelled and dead without attempts', () => {
   const d = ui.buildTimeline(interrupted, []);
   assert.deepEqual(states(d), ['queued', 'dead']);
   assert.equal(d[1].note, 'interrupted 3 times');
+});
+
+test('timeline: an invocation claimed past its event age expired without running', () => {
+  const expired = { ...base, state: 'expired', attempts: 1, finished_at: 'T2', last_error: 'not run: waited 3s' };
+  const t = ui.buildTimeline(expired, [attempt(1, 'T1', 'T2', 'expired', 'not run: waited 3s')]);
+  assert.deepEqual(states(t), ['queued', 'expired']);
+  assert.equal(t[1].note, 'not run: waited 3s');
+  assert.equal(t[1].at, 'T2');
 });
 
 test('the token comes from the fragment and never stays in the route', () => {

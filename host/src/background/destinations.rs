@@ -30,6 +30,12 @@ pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Opti
             result,
             Some(error.as_str()),
         ),
+        Finish::Expired { error, result } => (
+            function.settings.destinations.on_failure.as_ref()?,
+            "EventAgeExceeded",
+            result,
+            Some(error.as_str()),
+        ),
         Finish::Retry { .. } => return None,
     };
     Some(NewDelivery {
@@ -212,6 +218,7 @@ mod tests {
             headers: vec![],
             body: body.to_vec(),
             deploy: None,
+            created_at: 0,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 mod caps;
 pub mod destinations;
 mod lease;
+mod outcome;
 pub mod retention;
 pub mod retry;
 pub mod scheduler;
@@ -28,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 use crate::deploys::Deploys;
 use crate::engine::Engine;
 use crate::functions::router::Match;
-use crate::functions::{Function, FunctionTable, LiveTable, RetryPolicy};
-use crate::invocation::{self, Failure};
+use crate::functions::{FunctionTable, LiveTable};
+use crate::invocation;
 use crate::logs::Capture;
 use crate::queue::{Claimed, Finish, GuestLine, Queue, StoredResult, now_ms};
 use lease::{AbortOnDrop, heartbeat};
-use retry::Next;
+use outcome::{AttemptFailure, Executed, expired, finish_for};
 
 /// Stored response bodies are cut at this size.
 pub const RESULT_CAP: usize = 256 * 1024;
@@ -330,7 +331,7 @@ impl Worker {
         let policy = function.as_deref().map(|f| &f.settings.retry);
         let mut finish = finish_for(claim, policy, result, now_ms(), self.opts.retry_scale);
         finish.result_mut().logs = logs;
-        if let Finish::Retry { error, .. } | Finish::Dead { error, .. } = &finish {
+        if let Some(error) = finish.error() {
             tracing::warn!(
                 id = claim.id,
                 function = claim.function,
@@ -354,6 +355,7 @@ impl Worker {
             Finish::Succeeded(_) => |_| {},
             Finish::Retry { .. } => crate::metrics::retry,
             Finish::Dead { .. } => crate::metrics::dead,
+            Finish::Expired { .. } => crate::metrics::expired,
         };
         let next_began = tokio::time::Instant::now();
         let written = if shutting_down {
@@ -411,6 +413,9 @@ impl Worker {
             let error = AttemptFailure::NotLoaded(claim.function.clone());
             return Executed::failed(None, error);
         };
+        if let Some(expired) = expired(&function, claim, now_ms()) {
+            return Executed::failed(Some(function), expired);
+        }
         let request = match rebuild_request(claim) {
             Ok(r) => r,
             Err(e) => return Executed::failed(Some(function), AttemptFailure::BadRequest(e)),
@@ -456,81 +461,6 @@ impl Worker {
             result: result.map_err(AttemptFailure::Guest),
             logs,
         }
-    }
-}
-
-/// What running the guest gave: the function it ran (`None`: not loaded here), its answer or
-/// why it failed, and what it printed.
-struct Executed {
-    function: Option<Arc<Function>>,
-    result: Result<StoredResult, AttemptFailure>,
-    logs: Vec<GuestLine>,
-}
-
-/// Why an attempt failed; turned into text once, where the outcome is stored.
-#[derive(Debug)]
-enum AttemptFailure {
-    /// The function is not loaded on this host.
-    NotLoaded(String),
-    /// The stored request no longer makes a request.
-    BadRequest(String),
-    /// The guest failed: trapped, over its budget, no response.
-    Guest(Failure),
-}
-
-impl std::fmt::Display for AttemptFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttemptFailure::NotLoaded(name) => {
-                write!(f, "function {name:?} is not loaded on this host")
-            }
-            AttemptFailure::BadRequest(why) => write!(f, "stored request is invalid: {why}"),
-            AttemptFailure::Guest(failure) => failure.fmt(f),
-        }
-    }
-}
-
-impl Executed {
-    /// An attempt that failed before the guest ran.
-    fn failed(function: Option<Arc<Function>>, error: AttemptFailure) -> Executed {
-        Executed {
-            function,
-            result: Err(error),
-            logs: Vec::new(),
-        }
-    }
-}
-
-/// How an attempt counts: success, or a failure retried after the policy's delay, or the last
-/// failure. A 5xx answer is a failure only when the policy says so; without a loaded function
-/// the default delays apply.
-fn finish_for(
-    claim: &Claimed,
-    policy: Option<&RetryPolicy>,
-    result: Result<StoredResult, AttemptFailure>,
-    now: i64,
-    scale: f64,
-) -> Finish {
-    let (error, result) = match result {
-        Ok(r) if policy.is_some_and(|p| p.on_5xx) && r.status.is_some_and(|s| s >= 500) => {
-            (format!("function answered {}", r.status.unwrap_or(500)), r)
-        }
-        Ok(r) => return Finish::Succeeded(r),
-        Err(e) => (e.to_string(), StoredResult::default()),
-    };
-    let delays = policy.map_or(&crate::config::defaults::RETRY_DELAYS[..], |p| &p.delays);
-    let next = if claim.attempt >= claim.max_attempts {
-        Next::Dead
-    } else {
-        retry::after_failure(claim.attempt, delays)
-    };
-    match next {
-        Next::RetryAfter(d) => Finish::Retry {
-            error,
-            result,
-            run_at: now + i64::try_from(d.mul_f64(scale).as_millis()).unwrap_or(i64::MAX / 2),
-        },
-        Next::Dead => Finish::Dead { error, result },
     }
 }
 
@@ -580,109 +510,5 @@ async fn drain(resp: http::Response<crate::body::Body>) -> StoredResult {
             .collect(),
         body: kept,
         logs: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn claim(attempt: u32, max_attempts: u32) -> Claimed {
-        Claimed {
-            id: "id".into(),
-            function: "f".into(),
-            attempt,
-            max_attempts,
-            token: 1,
-            method: "POST".into(),
-            uri: "/".into(),
-            headers: vec![],
-            body: vec![],
-            deploy: None,
-        }
-    }
-
-    fn answered(status: u16) -> Result<StoredResult, AttemptFailure> {
-        Ok(StoredResult {
-            status: Some(status),
-            ..StoredResult::default()
-        })
-    }
-
-    fn policy(on_5xx: bool) -> RetryPolicy {
-        RetryPolicy {
-            delays: vec![Duration::from_secs(1), Duration::from_secs(2)],
-            on_5xx,
-        }
-    }
-
-    #[test]
-    fn an_answer_succeeds_even_a_5xx_unless_the_policy_retries_it() {
-        let p = policy(false);
-        assert!(matches!(
-            finish_for(&claim(1, 3), Some(&p), answered(500), 0, 1.0),
-            Finish::Succeeded(r) if r.status == Some(500)
-        ));
-        let p = policy(true);
-        match finish_for(&claim(1, 3), Some(&p), answered(503), 1_000, 1.0) {
-            Finish::Retry {
-                error,
-                run_at,
-                result,
-            } => {
-                assert_eq!(error, "function answered 503");
-                assert_eq!(run_at, 2_000);
-                assert_eq!(result.status, Some(503), "the answer is kept");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn failures_follow_the_delays_then_die() {
-        let p = policy(false);
-        let fail = || {
-            Err::<StoredResult, _>(AttemptFailure::Guest(Failure::Trapped(
-                "unreachable".into(),
-            )))
-        };
-        assert!(matches!(
-            finish_for(&claim(1, 3), Some(&p), fail(), 0, 1.0),
-            Finish::Retry { run_at: 1_000, .. }
-        ));
-        assert!(matches!(
-            finish_for(&claim(2, 3), Some(&p), fail(), 0, 1.0),
-            Finish::Retry { run_at: 2_000, .. }
-        ));
-        match finish_for(&claim(3, 3), Some(&p), fail(), 0, 1.0) {
-            Finish::Dead { error, .. } => assert_eq!(error, "trapped: unreachable"),
-            other => panic!("{other:?}"),
-        }
-        // The row's max_attempts wins over a policy that grew since it was enqueued.
-        assert!(matches!(
-            finish_for(&claim(1, 1), Some(&p), fail(), 0, 1.0),
-            Finish::Dead { .. }
-        ));
-    }
-
-    #[test]
-    fn retry_delays_scale_for_local_work() {
-        let p = policy(false);
-        let fail = || Err::<StoredResult, _>(AttemptFailure::Guest(Failure::NoResponse));
-        assert!(matches!(
-            finish_for(&claim(2, 3), Some(&p), fail(), 0, 0.01),
-            Finish::Retry { run_at: 20, .. }
-        ));
-    }
-
-    #[test]
-    fn without_the_function_the_default_delays_apply() {
-        let not_loaded = Err(AttemptFailure::NotLoaded("f".into()));
-        match finish_for(&claim(1, 3), None, not_loaded, 0, 1.0) {
-            Finish::Retry { run_at, .. } => assert_eq!(run_at, 60_000),
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod cors;
 pub mod pattern;
 pub mod ranges;
+pub mod rate;
 pub mod redirects;
 pub mod schedule;
 mod values;
@@ -63,6 +64,8 @@ pub mod defaults {
     pub const MAX_OUTBOUND: usize = 16;
     /// Requests per instance: a fresh instance for each.
     pub const REUSE: u32 = 1;
+    /// `max_files`: the bundled files of one function together.
+    pub const MAX_FILES: u64 = 64 * 1024 * 1024;
     /// Bytes of guest output (stdout + stderr) logged per invocation.
     pub const MAX_LOG: u64 = 1024 * 1024;
     /// How long finished invocations, their results and delivered records are kept.
@@ -161,6 +164,10 @@ pub struct ServerConfig {
     pub max_component: Option<ByteSize>,
     /// Deploys kept (besides the published one and any an unfinished invocation runs).
     pub keep_deploys: Option<u32>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed when they name the client
+    /// [default: none: the client is the connection's peer].
+    #[serde(default)]
+    pub trusted_proxies: Vec<rate::TrustedProxy>,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the
@@ -173,6 +180,11 @@ pub struct FunctionConfig {
     /// Routes replacing `/.netlify/functions/NAME`.
     #[serde(default, alias = "paths")]
     pub path: OneOrMany<RoutePath>,
+    /// Paths the routes leave to other functions (or to `404`), as Netlify's `excludedPath`.
+    #[serde(default, alias = "excluded_paths")]
+    pub excluded_path: OneOrMany<RoutePath>,
+    /// Requests one client (or domain) may make per window; more get `429` or a rewrite.
+    pub rate_limit: Option<rate::RateLimitConfig>,
     /// Allowed methods; empty = all.
     #[serde(default, alias = "methods")]
     pub method: OneOrMany<Method>,
@@ -198,6 +210,11 @@ pub struct FunctionConfig {
     /// Environment variables the guest sees (and only these).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A directory bundled with the function: the guest sees it, read-only, as `/` (relative
+    /// to the site file, made absolute by [`Config::load`]) [default: no files].
+    pub files: Option<PathBuf>,
+    /// The bundled files together, checked at load.
+    pub max_files: Option<ByteSize>,
     /// Outbound HTTP destinations, `scheme://host[:port]`; `*` as host or port matches any.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<OutboundRule>,
@@ -209,6 +226,9 @@ pub struct FunctionConfig {
     pub on_success: Option<Url>,
     /// Where exhausted background invocations are POSTed.
     pub on_failure: Option<Url>,
+    /// A background invocation not started within this age of its acceptance is not run: it
+    /// ends `expired` (and goes to `on_failure`) [default: no limit].
+    pub max_event_age: Option<Humantime>,
     /// `[functions.NAME.cors]`: merged key by key over `[cors]`.
     pub cors: Option<CorsConfig>,
     /// When the function runs on its own (cron in UTC, or `@daily` and the like).
@@ -284,7 +304,14 @@ impl Config {
             location: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::from_str(&text, path)
+        let mut config = Config::from_str(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for f in config.functions.values_mut() {
+            if let Some(files) = &mut f.files {
+                *files = base.join(&*files);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses the text of a site file; `file` only labels errors.
@@ -327,6 +354,13 @@ impl Config {
                 .map(|(n, f)| (format!("functions.{n}"), f)),
         ) {
             ranges::function(&table, f)?;
+        }
+        if self.defaults.files.is_some() {
+            return Err(
+                "defaults.files: bundled files belong to one function; set files in \
+                 [functions.NAME]"
+                    .into(),
+            );
         }
         if self.defaults.schedule.is_some() {
             return Err(

@@ -44,6 +44,8 @@ pub mod bounds {
     pub const MAX_BODY: (u64, u64) = (0, GB);
     /// A background request body: stored in the queue and held in memory by its batch.
     pub const BACKGROUND_MAX_BODY: (u64, u64) = (0, 64 * MB);
+    /// A function's bundled files together: opened read-only, walked once at load.
+    pub const MAX_FILES: (u64, u64) = (0, 4 * GB);
     /// Guest output logged per invocation.
     pub const MAX_LOG: (u64, u64) = (0, GB);
     /// A deploy's components together, streamed to disk then stored in the queue database.
@@ -221,6 +223,7 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
         bounds::BACKGROUND_MAX_BODY,
     )?;
     bytes(&key("max_log"), f.max_log, bounds::MAX_LOG)?;
+    bytes(&key("max_files"), f.max_files, bounds::MAX_FILES)?;
     count(&key("fuel"), f.fuel, bounds::FUEL)?;
     usize_count(&key("max_outbound"), f.max_outbound, bounds::MAX_OUTBOUND)?;
     count(&key("reuse"), f.reuse.map(u64::from), bounds::REUSE)?;
@@ -237,8 +240,12 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
     }
     positive(&key("timeout"), f.timeout)?;
     positive(&key("background_timeout"), f.background_timeout)?;
+    positive(&key("max_event_age"), f.max_event_age)?;
     if let Some(token) = &f.invoke_token {
         secret(&key("invoke_token"), token)?;
+    }
+    if let Some(limit) = &f.rate_limit {
+        limit.check(&key("rate_limit"))?;
     }
     Ok(())
 }

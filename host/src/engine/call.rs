@@ -81,6 +81,8 @@ pub struct InvokeContext {
     pub deploy: Option<Arc<str>>,
     /// The function's pool of instances kept between requests (`reuse` > 1).
     pub warm: Option<Warm>,
+    /// The directory the guest sees as `/`, read-only (`files`).
+    pub files: Option<Arc<std::path::Path>>,
 }
 
 /// How an invocation ended.
@@ -127,6 +129,12 @@ impl Engine {
             .allow_ip_name_lookup(false);
         for (k, v) in ctx.env.iter() {
             wasi.env(k, v);
+        }
+        if let Some(dir) = &ctx.files
+            && let Err(e) = wasi.preopened_dir(dir, "/", wasmtime_wasi::FsPerms::ReadOnly)
+        {
+            // Checked at load; gone since: the guest runs and finds no files.
+            tracing::warn!(function = &*ctx.function, "files {}: {e:#}", dir.display());
         }
         let state = State {
             wasi: wasi.build(),

@@ -130,6 +130,7 @@ pub(super) async fn describe(
         capture: None,
         deploy: None,
         warm: None,
+        files: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

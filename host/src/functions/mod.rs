@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use crate::config::{Config, defaults};
 use crate::engine::{self, Engine};
 
+mod files;
+pub mod rate;
 pub mod router;
 mod settings;
 
@@ -58,6 +60,8 @@ pub struct Function {
     pub deploy: Option<Arc<str>>,
     /// Its instances kept between requests, when it reuses them (`reuse` > 1).
     pub warm: Option<engine::Warm>,
+    /// Its rate limit's counters on this node, when it has one (a reload starts them afresh).
+    pub rate: Option<rate::RateLimiter>,
 }
 
 /// A component file's size and modification time: what tells a reload it changed.
@@ -261,9 +265,17 @@ pub async fn load_files(
                 &config.defaults,
                 max_memory,
             )
+            .and_then(|settings| {
+                if let Some((dir, cap)) = &settings.sandbox.files {
+                    files::check(dir, *cap)?;
+                }
+                Ok(settings)
+            })
             .map(|settings| {
                 let reuse = settings.limits.reuse;
+                let rate = settings.rate_limit.as_ref().map(rate::RateLimiter::new);
                 Arc::new(Function {
+                    rate,
                     name: name.clone(),
                     file: path.clone(),
                     component,
@@ -292,9 +304,10 @@ pub async fn load_files(
 
 fn add_routes(router: &mut Router<Arc<Function>>, f: &Arc<Function>) -> Result<(), DuplicateRoute> {
     for pattern in &f.settings.routes.patterns {
-        router.add(
+        router.add_excluding(
             pattern.clone(),
             f.settings.routes.methods.clone(),
+            f.settings.routes.excluded.clone().into(),
             f.clone(),
         )?;
     }

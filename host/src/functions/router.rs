@@ -24,6 +24,8 @@ struct Route<T> {
     pattern: Pattern,
     /// Upper-case method names; empty = any method.
     methods: Vec<String>,
+    /// Paths this route leaves to the next one that matches (`excluded_path`).
+    excluded: std::sync::Arc<[Pattern]>,
     target: T,
 }
 
@@ -57,6 +59,18 @@ impl<T: fmt::Display> Router<T> {
         methods: Vec<String>,
         target: T,
     ) -> Result<(), DuplicateRoute> {
+        self.add_excluding(pattern, methods, std::sync::Arc::new([]), target)
+    }
+
+    /// [`Router::add`] a route that does not answer the `excluded` paths: a request for one
+    /// goes on to the next route that matches, or `404`.
+    pub fn add_excluding(
+        &mut self,
+        pattern: Pattern,
+        methods: Vec<String>,
+        excluded: std::sync::Arc<[Pattern]>,
+        target: T,
+    ) -> Result<(), DuplicateRoute> {
         if let Some(other) = self.routes.iter().find(|r| {
             r.pattern.same_shape(&pattern)
                 && (r.methods.is_empty()
@@ -72,6 +86,7 @@ impl<T: fmt::Display> Router<T> {
         self.routes.push(Route {
             pattern,
             methods,
+            excluded,
             target,
         });
         // Most specific first; stable, so equal specificity keeps insertion order.
@@ -89,6 +104,9 @@ impl<T> Router<T> {
             let Some(captures) = route.pattern.matches(path) else {
                 continue;
             };
+            if route.excluded.iter().any(|e| e.matches(path).is_some()) {
+                continue;
+            }
             if route.methods.is_empty() || route.methods.iter().any(|m| m == method) {
                 let params = captures
                     .into_iter()
@@ -221,6 +239,36 @@ mod tests {
             "three",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn excluded_paths_fall_through_to_the_next_route_or_404() {
+        let mut r = Router::default();
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        r.add_excluding(
+            p("/api/*"),
+            vec![],
+            vec![p("/api/health"), p("/api/static/*")].into(),
+            "api",
+        )
+        .unwrap();
+        r.add(p("/api/health"), vec![], "health").unwrap();
+        assert_eq!(
+            r.route("GET", "/api/items"),
+            Match::Found(&"api", params(&[("*", "items")]))
+        );
+        assert_eq!(
+            r.route("GET", "/api/health"),
+            Match::Found(&"health", vec![])
+        );
+        assert_eq!(r.route("GET", "/api/static/a.css"), Match::NotFound);
+        assert_eq!(r.route("GET", "/api/static"), Match::NotFound);
+        // A less specific route takes what the more specific one leaves.
+        r.add(p("/*"), vec![], "site").unwrap();
+        assert_eq!(
+            r.route("GET", "/api/static/a.css"),
+            Match::Found(&"site", params(&[("*", "api/static/a.css")]))
+        );
     }
 
     /// Regression: a function declaring `path = "/api/"` was listed but never answered.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Mode;
 use crate::config::pattern::Pattern;
+use crate::config::rate::RateLimitConfig;
 use crate::config::schedule::Schedule;
 use crate::config::{self, FunctionConfig, OutboundRule, StatusAccess, defaults};
 use crate::engine::{Declared, World};
@@ -18,6 +19,8 @@ pub struct Routes {
     pub patterns: Vec<Pattern>,
     /// Allowed methods (upper case); empty = all.
     pub methods: Vec<String>,
+    /// Paths the patterns leave to other routes (`excluded_path`).
+    pub excluded: Vec<Pattern>,
 }
 
 /// What one invocation (or background attempt) may use.
@@ -46,6 +49,8 @@ pub struct Sandbox {
     pub env: Arc<[(String, String)]>,
     /// Outbound HTTP allow-list.
     pub outbound: Arc<[OutboundRule]>,
+    /// The bundled directory the guest sees as `/`, read-only, and its size cap.
+    pub files: Option<(Arc<std::path::Path>, u64)>,
 }
 
 /// What happens after a failed background attempt.
@@ -87,6 +92,10 @@ pub struct Settings {
     pub concurrency: Option<usize>,
     /// Who may read its invocations' status resources.
     pub access: Access,
+    /// Requests per client (or domain) and window, when limited.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// How long a background invocation may wait for an attempt before it expires.
+    pub max_event_age: Option<Duration>,
 }
 
 /// Who may read a function's background results (`status`, `invoke_token`).
@@ -129,6 +138,8 @@ pub fn resolve(
         schedule,
         concurrency: from.table.concurrency.or(from.site.concurrency),
         access: from.access(),
+        rate_limit: (from.table.rate_limit.clone()).or_else(|| from.site.rate_limit.clone()),
+        max_event_age: from.max_event_age(mode)?,
     })
 }
 
@@ -187,7 +198,15 @@ impl Sources<'_> {
                 .map(parse)
                 .collect::<Result<_, _>>()?
         };
-        Ok(Routes { patterns, methods })
+        let excluded = (self.table.excluded_path.0.iter())
+            .chain(&self.site.excluded_path.0)
+            .map(|p| p.0.clone())
+            .collect();
+        Ok(Routes {
+            patterns,
+            methods,
+            excluded,
+        })
     }
 
     /// The table's schedule, else the export's (parsed here).
@@ -245,6 +264,21 @@ impl Sources<'_> {
         })
     }
 
+    /// The event age: only a background function waits in the queue. Set for one function
+    /// that does not, it is an error; set in `[defaults]`, it applies to those that do.
+    fn max_event_age(&self, mode: Mode) -> Result<Option<Duration>, String> {
+        match (self.table.max_event_age, mode) {
+            (Some(_), Mode::Sync) => Err(format!(
+                "functions.{}.max_event_age: only a background function waits in the queue; \
+                 this one is sync",
+                self.name
+            )),
+            (Some(age), Mode::Background) => Ok(Some(age.0)),
+            (None, Mode::Background) => Ok(self.site.max_event_age.map(|a| a.0)),
+            (None, Mode::Sync) => Ok(None),
+        }
+    }
+
     /// Requests per instance: only a synchronous WASI 0.3 function reuses instances. Set in
     /// `[defaults]`, `reuse` applies to those and leaves the others fresh; set for one function
     /// that cannot reuse, it is an error naming why.
@@ -295,9 +329,12 @@ impl Sources<'_> {
         } else {
             &self.table.allowed_outbound_hosts
         };
+        let max_files =
+            (self.table.max_files.or(self.site.max_files)).map_or(defaults::MAX_FILES, |b| b.0);
         Sandbox {
             env: env.into_iter().collect::<Vec<_>>().into(),
             outbound: outbound.clone().into(),
+            files: (self.table.files.as_deref()).map(|dir| (Arc::from(dir), max_files)),
         }
     }
 
@@ -389,6 +426,28 @@ mod tests {
         assert!(
             err.contains("functions.c.concurrency = 0 is out of range"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_event_age_is_for_background_functions_only() {
+        let toml = "[defaults]\nmax_event_age = \"6h\"\n[functions.b-background]\nmax_event_age = \"1m\"\n\
+                    [functions.s]\nmax_event_age = \"1m\"\n";
+        let age = |name: &str| merge(name, &Declared::default(), toml).map(|s| s.max_event_age);
+        assert_eq!(age("b-background"), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(age("c-background"), Ok(Some(Duration::from_secs(6 * 3600))));
+        assert_eq!(age("t"), Ok(None));
+        let e = age("s").unwrap_err();
+        assert!(
+            e.contains("functions.s.max_event_age: only a background function"),
+            "{e}"
+        );
+        let e = Config::from_str("[defaults]\nfiles = \"x\"\n", Path::new("fnhost.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("defaults.files: bundled files belong to one function"),
+            "{e}"
         );
     }
 

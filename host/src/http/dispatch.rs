@@ -31,7 +31,6 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
-        let req = invocation::without_fnhost_headers(req);
         let permit = self
             .sync_permits
             .clone()
@@ -84,7 +83,7 @@ impl App {
 }
 
 /// The request as stored: its idempotency key, method, path and query, body, and headers
-/// less fnhost's own and the hop-by-hop ones.
+/// less the hop-by-hop ones (the edge has set fnhost's own: only the client address).
 fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocation {
     let (parts, body) = req.into_parts();
     let dedup = (parts
@@ -92,7 +91,10 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok()))
     .map(|key| Dedup::Key(key.to_string()));
-    let kept = |name: &str| !name.starts_with(headers::PREFIX) && !HOP_BY_HOP.contains(&name);
+    let kept = |name: &str| {
+        (!name.starts_with(headers::PREFIX) || name == headers::CLIENT_IP)
+            && !HOP_BY_HOP.contains(&name)
+    };
     let headers = (parts.headers.iter())
         .filter(|(k, _)| kept(k.as_str()))
         .map(|(k, v)| {

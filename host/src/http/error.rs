@@ -66,6 +66,12 @@ pub enum ApiError {
     /// Every invocation slot is taken.
     #[error("too many concurrent invocations; retry shortly")]
     Busy,
+    /// The client (or domain) used up the function's `rate_limit` window.
+    #[error("rate limit reached; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until a request would pass again.
+        retry_after: u64,
+    },
     /// The function ran past its budget.
     #[error("function exceeded its time budget (invocation {id})")]
     Timeout {
@@ -144,6 +150,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::ShuttingDown | ApiError::QueueUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -165,6 +172,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::Busy => "overloaded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::RequestTimeout { .. } => "body_timeout",
             ApiError::QueueUnavailable => "queue_unavailable",
@@ -191,6 +199,9 @@ impl ApiError {
             ApiError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             ApiError::QueueUnavailable => {
                 headers.insert(

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod cors;
 pub mod deploys;
@@ -57,6 +58,8 @@ pub struct App {
     served: arc_swap::ArcSwap<Served>,
     /// Deploys: made, listed and published through `/.fnhost/deploys`.
     pub deploys: Option<Arc<crate::deploys::Deploys>>,
+    /// Whose forwarding headers name the client.
+    trusted: client::TrustedProxies,
 }
 
 /// The functions served and what the site says about requests before they run: one value, so
@@ -102,7 +105,14 @@ impl App {
                 edge: Edge::default(),
             }),
             deploys: None,
+            trusted: client::TrustedProxies::default(),
         }
+    }
+
+    /// Believes the forwarding headers of these proxies (`[server] trusted_proxies`).
+    pub fn with_trusted_proxies(mut self, trusted: client::TrustedProxies) -> App {
+        self.trusted = trusted;
+        self
     }
 
     /// Adds the deploy endpoints.
@@ -138,7 +148,7 @@ impl App {
     /// Answers one request. Never fails: errors become responses. Once shutdown has started a
     /// new request is refused with `503` and `Connection: close`; those already in flight
     /// finish.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    pub async fn handle<B>(&self, req: Request<B>, peer: std::net::SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -146,7 +156,7 @@ impl App {
         if self.shutdown.is_cancelled() {
             return ApiError::ShuttingDown.into_response();
         }
-        match self.try_handle(req).await {
+        match self.try_handle(req, peer.ip()).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         }
@@ -154,7 +164,11 @@ impl App {
 
     /// The chain: checks → `_redirects` rules → fnhost's own API | CORS preflight → route →
     /// origin check → run or enqueue → CORS headers.
-    async fn try_handle<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
+    async fn try_handle<B>(
+        &self,
+        req: Request<B>,
+        peer: std::net::IpAddr,
+    ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -183,6 +197,9 @@ impl App {
             return Ok(resp);
         }
         let (function, params) = route(table, &req)?;
+        let client = self.trusted.client(peer, req.headers());
+        let ((function, params), req) = limit(table, (function, params), req, client)?;
+        let req = crate::invocation::from_client(req, client);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);
@@ -349,6 +366,37 @@ fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError>
             allow,
         }),
         Match::NotFound => Err(ApiError::NoRoute(req.uri().path().to_string())),
+    }
+}
+
+/// A routed request past its function's rate limit: as it was, or rewritten (and routed again)
+/// by a `rewrite` action; `429` when the limit says so.
+fn limit<B>(
+    table: &FunctionTable,
+    (function, params): Routed,
+    mut req: Request<B>,
+    client: std::net::IpAddr,
+) -> Result<(Routed, Request<B>), ApiError> {
+    use crate::functions::rate::Verdict;
+    let Some(rate) = &function.rate else {
+        return Ok(((function, params), req));
+    };
+    let host = (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok());
+    match rate.check(client, host, std::time::Instant::now()) {
+        Verdict::Pass => Ok(((function, params), req)),
+        Verdict::Limited { retry_after } => {
+            crate::metrics::rate_limited(&function.name, "rate_limit");
+            tracing::debug!(function = function.name, %client, "refused: rate limit");
+            Err(ApiError::RateLimited { retry_after })
+        }
+        Verdict::Rewrite(to) => {
+            crate::metrics::rate_limited(&function.name, "rewrite");
+            *req.uri_mut() = to
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("bad rate-limit rewrite {to:?}")))?;
+            let routed = route(table, &req)?;
+            Ok((routed, req))
+        }
     }
 }
 

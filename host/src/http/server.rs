@@ -175,7 +175,7 @@ fn serve_connection(
         let (app, timed) = (app.clone(), timed.clone());
         async move {
             timed.request_started();
-            let resp = app.handle(req).await;
+            let resp = app.handle(req, peer).await;
             timed.request_answered();
             Ok::<_, std::convert::Infallible>(resp)
         }

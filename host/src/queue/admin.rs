@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::model::{self, STATUS_COLUMNS};
+use super::model;
+use super::rows::{self, STATUS_COLUMNS};
 use super::{
     Backend, Delivery, DeliveryAttempt, InvocationState, Queue, Result, Status, now_ms, schema,
 };
@@ -45,7 +46,7 @@ impl Queue {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(model::status_from_row).transpose()
+        row.as_ref().map(rows::status_from_row).transpose()
     }
 
     /// Everything stored about one invocation (status, request, attempts, deliveries, logs).
@@ -57,7 +58,7 @@ impl Queue {
             .rows_for(
                 "SELECT method, uri, headers, body FROM invocations WHERE id = $1",
                 id,
-                model::request_view,
+                rows::request_view,
             )
             .await?
             .pop()
@@ -67,7 +68,7 @@ impl Queue {
                 "SELECT attempt, started_at, finished_at, outcome, error FROM attempts \
                  WHERE invocation_id = $1 ORDER BY finished_at",
                 id,
-                model::attempt_view,
+                rows::attempt_view,
             )
             .await?;
         let deliveries = self
@@ -75,7 +76,7 @@ impl Queue {
                 "SELECT url, state, attempts, last_error FROM deliveries \
                  WHERE invocation_id = $1 ORDER BY created_at",
                 id,
-                model::delivery_view,
+                rows::delivery_view,
             )
             .await?;
         let logs = self
@@ -83,7 +84,7 @@ impl Queue {
                 "SELECT attempt, at, stream, line FROM guest_logs \
                  WHERE invocation_id = $1 ORDER BY at, seq",
                 id,
-                model::log_view,
+                rows::log_view,
             )
             .await?;
         Ok(Some(model::Detail {
@@ -120,7 +121,7 @@ impl Queue {
         let columns = if with_bodies {
             STATUS_COLUMNS
         } else {
-            model::STATUS_COLUMNS_NO_BODY
+            rows::STATUS_COLUMNS_NO_BODY
         };
         let rows = sqlx::query(&schema::list_sql(self.backend, columns))
             .bind(function.map(str::to_string))
@@ -129,12 +130,13 @@ impl Queue {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| model::status_from_row_with(r, with_bodies))
+            .map(|r| rows::status_from_row_with(r, with_bodies))
             .collect()
     }
 
     /// Runs a dead invocation again from attempt 1, on `deploy` when given (else on the deploy
-    /// it was accepted under). `false` unless it was dead.
+    /// it was accepted under). `false` unless it was dead. (An expired one is not replayed: its
+    /// age counts from its acceptance, so it would expire again.)
     pub async fn replay(&self, id: &str, deploy: Option<&str>) -> Result<bool> {
         let sql = self.sql(
             "UPDATE invocations SET state = 'queued', attempts = 0, run_at = $now, finished_at = NULL, last_error = NULL, \
@@ -193,7 +195,7 @@ impl Queue {
         let sql = schema::due_deliveries_sql(self.backend);
         let query = sqlx::query(&sql).bind(i64::from(limit));
         let rows = self.now(query, now_ms()).fetch_all(&self.pool).await?;
-        rows.iter().map(model::delivery_from_row).collect()
+        rows.iter().map(rows::delivery_from_row).collect()
     }
 
     /// Makes taken deliveries due again at once (shutdown came before they were sent; on
@@ -228,13 +230,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Deletes up to `batch` invocations that finished (succeeded, dead, cancelled) more than
+    /// Deletes up to `batch` invocations that finished (succeeded, dead, cancelled, expired) more than
     /// `older_than` ago and have no delivery still pending, with their deliveries. Returns how
     /// many invocations went. Per function, the latest schedule tick stays (catch-up reads it).
     pub async fn purge_finished(&self, older_than: Duration, batch: u32) -> Result<u64> {
         let now = now_ms();
         let pick = self.sql(
-            "SELECT id FROM invocations WHERE state IN ('succeeded', 'dead', 'cancelled') \
+            "SELECT id FROM invocations WHERE state IN ('succeeded', 'dead', 'cancelled', 'expired') \
              AND finished_at < $now - $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
              WHERE d.invocation_id = invocations.id AND d.state = 'pending') \
              AND (tick IS NULL OR tick < (SELECT MAX(k.tick) FROM invocations k \
@@ -306,7 +308,7 @@ impl Queue {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((model::state_from_row(r, "state")?, r.try_get("n")?)))
+            .map(|r| Ok((rows::state_from_row(r, "state")?, r.try_get("n")?)))
             .collect()
     }
 }

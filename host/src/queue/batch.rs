@@ -18,11 +18,12 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Column, Row};
 
 use super::model::{EndedAttempt, NextClaim, Written};
+use super::rows;
 use super::stmt::{
     PG_MAX_PARAMS, Rows, Stmt, Val, bind_vals, multi_row, pg_single, positional, returning,
 };
 use super::{Backend, Claimed, Dedup, Enqueued, Finish, NewInvocation, QueueError, Result};
-use super::{model, now_ms, schema};
+use super::{now_ms, schema};
 
 /// The statements storing `invs`: forgetting expired idempotency keys, the insert, and the
 /// lookup of the keyed and ticked ones (to tell a repeat from a conflict). Inserted in
@@ -143,9 +144,10 @@ fn lookup_stmts(
 /// What the attempt returned, however it ended.
 fn result(o: &EndedAttempt) -> &super::StoredResult {
     match &o.finish {
-        Finish::Succeeded(r) | Finish::Retry { result: r, .. } | Finish::Dead { result: r, .. } => {
-            r
-        }
+        Finish::Succeeded(r)
+        | Finish::Retry { result: r, .. }
+        | Finish::Dead { result: r, .. }
+        | Finish::Expired { result: r, .. } => r,
     }
 }
 
@@ -170,10 +172,7 @@ fn outcome_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
 
 /// The error an attempt failed with, if it failed.
 fn error(o: &EndedAttempt) -> Option<String> {
-    match &o.finish {
-        Finish::Succeeded(_) => None,
-        Finish::Retry { error, .. } | Finish::Dead { error, .. } => Some(error.clone()),
-    }
+    o.finish.error().map(str::to_string)
 }
 
 /// One row of attempt history per outcome whose claim holds.
@@ -500,7 +499,7 @@ impl Returned {
                     if r.claimed.len() <= w {
                         r.claimed.resize_with(w + 1, Vec::new);
                     }
-                    r.claimed[w].push(model::claimed_from_row(row)?);
+                    r.claimed[w].push(rows::claimed_from_row(row)?);
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::rows;
 use super::{
     Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, batch, model, ms, now_ms,
     writer,
@@ -122,7 +123,7 @@ impl Queue {
              finished_at = $now, last_error = $3, lease_owner = NULL, lease_expires_at = NULL \
              WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now) \
              AND interruptions + 1 >= $2 \
-             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy",
+             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at",
         );
         let error = format!(
             "interrupted {max_interruptions} times (the host stopped or lost its lease during \
@@ -135,7 +136,7 @@ impl Queue {
         let rows = self.now(query, now).fetch_all(&mut *tx).await?;
         let dead = rows
             .iter()
-            .map(model::claimed_from_row)
+            .map(rows::claimed_from_row)
             .collect::<Result<Vec<_>>>()?;
         let requeue = self.sql(
             "UPDATE invocations SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \

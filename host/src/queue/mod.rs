@@ -28,6 +28,7 @@ mod claims;
 mod deploys;
 mod health;
 pub mod model;
+mod rows;
 mod schema;
 mod stmt;
 #[cfg(test)]

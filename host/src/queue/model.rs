@@ -5,16 +5,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::Result;
 
 /// Where an invocation is in its life.
 ///
-/// `queued → running → succeeded | retrying | dead`, `retrying → running`, `queued | retrying →
-/// cancelled` (admin), `dead → queued` (admin replay); an interrupted `running` goes back to
-/// `queued` or `retrying` without counting the attempt.
+/// `queued → running → succeeded | retrying | dead | expired`, `retrying → running`,
+/// `queued | retrying → cancelled` (admin), `dead → queued` (admin replay); an
+/// interrupted `running` goes back to `queued` or `retrying` without counting the attempt. An
+/// attempt claimed past the function's `max_event_age` does not run: `expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InvocationState {
@@ -30,17 +29,21 @@ pub enum InvocationState {
     Dead,
     /// Cancelled by an admin while waiting (end state).
     Cancelled,
+    /// Claimed past its function's `max_event_age`, so not run (end state: its age would
+    /// only pass again, so it is not replayed).
+    Expired,
 }
 
 impl InvocationState {
     /// Every state, in life order.
-    pub const ALL: [InvocationState; 6] = [
+    pub const ALL: [InvocationState; 7] = [
         InvocationState::Queued,
         InvocationState::Running,
         InvocationState::Retrying,
         InvocationState::Succeeded,
         InvocationState::Dead,
         InvocationState::Cancelled,
+        InvocationState::Expired,
     ];
 
     /// The text stored in the database and shown in JSON.
@@ -52,14 +55,19 @@ impl InvocationState {
             InvocationState::Succeeded => "succeeded",
             InvocationState::Dead => "dead",
             InvocationState::Cancelled => "cancelled",
+            InvocationState::Expired => "expired",
         }
     }
 
-    /// An end state: succeeded, dead or cancelled (a dead one may still be replayed).
+    /// An end state: succeeded, dead, cancelled or expired (a dead one may still be
+    /// replayed).
     pub fn has_ended(self) -> bool {
         matches!(
             self,
-            InvocationState::Succeeded | InvocationState::Dead | InvocationState::Cancelled
+            InvocationState::Succeeded
+                | InvocationState::Dead
+                | InvocationState::Cancelled
+                | InvocationState::Expired
         )
     }
 
@@ -77,7 +85,9 @@ impl fmt::Display for InvocationState {
 
 /// An unknown state name (from a query string or a row).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown state {0:?}: expected queued, running, retrying, succeeded, dead or cancelled")]
+#[error(
+    "unknown state {0:?}: expected queued, running, retrying, succeeded, dead, cancelled or expired"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for InvocationState {
@@ -264,6 +274,8 @@ pub struct Claimed {
     pub body: Vec<u8>,
     /// The deploy it was accepted under, which this attempt must run.
     pub deploy: Option<String>,
+    /// When it was accepted (ms since the epoch).
+    pub created_at: i64,
 }
 
 /// What a sweep of interrupted attempts did.
@@ -322,6 +334,13 @@ pub enum Finish {
         /// What it answered, if anything.
         result: StoredResult,
     },
+    /// Not run: claimed past the function's `max_event_age`: `expired`.
+    Expired {
+        /// Why it was not run.
+        error: String,
+        /// Empty: nothing ran.
+        result: StoredResult,
+    },
 }
 
 impl Finish {
@@ -331,6 +350,7 @@ impl Finish {
             Finish::Succeeded(_) => InvocationState::Succeeded,
             Finish::Retry { .. } => InvocationState::Retrying,
             Finish::Dead { .. } => InvocationState::Dead,
+            Finish::Expired { .. } => InvocationState::Expired,
         }
     }
 
@@ -339,7 +359,18 @@ impl Finish {
         match self {
             Finish::Succeeded(r)
             | Finish::Retry { result: r, .. }
-            | Finish::Dead { result: r, .. } => r,
+            | Finish::Dead { result: r, .. }
+            | Finish::Expired { result: r, .. } => r,
+        }
+    }
+
+    /// Why the attempt failed (or did not run), if it did not succeed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Finish::Succeeded(_) => None,
+            Finish::Retry { error, .. }
+            | Finish::Dead { error, .. }
+            | Finish::Expired { error, .. } => Some(error),
         }
     }
 }
@@ -410,99 +441,6 @@ pub struct ResultView {
     pub body: Option<String>,
 }
 
-/// The columns [`status_from_row`] reads.
-pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, result_body, deploy";
-
-pub(super) use crate::ids::rfc3339_ms as rfc3339;
-
-fn count(r: &AnyRow, column: &str) -> Result<u32> {
-    Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-pub(super) fn state_from_row(r: &AnyRow, column: &str) -> Result<InvocationState> {
-    let text: String = r.try_get(column)?;
-    text.parse()
-        .map_err(|e: UnknownState| super::QueueError::Corrupt(e.to_string()))
-}
-
-/// [`STATUS_COLUMNS`] with the result body cut to nothing (lists without bodies).
-pub(super) const STATUS_COLUMNS_NO_BODY: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body, deploy";
-
-pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
-    status_from_row_with(r, true)
-}
-
-pub(super) fn status_from_row_with(r: &AnyRow, body: bool) -> Result<Status> {
-    let state = state_from_row(r, "state")?;
-    let result = match r.try_get::<Option<i64>, _>("result_status")? {
-        Some(status) => Some(ResultView {
-            status: u16::try_from(status).unwrap_or(0),
-            headers: serde_json::from_str(
-                &r.try_get::<Option<String>, _>("result_headers")?
-                    .unwrap_or_default(),
-            )
-            .unwrap_or_default(),
-            body: if body {
-                Some(
-                    String::from_utf8_lossy(
-                        &r.try_get::<Option<Vec<u8>>, _>("result_body")?
-                            .unwrap_or_default(),
-                    )
-                    .into_owned(),
-                )
-            } else {
-                None
-            },
-        }),
-        None => None,
-    };
-    Ok(Status {
-        id: r.try_get("id")?,
-        function: r.try_get("function")?,
-        attempts: count(r, "attempts")?,
-        max_attempts: count(r, "max_attempts")?,
-        created_at: rfc3339(r.try_get("created_at")?),
-        started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
-        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339),
-        next_attempt_at: if state.is_waiting() {
-            Some(rfc3339(r.try_get("run_at")?))
-        } else {
-            None
-        },
-        last_error: r.try_get("last_error")?,
-        result,
-        state,
-        deploy: r.try_get("deploy")?,
-    })
-}
-
-pub(super) fn claimed_from_row(r: &AnyRow) -> Result<Claimed> {
-    Ok(Claimed {
-        id: r.try_get("id")?,
-        function: r.try_get("function")?,
-        attempt: count(r, "attempts")?.max(1),
-        max_attempts: count(r, "max_attempts")?.max(1),
-        token: r.try_get("lease_token")?,
-        method: r.try_get("method")?,
-        uri: r.try_get("uri")?,
-        headers: serde_json::from_str(&r.try_get::<String, _>("headers")?).unwrap_or_default(),
-        body: r.try_get("body")?,
-        deploy: r.try_get("deploy")?,
-    })
-}
-
-pub(super) fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
-    Ok(Delivery {
-        id: r.try_get("id")?,
-        invocation_id: r.try_get("invocation_id")?,
-        url: r.try_get("url")?,
-        payload: r.try_get("payload")?,
-        attempts: count(r, "attempts")?,
-    })
-}
-
 /// How one attempt ended, waiting for its batch: the claim it answers (id, fencing token),
 /// and whether its worker wants the next due invocation claimed in the same transaction.
 pub(super) struct EndedAttempt {
@@ -526,53 +464,6 @@ pub(super) struct NextClaim {
 /// What a written outcome reports: whether its claim still held, and the next claim made.
 pub(super) type Written = (bool, Option<Claimed>);
 
-/// A stored request as the detail view shows it (credentials redacted, body cut).
-pub(super) fn request_view(row: &AnyRow) -> Result<RequestView> {
-    let body: Vec<u8> = row.try_get("body")?;
-    let headers: Vec<(String, String)> =
-        serde_json::from_str(&row.try_get::<String, _>("headers")?).unwrap_or_default();
-    Ok(RequestView {
-        method: row.try_get("method")?,
-        uri: row.try_get("uri")?,
-        headers: redacted(headers),
-        body: String::from_utf8_lossy(&body[..body.len().min(DETAIL_BODY)]).into_owned(),
-    })
-}
-
-/// One row of `attempts`.
-pub(super) fn attempt_view(r: &AnyRow) -> Result<AttemptView> {
-    let started: Option<i64> = r.try_get("started_at")?;
-    let finished: i64 = r.try_get("finished_at")?;
-    Ok(AttemptView {
-        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-        started_at: started.map(rfc3339),
-        finished_at: rfc3339(finished),
-        duration_ms: started.map(|s| finished - s),
-        outcome: r.try_get("outcome")?,
-        error: r.try_get("error")?,
-    })
-}
-
-/// One row of `deliveries`.
-pub(super) fn delivery_view(r: &AnyRow) -> Result<DeliveryView> {
-    Ok(DeliveryView {
-        url: r.try_get("url")?,
-        state: r.try_get("state")?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-        last_error: r.try_get("last_error")?,
-    })
-}
-
-/// One row of `guest_logs`.
-pub(super) fn log_view(r: &AnyRow) -> Result<LogView> {
-    Ok(LogView {
-        at: rfc3339(r.try_get("at")?),
-        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-        stream: r.try_get("stream")?,
-        line: r.try_get("line")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,7 +479,8 @@ mod tests {
         }
         assert_eq!(
             "done".parse::<InvocationState>().unwrap_err().to_string(),
-            "unknown state \"done\": expected queued, running, retrying, succeeded, dead or cancelled"
+            "unknown state \"done\": expected queued, running, retrying, succeeded, dead, \
+             cancelled or expired"
         );
     }
 
@@ -676,17 +568,4 @@ pub struct LogView {
     pub stream: String,
     /// The text.
     pub line: String,
-}
-
-/// Request headers with credentials hidden.
-pub(super) fn redacted(headers: Vec<(String, String)>) -> Vec<(String, String)> {
-    headers
-        .into_iter()
-        .map(|(k, v)| {
-            let secret = ["authorization", "cookie", "proxy-authorization"]
-                .iter()
-                .any(|s| k.eq_ignore_ascii_case(s));
-            (k, if secret { "[redacted]".to_string() } else { v })
-        })
-        .collect()
 }

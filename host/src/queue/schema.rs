@@ -288,7 +288,7 @@ pub(super) fn claim_template(backend: Backend, skipped: usize) -> String {
          lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
          WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
                       {skip}ORDER BY run_at LIMIT $3 {lock}) \
-         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy"
+         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at"
     )
 }
 

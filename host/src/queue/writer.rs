@@ -9,6 +9,7 @@ use sqlx::{Any, AnyPool};
 use tokio::sync::{Notify, mpsc};
 
 use super::model::EndedAttempt;
+use super::rows;
 use super::schema;
 use super::{
     Backend, Claimed, MAX_BATCH, NewInvocation, Pending, QueueError, Result, model, now_ms,
@@ -191,5 +192,5 @@ where
     let rows = super::bind_now(backend, query, now_ms())
         .fetch_all(executor)
         .await?;
-    rows.iter().map(model::claimed_from_row).collect()
+    rows.iter().map(rows::claimed_from_row).collect()
 }

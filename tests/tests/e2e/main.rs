@@ -33,6 +33,8 @@ mod cors;
 mod dashboard;
 mod deploys;
 mod devloop;
+mod edge;
+mod expiry;
 mod hardening;
 mod languages;
 mod metrics;

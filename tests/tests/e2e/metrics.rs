@@ -9,7 +9,7 @@ use crate::background::{accepted_id, wait_state};
 use crate::support::{Server, get, require_tool, send, wait_until};
 
 /// The value of the series `name` whose labels include `labels` (0 when there is none).
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))

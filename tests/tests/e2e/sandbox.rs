@@ -124,3 +124,94 @@ async fn guest_output_is_logged_with_function_and_invocation_id() {
         )
         .await;
 }
+
+/// `GET /.netlify/functions/NAME?OP=PATH` on the sandbox guest: status and body.
+async fn probe(server: &Server, name: &str, op: &str, path: &str) -> (u16, String) {
+    let reply = get(&server.url(&format!("/.netlify/functions/{name}?{op}={path}"))).await;
+    (reply.status, reply.text())
+}
+
+#[tokio::test]
+async fn bundled_files_are_read_only_and_closed() {
+    // An absolute directory holding a table, a subdirectory and a link out of it.
+    let assets = tempfile::tempdir().unwrap();
+    std::fs::write(assets.path().join("table.json"), br#"{"fr":"bonjour"}"#).unwrap();
+    std::fs::create_dir(assets.path().join("sub")).unwrap();
+    std::fs::write(assets.path().join("sub/note.txt"), b"deep").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", assets.path().join("passwd")).unwrap();
+    let config = format!(
+        "[functions.bundle]\nfiles = {:?}\n[functions.relative]\nfiles = \"functions/assets\"\n",
+        assets.path()
+    );
+    let server = Server::with(&[])
+        .function_as("bundle", "guest-env")
+        .function_as("relative", "guest-env")
+        .function_as("none", "guest-env")
+        .file("assets/hello.txt", b"relative to the site file")
+        .config(&config)
+        .start();
+
+    assert_eq!(
+        probe(&server, "bundle", "read", "/table.json").await,
+        (200, r#"{"fr":"bonjour"}"#.to_string())
+    );
+    assert_eq!(
+        probe(&server, "bundle", "read", "sub/note.txt").await,
+        (200, "deep".to_string())
+    );
+    assert_eq!(
+        probe(&server, "relative", "read", "/hello.txt").await,
+        (200, "relative to the site file".to_string())
+    );
+    // Nothing outside the bundle: not through `..`, not through a link, not as another
+    // function's bundle; and nothing is written.
+    for (name, op, path) in [
+        ("bundle", "read", "/../../../etc/passwd"),
+        ("bundle", "read", "../fnhost.toml"),
+        ("bundle", "read", "/passwd"),
+        ("bundle", "read", "/etc/hostname"),
+        ("bundle", "write", "/new.txt"),
+        ("bundle", "write", "/table.json"),
+        ("none", "read", "/table.json"),
+        ("none", "list", "/"),
+    ] {
+        let (status, body) = probe(&server, name, op, path).await;
+        assert_eq!(status, 403, "{name} {op} {path}: {body}");
+        assert!(!body.contains("root:"), "{body}");
+    }
+    assert_eq!(
+        std::fs::read(assets.path().join("table.json")).unwrap(),
+        br#"{"fr":"bonjour"}"#
+    );
+    assert!(!assets.path().join("new.txt").exists());
+    assert_eq!(
+        probe(&server, "bundle", "list", "/").await,
+        (200, "passwd\nsub\ntable.json\n".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_bundle_over_its_cap_or_missing_refuses_the_function_with_its_path() {
+    let config = "[functions.big]\nfiles = \"functions/big\"\nmax_files = \"1KB\"\n\
+        [functions.gone]\nfiles = \"no/such/dir\"\n";
+    let server = Server::with(&["hello"])
+        .function_as("big", "guest-env")
+        .function_as("gone", "guest-env")
+        .file("big/blob.bin", &[7u8; 2048])
+        .config(config)
+        .start();
+    let logs = server.stdout.lock().unwrap().join("\n") + &server.logs();
+    assert!(
+        logs.contains("holds more than max_files = 1024 bytes"),
+        "{logs}"
+    );
+    assert!(logs.contains("no/such/dir"), "{logs}");
+    assert_eq!(
+        get(&server.url("/.netlify/functions/big")).await.status,
+        404
+    );
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+}

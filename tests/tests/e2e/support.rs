@@ -400,7 +400,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Drops a raw file into the functions directory.
+    /// Drops a raw file into the functions directory (`NAME` may have directories).
     pub fn file(mut self, name: &str, bytes: &[u8]) -> Self {
         self.extra_files.push((name.to_string(), bytes.to_vec()));
         self
@@ -415,7 +415,9 @@ impl ServerBuilder {
             std::fs::copy(path, functions.join(format!("{name}.wasm"))).unwrap();
         }
         for (name, bytes) in &self.extra_files {
-            std::fs::write(functions.join(name), bytes).unwrap();
+            let path = functions.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
         }
         let config = dir.path().join("fnhost.toml");
         std::fs::write(&config, &self.config).unwrap();
