@@ -34,6 +34,8 @@ pub const REJECTIONS: &str = "fnhost_rejections_total";
 pub const STOPS: &str = "fnhost_limit_stops_total";
 /// Requests a function's `rate_limit` stopped, by function and action.
 pub const RATE_LIMITED: &str = "fnhost_rate_limited_total";
+/// Schedule ticks not run, by function and reason (`paused`, `overlap`).
+pub const SCHEDULE_SKIPPED: &str = "fnhost_schedule_skipped_total";
 /// Background attempts that failed and were scheduled again.
 pub const RETRIES: &str = "fnhost_retries_total";
 /// Background invocations that failed for the last time.
@@ -96,6 +98,11 @@ fn describe() {
         "Requests fnhost answered itself instead of a function, by reason (body_too_large, \
          origin_not_allowed, overloaded, rate_limited, shutting_down, body_timeout, \
          queue_unavailable)"
+    );
+    describe_counter!(
+        SCHEDULE_SKIPPED,
+        "Schedule ticks not run, by function and reason (paused: the schedule is paused; \
+         overlap: the previous run was unfinished and overlap = \"skip\")"
     );
     describe_counter!(
         RATE_LIMITED,
@@ -298,6 +305,11 @@ pub fn rejected(reason: &'static str) {
 /// Records a request `function`'s rate limit stopped (`rate_limit` or `rewrite`).
 pub fn rate_limited(function: &str, action: &'static str) {
     counter!(RATE_LIMITED, "function" => function.to_string(), "action" => action).increment(1);
+}
+
+/// Records a schedule tick of `function` that was not run, and why (`paused`, `overlap`).
+pub fn schedule_skipped(function: &str, reason: &'static str) {
+    counter!(SCHEDULE_SKIPPED, "function" => function.to_string(), "reason" => reason).increment(1);
 }
 
 /// Records a failed background attempt that runs again.

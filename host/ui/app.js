@@ -285,9 +285,21 @@
     return next.filter((s) => !seen.has(s.id)).map((s) => s.id);
   }
 
+  /** The schedule operations a scheduled function allows: pause or resume, and run now. */
+  function scheduleActionsFor(fn) {
+    if (!fn || !fn.schedule) return [];
+    return [fn.paused ? 'resume' : 'pause', 'run'];
+  }
+
+  const SCHEDULE_ACTIONS = {
+    pause: { label: 'Pause schedule', confirm: 'Pause this schedule on every node (runs under way finish)?' },
+    resume: { label: 'Resume schedule', confirm: 'Resume this schedule?' },
+    run: { label: 'Run now', confirm: 'Run this function once now, outside its schedule?' },
+  };
+
   const logic = {
     STATES, FINAL, ACTIONS, formatDuration, formatBytes, formatTime, relativeTime, between,
-    functionMode, actionsFor, buildTimeline, parseFragment, parseRoute, routePath,
+    functionMode, actionsFor, scheduleActionsFor, SCHEDULE_ACTIONS, buildTimeline, parseFragment, parseRoute, routePath,
     invocationsUrl, emptyMessage, routesLine, appendCapped, newIds,
   };
   if (typeof module === 'object' && module.exports) module.exports = logic;
@@ -489,13 +501,25 @@
     const box = h('div', { id: 'functions', class: 'cards' });
     main.append(box);
     const show = renderer(box);
-    return poller(async () => {
+    const p = poller(async () => {
       const fns = await loadFunctions();
-      show(fns, (list) => (list.length ? list.map(functionCard) : empty(emptyMessage('functions'))));
+      show(fns, (list) => (list.length ? list.map((fn) => functionCard(fn, () => p.now())) : empty(emptyMessage('functions'))));
     }, 5000);
+    return p;
   }
 
-  function functionCard(fn) {
+  async function scheduleAct(fn, action, refresh) {
+    if (!window.confirm(SCHEDULE_ACTIONS[action].confirm)) return;
+    try {
+      await api(`/.fnhost/functions/${encodeURIComponent(fn.name)}/schedule/${action}`, { method: 'POST' });
+      setBanner('');
+    } catch (e) {
+      if (e.status !== 401) setBanner(`${SCHEDULE_ACTIONS[action].label} refused: ${e.message}`);
+    }
+    refresh();
+  }
+
+  function functionCard(fn, refresh) {
     const mode = functionMode(fn);
     const lh = fn.last_hour || {};
     const rows = [
@@ -513,7 +537,8 @@
     if (fn.concurrency !== null && fn.concurrency !== undefined) rows.push(['Concurrency', String(fn.concurrency)]);
     const dl = h('dl', { class: 'fields' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     if (fn.schedule) {
-      dl.append(h('dt', {}, 'Schedule'), h('dd', {}, h('code', {}, fn.schedule)));
+      dl.append(h('dt', {}, 'Schedule'), h('dd', {}, h('code', {}, fn.schedule),
+        ` ${fn.schedule_tz || 'UTC'}`, fn.paused ? [' ', h('span', { class: 'bad paused' }, 'paused')] : null));
       dl.append(h('dt', {}, 'Next run'), h('dd', {}, timeEl(fn.next_run), ' ',
         h('span', { class: 'muted' }, relativeTime(fn.next_run, Date.now()))));
     }
@@ -526,9 +551,13 @@
     const links = h('div', { class: 'links' },
       mode !== 'sync' ? h('a', { href: `#${routePath({ view: 'invocations', function: fn.name })}` }, 'Invocations') : null,
       h('a', { href: `#${routePath({ view: 'logs', function: fn.name })}` }, 'Tail logs'));
+    const actions = scheduleActionsFor(fn).map((a) =>
+      h('button', { type: 'button', 'data-schedule-action': a, onclick: () => scheduleAct(fn, a, refresh || (() => {})) },
+        SCHEDULE_ACTIONS[a].label));
     return h('article', { class: 'card', 'data-function': fn.name },
       h('header', {}, h('h2', {}, fn.name), h('span', { class: `mode mode-${mode}` }, mode)),
-      dl, h('p', { class: 'caption' }, 'last hour'), stats, links);
+      dl, actions.length ? h('div', { class: 'actions' }, actions) : null,
+      h('p', { class: 'caption' }, 'last hour'), stats, links);
   }
 
   function invocationsView(main, route) {

@@ -65,6 +65,13 @@ test('each state allows the actions the API accepts', () => {
   for (const a of ['replay', 'cancel', 'run-now']) assert.ok(ui.ACTIONS[a].confirm.endsWith('?'));
 });
 
+test('a scheduled function can be paused or resumed, and run now', () => {
+  assert.deepEqual(ui.scheduleActionsFor({ schedule: '@daily', paused: false }), ['pause', 'run']);
+  assert.deepEqual(ui.scheduleActionsFor({ schedule: '@daily', paused: true }), ['resume', 'run']);
+  assert.deepEqual(ui.scheduleActionsFor({ schedule: null }), []);
+  for (const a of ['pause', 'resume', 'run']) assert.ok(ui.SCHEDULE_ACTIONS[a].confirm.endsWith('?'));
+});
+
 const base = {
   id: 'abc', function: 'f', attempts: 0, max_attempts: 3,
   created_at: '2026-12-01T06:00:00.000Z', started_at: null, finished_at: null,

@@ -7,15 +7,22 @@
 //! invocation is stored (exactly one per tick across nodes). At startup the latest tick missed
 //! while no node ran is enqueued once (a tick that did run makes it a no-op); a function never
 //! scheduled before has nothing to catch up.
+//!
+//! Before each tick the scheduler asks the queue whether the schedule is paused (a row every
+//! node reads) and, with `overlap = "skip"` (the default), whether the function still has a run
+//! queued, running or retrying: then the tick is skipped, logged and counted
+//! (`fnhost_schedule_skipped_total{reason}`), not stored. An admin may also run it now
+//! ([`run_now`]): one invocation like a tick's, outside the schedule.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::schedule::Overlap;
 use crate::functions::Function;
 use crate::ids::new_id;
-use crate::queue::{Dedup, Enqueued, NewInvocation, Queue};
+use crate::queue::{Dedup, Enqueued, NewInvocation, Queue, QueueError};
 
 /// Runs the schedules of `functions` until `shutdown`.
 pub async fn run(queue: Queue, functions: Vec<Arc<Function>>, shutdown: CancellationToken) {
@@ -35,6 +42,7 @@ async fn schedule_one(queue: Queue, function: Arc<Function>, shutdown: Cancellat
     match queue.latest_tick(&function.name).await {
         Ok(Some(_)) => {
             if let Some(missed) = schedule.latest_at_or_before(Utc::now())
+                && due(&queue, &function, missed).await
                 && enqueue(&queue, &function, missed, schedule.next_after(missed)).await
             {
                 tracing::info!(
@@ -64,8 +72,47 @@ async fn schedule_one(queue: Queue, function: Arc<Function>, shutdown: Cancellat
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {},
         }
-        enqueue(&queue, &function, tick, schedule.next_after(tick)).await;
+        if due(&queue, &function, tick).await {
+            enqueue(&queue, &function, tick, schedule.next_after(tick)).await;
+        }
     }
+}
+
+/// Whether `tick` runs: not while the schedule is paused, nor (with `overlap = "skip"`) while
+/// the previous run is unfinished. A queue that cannot answer does not stop the tick (its
+/// enqueue will say what is wrong).
+async fn due(queue: &Queue, function: &Function, tick: DateTime<Utc>) -> bool {
+    let skip = |reason: &'static str, why: &str| {
+        tracing::info!(function = function.name, "skipped the run of {tick}: {why}");
+        crate::metrics::schedule_skipped(&function.name, reason);
+        false
+    };
+    if queue.schedule_paused(&function.name).await.unwrap_or(false) {
+        return skip("paused", "the schedule is paused");
+    }
+    if function.settings.overlap == Overlap::Skip
+        && queue.has_unfinished(&function.name).await.unwrap_or(false)
+    {
+        return skip(
+            "overlap",
+            "the previous run is still queued, running or retrying (overlap = \"skip\")",
+        );
+    }
+    true
+}
+
+/// Runs `function` now, outside its schedule (admin): one invocation like a tick's, whatever
+/// `overlap` and a pause say; its id.
+pub async fn run_now(queue: &Queue, function: &Function) -> Result<String, QueueError> {
+    let now = Utc::now();
+    let next = (function.settings.schedule.as_ref()).and_then(|s| s.next_after(now));
+    let mut run = tick_invocation(function, now, next);
+    // Not a tick: no tick key (the schedule's own tick at this second still runs).
+    run.dedup = None;
+    let id = run.id.clone();
+    queue.enqueue(run).await?;
+    tracing::info!(function = function.name, id, "run now (admin)");
+    Ok(id)
 }
 
 /// The key, request and body of one tick.

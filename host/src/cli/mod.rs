@@ -18,6 +18,7 @@ mod client;
 mod deploy;
 mod invoke;
 mod new;
+mod schedule;
 
 #[derive(Parser)]
 #[command(
@@ -126,12 +127,14 @@ enum Command {
     Invoke(invoke::InvokeArgs),
     /// Run an invocation waiting for a retry now (admin endpoint: needs the admin token)
     Retry(invoke::RetryArgs),
+    /// Pause, resume, run now, or list the next runs of a scheduled function (admin)
+    Schedule(schedule::ScheduleArgs),
     /// List background invocations (admin endpoint: needs the admin token)
     Invocations {
         /// Only this function's
         #[arg(long)]
         function: Option<String>,
-        /// Only in this state (queued, running, retrying, succeeded, dead, cancelled)
+        /// Only in this state (queued, running, retrying, succeeded, dead, cancelled, expired)
         #[arg(long)]
         state: Option<String>,
         /// The fnhost to ask
@@ -211,6 +214,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::New(args) => new::run(args),
         Command::Invoke(args) => invoke::run(args),
         Command::Retry(args) => invoke::retry(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Status { id, url, token } => {
             let url = format!("{}{}", url.trim_end_matches('/'), status_path(&id));
             print_get(&url, token.as_deref())

@@ -233,6 +233,10 @@ pub struct FunctionConfig {
     pub cors: Option<CorsConfig>,
     /// When the function runs on its own (cron in UTC, or `@daily` and the like).
     pub schedule: Option<schedule::Schedule>,
+    /// The zone `schedule` is read in [default: UTC].
+    pub schedule_tz: Option<schedule::Zone>,
+    /// What a tick does while the previous run is unfinished [default: skip].
+    pub overlap: Option<schedule::Overlap>,
     /// Background attempts of this function running at once on one node [default: no cap
     /// beyond `server.background_concurrency`].
     pub concurrency: Option<usize>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Mode;
 use crate::config::pattern::Pattern;
 use crate::config::rate::RateLimitConfig;
-use crate::config::schedule::Schedule;
+use crate::config::schedule::{Overlap, Schedule};
 use crate::config::{self, FunctionConfig, OutboundRule, StatusAccess, defaults};
 use crate::engine::{Declared, World};
 
@@ -88,6 +88,8 @@ pub struct Settings {
     pub destinations: Destinations,
     /// When it runs on its own, if it does.
     pub schedule: Option<Schedule>,
+    /// What a tick does while its previous run is unfinished.
+    pub overlap: Overlap,
     /// Background attempts of it at once on one node, when capped.
     pub concurrency: Option<usize>,
     /// Who may read its invocations' status resources.
@@ -136,6 +138,7 @@ pub fn resolve(
         retry: from.retry(schedule.is_some()),
         destinations: from.destinations(),
         schedule,
+        overlap: (from.table.overlap.or(from.site.overlap)).unwrap_or_default(),
         concurrency: from.table.concurrency.or(from.site.concurrency),
         access: from.access(),
         rate_limit: (from.table.rate_limit.clone()).or_else(|| from.site.rate_limit.clone()),
@@ -209,16 +212,22 @@ impl Sources<'_> {
         })
     }
 
-    /// The table's schedule, else the export's (parsed here).
+    /// The table's schedule, else the export's (parsed here), in the table's zone, else the
+    /// site's, else UTC.
     fn schedule(&self) -> Result<Option<Schedule>, String> {
-        match (&self.table.schedule, &self.declared.schedule) {
-            (Some(s), _) => Ok(Some(s.clone())),
+        let schedule = match (&self.table.schedule, &self.declared.schedule) {
+            (Some(s), _) => s.clone(),
             (None, Some(text)) => text
                 .parse()
-                .map(Some)
-                .map_err(|e| format!("config export: schedule: {e}")),
-            (None, None) => Ok(None),
-        }
+                .map_err(|e| format!("config export: schedule: {e}"))?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(
+            match self.table.schedule_tz.or(self.site.schedule_tz) {
+                Some(zone) => schedule.in_zone(zone.0),
+                None => schedule,
+            },
+        ))
     }
 
     /// Budgets and caps. `[defaults]` has a timeout and a body limit for each mode; a

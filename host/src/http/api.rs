@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
 
 use super::App;
-use super::error::{ApiError, json};
+use super::error::{ApiError, json, queue_error};
 use crate::body::Body;
 use crate::ids::API_PREFIX;
 use crate::queue::{InvocationState, QueueError};
@@ -39,7 +39,12 @@ pub async fn handle(
         (&Method::GET, ["ui", rest @ ..]) => ui(app, rest),
         (&Method::GET, ["functions"]) => {
             app.auth.admin(headers)?;
-            Ok(json(StatusCode::OK, &functions(&app.table.current())))
+            // A queue that cannot say which schedules are paused still lists the functions.
+            let paused = app.queue.paused_schedules().await.unwrap_or_default();
+            Ok(json(
+                StatusCode::OK,
+                &functions(&app.table.current(), &paused),
+            ))
         }
         (
             &Method::POST,
@@ -50,6 +55,10 @@ pub async fn handle(
             ],
         ) => call.act(id, action).await,
         (&Method::GET, ["metrics"]) => call.metrics().await,
+        (_, ["functions", name, "schedule", action @ ..]) => {
+            let count = call.get("n");
+            super::schedules::handle(app, method, name, action, count, headers).await
+        }
         (_, ["health" | "metrics" | "functions" | "logs"] | ["invocations", ..]) => {
             Err(ApiError::MethodNotAllowed {
                 method: method.to_string(),
@@ -216,19 +225,6 @@ impl Call<'_> {
     }
 }
 
-/// A queue error met answering `/.fnhost{rest}`: the queue unavailable (disk full, database
-/// down) is a `503` the client may retry; anything else is fnhost's own failure, logged under
-/// an id the answer names.
-pub(super) fn queue_error(rest: &str, e: QueueError) -> ApiError {
-    if e.is_unavailable() {
-        tracing::warn!("queue unavailable answering {API_PREFIX}{rest}: {e}");
-        return ApiError::QueueUnavailable;
-    }
-    let id = crate::ids::new_id();
-    tracing::error!(id, "queue error answering {API_PREFIX}{rest}: {e}");
-    ApiError::Internal { id }
-}
-
 /// How long health waits for the database's own answers (durability settings, counts)
 /// before it leaves them out: a load balancer's check must not hang on a dead database.
 const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -312,8 +308,9 @@ fn ui(app: &App, rest: &[&str]) -> Result<Response<Body>, ApiError> {
 
 /// The functions served (what `fnhost invoke` looks a route up in, and the dashboard shows):
 /// name, mode, the WASI HTTP world it speaks, routes (as declared), methods (empty: any), schedule and its next run, budget,
-/// memory cap, retry delays, destinations, concurrency cap, and this node's last hour.
-fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
+/// memory cap, retry delays, destinations, concurrency cap, and this node's last hour; for a
+/// scheduled one, its zone, overlap policy and whether it is paused (`paused`: the names).
+fn functions(table: &crate::functions::FunctionTable, paused: &[String]) -> serde_json::Value {
     let now = chrono::Utc::now();
     table
         .functions
@@ -331,6 +328,9 @@ fn functions(table: &crate::functions::FunctionTable) -> serde_json::Value {
                 "methods": s.routes.methods,
                 "schedule": s.schedule.as_ref().map(|s| s.as_str()),
                 "next_run": next_run,
+                "schedule_tz": s.schedule.as_ref().map(|s| s.zone().map_or("UTC", |z| z.name())),
+                "overlap": s.schedule.as_ref().map(|_| format!("{:?}", s.overlap).to_lowercase()),
+                "paused": s.schedule.as_ref().map(|_| paused.contains(&f.name)),
                 "timeout_ms": s.limits.timeout.as_millis() as u64,
                 "memory_bytes": s.limits.memory,
                 "max_body": s.limits.max_body,

@@ -20,8 +20,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
 use super::App;
-use super::api::queue_error;
 use super::dispatch::read_body;
+use super::error::queue_error;
 use super::error::{ApiError, json};
 use crate::body::Body;
 use crate::deploys::manifest::{NewDeploy, hex, is_sha256};

@@ -120,7 +120,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
 }
 
 /// `202 Accepted`, empty, with the invocation id and the `Location` of its status resource.
-fn accepted(id: &str) -> Response<Body> {
+pub(super) fn accepted(id: &str) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::ACCEPTED;
     for (name, value) in [

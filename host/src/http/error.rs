@@ -228,6 +228,26 @@ impl ApiError {
     }
 }
 
+/// A queue error met answering `/.fnhost{rest}`: the queue unavailable (disk full, database
+/// down) is a `503` the client may retry; anything else is fnhost's own failure, logged under
+/// an id the answer names.
+pub fn queue_error(rest: &str, e: crate::queue::QueueError) -> ApiError {
+    if e.is_unavailable() {
+        tracing::warn!(
+            "queue unavailable answering {}{rest}: {e}",
+            crate::ids::API_PREFIX
+        );
+        return ApiError::QueueUnavailable;
+    }
+    let id = crate::ids::new_id();
+    tracing::error!(
+        id,
+        "queue error answering {}{rest}: {e}",
+        crate::ids::API_PREFIX
+    );
+    ApiError::Internal { id }
+}
+
 /// A `text/plain` response.
 pub fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));

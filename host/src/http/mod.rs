@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod error;
 pub mod proxy;
 pub mod rules;
+pub mod schedules;
 pub mod server;
 
 use std::sync::Arc;

@@ -29,6 +29,7 @@ mod deploys;
 mod health;
 pub mod model;
 mod rows;
+mod schedules;
 mod schema;
 mod stmt;
 #[cfg(test)]

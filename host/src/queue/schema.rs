@@ -146,6 +146,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Schedule controls: a paused schedule is one row, read by every node's scheduler at each
+    // tick (so a pause holds across nodes and restarts). And what `overlap = "skip"` asks at
+    // each tick: does the function have a run still waiting or running?
+    (
+        7,
+        r#"
+    CREATE TABLE schedule_controls (
+        function TEXT PRIMARY KEY,
+        paused BIGINT NOT NULL,
+        changed_at BIGINT NOT NULL
+    );
+    CREATE INDEX invocations_unfinished ON invocations (function, state)
+        WHERE state IN ('queued', 'running', 'retrying');
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).

@@ -41,6 +41,7 @@ mod metrics;
 mod parity;
 mod postgres;
 mod sandbox;
+mod schedules;
 mod security;
 mod service;
 mod support;
