@@ -21,6 +21,25 @@ addEventListener('fetch', (event) => {
   }
 });
 
+// Netlify's `context`, from the headers fnhost sets (a client's own `fnhost-*` headers never
+// reach a function). `Netlify.env.get(NAME)` is `process.env[NAME]`: the function's `env`.
+function netlifyContext(request) {
+  const h = (name) => request.headers.get(name);
+  const cookies = Object.fromEntries(
+    (h('cookie') ?? '').split(';').map((c) => c.trim().split('=')).filter(([k]) => k)
+      .map(([k, ...v]) => [k, v.join('=').replace(/^"(.*)"$/, '$1')]),
+  );
+  return {
+    ip: h('fnhost-client-ip'),
+    requestId: h('fnhost-invocation-id'),
+    params: Object.fromEntries(new URLSearchParams(h('fnhost-params') ?? '')),
+    cookies,
+    deploy: { id: h('fnhost-deploy-id') },
+    site: { name: h('fnhost-site') },
+    geo: { country: { code: h('fnhost-geo-country') }, city: h('fnhost-geo-city') },
+  };
+}
+
 async function handle(request) {
   // The URL the guest sees may be absolute or just a path: resolve against a base.
   const url = new URL(request.url, 'http://localhost');
@@ -36,6 +55,10 @@ async function handle(request) {
     const n = Number(url.searchParams.get('loop'));
     for (let i = 0; i < n; i++) h = Math.imul(h ^ (i & 0xff), 0x01000193) >>> 0;
     return new Response(`${h}\n`, { headers: { 'content-type': 'text/plain; charset=utf-8' } });
+  }
+
+  if (url.searchParams.has('context')) {
+    return Response.json(netlifyContext(request));
   }
 
   const name = url.searchParams.get('name') ?? 'world';

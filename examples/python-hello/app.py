@@ -46,6 +46,10 @@ class IncomingHandler(exports.IncomingHandler):
                 h = ((h ^ (i & 0xFF)) * 0x01000193) & 0xFFFFFFFF
             respond(response_out, 200, "text/plain; charset=utf-8", f"{h}\n".encode())
             return
+        if "context" in query:
+            text = json.dumps(netlify_context(request), separators=(",", ":"))
+            respond(response_out, 200, "application/json", text.encode())
+            return
         name = query.get("name", ["world"])[0]
 
         if isinstance(request.method(), Method_Post):
@@ -61,6 +65,29 @@ class IncomingHandler(exports.IncomingHandler):
         else:
             text = f"Hello, {name} from Python!\n"
             respond(response_out, 200, "text/plain; charset=utf-8", text.encode())
+
+
+def netlify_context(request: IncomingRequest) -> dict:
+    """Netlify's `context`, from the headers fnhost sets (a client's own `fnhost-*` headers
+    never reach a function). `Netlify.env.get(NAME)` is `os.environ[NAME]`: the function's env."""
+    headers = {}
+    for name, value in request.headers().entries():
+        headers.setdefault(name.lower(), value.decode("utf-8", errors="replace"))
+    cookies = {}
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key:
+            cookies[key] = value.strip('"')
+    params = parse_qs(headers.get("fnhost-params", ""), keep_blank_values=True)
+    return {
+        "ip": headers.get("fnhost-client-ip"),
+        "requestId": headers.get("fnhost-invocation-id"),
+        "params": {k: v[0] for k, v in params.items()},
+        "cookies": cookies,
+        "deploy": {"id": headers.get("fnhost-deploy-id")},
+        "site": {"name": headers.get("fnhost-site")},
+        "geo": {"country": {"code": headers.get("fnhost-geo-country")}, "city": headers.get("fnhost-geo-city")},
+    }
 
 
 def read_body(request: IncomingRequest) -> bytes:

@@ -45,7 +45,9 @@
 //! - A [`Request`] (`http::Request<Vec<u8>>`) with the whole body read. Its URI is what the
 //!   host passed: the path and query, with scheme and authority when the host gives them.
 //! - [`RequestExt`] for query parameters, route parameters (`:id` segments of a route, passed
-//!   by fnhost in the `fnhost-params` header), the invocation id and the attempt number.
+//!   by fnhost in the `fnhost-params` header), the invocation id and the attempt number; and
+//!   [`RequestExt::context`], one [`Context`] with what Netlify's `context` holds (client
+//!   address, request id, params, cookies, deploy, site, geo).
 //! - It returns anything that is [`IntoResponse`]: a [`Response`], a `String`, a
 //!   `(StatusCode, String)`, or a `Result` whose error becomes a `500`. Build responses
 //!   with `fnhost_sdk::http::Response::builder()`: `Response::builder()` does not resolve
@@ -71,6 +73,7 @@
 pub mod bindings;
 
 mod body;
+mod context;
 mod convert;
 mod fetch;
 mod request;
@@ -80,6 +83,10 @@ mod settings;
 
 pub use http;
 
+pub use context::{
+    CLIENT_IP_HEADER, Context, GEO_CITY_HEADER, GEO_COUNTRY_HEADER, GEO_REGION_HEADER, Geo,
+    SITE_HEADER,
+};
 pub use fetch::{FetchError, fetch};
 pub use request::{
     ATTEMPT_HEADER, DEPLOY_ID_HEADER, INVOCATION_ID_HEADER, PARAMS_HEADER, RequestExt,

@@ -44,6 +44,9 @@ pub trait RequestExt {
     fn deploy_id(&self) -> Option<&str>;
     /// The body as text; invalid UTF-8 is replaced with `U+FFFD`.
     fn text(&self) -> String;
+    /// Netlify's `context`: client address, request id, attempt, params, cookies, deploy,
+    /// site and geo, in one value.
+    fn context(&self) -> crate::Context;
 }
 
 impl RequestExt for Request {
@@ -75,6 +78,10 @@ impl RequestExt for Request {
 
     fn text(&self) -> String {
         String::from_utf8_lossy(self.body()).into_owned()
+    }
+
+    fn context(&self) -> crate::Context {
+        crate::Context::of(self)
     }
 }
 

@@ -44,6 +44,17 @@ pub mod headers {
     pub const DEPLOY_ID: &str = "fnhost-deploy-id";
     /// The client's address, as `[server] trusted_proxies` decide it.
     pub const CLIENT_IP: &str = "fnhost-client-ip";
+    /// `[server] site`.
+    pub const SITE: &str = "fnhost-site";
+    /// Country, region and city of the client, as a trusted proxy said.
+    pub const GEO_COUNTRY: &str = "fnhost-geo-country";
+    /// See [`GEO_COUNTRY`].
+    pub const GEO_REGION: &str = "fnhost-geo-region";
+    /// See [`GEO_COUNTRY`].
+    pub const GEO_CITY: &str = "fnhost-geo-city";
+    /// The headers the edge sets from what it knows of the client (a stored background request
+    /// keeps them for its attempts).
+    pub const EDGE: [&str; 5] = [CLIENT_IP, SITE, GEO_COUNTRY, GEO_REGION, GEO_CITY];
     /// Prefix of every header fnhost sets for a guest; a client's are dropped.
     pub const PREFIX: &str = "fnhost-";
 }

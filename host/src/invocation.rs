@@ -117,12 +117,14 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
     }
 }
 
-/// A client's request without the `fnhost-*` headers only fnhost may set, and with the one
-/// the edge knows: the client's address (`fnhost-client-ip`).
-pub fn from_client<B>(req: Request<B>, client: std::net::IpAddr) -> Request<B> {
+/// A client's request without the `fnhost-*` headers only fnhost may set, and with those the
+/// edge knows (`edge`: the client's address, the site, a trusted proxy's geo).
+pub fn from_client<B>(req: Request<B>, edge: &[(&'static str, String)]) -> Request<B> {
     let mut req = without_fnhost_headers(req);
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        req.headers_mut().insert(headers::CLIENT_IP, v);
+    for (name, value) in edge {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            req.headers_mut().insert(*name, v);
+        }
     }
     req
 }
@@ -214,7 +216,7 @@ mod tests {
             .body(Bytes::new())
             .unwrap();
         let req = guest_request(
-            from_client(req, "192.0.2.7".parse().unwrap()),
+            from_client(req, &[(headers::CLIENT_IP, "192.0.2.7".into())]),
             "f",
             &[],
             "real",

@@ -304,6 +304,12 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
+    if queue.backend() == Backend::Postgres {
+        // Several nodes share the queue: they share rate-limit counts too.
+        let share =
+            crate::background::rates::share_loop(queue.clone(), table.clone(), shutdown.clone());
+        tokio::spawn(share);
+    }
     let deliveries = spawn_background_loops(opts, &deploys, &shutdown);
     let app = Arc::new(build_app(
         opts,
@@ -475,7 +481,10 @@ fn build_app(
     Ok(app
         .with_edge(cors, redirects)
         .with_deploys(deploys)
-        .with_trusted_proxies(crate::http::client::TrustedProxies::new(trusted)))
+        .with_edge_of(
+            crate::http::client::TrustedProxies::new(trusted),
+            server.site.clone(),
+        ))
 }
 
 /// Starts the HTTP threads: one single-threaded runtime per thread (`server.threads`, one per

@@ -15,6 +15,7 @@ mod caps;
 pub mod destinations;
 mod lease;
 mod outcome;
+pub mod rates;
 pub mod retention;
 pub mod retry;
 pub mod scheduler;

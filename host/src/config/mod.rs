@@ -168,6 +168,8 @@ pub struct ServerConfig {
     /// [default: none: the client is the connection's peer].
     #[serde(default)]
     pub trusted_proxies: Vec<rate::TrustedProxy>,
+    /// The site's name, passed to guests as `fnhost-site` (Netlify's `context.site.name`).
+    pub site: Option<String>,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the

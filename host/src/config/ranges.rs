@@ -169,6 +169,9 @@ pub fn server(config: &Config) -> Result<(), String> {
     if let Some(token) = &s.admin_token {
         secret("server.admin_token", token)?;
     }
+    if let Some(site) = &s.site {
+        site_name(site)?;
+    }
     if let Some(token) = &s.deploy_token {
         secret("server.deploy_token", token)?;
     }
@@ -246,6 +249,18 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
     }
     if let Some(limit) = &f.rate_limit {
         limit.check(&key("rate_limit"))?;
+    }
+    Ok(())
+}
+
+/// `server.site`: sent to functions in a header, so 1 to 255 printable ASCII characters.
+fn site_name(site: &str) -> Result<(), String> {
+    let printable = site.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if site.trim().is_empty() || site.len() > 255 || !printable {
+        return Err(format!(
+            "server.site = {site:?}: expected a name of 1 to 255 printable ASCII characters \
+             (it is sent to functions in a header)"
+        ));
     }
     Ok(())
 }

@@ -8,6 +8,14 @@ use std::path::Path;
 /// Entries (files, directories, links) one bundle may hold: the walk at load stays short.
 pub const MAX_ENTRIES: usize = 100_000;
 
+/// `settings` once their bundle (if any) passed [`check`].
+pub fn checked(settings: super::Settings) -> Result<super::Settings, String> {
+    if let Some((dir, cap)) = &settings.sandbox.files {
+        check(dir, *cap)?;
+    }
+    Ok(settings)
+}
+
 /// Checks `dir` against `cap` bytes; the error names the directory and the limit.
 pub fn check(dir: &Path, cap: u64) -> Result<(), String> {
     let shown = dir.display();

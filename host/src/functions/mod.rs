@@ -265,12 +265,7 @@ pub async fn load_files(
                 &config.defaults,
                 max_memory,
             )
-            .and_then(|settings| {
-                if let Some((dir, cap)) = &settings.sandbox.files {
-                    files::check(dir, *cap)?;
-                }
-                Ok(settings)
-            })
+            .and_then(files::checked)
             .map(|settings| {
                 let reuse = settings.limits.reuse;
                 let rate = settings.rate_limit.as_ref().map(rate::RateLimiter::new);

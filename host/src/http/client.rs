@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 
+use crate::ids::headers::{GEO_CITY, GEO_COUNTRY, GEO_REGION};
+
 /// `[server] trusted_proxies`: networks whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<ipnet::IpNet>);
@@ -19,6 +21,29 @@ impl TrustedProxies {
     /// Trusts `nets` (none: only the peer address counts).
     pub fn new(nets: Vec<ipnet::IpNet>) -> TrustedProxies {
         TrustedProxies(nets)
+    }
+
+    /// Where a trusted proxy says the client is: `(fnhost header, value)` for the country
+    /// (`x-country`, else Cloudflare's `cf-ipcountry`), region (`x-region`) and city (`x-city`,
+    /// else `cf-ipcity`) — none unless `peer` is trusted (anyone can write these headers).
+    pub fn geo(&self, peer: IpAddr, headers: &HeaderMap) -> Vec<(&'static str, String)> {
+        if !self.trusts(peer) {
+            return Vec::new();
+        }
+        let first = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                let v = headers.get(*n)?.to_str().ok()?.trim();
+                (!v.is_empty()).then(|| v.to_string())
+            })
+        };
+        [
+            (GEO_COUNTRY, first(&["x-country", "cf-ipcountry"])),
+            (GEO_REGION, first(&["x-region"])),
+            (GEO_CITY, first(&["x-city", "cf-ipcity"])),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, v?)))
+        .collect()
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -161,6 +186,24 @@ mod tests {
         // An unknown node ends the walk at the last known address.
         let h = headers(&[("forwarded", "for=192.0.2.60, for=unknown")]);
         assert_eq!(t.client(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn geo_comes_only_from_a_trusted_peer() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = headers(&[
+            ("x-country", "FR"),
+            ("cf-ipcity", "Lyon"),
+            ("x-region", " "),
+        ]);
+        assert_eq!(
+            t.geo(ip("10.0.0.1"), &h),
+            vec![
+                (GEO_COUNTRY, "FR".to_string()),
+                (GEO_CITY, "Lyon".to_string())
+            ]
+        );
+        assert!(t.geo(ip("203.0.113.1"), &h).is_empty());
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
         .and_then(|v| v.to_str().ok()))
     .map(|key| Dedup::Key(key.to_string()));
     let kept = |name: &str| {
-        (!name.starts_with(headers::PREFIX) || name == headers::CLIENT_IP)
+        (!name.starts_with(headers::PREFIX) || headers::EDGE.contains(&name))
             && !HOP_BY_HOP.contains(&name)
     };
     let headers = (parts.headers.iter())

@@ -61,6 +61,8 @@ pub struct App {
     pub deploys: Option<Arc<crate::deploys::Deploys>>,
     /// Whose forwarding headers name the client.
     trusted: client::TrustedProxies,
+    /// `[server] site`, passed to guests as `fnhost-site`.
+    site: Option<String>,
 }
 
 /// The functions served and what the site says about requests before they run: one value, so
@@ -107,13 +109,31 @@ impl App {
             }),
             deploys: None,
             trusted: client::TrustedProxies::default(),
+            site: None,
         }
     }
 
-    /// Believes the forwarding headers of these proxies (`[server] trusted_proxies`).
-    pub fn with_trusted_proxies(mut self, trusted: client::TrustedProxies) -> App {
+    /// Believes the forwarding headers of these proxies (`[server] trusted_proxies`) and
+    /// names the site (`[server] site`) to guests.
+    pub fn with_edge_of(mut self, trusted: client::TrustedProxies, site: Option<String>) -> App {
         self.trusted = trusted;
+        self.site = site;
         self
+    }
+
+    /// The headers the edge sets on a request from `peer` whose client is `client`.
+    fn edge_headers(
+        &self,
+        peer: std::net::IpAddr,
+        client: std::net::IpAddr,
+        headers: &http::HeaderMap,
+    ) -> Vec<(&'static str, String)> {
+        let mut set = vec![(crate::ids::headers::CLIENT_IP, client.to_string())];
+        if let Some(site) = &self.site {
+            set.push((crate::ids::headers::SITE, site.clone()));
+        }
+        set.extend(self.trusted.geo(peer, headers));
+        set
     }
 
     /// Adds the deploy endpoints.
@@ -200,7 +220,8 @@ impl App {
         let (function, params) = route(table, &req)?;
         let client = self.trusted.client(peer, req.headers());
         let ((function, params), req) = limit(table, (function, params), req, client)?;
-        let req = crate::invocation::from_client(req, client);
+        let edge_set = self.edge_headers(peer, client, req.headers());
+        let req = crate::invocation::from_client(req, &edge_set);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);
@@ -383,7 +404,11 @@ fn limit<B>(
         return Ok(((function, params), req));
     };
     let host = (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok());
-    match rate.check(client, host, std::time::Instant::now()) {
+    match rate.check(
+        client,
+        host,
+        u64::try_from(crate::queue::now_ms()).unwrap_or(0),
+    ) {
         Verdict::Pass => Ok(((function, params), req)),
         Verdict::Limited { retry_after } => {
             crate::metrics::rate_limited(&function.name, "rate_limit");

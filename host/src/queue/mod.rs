@@ -28,6 +28,7 @@ mod claims;
 mod deploys;
 mod health;
 pub mod model;
+mod rates;
 mod rows;
 mod schedules;
 mod schema;
@@ -50,6 +51,7 @@ pub use model::{
     Interrupted, InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult,
     UnknownState,
 };
+pub use rates::RateCount;
 
 /// The PostgreSQL channel on which nodes announce new runnable work.
 pub const NOTIFY_CHANNEL: &str = "fnhost_work";

@@ -162,6 +162,24 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Rate limits across nodes: each node's count of each key in each window, published and
+    // read back by every node a few times a second (never on a request's path).
+    (
+        8,
+        r#"
+    CREATE TABLE rate_counts (
+        function TEXT NOT NULL,
+        key TEXT NOT NULL,
+        node TEXT NOT NULL,
+        window_start BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (function, key, node, window_start)
+    );
+    CREATE INDEX rate_counts_recent ON rate_counts (function, window_start);
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).

@@ -61,6 +61,50 @@ async fn the_client_address_is_the_peer_unless_a_trusted_proxy_names_it() {
 }
 
 #[tokio::test]
+async fn the_sdk_context_carries_address_site_geo_params_and_cookies() {
+    let config = "[server]\nsite = \"shop\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+        [functions.ctx]\npath = \"/items/:id\"\n";
+    let server = Server::with(&[])
+        .function_as("ctx", "guest-env")
+        .config(config)
+        .start();
+    let headers = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x-country", "FR"),
+        ("x-city", "Lyon"),
+        ("cookie", "theme=dark; session=\"abc\""),
+    ];
+    let reply = send("GET", &server.url("/items/42?context="), &headers, "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let ctx = reply.text();
+    for part in [
+        "ip: Some(198.51.100.7)",
+        "params: [(\"id\", \"42\")]",
+        "cookies: [(\"theme\", \"dark\"), (\"session\", \"abc\")]",
+        "site: Some(\"shop\")",
+        "country: Some(\"FR\")",
+        "city: Some(\"Lyon\")",
+        "region: None",
+    ] {
+        assert!(ctx.contains(part), "{part} not in {ctx}");
+    }
+    assert!(ctx.contains("request_id: Some(\""), "{ctx}");
+
+    // Geo headers from a peer that is not a trusted proxy are not believed.
+    let strict = Server::with(&[])
+        .function_as("ctx", "guest-env")
+        .config("[functions.ctx]\npath = \"/items/:id\"\n")
+        .start();
+    let reply = send("GET", &strict.url("/items/1?context="), &headers, "").await;
+    let ctx = reply.text();
+    assert!(
+        ctx.contains("country: None") && ctx.contains("site: None"),
+        "{ctx}"
+    );
+    assert!(ctx.contains("ip: Some(127.0.0.1)"), "{ctx}");
+}
+
+#[tokio::test]
 async fn a_rate_limit_answers_429_per_client_before_anything_runs() {
     let config = "[server]\nadmin_token = \"t0ken\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
         [functions.echo]\nrate_limit = { window_limit = 10, window_size = \"60s\", aggregate_by = [\"ip\"] }\n";

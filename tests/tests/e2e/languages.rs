@@ -54,6 +54,40 @@ async fn hello_sees_the_request_and_sets_status_and_headers((name, language): (&
     assert_eq!(json["body"], body, "{json}");
 }
 
+/// The hello example `name` reads Netlify's `context` from fnhost's headers (`?context`).
+async fn hello_reads_the_netlify_context((name, _): (&str, &str)) {
+    let config = "[server]\nsite = \"shop\"\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let server = serve(&[name], config);
+    let headers = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x-country", "FR"),
+        ("cookie", "theme=dark; session=\"abc\""),
+    ];
+    let url = server.url(&format!("/.netlify/functions/{name}/a/b?context"));
+    let reply = send("GET", &url, &headers, "").await;
+    assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+    let ctx = reply.json();
+    assert_eq!(ctx["ip"], "198.51.100.7", "{ctx}");
+    assert_eq!(ctx["requestId"].as_str().map(str::len), Some(32), "{ctx}");
+    assert_eq!(ctx["params"]["*"], "a/b", "{ctx}");
+    assert_eq!(ctx["cookies"]["session"], "abc", "{ctx}");
+    assert_eq!(ctx["site"]["name"], "shop", "{ctx}");
+    assert_eq!(ctx["geo"]["country"]["code"], "FR", "{ctx}");
+    assert!(ctx["deploy"]["id"].is_null(), "{ctx}");
+}
+
+#[tokio::test]
+#[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
+async fn a_javascript_function_reads_the_netlify_context() {
+    hello_reads_the_netlify_context(JS).await;
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_python_function_reads_the_netlify_context() {
+    hello_reads_the_netlify_context(PYTHON).await;
+}
+
 #[tokio::test]
 #[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
 async fn a_javascript_function_sees_the_query_and_body_and_sets_status_and_headers() {

@@ -1,10 +1,11 @@
 //! Test guest: what the sandbox lets it see. By default it lists the environment variables it
 //! sees, `KEY=VALUE` per line, sorted. `?read=PATH` answers the file's bytes (or `403` with the
 //! error), `?write=PATH` tries to create the file (`200 wrote` or `403` with the error),
-//! `?list=DIR` lists a directory's names, sorted.
+//! `?list=DIR` lists a directory's names, sorted; `?context=` answers the SDK's `Context` of
+//! the request (`{:?}`).
 
 use fnhost_sdk::http::StatusCode;
-use fnhost_sdk::{Request, Response, http};
+use fnhost_sdk::{Request, RequestExt, Response, http};
 
 fn handle(req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
@@ -21,6 +22,7 @@ fn handle(req: Request) -> Response {
             names.sort();
             names.concat().into_bytes()
         }),
+        "context" => Ok(format!("{:?}", req.context()).into_bytes()),
         _ => Ok(env().into_bytes()),
     };
     let (status, body) = match done {
