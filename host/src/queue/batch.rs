@@ -162,11 +162,11 @@ fn holding(id: &str, token: &str) -> String {
 /// The statements recording `outcomes`: attempt history, guest output and destination
 /// records (for the claims that still hold), then the `UPDATE` ending each attempt, which
 /// returns the ids it ended.
-fn outcome_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
+fn outcome_stmts(outcomes: &[&EndedAttempt], now: i64) -> Vec<Stmt> {
     let mut stmts = attempt_stmts(outcomes);
     stmts.extend(guest_log_stmts(outcomes));
     stmts.extend(delivery_stmts(outcomes));
-    stmts.extend(end_stmts(outcomes));
+    stmts.extend(end_stmts(outcomes, now));
     stmts
 }
 
@@ -263,10 +263,10 @@ fn delivery_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
 }
 
 /// The `UPDATE` ending each attempt whose claim holds; returns the ids it ended. The retry
-/// time is stored as a delay from `$now` (on SQLite `now` itself, so the stored time is
-/// exactly `run_at`; on PostgreSQL the same delay on the server's clock).
-fn end_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
-    let now = now_ms();
+/// time is stored as a delay from `$now` (on SQLite `now`, the batch's one clock reading that
+/// [`execute`] binds too, so the stored time is exactly `run_at`; on PostgreSQL the same delay
+/// on the server's clock).
+fn end_stmts(outcomes: &[&EndedAttempt], now: i64) -> Vec<Stmt> {
     returning(
         multi_row(
             outcomes,
@@ -344,8 +344,8 @@ async fn execute(
     backend: Backend,
     stmts: Vec<Stmt>,
     notify_node: Option<&str>,
+    now: i64,
 ) -> Result<Vec<AnyRow>> {
-    let now = now_ms();
     match backend {
         Backend::Sqlite => {
             // One command: sqlx's worker runs the statements one after another, binding each
@@ -405,9 +405,12 @@ pub(super) async fn write(
     invs: &[&NewInvocation],
     outcomes: &[&EndedAttempt],
 ) -> Result<(Vec<Enqueued>, Vec<Written>)> {
+    // One clock reading for the whole batch: the delays its statements hold and the `$now`
+    // they are bound with on SQLite (two readings a millisecond apart moved a retry by 1 ms).
+    let now = now_ms();
     let hashes: Vec<String> = invs.iter().map(|inv| inv.request_hash()).collect();
     let mut stmts = enqueue_stmts(invs, &hashes, ttl);
-    stmts.extend(outcome_stmts(outcomes));
+    stmts.extend(outcome_stmts(outcomes, now));
     let (claims, asks) = claim_stmts(backend, outcomes);
     stmts.extend(claims);
     // Other nodes hear of new work: new invocations, a retry later, a delivery now. (A
@@ -417,7 +420,7 @@ pub(super) async fn write(
             .iter()
             .any(|o| matches!(o.finish, Finish::Retry { .. }) || o.delivery.is_some());
     let notify_node = (backend == Backend::Postgres && news).then_some(node);
-    let rows = execute(conn, backend, stmts, notify_node).await?;
+    let rows = execute(conn, backend, stmts, notify_node, now).await?;
     let mut returned = Returned::read(&rows)?;
     let enqueued = returned.enqueued(invs, &hashes)?;
     let finished = returned.finished(outcomes, asks);
