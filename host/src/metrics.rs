@@ -34,6 +34,8 @@ pub const REJECTIONS: &str = "fnhost_rejections_total";
 pub const STOPS: &str = "fnhost_limit_stops_total";
 /// Requests a function's `rate_limit` stopped, by function and action.
 pub const RATE_LIMITED: &str = "fnhost_rate_limited_total";
+/// Requests a `[[redirects]]` rule's `rate_limit` stopped, by rule (its `from`) and action.
+pub const RULE_RATE_LIMITED: &str = "fnhost_rule_rate_limited_total";
 /// Schedule ticks not run, by function and reason (`paused`, `overlap`).
 pub const SCHEDULE_SKIPPED: &str = "fnhost_schedule_skipped_total";
 /// Background attempts that failed and were scheduled again.
@@ -98,6 +100,10 @@ fn describe() {
         "Requests fnhost answered itself instead of a function, by reason (body_too_large, \
          origin_not_allowed, overloaded, rate_limited, shutting_down, body_timeout, \
          queue_unavailable)"
+    );
+    describe_counter!(
+        RULE_RATE_LIMITED,
+        "Requests a [[redirects]] rule's rate_limit stopped, by rule (its from pattern) and action"
     );
     describe_counter!(
         SCHEDULE_SKIPPED,
@@ -305,6 +311,11 @@ pub fn rejected(reason: &'static str) {
 /// Records a request `function`'s rate limit stopped (`rate_limit` or `rewrite`).
 pub fn rate_limited(function: &str, action: &'static str) {
     counter!(RATE_LIMITED, "function" => function.to_string(), "action" => action).increment(1);
+}
+
+/// Records a request the rate limit of the rule `from` stopped (`rate_limit` or `rewrite`).
+pub fn rule_rate_limited(from: &str, action: &'static str) {
+    counter!(RULE_RATE_LIMITED, "rule" => from.to_string(), "action" => action).increment(1);
 }
 
 /// Records a schedule tick of `function` that was not run, and why (`paused`, `overlap`).

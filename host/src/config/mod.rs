@@ -280,7 +280,7 @@ pub struct CorsConfig {
 }
 
 /// One `[[redirects]]` table: `from`, `to`, `status` (default 301), `force` — the fields of a
-/// `_redirects` line.
+/// `_redirects` line — and, as netlify.toml allows, a `rate_limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect(pub redirects::Rule);
 
@@ -294,11 +294,18 @@ impl<'de> Deserialize<'de> for Redirect {
             status: Option<u16>,
             #[serde(default)]
             force: bool,
+            rate_limit: Option<rate::RateLimitConfig>,
         }
         let raw = Raw::deserialize(d)?;
-        redirects::Rule::new(&raw.from, &raw.to, raw.status.unwrap_or(301), raw.force)
-            .map(Redirect)
-            .map_err(serde::de::Error::custom)
+        let mut rule =
+            redirects::Rule::new(&raw.from, &raw.to, raw.status.unwrap_or(301), raw.force)
+                .map_err(serde::de::Error::custom)?;
+        if let Some(limit) = raw.rate_limit {
+            let key = format!("[[redirects]] from = {:?}: rate_limit", raw.from);
+            limit.check(&key).map_err(serde::de::Error::custom)?;
+            rule.rate_limit = Some(limit);
+        }
+        Ok(Redirect(rule))
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Rule {
     pub status: u16,
     /// Applies even where a function route answers the path.
     pub force: bool,
+    /// Requests per client (or domain) and window this rule serves (`[[redirects]]` only, as
+    /// in netlify.toml); past it, `429` or the limit's own rewrite.
+    pub rate_limit: Option<super::rate::RateLimitConfig>,
 }
 
 impl Rule {
@@ -70,6 +73,7 @@ impl Rule {
             to: to.to_string(),
             status,
             force,
+            rate_limit: None,
         })
     }
 

@@ -81,6 +81,8 @@ pub struct Edge {
     pub cors: Policies,
     /// `_redirects` and `[[redirects]]` rules.
     pub redirects: Rules,
+    /// The rate limit of each rule that has one, by the rule's index.
+    pub rule_limits: Vec<Option<crate::functions::rate::RateLimiter>>,
 }
 
 impl App {
@@ -162,7 +164,18 @@ impl App {
                 .iter()
                 .map(|f| (f.name.as_str(), f.component.world().as_str())),
         );
-        let edge = Edge { cors, redirects };
+        let rule_limits = (redirects.iter())
+            .map(|r| {
+                r.rate_limit
+                    .as_ref()
+                    .map(crate::functions::rate::RateLimiter::new)
+            })
+            .collect();
+        let edge = Edge {
+            cors,
+            redirects,
+            rule_limits,
+        };
         self.served.store(Arc::new(Served { table, edge }));
     }
 
@@ -201,7 +214,7 @@ impl App {
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
         rules::check_path(req.uri().path()).map_err(ApiError::BadRequest)?;
-        let req = match self.apply_rules(table, edge, req).await? {
+        let req = match self.apply_rules(table, edge, req, peer).await? {
             Ruled::Pass(req) => req,
             Ruled::Answered(resp) => return Ok(resp),
         };
@@ -255,6 +268,7 @@ impl App {
         table: &FunctionTable,
         edge: &Edge,
         mut req: Request<B>,
+        peer: std::net::IpAddr,
     ) -> Result<Ruled<B>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -271,7 +285,12 @@ impl App {
                 Match::NotFound
             )
         };
-        match rules::resolve(&edge.redirects, &path, req.uri().query(), routed) {
+        let resolved = rules::resolve_indexed(&edge.redirects, &path, req.uri().query(), routed);
+        let resolved = match resolved {
+            Some((index, action)) => Some(self.rule_limit(edge, index, peer, &req, action)?),
+            None => None,
+        };
+        match resolved {
             None => Ok(Ruled::Pass(req)),
             Some(Action::Redirect { status, location }) => {
                 if rules::is_off_site(&location) {
@@ -289,6 +308,41 @@ impl App {
                     ApiError::BadRequest(format!("rewrite produced a bad path {target:?}"))
                 })?;
                 Ok(Ruled::Pass(req))
+            }
+        }
+    }
+
+    /// The action of rule `index` once past its rate limit, if it has one: the rule's own, the
+    /// limit's rewrite, or `429`.
+    fn rule_limit<B>(
+        &self,
+        edge: &Edge,
+        index: usize,
+        peer: std::net::IpAddr,
+        req: &Request<B>,
+        action: Action,
+    ) -> Result<Action, ApiError> {
+        use crate::functions::rate::Verdict;
+        let Some(Some(limiter)) = edge.rule_limits.get(index) else {
+            return Ok(action);
+        };
+        let client = self.trusted.client(peer, req.headers());
+        let host = (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok());
+        let now = u64::try_from(crate::queue::now_ms()).unwrap_or(0);
+        let rule = edge
+            .redirects
+            .iter()
+            .nth(index)
+            .map_or("", |r| r.from.as_str());
+        match limiter.check(client, host, now) {
+            Verdict::Pass => Ok(action),
+            Verdict::Limited { retry_after } => {
+                crate::metrics::rule_rate_limited(rule, "rate_limit");
+                Err(ApiError::RateLimited { retry_after })
+            }
+            Verdict::Rewrite(to) => {
+                crate::metrics::rule_rate_limited(rule, "rewrite");
+                Ok(Action::Rewrite(to))
             }
         }
     }

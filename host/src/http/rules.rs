@@ -77,9 +77,19 @@ pub fn resolve(
     query: Option<&str>,
     routed: impl FnOnce() -> bool,
 ) -> Option<Action> {
+    resolve_indexed(rules, path, query, routed).map(|(_, action)| action)
+}
+
+/// [`resolve`], with the index of the rule that applies (its rate limit is kept by index).
+pub fn resolve_indexed(
+    rules: &Rules,
+    path: &str,
+    query: Option<&str>,
+    routed: impl FnOnce() -> bool,
+) -> Option<(usize, Action)> {
     let mut routed = Some(routed);
     let mut shadowed = None;
-    for rule in rules.iter() {
+    for (index, rule) in rules.iter().enumerate() {
         let Some(action) = apply(rule, path, query) else {
             continue;
         };
@@ -89,7 +99,7 @@ pub fn resolve(
                 continue;
             }
         }
-        return Some(action);
+        return Some((index, action));
     }
     None
 }

@@ -193,3 +193,18 @@ async fn excluded_paths_fall_through_to_the_next_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_redirect_rule_s_rate_limit_answers_429_where_the_rule_applies() {
+    let config = "[[redirects]]\nfrom = \"/api/*\"\nto = \"/.netlify/functions/echo/:splat\"\n\
+        status = 200\nforce = true\nrate_limit = { window_limit = 3, window_size = \"60s\" }\n";
+    let server = Server::with(&["echo"]).config(config).start();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(send("GET", &server.url("/api/items"), &[], "").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // The function's own URL is not behind the rule.
+    let direct = send("GET", &server.url("/.netlify/functions/echo"), &[], "").await;
+    assert_eq!(direct.status, 200);
+}
