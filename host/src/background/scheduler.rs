@@ -9,8 +9,8 @@
 //! scheduled before has nothing to catch up.
 //!
 //! Before each tick the scheduler asks the queue whether the schedule is paused (a row every
-//! node reads) and, with `overlap = "skip"` (the default), whether the function still has a run
-//! queued, running or retrying: then the tick is skipped, logged and counted
+//! node reads) and, with `overlap = "skip"` (the default), whether an earlier tick's run is
+//! still queued, running or retrying: then the tick is skipped, logged and counted
 //! (`fnhost_schedule_skipped_total{reason}`), not stored. An admin may also run it now
 //! ([`run_now`]): one invocation like a tick's, outside the schedule.
 

@@ -230,9 +230,14 @@ impl App {
         {
             return Ok(resp);
         }
-        let (function, params) = route(table, &req)?;
+        let routed = route(table, &req)?;
         let client = self.trusted.client(peer, req.headers());
-        let ((function, params), req) = limit(table, (function, params), req, client)?;
+        // A limited request's 429 carries the routed function's CORS headers: a page can read it.
+        let routed_policy = edge.cors.for_function(&routed.0.name);
+        let ((function, params), req) = match limit(table, routed, req, client) {
+            Ok(passed) => passed,
+            Err(e) => return Ok(decorated(e.into_response(), routed_policy, &origin, true)),
+        };
         let edge_set = self.edge_headers(peer, client, req.headers());
         let req = crate::invocation::from_client(req, &edge_set);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
@@ -247,17 +252,8 @@ impl App {
         };
         // fnhost's own answers (a 202, an error) expose its headers; a function's are its own.
         let ours = function.settings.mode == Mode::Background || answered.is_err();
-        let mut resp = answered.unwrap_or_else(ApiError::into_response);
-        if let (Some(policy), Some(origin)) = (policy, &origin) {
-            // The function's own Access-Control-* headers win; fnhost fills in the rest.
-            let expose: &[&str] = if ours {
-                &[INVOCATION_ID, "location"]
-            } else {
-                &[]
-            };
-            policy.decorate(resp.headers_mut(), origin, expose);
-        }
-        Ok(resp)
+        let resp = answered.unwrap_or_else(ApiError::into_response);
+        Ok(decorated(resp, policy, &origin, ours))
     }
 
     /// The site's `_redirects` rules, applied to a path that is not fnhost's own: a redirect or
@@ -443,6 +439,26 @@ fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError>
         }),
         Match::NotFound => Err(ApiError::NoRoute(req.uri().path().to_string())),
     }
+}
+
+/// `resp` with the CORS headers of `policy` for `origin`, if both: the function's own
+/// Access-Control-* headers win, fnhost fills in the rest; fnhost's own answers (`ours`: a
+/// 202, an error) expose its headers too.
+fn decorated(
+    mut resp: Response<Body>,
+    policy: Option<&crate::config::cors::Policy>,
+    origin: &Option<String>,
+    ours: bool,
+) -> Response<Body> {
+    if let (Some(policy), Some(origin)) = (policy, origin) {
+        let expose: &[&str] = if ours {
+            &[INVOCATION_ID, "location", "retry-after"]
+        } else {
+            &[]
+        };
+        policy.decorate(resp.headers_mut(), origin, expose);
+    }
+    resp
 }
 
 /// A routed request past its function's rate limit: as it was, or rewritten (and routed again)

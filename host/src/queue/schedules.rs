@@ -43,11 +43,12 @@ impl Queue {
             .collect()
     }
 
-    /// Whether `function` has an invocation queued, running or waiting for a retry.
+    /// Whether a schedule tick of `function` is still queued, running or waiting for a retry
+    /// (requests clients sent it do not count).
     pub async fn has_unfinished(&self, function: &str) -> Result<bool> {
         let row = sqlx::query(
             "SELECT 1 FROM invocations WHERE function = $1 \
-             AND state IN ('queued', 'running', 'retrying') LIMIT 1",
+             AND state IN ('queued', 'running', 'retrying') AND tick IS NOT NULL LIMIT 1",
         )
         .bind(function.to_string())
         .fetch_optional(&self.pool)

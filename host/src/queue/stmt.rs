@@ -172,7 +172,7 @@ pub(super) fn positional(sql: &str, vals: Vec<Val>, now: i64) -> (String, Vec<Va
 pub(super) const PG_MAX_PARAMS: usize = 30_000;
 
 /// The columns every row of [`pg_single`] has, NULL where a kind of row has none.
-pub(super) const PG_COLUMNS: [(&str, &str); 11] = [
+pub(super) const PG_COLUMNS: [(&str, &str); 12] = [
     ("id", "text"),
     ("function", "text"),
     ("attempts", "bigint"),
@@ -183,6 +183,7 @@ pub(super) const PG_COLUMNS: [(&str, &str); 11] = [
     ("headers", "text"),
     ("body", "bytea"),
     ("deploy", "text"),
+    ("created_at", "bigint"),
     ("claim_for", "bigint"),
 ];
 

@@ -208,3 +208,24 @@ async fn a_redirect_rule_s_rate_limit_answers_429_where_the_rule_applies() {
     let direct = send("GET", &server.url("/.netlify/functions/echo"), &[], "").await;
     assert_eq!(direct.status, 200);
 }
+
+#[tokio::test]
+async fn a_rate_limited_answer_carries_the_cors_headers_a_page_needs_to_read_it() {
+    let config = "[cors]\nallowed_origins = [\"https://app.example\"]\n\
+        [functions.echo]\nrate_limit = { window_limit = 1, window_size = \"60s\" }\n";
+    let server = Server::with(&["echo"]).config(config).start();
+    let url = server.url("/.netlify/functions/echo");
+    let origin = [("origin", "https://app.example")];
+    assert_eq!(send("GET", &url, &origin, "").await.status, 200);
+    let limited = send("GET", &url, &origin, "").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(limited.header("retry-after").is_some());
+    let exposed = limited
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(exposed.split(", ").any(|h| h == "retry-after"), "{exposed}");
+}

@@ -628,7 +628,8 @@ fn background_body_limit() {
 #[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn two_nodes_run_each_scheduled_tick_exactly_once() {
     let db = database("schedule");
-    let config = "[functions.work-background]\nschedule = \"* * * * * *\"\n";
+    // Each run sleeps long: every tick runs beside the last (`overlap = "allow"`).
+    let config = "[functions.work-background]\nschedule = \"* * * * * *\"\noverlap = \"allow\"\n";
     let nodes = start_all((0..2).map(|_| node(&db, config)).collect());
     // Part of the scenario, not a wait for state: both nodes schedule for ten seconds.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -47,7 +47,8 @@ async fn item1_a_client_idempotency_key_cannot_cancel_a_schedule_tick() {
         .function_as("tick-background", "guest-sleep")
         .config(
             "[server]\nadmin_token = \"t0ken\"\n\
-             [functions.tick-background]\nschedule = \"* * * * * *\"\ntimeout = \"1s\"\n",
+             [functions.tick-background]\nschedule = \"* * * * * *\"\ntimeout = \"1s\"\n\
+             overlap = \"allow\"\n",
         )
         .start();
     // The attacker takes the next three ticks' keys, in both spellings, before they come.
