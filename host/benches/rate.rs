@@ -27,7 +27,9 @@ fn limiter(limit: u64) -> RateLimiter {
 }
 
 fn clients(n: u32) -> Vec<IpAddr> {
-    (0..n).map(|i| IpAddr::from((0x0a00_0000u32 + i).to_be_bytes())).collect()
+    (0..n)
+        .map(|i| IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()))
+        .collect()
 }
 
 /// ns per call of `f` over [`CALLS`] calls, `i` the call's number.
@@ -57,7 +59,9 @@ fn checked(limit: u64, clients: &[IpAddr]) -> f64 {
 }
 
 fn main() {
-    println!("rate limit cost per request, ns per call ({CALLS} calls each; ratio to a bare Mutex<HashMap> counter)");
+    println!(
+        "rate limit cost per request, ns per call ({CALLS} calls each; ratio to a bare Mutex<HashMap> counter)"
+    );
     for (name, n, limit) in [
         ("one client, under its limit", 1, u64::MAX / 2),
         ("10,000 clients in turn", 10_000, u64::MAX / 2),
@@ -65,6 +69,9 @@ fn main() {
     ] {
         let c = clients(n);
         let (r, l) = (reference(&c), checked(limit, &c));
-        println!("{name:34} reference {r:6.1} ns   check {l:6.1} ns   ratio {:.2}", l / r);
+        println!(
+            "{name:34} reference {r:6.1} ns   check {l:6.1} ns   ratio {:.2}",
+            l / r
+        );
     }
 }

@@ -42,3 +42,23 @@ fn bad_value_is_refused_quoting_it() {
         "{stderr}"
     );
 }
+
+/// The README's fnhost.toml reference is a file fnhost accepts: every key it shows exists and
+/// every value is in range (the documentation cannot drift from the parser).
+#[test]
+fn the_readme_s_fnhost_toml_reference_parses() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## fnhost.toml\n")
+        .nth(1)
+        .expect("a `## fnhost.toml` section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a toml block in it");
+    let config = fnhost::config::Config::from_str(block, std::path::Path::new("README.md"));
+    let config = config.unwrap_or_else(|e| panic!("README fnhost.toml: {e}"));
+    assert!(config.functions.contains_key("items"), "{block}");
+    assert_eq!(config.server.trusted_proxies.len(), 1);
+}
