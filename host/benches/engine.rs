@@ -54,6 +54,8 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         deploy: None,
         warm: None,
         files: None,
+        trace: fnhost::telemetry::Trace::none(),
+        attempt: None,
     }
 }
 

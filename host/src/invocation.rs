@@ -14,6 +14,7 @@ use crate::engine::{CallKind, Engine, InvokeContext, Outcome, Running};
 use crate::functions::{Function, Mode};
 use crate::ids::headers;
 use crate::logs::Capture;
+use crate::telemetry::Trace;
 
 /// Why an invocation produced no usable response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,14 +42,15 @@ impl fmt::Display for Failure {
 
 /// Starts `function` on `request` in a fresh instance; the task holds `guard` until the guest
 /// is done. `attempt` is the background attempt number (none for a sync invocation), with
-/// where its output lines are kept.
+/// where its output lines are kept. The run is a span under `parent` (the request's, or the
+/// attempt's), and the guest's `traceparent` names it.
 pub fn start<G: Send + 'static>(
     engine: &Engine,
     function: &Arc<Function>,
     request: Request<Bytes>,
-    params: &[(String, String)],
-    id: &str,
+    (params, id): (&[(String, String)], &str),
     attempt: Option<(u32, Capture)>,
+    parent: &Trace,
     guard: G,
 ) -> Running {
     let (number, capture) = attempt.unzip();
@@ -60,8 +62,26 @@ pub fn start<G: Send + 'static>(
     {
         request.headers_mut().insert(headers::DEPLOY_ID, deploy);
     }
-    let ctx = context(function, id, capture);
+    let run = parent.child(format!("run {}", function.name));
+    traced_request(&mut request, &run);
+    let mut ctx = context(function, id, capture);
+    (ctx.trace, ctx.attempt) = (run, number);
     engine.invoke(&function.component, request, &ctx, guard)
+}
+
+/// The guest's request names `run` as its parent (`traceparent`, `tracestate`), so a guest
+/// continues fnhost's trace; untouched when traces are off.
+fn traced_request<B>(request: &mut Request<B>, run: &Trace) {
+    let w3c = run.headers();
+    if w3c.is_empty() {
+        return;
+    }
+    request.headers_mut().remove("tracestate");
+    for (name, value) in w3c {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            request.headers_mut().insert(name, value);
+        }
+    }
 }
 
 /// Waits for the guest's response; when none comes, why.
@@ -114,6 +134,8 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
         deploy: function.deploy.clone(),
         warm: function.warm.clone(),
         files: (function.settings.sandbox.files.as_ref()).map(|(dir, _)| dir.clone()),
+        trace: Trace::none(),
+        attempt: None,
     }
 }
 

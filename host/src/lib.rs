@@ -44,4 +44,5 @@ pub mod logs;
 pub mod metrics;
 pub mod queue;
 pub mod site;
+pub mod telemetry;
 pub mod watch;

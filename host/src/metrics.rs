@@ -57,6 +57,10 @@ pub const FUEL: &str = "fnhost_fuel_consumed_total";
 pub const DEPLOY: &str = "fnhost_deploy_info";
 /// The functions served, with the WASI HTTP world each speaks: 1 while served, 0 once gone.
 pub const FUNCTION: &str = "fnhost_function_info";
+/// Spans the collector accepted.
+pub const SPANS_EXPORTED: &str = "fnhost_trace_spans_exported_total";
+/// Spans that never reached the collector, by reason (`queue_full`, `export_failed`).
+pub const SPANS_DROPPED: &str = "fnhost_trace_spans_dropped_total";
 
 /// Installs the process-wide recorder (once; later calls do nothing) and describes every
 /// metric.
@@ -74,6 +78,7 @@ pub fn install() {
             );
         }
         describe();
+        describe_traces();
         handle
     });
 }
@@ -179,6 +184,20 @@ pub enum Ended {
     OutOfFuel,
     /// Trapped after its memory cap refused to grow its memory.
     MemoryCap,
+}
+
+impl Ended {
+    /// The stop, as traces name it (`error.type`): `trapped`, `timeout`, `out_of_fuel`,
+    /// `memory_cap`; `completed` otherwise.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Completed => "completed",
+            Ended::Trapped => "trapped",
+            Ended::Timeout => "timeout",
+            Ended::OutOfFuel => "out_of_fuel",
+            Ended::MemoryCap => "memory_cap",
+        }
+    }
 }
 
 /// Records one finished invocation of `function` in `mode` (`sync` or `background`).
@@ -336,6 +355,31 @@ pub fn dead(function: &str) {
 /// Records a background invocation that expired before it ran.
 pub fn expired(function: &str) {
     counter!(EXPIRED, "function" => function.to_string()).increment(1);
+}
+
+fn describe_traces() {
+    describe_counter!(SPANS_EXPORTED, "Trace spans the OTLP collector accepted");
+    describe_counter!(
+        SPANS_DROPPED,
+        "Trace spans that never reached the collector, by reason (queue_full: more spans \
+         waiting than telemetry.max_queue; export_failed: the collector refused, failed or \
+         timed out)"
+    );
+}
+
+/// Records spans the collector accepted.
+pub fn spans_exported(n: u64) {
+    counter!(SPANS_EXPORTED).increment(n);
+}
+
+/// Records a span dropped before export (`queue_full`).
+pub fn spans_dropped(reason: &'static str) {
+    counter!(SPANS_DROPPED, "reason" => reason).increment(1);
+}
+
+/// Records spans whose export failed.
+pub fn spans_failed(n: u64) {
+    counter!(SPANS_DROPPED, "reason" => "export_failed").increment(n);
 }
 
 /// Records one delivery attempt (`delivered` or `failed`).

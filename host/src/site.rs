@@ -99,6 +99,7 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     crate::metrics::install();
+    let traces = crate::telemetry::init(&opts.config.telemetry, control.handle())?;
     let site = control.block_on(start(&opts, background.handle().clone()))?;
     let http = spawn_http(
         listener.try_clone()?,
@@ -106,11 +107,15 @@ pub fn serve(opts: Options, list_only: bool) -> anyhow::Result<ExitCode> {
         site.shutdown.clone(),
         &opts.config.server,
     )?;
+    if let Some(to) = traces {
+        println!("traces: exporting to {to}");
+    }
     announce(&opts, listener.local_addr()?)?;
     drop(listener);
     control.block_on(drain(site, http));
     // Every attempt has ended or been handed back by now.
     background.shutdown_timeout(Duration::from_secs(1));
+    control.block_on(crate::telemetry::flush(Duration::from_secs(5)));
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

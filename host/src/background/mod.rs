@@ -8,6 +8,7 @@
 //! handing them back. Outcomes are group-committed by the queue's writer, each with the claim
 //! of its slot's next invocation.
 
+use crate::telemetry::{Trace, Trigger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -270,7 +271,10 @@ impl Worker {
         claim_began: tokio::time::Instant,
         stop: &Stop,
     ) -> Option<(Claimed, tokio::time::Instant)> {
-        let executed = self.run_leased(&claim, claim_began, &stop.cut_off).await;
+        let trace = attempt_trace(&claim);
+        let executed = self
+            .run_leased(&claim, claim_began, &stop.cut_off, &trace)
+            .await;
         // The guest is done: its function's cap has room again (for the next claim below too).
         if permit.is_some() {
             drop(permit);
@@ -279,6 +283,7 @@ impl Worker {
         let executed = executed?;
         let delivery_for = executed.function.clone();
         let finish = self.judge(&claim, executed);
+        outcome::traced(&trace, &finish, claim.attempt);
         let delivery =
             (delivery_for.as_deref()).and_then(|f| destinations::record_for(f, &claim, &finish));
         self.record(&claim, finish, delivery, stop.shutdown.is_cancelled())
@@ -292,6 +297,7 @@ impl Worker {
         claim: &Claimed,
         claim_began: tokio::time::Instant,
         cut_off: &CancellationToken,
+        trace: &Trace,
     ) -> Option<Executed> {
         let lost = CancellationToken::new();
         // Stopped however this attempt ends, a panic included: a heartbeat outliving its
@@ -307,7 +313,7 @@ impl Worker {
             .abort_handle(),
         );
         tokio::select! {
-            r = self.execute(claim) => Some(r),
+            r = self.execute(claim, trace) => Some(r),
             () = lost.cancelled() => {
                 tracing::warn!(id = claim.id, "lease lost (taken over, or not renewable); stopping this attempt");
                 None
@@ -402,7 +408,7 @@ impl Worker {
     }
 
     /// Runs the guest and drains its response; with what it printed.
-    async fn execute(&self, claim: &Claimed) -> Executed {
+    async fn execute(&self, claim: &Claimed, trace: &Trace) -> Executed {
         let table = match self.table_for(claim).await {
             Ok(t) => t,
             Err(e) => {
@@ -430,9 +436,9 @@ impl Worker {
             &self.engine,
             &function,
             request,
-            &params,
-            &claim.id,
+            (&params, &claim.id),
             Some((claim.attempt, capture.clone())),
+            trace,
             (),
         );
         // The guest runs on a task of its own: when this attempt is abandoned (lease lost,
@@ -463,6 +469,24 @@ impl Worker {
             logs,
         }
     }
+}
+
+/// The span of one attempt, in the trace its stored request names (the accepting request's,
+/// or the tick's).
+fn attempt_trace(claim: &Claimed) -> Trace {
+    let scheduled = (claim.headers.iter()).any(|(k, v)| k == "fnhost-event" && v == "schedule");
+    let trigger = if scheduled {
+        Trigger::Timer
+    } else {
+        Trigger::Http
+    };
+    Trace::attempt(
+        &claim.headers,
+        &claim.function,
+        &claim.id,
+        claim.attempt,
+        trigger,
+    )
 }
 
 /// What stops a slot: shutdown (no next claim), and the end of the shutdown grace (the

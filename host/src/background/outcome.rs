@@ -9,6 +9,7 @@ use super::retry::{self, Next};
 use crate::functions::{Function, RetryPolicy};
 use crate::invocation::Failure;
 use crate::queue::{Claimed, Finish, GuestLine, StoredResult};
+use crate::telemetry::Trace;
 
 /// What running the guest gave: the function it ran (`None`: not loaded here), its answer or
 /// why it failed, and what it printed.
@@ -110,6 +111,29 @@ pub(super) fn expired(function: &Function, claim: &Claimed, now: i64) -> Option<
     let age = function.settings.max_event_age?;
     let waited = Duration::from_millis(u64::try_from(now - claim.created_at).unwrap_or(0));
     (waited > age).then_some(AttemptFailure::Expired { age, waited })
+}
+
+/// The attempt span's end: its outcome (`succeeded`, `retry`, `dead`, `expired`), the delay
+/// before a retry, and the error of a failed attempt (its cause, never a body).
+pub(super) fn traced(trace: &Trace, finish: &Finish, attempt: u32) {
+    trace.set("fnhost.attempt", i64::from(attempt));
+    let outcome = match finish {
+        Finish::Succeeded(_) => "succeeded",
+        Finish::Retry { run_at, .. } => {
+            trace.set(
+                "fnhost.retry_delay_ms",
+                (run_at - crate::queue::now_ms()).max(0),
+            );
+            "retry"
+        }
+        Finish::Dead { .. } => "dead",
+        Finish::Expired { .. } => "expired",
+    };
+    trace.set("fnhost.outcome", outcome);
+    if let Some(error) = finish.error() {
+        trace.fail(outcome, error.to_string());
+    }
+    trace.end();
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! (`fnhost_schedule_skipped_total{reason}`), not stored. An admin may also run it now
 //! ([`run_now`]): one invocation like a tick's, outside the schedule.
 
+use crate::telemetry::Trace;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -106,11 +107,16 @@ async fn due(queue: &Queue, function: &Function, tick: DateTime<Utc>) -> bool {
 pub async fn run_now(queue: &Queue, function: &Function) -> Result<String, QueueError> {
     let now = Utc::now();
     let next = (function.settings.schedule.as_ref()).and_then(|s| s.next_after(now));
-    let mut run = tick_invocation(function, now, next);
+    let trace = tick_trace(function);
+    let mut run = tick_invocation(function, now, next, &trace);
     // Not a tick: no tick key (the schedule's own tick at this second still runs).
     run.dedup = None;
     let id = run.id.clone();
-    queue.enqueue(run).await?;
+    queue
+        .enqueue(run)
+        .await
+        .inspect_err(|e| trace.fail("enqueue", e.to_string()))?;
+    trace.end();
     tracing::info!(function = function.name, id, "run now (admin)");
     Ok(id)
 }
@@ -120,6 +126,7 @@ pub fn tick_invocation(
     function: &Function,
     tick: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
+    trace: &Trace,
 ) -> NewInvocation {
     let next_run = next.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     NewInvocation {
@@ -134,13 +141,22 @@ pub fn tick_invocation(
             ("content-type".into(), "application/json".into()),
             ("fnhost-event".into(), "schedule".into()),
             ("x-nf-event".into(), "schedule".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(trace.headers())
+        .collect(),
         body: serde_json::json!({ "next_run": next_run })
             .to_string()
             .into_bytes(),
         max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
         deploy: function.deploy.as_deref().map(str::to_string),
     }
+}
+
+/// A new trace for one tick (or run now) of `function`.
+fn tick_trace(function: &Function) -> Trace {
+    let cron = (function.settings.schedule.as_ref()).map_or("", |s| s.as_str());
+    Trace::tick(&function.name, cron)
 }
 
 /// Enqueues one tick; `true` when this call stored it (not another node, not earlier).
@@ -150,7 +166,17 @@ async fn enqueue(
     tick: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
 ) -> bool {
-    match queue.enqueue(tick_invocation(function, tick, next)).await {
+    let trace = tick_trace(function);
+    let enqueued = queue
+        .enqueue(tick_invocation(function, tick, next, &trace))
+        .await;
+    match &enqueued {
+        Ok(Enqueued::New(id)) => trace.set("faas.invocation_id", id.clone()),
+        Ok(_) => trace.set("fnhost.tick_taken_by_another_node", true),
+        Err(e) => trace.fail("enqueue", e.to_string()),
+    }
+    trace.end();
+    match enqueued {
         Ok(Enqueued::New(id)) => {
             tracing::info!(function = function.name, id, "scheduled run for {tick}");
             true

@@ -160,18 +160,7 @@ pub fn main() -> ExitCode {
             std::env::set_var("RUST_LIB_BACKTRACE", "0")
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FNHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    // Log lines go to stderr from a thread of their own through a bounded queue: a serving
-    // thread never blocks on a slow or stalled stderr (lines are dropped when the queue is
-    // full). The guard flushes what is queued when `main` returns.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer)
-        .init();
+    let _flush_on_exit = crate::telemetry::logging::init();
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -357,6 +346,9 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         ),
         None => (Config::default(), PathBuf::from("."), None),
     };
+    if let Some(format) = config.server.log_format {
+        crate::telemetry::logging::set_format(format);
+    }
     let dir = (args.dir.clone())
         .or_else(|| config.server.functions.as_ref().map(|d| base.join(d)))
         .unwrap_or_else(|| PathBuf::from("functions"));

@@ -8,6 +8,7 @@ pub mod ranges;
 pub mod rate;
 pub mod redirects;
 pub mod schedule;
+pub mod telemetry;
 mod values;
 
 use std::collections::BTreeMap;
@@ -108,6 +109,9 @@ pub struct Config {
     /// `[[redirects]]`: rules tried after those of `FUNCTIONS_DIR/_redirects`.
     #[serde(default)]
     pub redirects: Vec<Redirect>,
+    /// `[telemetry]`: traces over OTLP (the `OTEL_*` environment variables win).
+    #[serde(default)]
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 /// `[server]`.
@@ -170,6 +174,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<rate::TrustedProxy>,
     /// The site's name, passed to guests as `fnhost-site` (Netlify's `context.site.name`).
     pub site: Option<String>,
+    /// How log lines are written: `text` (default) or `json`, one object a line
+    /// (`FNHOST_LOG_FORMAT` wins).
+    pub log_format: Option<telemetry::LogFormat>,
 }
 
 /// `[defaults]` and `[functions.NAME]`: every key optional; unset keys fall through to the
@@ -361,6 +368,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         ranges::server(self)?;
+        self.telemetry.check()?;
         for (table, f) in std::iter::once(("defaults".to_string(), &self.defaults)).chain(
             self.functions
                 .iter()

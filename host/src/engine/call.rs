@@ -29,6 +29,7 @@ use super::{Component, Engine, Pre, outbound, service, stdio};
 use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
 use crate::metrics::{self, Ended};
+use crate::telemetry::Trace;
 
 /// What a call of a guest is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,10 @@ pub struct InvokeContext {
     pub warm: Option<Warm>,
     /// The directory the guest sees as `/`, read-only (`files`).
     pub files: Option<Arc<std::path::Path>>,
+    /// The span of this run: instantiation and outbound requests are its children.
+    pub trace: crate::telemetry::Trace,
+    /// The background attempt's number, for logs.
+    pub attempt: Option<u32>,
 }
 
 /// How an invocation ended.
@@ -192,6 +197,7 @@ impl Engine {
             ctx.id.clone(),
             ctx.max_outbound,
             self.tls.clone(),
+            ctx.trace.clone(),
         )
     }
 
@@ -241,6 +247,18 @@ impl Engine {
         let fuel = self.fuel.then_some(ctx.fuel.unwrap_or(u64::MAX));
         let timeout = ctx.timeout;
         let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.kind.as_str());
+        let trace = ctx.trace.clone();
+        trace.set(
+            "faas.coldstart",
+            matches!(
+                &call,
+                Call::Service {
+                    kept: None,
+                    warm: Some(_),
+                    ..
+                }
+            ),
+        );
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
@@ -271,7 +289,8 @@ impl Engine {
             let took = started.elapsed();
             let fuel_used = fuel.map(|f| f - store.get_fuel().unwrap_or(f));
             metrics::invocation(&function, mode, ended, took, fuel_used);
-            log_outcome(&function, &id, &outcome, took);
+            log_outcome(&function, &id, &outcome, took, &trace);
+            traced(&trace, &outcome, ended);
             if let (Some((warm, served)), Some(service)) = (warm, service) {
                 warm.put(Idle {
                     store,
@@ -340,6 +359,8 @@ fn log_tag(ctx: &InvokeContext) -> stdio::Tag {
         budget: stdio::LogBudget::new(ctx.max_log),
         capture: ctx.capture.clone(),
         deploy: ctx.deploy.clone(),
+        attempt: ctx.attempt,
+        trace_id: ctx.trace.trace_id().map(Arc::from),
     }
 }
 
@@ -366,7 +387,9 @@ async fn proxy_call(
         (req, out)
     };
     let instantiating = Instant::now();
+    let span = store.data().hooks.trace().child("instantiate");
     let proxy = pre.instantiate_async(&mut *store).await?;
+    span.end();
     metrics::instantiated(function, instantiating.elapsed());
     proxy
         .wasi_http_incoming_handler()
@@ -417,22 +440,46 @@ fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
     }
 }
 
-fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration) {
+fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration, trace: &Trace) {
     let ms = elapsed.as_secs_f64() * 1e3;
+    let trace_id = trace.trace_id();
+    let trace_id = trace_id.as_deref();
     match outcome {
         Outcome::Completed {
             fuel_used: Some(fuel),
         } => {
-            tracing::info!(function, id, ms, fuel, "invocation completed")
+            tracing::info!(function, id, trace_id, ms, fuel, "invocation completed")
         }
         // Per-request success lines are debug: at thousands of requests a second the log
         // write would cost more than the instance.
         Outcome::Completed { fuel_used: None } => {
-            tracing::debug!(function, id, ms, "invocation completed")
+            tracing::debug!(function, id, trace_id, ms, "invocation completed")
         }
-        Outcome::Timeout => tracing::warn!(function, id, ms, "invocation stopped: budget exceeded"),
+        Outcome::Timeout => {
+            tracing::warn!(
+                function,
+                id,
+                trace_id,
+                ms,
+                "invocation stopped: budget exceeded"
+            )
+        }
         Outcome::Trap { detail, .. } => {
-            tracing::warn!(function, id, ms, "invocation trapped: {detail}")
+            tracing::warn!(function, id, trace_id, ms, "invocation trapped: {detail}")
         }
     }
+}
+
+/// The run span's end: fuel used, or why the guest was stopped (its cause, never a body).
+fn traced(trace: &Trace, outcome: &Outcome, ended: Ended) {
+    match outcome {
+        Outcome::Completed { fuel_used } => {
+            if let Some(fuel) = fuel_used {
+                trace.set("fnhost.fuel_used", i64::try_from(*fuel).unwrap_or(i64::MAX));
+            }
+        }
+        Outcome::Timeout => trace.fail(ended.as_str(), "budget exceeded"),
+        Outcome::Trap { cause, .. } => trace.fail(ended.as_str(), cause.clone()),
+    }
+    trace.end();
 }

@@ -131,6 +131,8 @@ pub(super) async fn describe(
         deploy: None,
         warm: None,
         files: None,
+        trace: crate::telemetry::Trace::none(),
+        attempt: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {

@@ -100,7 +100,7 @@ impl TlsClient {
 }
 
 /// What [`send`] returns: the response, and the connection's remaining I/O to drive.
-type Sent = (
+pub(super) type Sent = (
     Response<ResponseBody>,
     Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
 );

@@ -46,7 +46,9 @@ pub(super) async fn call(
         Some(service) => service,
         None => {
             let instantiating = Instant::now();
+            let span = store.data().hooks.trace().child("instantiate");
             let service = pre.instantiate_async(&mut *store).await?;
+            span.end();
             metrics::instantiated(function, instantiating.elapsed());
             service
         }

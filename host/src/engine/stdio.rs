@@ -52,6 +52,10 @@ pub(super) struct Tag {
     pub(super) capture: Option<crate::logs::Capture>,
     /// The deploy of the function, logged with each line when there is one.
     pub(super) deploy: Option<Arc<str>>,
+    /// The background attempt's number, logged with each line.
+    pub(super) attempt: Option<u32>,
+    /// The trace the invocation is part of, logged with each line when traces are on.
+    pub(super) trace_id: Option<Arc<str>>,
 }
 
 /// The tag an instance's stdout and stderr share; replaced as a whole per request.
@@ -108,8 +112,9 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        let deploy = t.deploy.as_deref();
-        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, stream, deploy, "{}", text);
+        let (deploy, attempt, trace_id) = (t.deploy.as_deref(), t.attempt, t.trace_id.as_deref());
+        tracing::info!(target: "guest", function = &*t.function, id = &*t.id, attempt, stream,
+            deploy, trace_id, "{}", text);
         crate::logs::record(&t.function, &t.id, stream, text, t.capture.as_ref());
     }
 
@@ -192,6 +197,8 @@ mod tests {
             budget: budget.clone(),
             capture: None,
             deploy: None,
+            attempt: None,
+            trace_id: None,
         };
         let target = LogStream::new("stdout", Arc::new(Mutex::new(Arc::new(tag))));
         let mut w = LineWriter {

@@ -14,6 +14,10 @@ use crate::functions::Function;
 use crate::ids::{headers, status_path};
 use crate::invocation::{self, Failure};
 use crate::queue::{Dedup, Enqueued, NewInvocation, QueueError};
+use crate::telemetry::Trace;
+
+/// The W3C trace context headers.
+const W3C: [&str; 2] = ["traceparent", "tracestate"];
 
 impl App {
     /// Runs a synchronous invocation and answers with the guest's response. The slot is
@@ -25,6 +29,7 @@ impl App {
         req: Request<B>,
         params: &[(String, String)],
         id: String,
+        trace: &Trace,
     ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -36,7 +41,15 @@ impl App {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Busy)?;
-        let mut running = invocation::start(&self.engine, function, req, params, &id, None, permit);
+        let mut running = invocation::start(
+            &self.engine,
+            function,
+            req,
+            (params, &id),
+            None,
+            trace,
+            permit,
+        );
         match invocation::answer(&mut running, function.settings.limits.timeout).await {
             Ok(resp) => Ok(resp),
             Err(Failure::Timeout(_)) => Err(ApiError::Timeout { id }),
@@ -55,13 +68,14 @@ impl App {
         function: &Function,
         req: Request<B>,
         id: String,
+        trace: &Trace,
     ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let req = read_body(req, function.settings.limits.max_body, self.body_timeout).await?;
-        let inv = to_store(function, req, id.clone());
+        let inv = to_store(function, req, id.clone(), trace);
         let enqueued = self.queue.enqueue(inv).await.map_err(|e| match e {
             // Shutting down: refused, not lost; the client may retry elsewhere or later.
             QueueError::WriterGone => ApiError::Busy,
@@ -82,9 +96,24 @@ impl App {
     }
 }
 
+/// The server span, once the request is routed: which function, which invocation.
+pub(super) fn routed_span(
+    trace: &Trace,
+    method: &http::Method,
+    function: &crate::functions::Function,
+    id: &str,
+    client: std::net::IpAddr,
+) {
+    trace.rename(format!("{method} {}", function.name));
+    trace.set("faas.name", function.name.clone());
+    trace.set("faas.invocation_id", id.to_string());
+    trace.set("faas.trigger", "http");
+    trace.set("client.address", client.to_string());
+}
+
 /// The request as stored: its idempotency key, method, path and query, body, and headers
 /// less the hop-by-hop ones (the edge has set fnhost's own: only the client address).
-fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocation {
+fn to_store(function: &Function, req: Request<Bytes>, id: String, trace: &Trace) -> NewInvocation {
     let (parts, body) = req.into_parts();
     let dedup = (parts
         .headers
@@ -95,6 +124,11 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
         (!name.starts_with(headers::PREFIX) || headers::EDGE.contains(&name))
             && !HOP_BY_HOP.contains(&name)
     };
+    // Traced: the stored request names the accepting span as its parent, so every attempt,
+    // on whichever node, joins its trace.
+    let w3c = trace.headers();
+    let traced = !w3c.is_empty();
+    let kept = |name: &str| kept(name) && !(traced && W3C.contains(&name));
     let headers = (parts.headers.iter())
         .filter(|(k, _)| kept(k.as_str()))
         .map(|(k, v)| {
@@ -103,6 +137,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String) -> NewInvocati
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
+        .chain(w3c)
         .collect();
     NewInvocation {
         id,

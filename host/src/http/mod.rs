@@ -35,6 +35,7 @@ use crate::functions::router::Match;
 use crate::functions::{FunctionTable, LiveTable, Mode};
 use crate::ids::{headers::INVOCATION_ID, new_id, own_path};
 use crate::queue::Queue;
+use crate::telemetry::Trace;
 use error::ApiError;
 use rules::Action;
 
@@ -190,10 +191,15 @@ impl App {
         if self.shutdown.is_cancelled() {
             return ApiError::ShuttingDown.into_response();
         }
-        match self.try_handle(req, peer.ip()).await {
+        let trace = Trace::request(req.method().as_str(), req.uri().path(), req.headers());
+        let resp = match self.try_handle(req, peer.ip(), &trace).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
-        }
+        };
+        // The span ends with the response head; a streamed body may run on.
+        trace.status(resp.status().as_u16());
+        trace.end();
+        resp
     }
 
     /// The chain: checks → `_redirects` rules → fnhost's own API | CORS preflight → route →
@@ -202,6 +208,7 @@ impl App {
         &self,
         req: Request<B>,
         peer: std::net::IpAddr,
+        trace: &Trace,
     ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -240,15 +247,21 @@ impl App {
         };
         let edge_set = self.edge_headers(peer, client, req.headers());
         let req = crate::invocation::from_client(req, &edge_set);
+        let id = new_id();
+        dispatch::routed_span(trace, req.method(), &function, &id, client);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);
         if let (Some(policy), Some(origin)) = (policy, &origin) {
-            check_origin(policy, origin, &req, &function.name)?;
+            check_origin(policy, origin, &req, &function.name).inspect_err(|_| {
+                trace
+                    .child("cors")
+                    .fail("origin_not_allowed", "origin not allowed");
+            })?;
         }
         let answered = match function.settings.mode {
-            Mode::Sync => self.invoke_sync(&function, req, &params, new_id()).await,
-            Mode::Background => self.accept_background(&function, req, new_id()).await,
+            Mode::Sync => self.invoke_sync(&function, req, &params, id, trace).await,
+            Mode::Background => self.accept_background(&function, req, id, trace).await,
         };
         // fnhost's own answers (a 202, an error) expose its headers; a function's are its own.
         let ours = function.settings.mode == Mode::Background || answered.is_err();

@@ -22,6 +22,8 @@
 //! - `watch`: `dev --watch` and `serve --watch`: rebuild, swap, keep the old version on errors.
 //! - `postgres`: the PostgreSQL queue with several nodes; the background suite on PostgreSQL.
 //! - `service`: WASI 0.3 (`wasi:http/service`) functions beside 0.2 ones, every guarantee.
+//! - `traces`: OpenTelemetry traces to a real OTLP receiver (`otlp`, HTTP/protobuf and gRPC)
+//!   and JSON logs.
 //! - `security`: one regression test per item of the security issue (schedule keys, status
 //!   tokens, own paths, setting ranges, queue files, a full disk, `Host` and `Bearer`).
 
@@ -38,6 +40,7 @@ mod expiry;
 mod hardening;
 mod languages;
 mod metrics;
+mod otlp;
 mod parity;
 mod postgres;
 mod sandbox;
@@ -46,4 +49,5 @@ mod security;
 mod service;
 mod support;
 mod sync;
+mod traces;
 mod watch;

@@ -229,6 +229,7 @@ pub struct ServerBuilder {
     cache_dir: Option<PathBuf>,
     watch: bool,
     deployed: bool,
+    envs: Vec<(String, String)>,
 }
 
 thread_local! {
@@ -270,6 +271,7 @@ impl Server {
             cache_dir: None,
             watch: false,
             deployed: false,
+            envs: Vec::new(),
         }
     }
 
@@ -363,6 +365,13 @@ impl ServerBuilder {
         self
     }
 
+    /// An environment variable of the server process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The site file's text.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = toml.to_string();
         self
@@ -447,6 +456,7 @@ impl ServerBuilder {
             .arg(&data_dir)
             .current_dir(dir.path())
             .env("FNHOST_LOG", "info,fnhost::engine=debug")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

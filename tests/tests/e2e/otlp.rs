@@ -1,0 +1,184 @@
+//! A real OTLP trace receiver for the trace tests: it decodes what fnhost exports with the
+//! OpenTelemetry protocol's published definitions (`opentelemetry-proto`) — protobuf bodies
+//! POSTed to `/v1/traces` over HTTP/1.1, or the `TraceService/Export` call over gRPC (tonic,
+//! on hyper's HTTP/2) — and keeps every span it received.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message as _;
+
+use crate::support::{serve_http, wait_until};
+
+/// One span as received.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root.
+    pub parent: String,
+    pub name: String,
+    /// `SpanKind` as the protocol numbers it (2 server, 3 client, 4 producer, 5 consumer).
+    pub kind: i32,
+    pub attrs: BTreeMap<String, String>,
+    /// 2 = error.
+    pub status: i32,
+    pub status_message: String,
+    /// `(trace id, span id)` of each link.
+    pub links: Vec<(String, String)>,
+    pub service: String,
+}
+
+impl Span {
+    /// An attribute, rendered as text.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.get(key).map(String::as_str)
+    }
+}
+
+/// A receiver listening on loopback.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+impl Receiver {
+    /// OTLP over HTTP/protobuf: `endpoint()` is its base URL.
+    pub async fn http() -> Receiver {
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let kept = spans.clone();
+        let addr = serve_http(Arc::new(move |req| {
+            let kept = kept.clone();
+            Box::pin(async move {
+                assert_eq!(req.uri().path(), "/v1/traces");
+                assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let request =
+                    ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                kept.lock().unwrap().extend(decode(request));
+                let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                http::Response::builder()
+                    .header("content-type", "application/x-protobuf")
+                    .body(BodyExt::boxed(Full::new(Bytes::from(answer))))
+                    .unwrap()
+            })
+        }))
+        .await;
+        Receiver { addr, spans }
+    }
+
+    /// OTLP over gRPC.
+    pub async fn grpc() -> Receiver {
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let service = TraceServiceServer::new(Grpc(spans.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Receiver { addr, spans }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits until the spans received satisfy `check` (it says what is missing otherwise).
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&[Span]) -> Result<T, String>,
+    ) -> T {
+        wait_until(what, within, async || check(&self.spans())).await
+    }
+}
+
+struct Grpc(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().extend(decode(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn decode(request: ExportTraceServiceRequest) -> Vec<Span> {
+    let mut out = Vec::new();
+    for rs in request.resource_spans {
+        let service = (rs.resource.iter().flat_map(|r| &r.attributes))
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| render(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+            .unwrap_or_default();
+        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+            let status = span.status.unwrap_or_default();
+            out.push(Span {
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent: hex(&span.parent_span_id),
+                name: span.name,
+                kind: span.kind,
+                attrs: (span.attributes.iter())
+                    .map(|kv| {
+                        (
+                            kv.key.clone(),
+                            render(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                        )
+                    })
+                    .collect(),
+                status: status.code,
+                status_message: status.message,
+                links: (span.links.iter())
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
+                service: service.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn render(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

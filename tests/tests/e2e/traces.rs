@@ -1,0 +1,397 @@
+//! Traces and structured logs, against a real OTLP receiver (`otlp`): a request's spans
+//! continue the client's trace and reach the upstream; a background invocation's attempts
+//! join the trace of the request that was acknowledged; errors are error spans with their
+//! cause; a collector that is down or stalled costs dropped spans, not requests' time; JSON
+//! logs carry the function, invocation and trace.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+
+use crate::background::accepted_id;
+use crate::metrics::sample;
+use crate::otlp::{Receiver, Span};
+use crate::support::{Server, get, send, serve_http};
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+fn telemetry(receiver: &Receiver) -> String {
+    format!("[telemetry]\nendpoint = \"{}\"\n", receiver.endpoint())
+}
+
+/// The one span named `name` (of `trace`, when given).
+fn one<'a>(spans: &'a [Span], name: &str) -> Result<&'a Span, String> {
+    let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        _ => Err(format!(
+            "{} span(s) named {name:?} among {:#?}",
+            found.len(),
+            names(spans)
+        )),
+    }
+}
+
+fn names(spans: &[Span]) -> Vec<String> {
+    spans
+        .iter()
+        .map(|s| format!("{} {}<-{}", s.name, s.span_id, s.parent))
+        .collect()
+}
+
+/// A loopback upstream that keeps the `traceparent` of every request it gets.
+async fn upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = seen.clone();
+    let addr = serve_http(Arc::new(move |req| {
+        let kept = kept.clone();
+        Box::pin(async move {
+            let parent = req
+                .headers()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string());
+            kept.lock().unwrap().push(parent.unwrap_or_default());
+            http::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from("pong"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        })
+    }))
+    .await;
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_request_continues_the_client_s_trace_down_to_the_upstream() {
+    let receiver = Receiver::http().await;
+    let (up, upstream_saw) = upstream().await;
+    let config = format!(
+        "{}[functions.fetch]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+        telemetry(&receiver),
+        up.port()
+    );
+    let server = Server::with(&[])
+        .function_as("fetch", "guest-outbound")
+        .config(&config)
+        .start();
+    let parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let url = server.url(&format!(
+        "/.netlify/functions/fetch?url=http://127.0.0.1:{}/ping?token=secret",
+        up.port()
+    ));
+    let reply = send("GET", &url, &[("traceparent", &parent)], "").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "upstream 200: pong")
+    );
+
+    let (server_span, run, instantiate, client) = receiver
+        .wait_for(
+            "the request's four spans",
+            Duration::from_secs(10),
+            |spans| {
+                Ok((
+                    one(spans, "GET fetch")?.clone(),
+                    one(spans, "run fetch")?.clone(),
+                    one(spans, "instantiate")?.clone(),
+                    one(spans, "GET")?.clone(),
+                ))
+            },
+        )
+        .await;
+    // The client's trace, the client's span as the parent.
+    assert_eq!(
+        (&*server_span.trace_id, &*server_span.parent),
+        (CLIENT_TRACE, CLIENT_SPAN)
+    );
+    assert_eq!(server_span.kind, 2, "SERVER");
+    assert_eq!(server_span.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server_span.attr("faas.trigger"), Some("http"));
+    assert_eq!(server_span.attr("faas.name"), Some("fetch"));
+    assert!(
+        server_span
+            .attr("faas.invocation_id")
+            .is_some_and(|i| i.len() > 8)
+    );
+    assert_eq!(server_span.service, "fnhost");
+    // The run under the server span; instantiation and the outbound call under the run.
+    assert_eq!(run.parent, server_span.span_id);
+    assert_eq!(instantiate.parent, run.span_id);
+    assert_eq!(
+        (client.parent.as_str(), client.kind),
+        (run.span_id.as_str(), 3)
+    );
+    for span in [&run, &instantiate, &client] {
+        assert_eq!(span.trace_id, CLIENT_TRACE);
+    }
+    assert_eq!(client.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(client.attr("http.response.status_code"), Some("200"));
+    let full = client.attr("url.full").unwrap();
+    assert!(
+        full.ends_with("/ping") && !full.contains("secret"),
+        "{full}"
+    );
+    // The upstream continues the same trace, under the client span.
+    let seen = upstream_saw.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![format!("00-{CLIENT_TRACE}-{}-01", client.span_id)]
+    );
+}
+
+#[tokio::test]
+async fn a_denied_outbound_request_is_an_error_span() {
+    let receiver = Receiver::http().await;
+    let server = Server::with(&[])
+        .function_as("fetch", "guest-outbound")
+        .config(&telemetry(&receiver))
+        .start();
+    let reply = get(&server.url("/.netlify/functions/fetch?url=http://127.0.0.1:9/x")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let client = receiver
+        .wait_for("the denied client span", Duration::from_secs(10), |spans| {
+            Ok(one(spans, "GET")?.clone())
+        })
+        .await;
+    assert_eq!(client.status, 2, "ERROR");
+    assert_eq!(client.attr("error.type"), Some("http-request-denied"));
+}
+
+#[tokio::test]
+async fn a_504_and_a_trap_are_error_spans_with_their_cause() {
+    let receiver = Receiver::http().await;
+    let config = format!(
+        "{}[functions.spin]\ntimeout = \"1s\"\n",
+        telemetry(&receiver)
+    );
+    let server = Server::with(&[])
+        .function_as("spin", "guest-spin")
+        .function_as("trap", "guest-trap")
+        .config(&config)
+        .start();
+    assert_eq!(
+        get(&server.url("/.netlify/functions/spin")).await.status,
+        504
+    );
+    assert_eq!(
+        get(&server.url("/.netlify/functions/trap")).await.status,
+        500
+    );
+    let spans = receiver
+        .wait_for("four spans", Duration::from_secs(10), |spans| {
+            for name in ["GET spin", "run spin", "GET trap", "run trap"] {
+                one(spans, name)?;
+            }
+            Ok(spans.to_vec())
+        })
+        .await;
+    let span = |name| one(&spans, name).unwrap();
+    assert_eq!(
+        (span("GET spin").status, span("GET spin").attr("error.type")),
+        (2, Some("504"))
+    );
+    assert_eq!(
+        (span("run spin").status, span("run spin").attr("error.type")),
+        (2, Some("timeout"))
+    );
+    assert_eq!(span("run spin").status_message, "budget exceeded");
+    assert_eq!(
+        (span("GET trap").status, span("GET trap").attr("error.type")),
+        (2, Some("500"))
+    );
+    let run = span("run trap");
+    assert_eq!((run.status, run.attr("error.type")), (2, Some("trapped")));
+    assert!(
+        run.status_message.contains("panicked on purpose")
+            || run.status_message.contains("unreachable"),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_background_invocation_s_attempts_join_the_accepting_trace_over_grpc() {
+    let receiver = Receiver::grpc().await;
+    // The environment's settings, the standard way (they win over [telemetry]).
+    let server = Server::with(&[])
+        .function_as("flaky-background", "guest-flaky")
+        .config("[server]\nlease = \"2s\"\n[defaults]\nretry_delays = [\"1s\"]\n")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_SERVICE_NAME", "site-a")
+        .start();
+    let reply = send(
+        "POST",
+        &server.url("/.netlify/functions/flaky-background?succeed_on=2"),
+        &[],
+        "",
+    )
+    .await;
+    let id = accepted_id(&reply);
+    let (accept, attempts) = receiver
+        .wait_for(
+            "the accepting span and two attempts",
+            Duration::from_secs(20),
+            |spans| {
+                let accept = one(spans, "POST flaky-background")?.clone();
+                let mut attempts: Vec<Span> = spans
+                    .iter()
+                    .filter(|s| s.name == "attempt flaky-background")
+                    .cloned()
+                    .collect();
+                attempts.sort_by_key(|s| s.attr("fnhost.attempt").map(str::to_string));
+                if attempts.len() == 2 {
+                    Ok((accept, attempts))
+                } else {
+                    Err(format!("{:#?}", names(spans)))
+                }
+            },
+        )
+        .await;
+    assert_eq!(accept.attr("http.response.status_code"), Some("202"));
+    assert_eq!(accept.attr("faas.invocation_id"), Some(id.as_str()));
+    assert_eq!(accept.service, "site-a");
+    for (n, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt.trace_id, accept.trace_id, "one trace");
+        assert_eq!(attempt.parent, accept.span_id);
+        assert_eq!(
+            attempt.links,
+            vec![(accept.trace_id.clone(), accept.span_id.clone())]
+        );
+        assert_eq!(attempt.kind, 5, "CONSUMER");
+        assert_eq!(
+            attempt.attr("fnhost.attempt"),
+            Some((n + 1).to_string().as_str())
+        );
+        assert_eq!(attempt.attr("faas.invocation_id"), Some(id.as_str()));
+    }
+    let (first, second) = (&attempts[0], &attempts[1]);
+    assert_eq!(
+        (first.attr("fnhost.outcome"), first.status),
+        (Some("retry"), 2)
+    );
+    let delay: i64 = first
+        .attr("fnhost.retry_delay_ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0..=1000).contains(&delay), "{delay}");
+    assert_eq!(
+        (second.attr("fnhost.outcome"), second.status),
+        (Some("succeeded"), 0)
+    );
+    // Each attempt's run is its child.
+    let spans = receiver.spans();
+    let runs: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "run flaky-background")
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| attempts.iter().any(|a| a.span_id == r.parent))
+    );
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_or_stalled_costs_spans_not_time() {
+    // A stalled collector: accepts connections and never answers.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", stalled.local_addr().unwrap());
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connected.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = stalled.accept().await {
+            held.push(stream);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let config = format!(
+        "[server]\nadmin_token = \"t0ken\"\n[telemetry]\nendpoint = \"{endpoint}\"\nmax_queue = 8\nexport_timeout = \"30s\"\n"
+    );
+    let server = Server::with(&["hello"]).config(&config).start();
+    // One request, whose spans go out in a batch that never comes back.
+    assert_eq!(
+        get(&server.url("/.netlify/functions/hello")).await.status,
+        200
+    );
+    crate::support::wait_until(
+        "an export to the stalled collector",
+        Duration::from_secs(10),
+        async || connected.load(std::sync::atomic::Ordering::SeqCst) > 0,
+    )
+    .await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let started = Instant::now();
+        assert_eq!(
+            get(&server.url("/.netlify/functions/hello")).await.status,
+            200
+        );
+        slowest = slowest.max(started.elapsed());
+    }
+    // An export waits up to 30 s for this collector: a request that waited on it would show.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request {slowest:?}"
+    );
+    let metrics = send(
+        "GET",
+        &server.url("/.fnhost/metrics"),
+        &[("authorization", "Bearer t0ken")],
+        "",
+    )
+    .await
+    .text();
+    let dropped = sample(
+        &metrics,
+        "fnhost_trace_spans_dropped_total",
+        &[("reason", "queue_full")],
+    );
+    // 100 requests make 300 spans (server, run, instantiate); 8 may wait.
+    assert!(dropped >= 290.0, "dropped {dropped}\n{metrics}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_function_invocation_and_trace() {
+    let receiver = Receiver::http().await;
+    let config = format!("[server]\nlog_format = \"json\"\n{}", telemetry(&receiver));
+    let server = Server::with(&[])
+        .function_as("chatty", "guest-chatty")
+        .config(&config)
+        .start();
+    let reply = get(&server.url("/.netlify/functions/chatty")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let span = receiver
+        .wait_for("the server span", Duration::from_secs(10), |spans| {
+            Ok(one(spans, "GET chatty")?.clone())
+        })
+        .await;
+    let (trace, id) = (
+        span.trace_id.clone(),
+        span.attr("faas.invocation_id").unwrap().to_string(),
+    );
+    server
+        .wait_for_log(&[&id, "\"target\":\"guest\""], Duration::from_secs(5))
+        .await;
+    let logs = server.logs();
+    let mut guest_lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        if v["target"] == "guest" && v["id"] == id.as_str() {
+            guest_lines += 1;
+            assert_eq!(v["function"], "chatty", "{line}");
+            assert_eq!(v["trace_id"], trace.as_str(), "{line}");
+            assert!(v["message"].is_string(), "{line}");
+        }
+    }
+    assert!(guest_lines >= 1, "{logs}");
+}
