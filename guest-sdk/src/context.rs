@@ -70,6 +70,10 @@ pub struct Context {
     pub site: Option<String>,
     /// `context.geo`, from a trusted proxy's headers.
     pub geo: Geo,
+    /// The trace this invocation is part of (32 hex digits), from the W3C `traceparent` the
+    /// request carries: put it in log lines to find them from a trace. With fnhost's traces on,
+    /// the parent it names is fnhost's `run` span, so a guest's own spans nest under it.
+    pub trace_id: Option<String>,
 }
 
 impl Context {
@@ -92,6 +96,7 @@ impl Context {
                 region: header(GEO_REGION_HEADER),
                 city: header(GEO_CITY_HEADER),
             },
+            trace_id: header("traceparent").as_deref().and_then(trace_id),
         }
     }
 
@@ -104,6 +109,17 @@ impl Context {
     pub fn cookie(&self, name: &str) -> Option<&str> {
         find(&self.cookies, name)
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-TRACE-SPAN-FLAGS`); none when malformed or zero.
+fn trace_id(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (version, trace) = (parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (hex(version, 2) && version != "ff" && hex(trace, 32) && trace.bytes().any(|b| b != b'0'))
+        .then(|| trace.to_string())
 }
 
 fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -158,6 +174,31 @@ mod tests {
         );
         assert_eq!(ctx.cookie("a"), Some("1"));
         assert_eq!(ctx.cookie("zz"), None);
+    }
+
+    #[test]
+    fn the_trace_id_comes_from_a_well_formed_traceparent_only() {
+        let with = |tp: &str| {
+            let req: Request = http::Request::builder()
+                .header("traceparent", tp)
+                .body(Vec::new())
+                .unwrap();
+            Context::of(&req).trace_id
+        };
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            with(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            with("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            with("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(with("garbage"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! Each module uses only modules below it in this list (no import points up); only `engine`
-//! names wasmtime types and only `queue` names sqlx.
+//! names wasmtime types, only `queue` names sqlx and only `telemetry` names opentelemetry.
 //!
 //! - [`cli`]: the `fnhost` command line: raw arguments + fnhost.toml → validated options;
 //!   `status`/`invocations` as a small client.
@@ -21,6 +21,8 @@
 //! - [`functions`]: discovers and loads functions, merges their settings, routes to them.
 //! - [`queue`]: the durable queue (SQLite or PostgreSQL): states, group commit, leases, reads.
 //! - [`engine`]: wasmtime: compile, cache, pre-instantiate, invoke with budgets, outbound policy.
+//! - [`telemetry`]: traces over OTLP (the `Trace` handle every layer above passes along, W3C
+//!   propagation, the bounded span queue) and the host log's format (text or JSON).
 //! - [`config`]: fnhost.toml parsing and validation (the accepted range of every number), its
 //!   values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.

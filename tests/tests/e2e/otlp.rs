@@ -38,6 +38,11 @@ pub struct Span {
     /// `(trace id, span id)` of each link.
     pub links: Vec<(String, String)>,
     pub service: String,
+    /// The `service.instance.id` of the node that sent it.
+    pub instance: String,
+    /// Start and end, ns since the epoch.
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 impl Span {
@@ -121,6 +126,51 @@ impl Receiver {
     }
 }
 
+/// The spans of `trace` as an indented tree with offsets and durations from the root's start
+/// (what the README shows of one background trace).
+pub fn render_tree(spans: &[Span], trace: &str) -> String {
+    let of_trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let t0 = of_trace.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let mut out = format!("trace {trace}\n");
+    let ids: Vec<&str> = of_trace.iter().map(|s| s.span_id.as_str()).collect();
+    let roots = of_trace
+        .iter()
+        .filter(|s| !ids.contains(&s.parent.as_str()));
+    for root in roots {
+        branch(&of_trace, root, 0, t0, &mut out);
+    }
+    out
+}
+
+fn branch(spans: &[&Span], span: &Span, depth: usize, t0: u64, out: &mut String) {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let keys = [
+        "faas.invocation_id",
+        "http.response.status_code",
+        "fnhost.attempt",
+        "fnhost.outcome",
+        "fnhost.retry_delay_ms",
+        "error.type",
+    ];
+    let attrs: Vec<String> = keys
+        .iter()
+        .filter_map(|k| span.attr(k).map(|v| format!("{k}={v}")))
+        .collect();
+    out.push_str(&format!(
+        "{:>9.1} ms {:>8.1} ms  {}{}  {}\n",
+        ms(span.start_ns - t0),
+        ms(span.end_ns - span.start_ns),
+        "  ".repeat(depth),
+        span.name,
+        attrs.join(" ")
+    ));
+    let mut children: Vec<&&Span> = spans.iter().filter(|s| s.parent == span.span_id).collect();
+    children.sort_by_key(|s| s.start_ns);
+    for child in children {
+        branch(spans, child, depth + 1, t0, out);
+    }
+}
+
 struct Grpc(Arc<Mutex<Vec<Span>>>);
 
 #[tonic::async_trait]
@@ -137,10 +187,13 @@ impl TraceService for Grpc {
 fn decode(request: ExportTraceServiceRequest) -> Vec<Span> {
     let mut out = Vec::new();
     for rs in request.resource_spans {
-        let service = (rs.resource.iter().flat_map(|r| &r.attributes))
-            .find(|kv| kv.key == "service.name")
-            .map(|kv| render(kv.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
+        let resource = |key: &str| {
+            (rs.resource.iter().flat_map(|r| &r.attributes))
+                .find(|kv| kv.key == key)
+                .map(|kv| render(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+                .unwrap_or_default()
+        };
+        let (service, instance) = (resource("service.name"), resource("service.instance.id"));
         for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
             let status = span.status.unwrap_or_default();
             out.push(Span {
@@ -163,6 +216,9 @@ fn decode(request: ExportTraceServiceRequest) -> Vec<Span> {
                     .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
                     .collect(),
                 service: service.clone(),
+                instance: instance.clone(),
+                start_ns: span.start_time_unix_nano,
+                end_ns: span.end_time_unix_nano,
             });
         }
     }

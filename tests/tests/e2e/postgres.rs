@@ -819,3 +819,84 @@ async fn two_nodes_share_a_rate_limit_within_the_documented_bound() {
     .await;
     assert_eq!(other.status, 200);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+async fn an_attempt_another_node_runs_is_in_the_accepting_trace() {
+    use crate::otlp::Receiver;
+    let db = database("traces");
+    let receiver = Receiver::http().await;
+    let config = format!(
+        "[server]\nlease = \"2s\"\nshutdown_grace = \"1s\"\n[defaults]\nretry_delays = [\"2s\"]\n\
+         [telemetry]\nendpoint = \"{}\"\n",
+        receiver.endpoint()
+    );
+    let node = |name: &str| {
+        Server::with(&[])
+            .function_as("flaky-background", "guest-flaky")
+            .config(&config)
+            .queue(&db.url)
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                &format!("service.instance.id={name}"),
+            )
+            .start()
+    };
+    let mut a = node("node-a");
+    let reply = post(
+        &a,
+        "/.netlify/functions/flaky-background?succeed_on=2",
+        &[],
+        "",
+    )
+    .await;
+    let id = accepted_id(&reply);
+    let attempts = |spans: &[crate::otlp::Span], n: usize| {
+        let found: Vec<crate::otlp::Span> = spans
+            .iter()
+            .filter(|s| s.name == "attempt flaky-background")
+            .cloned()
+            .collect();
+        if found.len() == n {
+            Ok(found)
+        } else {
+            Err(format!("{} attempt span(s)", found.len()))
+        }
+    };
+    let first = receiver
+        .wait_for("attempt 1 on node a", Duration::from_secs(20), |s| {
+            attempts(s, 1)
+        })
+        .await;
+    // Node a stops before the retry is due; node b takes the work.
+    a.terminate(Duration::from_secs(10)).await;
+    let _b = node("node-b");
+    let both = receiver
+        .wait_for("attempt 2 on node b", Duration::from_secs(30), |s| {
+            attempts(s, 2)
+        })
+        .await;
+    let accept = (receiver.spans().into_iter())
+        .find(|s| s.name == "POST flaky-background")
+        .expect("the accepting span");
+    let second = both
+        .iter()
+        .find(|s| s.attr("fnhost.attempt") == Some("2"))
+        .unwrap();
+    assert_eq!(
+        (first[0].instance.as_str(), second.instance.as_str()),
+        ("node-a", "node-b")
+    );
+    assert_eq!(
+        (accept.instance.as_str(), accept.attr("faas.invocation_id")),
+        ("node-a", Some(id.as_str()))
+    );
+    for attempt in [&first[0], second] {
+        assert_eq!(attempt.trace_id, accept.trace_id);
+        assert_eq!(
+            attempt.links,
+            vec![(accept.trace_id.clone(), accept.span_id.clone())]
+        );
+    }
+    assert_eq!(second.attr("fnhost.outcome"), Some("succeeded"));
+}

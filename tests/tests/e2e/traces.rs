@@ -284,6 +284,7 @@ async fn a_background_invocation_s_attempts_join_the_accepting_trace_over_grpc()
     );
     // Each attempt's run is its child.
     let spans = receiver.spans();
+    println!("{}", crate::otlp::render_tree(&spans, &accept.trace_id));
     let runs: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "run flaky-background")
