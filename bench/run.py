@@ -4,6 +4,7 @@
 Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out BENCHMARKS.md]
        python3 bench/run.py --languages   # JS and Python examples vs the Rust hello
        python3 bench/run.py --p3 [--skip-build]  # WASI 0.3: fresh vs reused instances
+       python3 bench/run.py --traces [--baseline BIN]  # tracing off / sampled out / exported
        python3 bench/run.py --background [--duration 5] [--rounds 2] [--backlog 5000]
                             [--queues sqlite,pg1,pg2]   # background functions vs sync
 
@@ -157,10 +158,12 @@ def parse_latency(text, pct):
 SERVER_ENV = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
 
 
-def measure(argv, path, conns, duration):
+def measure(argv, path, conns, duration, env=None, after=None):
+    """wrk against the server `argv(port)` starts (with `env` added to its environment): req/s,
+    p50, p99; `after(base_url)` runs before the server stops, its value appended."""
     port = free_port()
     proc = subprocess.Popen([str(a) for a in argv(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=SERVER_ENV)
+                            env={**SERVER_ENV, **(env or {})})
     try:
         wait_port(port, proc)
         url = f"http://127.0.0.1:{port}{path}"
@@ -173,7 +176,8 @@ def measure(argv, path, conns, duration):
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if errors:
             raise RuntimeError(f"{errors.group(1)} error responses:\n{out}")
-        return rps, parse_latency(out, 50), parse_latency(out, 99)
+        result = (rps, parse_latency(out, 50), parse_latency(out, 99))
+        return result + (after(f"http://127.0.0.1:{port}"),) if after else result
     finally:
         proc.terminate()
         try:
@@ -224,6 +228,9 @@ def main():
     ap.add_argument("--queues", default="sqlite,pg1,pg2", help="--background: sqlite, pg1, pg2")
     ap.add_argument("--p3", action="store_true",
                     help="instead: a WASI 0.3 function, fresh instances vs reuse, vs wasmtime serve")
+    ap.add_argument("--traces", action="store_true",
+                    help="instead: tracing's cost: off, on at 0 %% sampling, on at 100 %% to a live receiver")
+    ap.add_argument("--baseline", help="--traces: a fnhost binary from before traces, measured beside")
     ap.add_argument("--languages", action="store_true",
                     help="instead: the JS and Python examples vs the Rust hello (size, start, latency)")
     args = ap.parse_args()
@@ -233,6 +240,8 @@ def main():
         return languages(args)
     if args.p3:
         return p3(args)
+    if args.traces:
+        return traces(args)
     conns = [int(c) for c in args.conns.split(",")]
 
     if args.skip_build:
@@ -784,6 +793,110 @@ def p3(args):
                      f"{rps('fnhost python-p3 reuse') / rps('wasmtime serve python-p3'):.2f} | |")
     print("\n".join(lines))
     write_section(args.out, "WASI 0.3: fresh instances, reuse, wasmtime serve", "\n".join(lines))
+
+
+class OtlpSink:
+    """A live OTLP/HTTP receiver for the trace benchmark: takes every POST to /v1/traces
+    (reads the whole protobuf body), answers 200 with an empty ExportTraceServiceResponse, and
+    counts requests and bytes. It runs in this process, on the same two cores as the server
+    and wrk, as a collector beside a node would."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        sink = self
+        self.requests = self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length", 0))
+                self.rfile.read(n)
+                sink.requests += 1
+                sink.bytes += n
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def metric(base, name, label=""):
+    """The sum of `name`'s samples (matching `label`) in fnhost's exposition."""
+    import urllib.request
+    text = urllib.request.urlopen(f"{base}/.fnhost/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def traces(args):
+    """Tracing's cost on hello at 64 connections: off, on with sampling 0 %, on at 100 % to a
+    live receiver; with --baseline, a fnhost built before traces existed, in the same run."""
+    hello = BENCH / "components/hello.wasm" if args.skip_build else build()[0]
+    work = BENCH / "run-traces"
+    shutil.rmtree(work, ignore_errors=True)
+    funcs = work / "functions"
+    funcs.mkdir(parents=True)
+    shutil.copy(hello, funcs / "hello.wasm")
+    (work / "fnhost.toml").write_text("[server]\nmax_concurrency = 1024\n")
+    sink = OtlpSink()
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"}
+    serve = lambda binary: lambda port: [binary, "serve", funcs, "--listen", f"127.0.0.1:{port}", "--config",
+                                         work / "fnhost.toml", "--data-dir", work / f"data-{port}",
+                                         "--cache-dir", work / "cache"]
+    spans = lambda base: (metric(base, "fnhost_trace_spans_exported_total"),
+                          metric(base, "fnhost_trace_spans_dropped_total"))
+    table = {
+        "traces off": (serve(FNHOST), {}),
+        "on, sampling 0 %": (serve(FNHOST), {**endpoint, "OTEL_TRACES_SAMPLER": "traceidratio",
+                                             "OTEL_TRACES_SAMPLER_ARG": "0"}),
+        "on, 100 % exported": (serve(FNHOST), {**endpoint, "OTEL_TRACES_SAMPLER": "always_on"}),
+    }
+    if args.baseline:
+        table = {"before traces (--baseline)": (serve(Path(args.baseline)), {}), **table}
+    names, conns, results = list(table), 64, {}
+    for rnd in range(args.rounds):
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+            argv, env = table[name]
+            r = measure(argv, "/.netlify/functions/hello", conns, args.duration, env, after=spans)
+            results.setdefault(name, []).append(r)
+            print(f"round {rnd + 1} {name:<28} {r[0]:>9.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms"
+                  f"  spans exported {r[3][0]:.0f} dropped {r[3][1]:.0f}", flush=True)
+    med = lambda name, i: statistics.median(r[i] for r in results[name])
+    off = med("traces off", 0)
+    lines = [
+        f"Machine: {machine()}. wrk -t2 -c{conns} on the same machine, loopback; the receiver (a Python"
+        " OTLP/HTTP sink reading every body) on the same cores.",
+        f"Median of {args.rounds} rounds of {args.duration} s; variants in turn, order rotating each round.",
+        "Spans per request: 3 (server, run, instantiate). 0 %: `OTEL_TRACES_SAMPLER=traceidratio`, arg 0;"
+        " 100 %: `always_on`, exported over HTTP/protobuf.",
+        "",
+        f"Command: `python3 bench/run.py --traces --duration {args.duration} --rounds {args.rounds}"
+        + (" --baseline BIN`" if args.baseline else "`"),
+        "",
+        "| variant | req/s (rounds) | p50 ms | p99 ms | / traces off | spans exported | dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        rps = [r[0] for r in results[name]]
+        exported = sum(r[3][0] for r in results[name])
+        dropped = sum(r[3][1] for r in results[name])
+        lines.append(f"| {name} | {med(name, 0):.0f} ({', '.join(f'{x:.0f}' for x in rps)}) | {med(name, 1):.3f}"
+                     f" | {med(name, 2):.3f} | {med(name, 0) / off:.3f} | {exported:.0f} | {dropped:.0f} |")
+    lines += ["", f"Receiver: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB.",
+              "Targets (issue): off ≤ 1 % below before traces; 100 % ≤ 15 % below off."]
+    print("\n".join(lines))
+    write_section(args.out, "Traces: off, sampled out, exported", "\n".join(lines))
 
 
 def languages(args):

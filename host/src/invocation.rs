@@ -62,7 +62,11 @@ pub fn start<G: Send + 'static>(
     {
         request.headers_mut().insert(headers::DEPLOY_ID, deploy);
     }
-    let run = parent.child(format!("run {}", function.name));
+    let run = if parent.is_on() {
+        parent.child(format!("run {}", function.name))
+    } else {
+        Trace::none()
+    };
     traced_request(&mut request, &run);
     let mut ctx = context(function, id, capture);
     (ctx.trace, ctx.attempt) = (run, number);

@@ -3,6 +3,7 @@
 //! they are delivered (bounded, with backoff). Records are written by the queue in the same
 //! transaction as the outcome, so an outcome is never recorded without its delivery.
 
+use crate::telemetry::Trace;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -16,7 +17,12 @@ use crate::queue::{
 };
 
 /// The delivery for `finish`, if the function has a destination for it.
-pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Option<NewDelivery> {
+pub fn record_for(
+    function: &Function,
+    claim: &Claimed,
+    finish: &Finish,
+    trace: &Trace,
+) -> Option<NewDelivery> {
     let (url, condition, result, error) = match finish {
         Finish::Succeeded(r) => (
             function.settings.destinations.on_success.as_ref()?,
@@ -41,6 +47,9 @@ pub fn record_for(function: &Function, claim: &Claimed, finish: &Finish) -> Opti
     Some(NewDelivery {
         url: url.to_string(),
         payload: record(&function.name, claim, condition, result, error).to_string(),
+        traceparent: (trace.headers().into_iter())
+            .find(|(k, _)| k == "traceparent")
+            .map_or_else(String::new, |(_, v)| v),
     })
 }
 
@@ -146,10 +155,19 @@ async fn deliver_round(
             }
             return None;
         }
+        let span = Trace::delivery(&d.traceparent, &d.url, d.attempts + 1);
         let outcome = match d.url.parse::<http::Uri>() {
-            Ok(url) => post_json(&url, d.payload.clone(), Duration::from_secs(10)).await,
+            Ok(url) => {
+                let w3c = span.headers();
+                post_json(&url, d.payload.clone(), &w3c, Duration::from_secs(10)).await
+            }
             Err(e) => Err(format!("bad URL: {e}")),
         };
+        match &outcome {
+            Ok(status) => span.status(*status),
+            Err(e) => span.fail("delivery_failed", e.clone()),
+        }
+        span.end();
         let recorded = judge_delivery(&d, outcome);
         crate::metrics::delivery(match recorded {
             DeliveryAttempt::Delivered => "delivered",

@@ -284,8 +284,8 @@ impl Worker {
         let delivery_for = executed.function.clone();
         let finish = self.judge(&claim, executed);
         outcome::traced(&trace, &finish, claim.attempt);
-        let delivery =
-            (delivery_for.as_deref()).and_then(|f| destinations::record_for(f, &claim, &finish));
+        let delivery = (delivery_for.as_deref())
+            .and_then(|f| destinations::record_for(f, &claim, &finish, &trace));
         self.record(&claim, finish, delivery, stop.shutdown.is_cancelled())
             .await
     }
@@ -473,7 +473,7 @@ impl Worker {
 
 /// The span of one attempt, in the trace its stored request names (the accepting request's,
 /// or the tick's).
-fn attempt_trace(claim: &Claimed) -> Trace {
+pub(super) fn attempt_trace(claim: &Claimed) -> Trace {
     let scheduled = (claim.headers.iter()).any(|(k, v)| k == "fnhost-event" && v == "schedule");
     let trigger = if scheduled {
         Trigger::Timer

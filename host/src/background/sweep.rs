@@ -61,11 +61,11 @@ impl Worker {
                 error,
                 result: StoredResult::default(),
             };
-            let delivery = self
-                .table
-                .current()
-                .get(&claim.function)
-                .and_then(|f| destinations::record_for(f, &claim, &finish));
+            // The attempt that never ended, ended here: a span in the invocation's trace.
+            let trace = super::attempt_trace(&claim);
+            super::outcome::traced(&trace, &finish, claim.attempt);
+            let delivery = (self.table.current().get(&claim.function))
+                .and_then(|f| destinations::record_for(f, &claim, &finish, &trace));
             if let Some(d) = delivery
                 && let Err(e) = self.queue.add_delivery(&claim.id, d).await
             {

@@ -9,12 +9,17 @@ use http_body_util::BodyExt;
 /// POSTs a JSON document to `url` with wasmtime-wasi-http's client (HTTP and HTTPS), for
 /// destination deliveries; returns the status. `timeout` bounds connect, first byte and the
 /// whole exchange.
-pub async fn post_json(url: &http::Uri, json: String, timeout: Duration) -> Result<u16, String> {
+pub async fn post_json(
+    url: &http::Uri,
+    json: String,
+    extra: &[(String, String)],
+    timeout: Duration,
+) -> Result<u16, String> {
     let authority = url
         .authority()
         .ok_or_else(|| format!("{url} has no host"))?
         .to_string();
-    let request = http::Request::post(url.clone())
+    let mut request = http::Request::post(url.clone())
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
@@ -27,6 +32,14 @@ pub async fn post_json(url: &http::Uri, json: String, timeout: Duration) -> Resu
                 .boxed_unsync(),
         )
         .map_err(|e| e.to_string())?;
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
+    }
     let options = wasmtime_wasi_http::RequestOptions {
         connect_timeout: Some(timeout),
         first_byte_timeout: Some(timeout),

@@ -124,7 +124,9 @@ impl WasiHttpHooks for Hooks {
                     ))
                 }
                 Err(e) => {
-                    span.fail(&error_type(&e), "outbound request failed");
+                    if span.is_on() {
+                        span.fail(&error_type(&e), "outbound request failed");
+                    }
                     span.end();
                     Err(e)
                 }

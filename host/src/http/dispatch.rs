@@ -104,6 +104,9 @@ pub(super) fn routed_span(
     id: &str,
     client: std::net::IpAddr,
 ) {
+    if !trace.is_on() {
+        return;
+    }
     trace.rename(format!("{method} {}", function.name));
     trace.set("faas.name", function.name.clone());
     trace.set("faas.invocation_id", id.to_string());

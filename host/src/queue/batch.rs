@@ -244,8 +244,8 @@ fn delivery_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
     multi_row(
         &delivering,
         &format!(
-            "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
-             SELECT v.column1, v.column2, v.column3, v.column4, 'pending', 0, $now, $now \
+            "INSERT INTO deliveries (id, invocation_id, url, payload, traceparent, state, attempts, next_at, created_at) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column6, 'pending', 0, $now, $now \
              FROM (VALUES {{values}}) AS v {}",
             holding("column2", "column5")
         ),
@@ -257,6 +257,7 @@ fn delivery_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
                 Val::Text(d.url.clone()),
                 Val::Text(d.payload.clone()),
                 Val::Int(o.token),
+                Val::Text(d.traceparent.clone()),
             ]
         },
     )
@@ -558,8 +559,8 @@ pub(super) async fn insert_deliveries(
 ) -> Result<()> {
     let stmts = multi_row(
         deliveries,
-        "INSERT INTO deliveries (id, invocation_id, url, payload, state, attempts, next_at, created_at) \
-         SELECT v.column1, v.column2, v.column3, v.column4, 'pending', 0, $now, $now \
+        "INSERT INTO deliveries (id, invocation_id, url, payload, traceparent, state, attempts, next_at, created_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, 'pending', 0, $now, $now \
          FROM (VALUES {values}) AS v WHERE v.column1 <> ''",
         |(invocation, d)| {
             vec![
@@ -567,6 +568,7 @@ pub(super) async fn insert_deliveries(
                 Val::Text(invocation.to_string()),
                 Val::Text(d.url.clone()),
                 Val::Text(d.payload.clone()),
+                Val::Text(d.traceparent.clone()),
             ]
         },
     );

@@ -382,6 +382,8 @@ pub struct NewDelivery {
     pub url: String,
     /// The JSON record.
     pub payload: String,
+    /// The W3C `traceparent` of the attempt that decided it (empty when traces are off).
+    pub traceparent: String,
 }
 
 /// A delivery due now.
@@ -397,6 +399,8 @@ pub struct Delivery {
     pub payload: String,
     /// Attempts so far.
     pub attempts: u32,
+    /// The W3C `traceparent` its POST continues (empty: none).
+    pub traceparent: String,
 }
 
 /// The status resource of an invocation (also what `fnhost status` and `invoke --wait` read).

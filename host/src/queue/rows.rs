@@ -100,6 +100,7 @@ pub(super) fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
         url: r.try_get("url")?,
         payload: r.try_get("payload")?,
         attempts: count(r, "attempts")?,
+        traceparent: r.try_get("traceparent")?,
     })
 }
 

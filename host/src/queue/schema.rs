@@ -180,6 +180,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Traces: a delivery keeps the W3C traceparent of the attempt that decided it, so its POST
+    // is a span of the invocation's trace whenever and wherever it is sent.
+    (
+        9,
+        "ALTER TABLE deliveries ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
@@ -336,14 +343,16 @@ pub(super) const DELIVERY_CLAIM_MS: i64 = 180_000;
 /// delivers it after that time: still at least once.
 pub(super) fn due_deliveries_sql(backend: Backend) -> String {
     let sql = match backend {
-        Backend::Sqlite => "SELECT id, invocation_id, url, payload, attempts FROM deliveries \
+        Backend::Sqlite => {
+            "SELECT id, invocation_id, url, payload, attempts, traceparent FROM deliveries \
              WHERE state = 'pending' AND next_at <= $now ORDER BY next_at LIMIT $1"
-            .to_string(),
+                .to_string()
+        }
         Backend::Postgres => format!(
             "UPDATE deliveries SET next_at = $now + {DELIVERY_CLAIM_MS} \
              WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= $now \
                           ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, invocation_id, url, payload, attempts"
+             RETURNING id, invocation_id, url, payload, attempts, traceparent"
         ),
     };
     with_now(backend, &sql)

@@ -275,6 +275,7 @@ async fn an_outcome_and_its_delivery_commit_together_and_deliveries_back_off() {
     let delivery = NewDelivery {
         url: "http://127.0.0.1:9/inbox".into(),
         payload: r#"{"version":"1.0"}"#.into(),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     };
     assert!(
         q.finish(
@@ -289,6 +290,10 @@ async fn an_outcome_and_its_delivery_commit_together_and_deliveries_back_off() {
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].invocation_id.as_str(), due[0].attempts), ("d", 0));
     assert_eq!(due[0].payload, r#"{"version":"1.0"}"#);
+    assert_eq!(
+        due[0].traceparent,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
 
     let failed = DeliveryAttempt::Failed {
         error: "destination answered 503".into(),
@@ -404,6 +409,7 @@ async fn finished_invocations_are_purged_after_retention_but_not_with_pending_de
         let delivery = (claim.id == "reporting").then(|| NewDelivery {
             url: "http://127.0.0.1:9/".into(),
             payload: "{}".into(),
+            traceparent: String::new(),
         });
         q.finish(&claim, Finish::Succeeded(answered(200, "ok")), delivery)
             .await

@@ -84,6 +84,11 @@ impl Trace {
         Trace(None)
     }
 
+    /// Whether this is a span (traces on): callers skip building attributes otherwise.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The server span of a client's request, continuing the trace its `traceparent` names.
     pub fn request(method: &str, path: &str, headers: &http::HeaderMap) -> Trace {
         let Some(tracer) = TRACER.get() else {
@@ -154,6 +159,28 @@ impl Trace {
         Trace(Some(parent.with_span(span)))
     }
 
+    /// A destination delivery's POST to `url`: a client span in the trace `traceparent` names
+    /// (the attempt that decided it), or a trace of its own.
+    pub fn delivery(traceparent: &str, url: &str, attempt: u32) -> Trace {
+        let Some(tracer) = TRACER.get() else {
+            return Trace(None);
+        };
+        let stored = [("traceparent".to_string(), traceparent.to_string())];
+        let parent = TraceContextPropagator::new()
+            .extract_with_context(&Context::new(), &PairsExtractor(&stored));
+        let full = url.split(['?', '#']).next().unwrap_or_default().to_string();
+        let span = tracer
+            .span_builder("deliver")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.full", full),
+                KeyValue::new("fnhost.delivery_attempt", i64::from(attempt)),
+            ])
+            .start_with_context(tracer, &parent);
+        Trace(Some(parent.with_span(span)))
+    }
+
     /// A child span of this one (none when this is none).
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Trace {
         self.child_of_kind(name, SpanKind::Internal)
@@ -161,6 +188,9 @@ impl Trace {
 
     /// A client span for an outbound request of the guest.
     pub fn outbound(&self, method: &str, scheme: &str, host: &str, port: u16, path: &str) -> Trace {
+        if !self.is_on() {
+            return Trace(None);
+        }
         let t = self.child_of_kind(method.to_string(), SpanKind::Client);
         t.set("http.request.method", method.to_string());
         t.set("server.address", host.to_string());
@@ -206,6 +236,9 @@ impl Trace {
 
     /// The answer's status: `http.response.status_code`, and a failure when it is a 5xx.
     pub fn status(&self, status: u16) {
+        if !self.is_on() {
+            return;
+        }
         self.set("http.response.status_code", i64::from(status));
         if status >= 500 {
             self.fail(&status.to_string(), format!("answered {status}"));

@@ -187,7 +187,17 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // Each migration applied once, whichever node got there first.
     assert_eq!(
         db.query("SELECT version FROM fnhost_schema ORDER BY version"),
-        [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"], ["8"]]
+        [
+            ["1"],
+            ["2"],
+            ["3"],
+            ["4"],
+            ["5"],
+            ["6"],
+            ["7"],
+            ["8"],
+            ["9"]
+        ]
     );
     for (table, column) in [("invocations", "body"), ("deploy_blob_chunks", "data")] {
         let sql = format!(
@@ -204,7 +214,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 8);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 9);
 }
 
 #[tokio::test]

@@ -214,10 +214,15 @@ async fn a_504_and_a_trap_are_error_spans_with_their_cause() {
 #[tokio::test]
 async fn a_background_invocation_s_attempts_join_the_accepting_trace_over_grpc() {
     let receiver = Receiver::grpc().await;
+    let (destination, destination_saw) = upstream().await;
+    let config = format!(
+        "[server]\nlease = \"2s\"\n[defaults]\nretry_delays = [\"1s\"]\n\
+         [functions.flaky-background]\non_success = \"http://{destination}/inbox\"\n"
+    );
     // The environment's settings, the standard way (they win over [telemetry]).
     let server = Server::with(&[])
         .function_as("flaky-background", "guest-flaky")
-        .config("[server]\nlease = \"2s\"\n[defaults]\nretry_delays = [\"1s\"]\n")
+        .config(&config)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_SERVICE_NAME", "site-a")
@@ -281,6 +286,22 @@ async fn a_background_invocation_s_attempts_join_the_accepting_trace_over_grpc()
     assert_eq!(
         (second.attr("fnhost.outcome"), second.status),
         (Some("succeeded"), 0)
+    );
+    // The destination's POST is a span under the attempt that succeeded, and continues it.
+    let deliver = receiver
+        .wait_for("the delivery span", Duration::from_secs(10), |spans| {
+            Ok(one(spans, "deliver")?.clone())
+        })
+        .await;
+    assert_eq!(
+        (deliver.parent.as_str(), deliver.kind),
+        (second.span_id.as_str(), 3)
+    );
+    assert_eq!(deliver.attr("http.response.status_code"), Some("200"));
+    let seen = destination_saw.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![format!("00-{}-{}-01", accept.trace_id, deliver.span_id)]
     );
     // Each attempt's run is its child.
     let spans = receiver.spans();
