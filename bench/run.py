@@ -861,6 +861,9 @@ def traces(args):
         "on, sampling 0 %": (serve(FNHOST), {**endpoint, "OTEL_TRACES_SAMPLER": "traceidratio",
                                              "OTEL_TRACES_SAMPLER_ARG": "0"}),
         "on, 100 % exported": (serve(FNHOST), {**endpoint, "OTEL_TRACES_SAMPLER": "always_on"}),
+        # Nothing listens there: every export fails at once (connection refused).
+        "on, 100 %, collector down": (serve(FNHOST), {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                                                      "OTEL_TRACES_SAMPLER": "always_on"}),
     }
     if args.baseline:
         table = {"before traces (--baseline)": (serve(Path(args.baseline)), {}), **table}

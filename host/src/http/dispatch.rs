@@ -114,6 +114,33 @@ pub(super) fn routed_span(
     trace.set("client.address", client.to_string());
 }
 
+/// The span of a `_redirects` rule that applied (it ends when dropped: after a proxied answer).
+pub(super) fn rule_span(trace: &Trace, action: &super::rules::Action) -> EndOnDrop {
+    if !trace.is_on() {
+        return EndOnDrop(Trace::none());
+    }
+    let span = trace.child("rule");
+    let kind = match action {
+        super::rules::Action::Redirect { status, .. } => {
+            span.set("http.response.status_code", i64::from(*status));
+            "redirect"
+        }
+        super::rules::Action::Proxy(_) => "proxy",
+        super::rules::Action::Rewrite(_) => "rewrite",
+    };
+    span.set("fnhost.rule.action", kind);
+    EndOnDrop(span)
+}
+
+/// A span that ends when this is dropped.
+pub(super) struct EndOnDrop(Trace);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// The request as stored: its idempotency key, method, path and query, body, and headers
 /// less the hop-by-hop ones (the edge has set fnhost's own: only the client address).
 fn to_store(function: &Function, req: Request<Bytes>, id: String, trace: &Trace) -> NewInvocation {

@@ -221,7 +221,7 @@ impl App {
         // `.`, `..` and empty segments mean different things to different servers: refused
         // before anything matches or forwards the path.
         rules::check_path(req.uri().path()).map_err(ApiError::BadRequest)?;
-        let req = match self.apply_rules(table, edge, req, peer).await? {
+        let req = match self.apply_rules(table, edge, req, peer, trace).await? {
             Ruled::Pass(req) => req,
             Ruled::Answered(resp) => return Ok(resp),
         };
@@ -278,6 +278,7 @@ impl App {
         edge: &Edge,
         mut req: Request<B>,
         peer: std::net::IpAddr,
+        trace: &Trace,
     ) -> Result<Ruled<B>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -299,6 +300,9 @@ impl App {
             Some((index, action)) => Some(self.rule_limit(edge, index, peer, &req, action)?),
             None => None,
         };
+        let _span = resolved
+            .as_ref()
+            .map(|action| dispatch::rule_span(trace, action));
         match resolved {
             None => Ok(Ruled::Pass(req)),
             Some(Action::Redirect { status, location }) => {

@@ -417,3 +417,49 @@ async fn json_logs_are_one_object_a_line_with_function_invocation_and_trace() {
     }
     assert!(guest_lines >= 1, "{logs}");
 }
+
+#[tokio::test]
+async fn a_rule_that_applies_and_a_refused_origin_are_spans_of_the_request() {
+    let receiver = Receiver::http().await;
+    let config = format!(
+        "{}[[redirects]]\nfrom = \"/old\"\nto = \"/.netlify/functions/hello\"\nstatus = 200\n\
+         [cors]\nallowed_origins = [\"https://shop.example\"]\n",
+        telemetry(&receiver)
+    );
+    let server = Server::with(&["hello"]).config(&config).start();
+    assert_eq!(get(&server.url("/old")).await.status, 200);
+    let foreign = [("origin", "https://evil.example")];
+    let refused = send(
+        "POST",
+        &server.url("/.netlify/functions/hello"),
+        &foreign,
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let spans = receiver
+        .wait_for(
+            "the rule and cors spans",
+            Duration::from_secs(10),
+            |spans| {
+                one(spans, "rule")?;
+                one(spans, "cors")?;
+                Ok(spans.to_vec())
+            },
+        )
+        .await;
+    let (rule, cors) = (one(&spans, "rule").unwrap(), one(&spans, "cors").unwrap());
+    let rewritten = one(&spans, "GET hello").unwrap();
+    assert_eq!(
+        (rule.parent.as_str(), rule.attr("fnhost.rule.action")),
+        (rewritten.span_id.as_str(), Some("rewrite"))
+    );
+    assert_eq!(rewritten.attr("url.path"), Some("/old"));
+    let post = one(&spans, "POST hello").unwrap();
+    assert_eq!(
+        (cors.parent.as_str(), cors.status),
+        (post.span_id.as_str(), 2)
+    );
+    assert_eq!(cors.attr("error.type"), Some("origin_not_allowed"));
+    assert_eq!(post.attr("http.response.status_code"), Some("403"));
+}
