@@ -62,10 +62,11 @@ pub fn start<G: Send + 'static>(
     {
         request.headers_mut().insert(headers::DEPLOY_ID, deploy);
     }
+    // Not recorded (off, or sampled out): no span to name; the context still propagates.
     let run = if parent.is_on() {
         parent.child(format!("run {}", function.name))
     } else {
-        Trace::none()
+        parent.clone()
     };
     traced_request(&mut request, &run);
     let mut ctx = context(function, id, capture);

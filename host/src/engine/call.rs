@@ -442,7 +442,11 @@ fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
 
 fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration, trace: &Trace) {
     let ms = elapsed.as_secs_f64() * 1e3;
-    let trace_id = trace.trace_id();
+    // Formatted only for a line that is written.
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let trace_id = (debug || !matches!(outcome, Outcome::Completed { fuel_used: None }))
+        .then(|| trace.trace_id())
+        .flatten();
     let trace_id = trace_id.as_deref();
     match outcome {
         Outcome::Completed {

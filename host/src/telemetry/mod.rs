@@ -73,45 +73,60 @@ impl Trigger {
     }
 }
 
-/// A span under way (or nothing, when traces are off or this one is not sampled). Clones
-/// are the same span; it ends at [`Trace::end`] (or when the last clone is dropped).
+/// A span under way, or nothing when traces are off. Clones are the same span; it ends at
+/// [`Trace::end`] (or when the last clone is dropped). A span the sampler left out records
+/// nothing and has no children — its context is still propagated (W3C `traceparent`, flags
+/// `00`), so the caller's decision reaches the guest and upstreams.
 #[derive(Clone, Default)]
-pub struct Trace(Option<Context>);
+pub struct Trace {
+    cx: Option<Context>,
+    recording: bool,
+}
 
 impl Trace {
     /// No span.
     pub fn none() -> Trace {
-        Trace(None)
+        Trace::default()
     }
 
-    /// Whether this is a span (traces on): callers skip building attributes otherwise.
+    fn of(cx: Context) -> Trace {
+        let recording = cx.span().is_recording();
+        Trace {
+            cx: Some(cx),
+            recording,
+        }
+    }
+
+    /// Whether this span records (traces on, sampled): callers skip building attributes
+    /// otherwise.
     pub fn is_on(&self) -> bool {
-        self.0.is_some()
+        self.recording
     }
 
     /// The server span of a client's request, continuing the trace its `traceparent` names.
     pub fn request(method: &str, path: &str, headers: &http::HeaderMap) -> Trace {
         let Some(tracer) = TRACER.get() else {
-            return Trace(None);
+            return Trace::none();
         };
         let parent = TraceContextPropagator::new()
             .extract_with_context(&Context::new(), &HeaderExtractor(headers));
         let span = tracer
-            .span_builder(method.to_string())
+            .span_builder(method_name(method))
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.path", path.to_string()),
-                KeyValue::new("url.scheme", "http"),
-            ])
             .start_with_context(tracer, &parent);
-        Trace(Some(parent.with_span(span)))
+        let trace = Trace::of(parent.with_span(span));
+        if trace.recording {
+            trace.set("http.request.method", method_name(method));
+            trace.set("url.path", path.to_string());
+            trace.set("url.scheme", "http");
+        }
+        trace
     }
 
     /// A span that starts a trace: a schedule's tick of `function`.
     pub fn tick(function: &str, cron: &str) -> Trace {
         let Some(tracer) = TRACER.get() else {
-            return Trace(None);
+            return Trace::none();
         };
         let span = tracer
             .span_builder(format!("tick {function}"))
@@ -122,7 +137,7 @@ impl Trace {
                 KeyValue::new("faas.cron", cron.to_string()),
             ])
             .start_with_context(tracer, &Context::new());
-        Trace(Some(Context::new().with_span(span)))
+        Trace::of(Context::new().with_span(span))
     }
 
     /// One attempt of a stored invocation: a span in the trace its stored `headers` name
@@ -135,7 +150,7 @@ impl Trace {
         trigger: Trigger,
     ) -> Trace {
         let Some(tracer) = TRACER.get() else {
-            return Trace(None);
+            return Trace::none();
         };
         let parent = TraceContextPropagator::new()
             .extract_with_context(&Context::new(), &PairsExtractor(headers));
@@ -156,14 +171,14 @@ impl Trace {
                 KeyValue::new("fnhost.attempt", i64::from(attempt)),
             ])
             .start_with_context(tracer, &parent);
-        Trace(Some(parent.with_span(span)))
+        Trace::of(parent.with_span(span))
     }
 
     /// A destination delivery's POST to `url`: a client span in the trace `traceparent` names
     /// (the attempt that decided it), or a trace of its own.
     pub fn delivery(traceparent: &str, url: &str, attempt: u32) -> Trace {
         let Some(tracer) = TRACER.get() else {
-            return Trace(None);
+            return Trace::none();
         };
         let stored = [("traceparent".to_string(), traceparent.to_string())];
         let parent = TraceContextPropagator::new()
@@ -178,7 +193,7 @@ impl Trace {
                 KeyValue::new("fnhost.delivery_attempt", i64::from(attempt)),
             ])
             .start_with_context(tracer, &parent);
-        Trace(Some(parent.with_span(span)))
+        Trace::of(parent.with_span(span))
     }
 
     /// A child span of this one (none when this is none).
@@ -188,8 +203,8 @@ impl Trace {
 
     /// A client span for an outbound request of the guest.
     pub fn outbound(&self, method: &str, scheme: &str, host: &str, port: u16, path: &str) -> Trace {
-        if !self.is_on() {
-            return Trace(None);
+        if !self.recording {
+            return self.clone();
         }
         let t = self.child_of_kind(method.to_string(), SpanKind::Client);
         t.set("http.request.method", method.to_string());
@@ -201,33 +216,34 @@ impl Trace {
     }
 
     fn child_of_kind(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Trace {
-        let (Some(cx), Some(tracer)) = (&self.0, TRACER.get()) else {
-            return Trace(None);
+        let (Some(cx), Some(tracer), true) = (&self.cx, TRACER.get(), self.recording) else {
+            // Not recorded: the children are this span, for propagation.
+            return self.clone();
         };
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
             .start_with_context(tracer, cx);
-        Trace(Some(cx.with_span(span)))
+        Trace::of(cx.with_span(span))
     }
 
     /// Sets an attribute.
     pub fn set(&self, key: &'static str, value: impl Into<Value>) {
-        if let Some(cx) = &self.0 {
+        if let (Some(cx), true) = (&self.cx, self.recording) {
             cx.span().set_attribute(KeyValue::new(key, value));
         }
     }
 
     /// Renames the span.
     pub fn rename(&self, name: String) {
-        if let Some(cx) = &self.0 {
+        if let (Some(cx), true) = (&self.cx, self.recording) {
             cx.span().update_name(name);
         }
     }
 
     /// Marks the span failed: `error.type` and a description (never a body or a secret).
     pub fn fail(&self, error_type: &str, description: impl Into<Cow<'static, str>>) {
-        if let Some(cx) = &self.0 {
+        if let (Some(cx), true) = (&self.cx, self.recording) {
             let span = cx.span();
             span.set_attribute(KeyValue::new("error.type", error_type.to_string()));
             span.set_status(Status::error(description));
@@ -247,7 +263,7 @@ impl Trace {
 
     /// Ends the span (later calls do nothing).
     pub fn end(&self) {
-        if let Some(cx) = &self.0 {
+        if let (Some(cx), true) = (&self.cx, self.recording) {
             cx.span().end();
         }
     }
@@ -255,7 +271,7 @@ impl Trace {
     /// The W3C headers (`traceparent`, `tracestate`) naming this span as the parent.
     pub fn headers(&self) -> Vec<(String, String)> {
         let mut out = PairsInjector(Vec::new());
-        if let Some(cx) = &self.0 {
+        if let Some(cx) = &self.cx {
             TraceContextPropagator::new().inject_context(cx, &mut out);
         }
         out.0
@@ -263,9 +279,18 @@ impl Trace {
 
     /// The trace id (32 hex digits), when there is a span.
     pub fn trace_id(&self) -> Option<String> {
-        let cx = self.0.as_ref()?;
+        let cx = self.cx.as_ref().filter(|_| self.recording)?;
         let sc = cx.span().span_context().clone();
         sc.is_valid().then(|| sc.trace_id().to_string())
+    }
+}
+
+/// The span name of an HTTP method: no allocation for the usual ones.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    match KNOWN.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_string()),
     }
 }
 

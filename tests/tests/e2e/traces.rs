@@ -463,3 +463,54 @@ async fn a_rule_that_applies_and_a_refused_origin_are_spans_of_the_request() {
     assert_eq!(cors.attr("error.type"), Some("origin_not_allowed"));
     assert_eq!(post.attr("http.response.status_code"), Some("403"));
 }
+
+#[tokio::test]
+async fn each_schedule_tick_starts_a_trace_its_attempt_joins() {
+    let receiver = Receiver::http().await;
+    let config = format!(
+        "{}[functions.echo]\nschedule = \"* * * * * *\"\n",
+        telemetry(&receiver)
+    );
+    let _server = Server::with(&["echo"]).config(&config).start();
+    let (tick, attempt) = receiver
+        .wait_for("a tick and its attempt", Duration::from_secs(15), |spans| {
+            let tick = (spans.iter())
+                .find(|s| s.name == "tick echo" && s.attr("faas.invocation_id").is_some())
+                .ok_or_else(|| format!("no tick among {:#?}", names(spans)))?;
+            let attempt = (spans.iter())
+                .find(|s| s.name == "attempt echo" && s.parent == tick.span_id)
+                .ok_or_else(|| {
+                    format!("no attempt of {} among {:#?}", tick.span_id, names(spans))
+                })?;
+            Ok((tick.clone(), attempt.clone()))
+        })
+        .await;
+    assert_eq!(
+        (tick.parent.as_str(), tick.kind),
+        ("", 4),
+        "a root, PRODUCER"
+    );
+    assert_eq!(tick.attr("faas.cron"), Some("* * * * * *"));
+    assert_eq!(tick.attr("faas.trigger"), Some("timer"));
+    assert_eq!(attempt.attr("faas.trigger"), Some("timer"));
+    assert_eq!(
+        attempt.attr("faas.invocation_id"),
+        tick.attr("faas.invocation_id")
+    );
+    assert_eq!(attempt.attr("fnhost.outcome"), Some("succeeded"));
+    // Another tick, another trace.
+    let traces = receiver
+        .wait_for("a second tick", Duration::from_secs(10), |spans| {
+            let ticks: std::collections::BTreeSet<String> = (spans.iter())
+                .filter(|s| s.name == "tick echo")
+                .map(|s| s.trace_id.clone())
+                .collect();
+            if ticks.len() >= 2 {
+                Ok(ticks)
+            } else {
+                Err(format!("{} tick trace(s)", ticks.len()))
+            }
+        })
+        .await;
+    assert!(traces.len() >= 2);
+}
