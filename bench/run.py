@@ -158,9 +158,17 @@ def parse_latency(text, pct):
 SERVER_ENV = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
 
 
-def measure(argv, path, conns, duration, env=None, after=None):
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(argv, path, conns, duration, env=None, after=None, cpu=False):
     """wrk against the server `argv(port)` starts (with `env` added to its environment): req/s,
-    p50, p99; `after(base_url)` runs before the server stops, its value appended."""
+    p50, p99; with `cpu`, the server's CPU time per request in µs over the timed run (all its
+    threads: steadier than req/s on a shared machine); `after(base_url)` runs before the server
+    stops. Extra values are appended in that order."""
     port = free_port()
     proc = subprocess.Popen([str(a) for a in argv(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**SERVER_ENV, **(env or {})})
@@ -170,6 +178,7 @@ def measure(argv, path, conns, duration, env=None, after=None):
         wait_answer(url, proc)
         threads = str(min(2, conns))
         subprocess.run(["wrk", "-t", threads, "-c", str(conns), "-d", "1s", url], capture_output=True, check=True)
+        cpu_before = cpu_seconds(proc.pid) if cpu else 0.0
         out = subprocess.run(["wrk", "-t", threads, "-c", str(conns), "-d", f"{duration}s", "--latency", url],
                              capture_output=True, text=True, check=True).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -177,6 +186,9 @@ def measure(argv, path, conns, duration, env=None, after=None):
         if errors:
             raise RuntimeError(f"{errors.group(1)} error responses:\n{out}")
         result = (rps, parse_latency(out, 50), parse_latency(out, 99))
+        if cpu:
+            requests = int(re.search(r"(\d+) requests in", out).group(1))
+            result += ((cpu_seconds(proc.pid) - cpu_before) * 1e6 / requests,)
         return result + (after(f"http://127.0.0.1:{port}"),) if after else result
     finally:
         proc.terminate()
@@ -871,10 +883,11 @@ def traces(args):
     for rnd in range(args.rounds):
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:
             argv, env = table[name]
-            r = measure(argv, "/.netlify/functions/hello", conns, args.duration, env, after=spans)
+            r = measure(argv, "/.netlify/functions/hello", conns, args.duration, env, after=spans, cpu=True)
             results.setdefault(name, []).append(r)
             print(f"round {rnd + 1} {name:<28} {r[0]:>9.0f} req/s  p50 {r[1]:.3f} ms  p99 {r[2]:.3f} ms"
-                  f"  spans exported {r[3][0]:.0f} dropped {r[3][1]:.0f}", flush=True)
+                  f"  {r[3]:.1f} µs CPU/req"
+                  f"  spans exported {r[-1][0]:.0f} dropped {r[-1][1]:.0f}", flush=True)
     med = lambda name, i: statistics.median(r[i] for r in results[name])
     off = med("traces off", 0)
     lines = [
@@ -887,15 +900,26 @@ def traces(args):
         f"Command: `python3 bench/run.py --traces --duration {args.duration} --rounds {args.rounds}"
         + (" --baseline BIN`" if args.baseline else "`"),
         "",
-        "| variant | req/s (rounds) | p50 ms | p99 ms | / traces off | spans exported | dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "The machine's throughput drifts by ±20 % between rounds: the paired column divides each variant by"
+        " `traces off` of the same round (neighbours in time), then takes the median over rounds.",
+        "",
+        "CPU per request: the server process's user + system time over the timed run (/proc/PID/stat, all"
+        " threads, the export included) / requests answered — the work, steadier than req/s here.",
+        "",
+        "| variant | req/s (rounds) | p50 ms | p99 ms | / off (medians) | / off (paired, per round) "
+        "| CPU µs/req | / off | spans exported | dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    instr = lambda name: statistics.median(r[3] for r in results[name])
     for name in names:
         rps = [r[0] for r in results[name]]
-        exported = sum(r[3][0] for r in results[name])
-        dropped = sum(r[3][1] for r in results[name])
+        paired = [r[0] / o[0] for r, o in zip(results[name], results["traces off"])]
+        exported = sum(r[-1][0] for r in results[name])
+        dropped = sum(r[-1][1] for r in results[name])
         lines.append(f"| {name} | {med(name, 0):.0f} ({', '.join(f'{x:.0f}' for x in rps)}) | {med(name, 1):.3f}"
-                     f" | {med(name, 2):.3f} | {med(name, 0) / off:.3f} | {exported:.0f} | {dropped:.0f} |")
+                     f" | {med(name, 2):.3f} | {med(name, 0) / off:.3f} | {statistics.median(paired):.3f}"
+                     f" ({', '.join(f'{x:.2f}' for x in paired)}) | {instr(name):.1f}"
+                     f" | {instr(name) / instr('traces off'):.3f} | {exported:.0f} | {dropped:.0f} |")
     lines += ["", f"Receiver: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB.",
               "Targets (issue): off ≤ 1 % below before traces; 100 % ≤ 15 % below off."]
     print("\n".join(lines))

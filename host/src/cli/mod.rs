@@ -160,8 +160,10 @@ pub fn main() -> ExitCode {
             std::env::set_var("RUST_LIB_BACKTRACE", "0")
         };
     }
-    let _flush_on_exit = crate::telemetry::logging::init();
-    match run() {
+    let cli = Cli::parse();
+    let format = crate::telemetry::logging::format_in(&site_file(&cli));
+    let _flush_on_exit = crate::telemetry::logging::init(format);
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -170,8 +172,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+/// The site file a command reads (for the log format, before anything is logged).
+fn site_file(cli: &Cli) -> PathBuf {
+    let given = match &cli.command {
+        Command::Serve(args) | Command::List(args) => args.config.clone(),
+        Command::Dev { config, dir, .. } => config
+            .clone()
+            .or_else(|| Some(dir.join("fnhost.toml")).filter(|p| p.is_file())),
+        _ => None,
+    };
+    given.unwrap_or_else(|| PathBuf::from("fnhost.toml"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => site::serve(options(args)?, false),
         Command::List(args) => site::serve(options(args)?, true),
@@ -346,9 +359,6 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
         ),
         None => (Config::default(), PathBuf::from("."), None),
     };
-    if let Some(format) = config.server.log_format {
-        crate::telemetry::logging::set_format(format);
-    }
     let dir = (args.dir.clone())
         .or_else(|| config.server.functions.as_ref().map(|d| base.join(d)))
         .unwrap_or_else(|| PathBuf::from("functions"));

@@ -3,44 +3,54 @@
 //! `stream`, `deploy`, `trace_id`). `FNHOST_LOG_FORMAT` wins over `[server] log_format`; the
 //! level comes from `FNHOST_LOG` (default `info`).
 
-use std::sync::OnceLock;
+use std::path::Path;
 
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::telemetry::LogFormat;
 
-type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
-
-static RELOAD: OnceLock<(reload::Handle<Boxed, Registry>, NonBlocking)> = OnceLock::new();
-
-/// Starts the log in the format `FNHOST_LOG_FORMAT` names (text when unset). Lines go to
-/// stderr from a thread of their own through a bounded queue: a serving thread never blocks
-/// on a slow or stalled stderr (lines are dropped when the queue is full). The guard flushes
-/// what is queued when it is dropped.
-pub fn init() -> WorkerGuard {
+/// Starts the log in `format` (the site file's), unless `FNHOST_LOG_FORMAT` names another.
+/// Lines go to stderr from a thread of their own through a bounded queue: a serving thread
+/// never blocks on a slow or stalled stderr (lines are dropped when the queue is full). The
+/// guard flushes what is queued when it is dropped.
+pub fn init(format: LogFormat) -> WorkerGuard {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_env("FNHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let format = env_format().unwrap_or_default();
-    let (layer, handle) = reload::Layer::new(layer(format, writer.clone()));
-    let _ = RELOAD.set((handle, writer));
-    tracing_subscriber::registry()
-        .with(layer)
-        .with(filter)
-        .init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match env_format().unwrap_or(format) {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     guard
 }
 
-/// Switches to `format` (the site file's `log_format`) unless `FNHOST_LOG_FORMAT` chose.
-pub fn set_format(format: LogFormat) {
-    if env_format().is_some() {
-        return;
+/// `[server] log_format` of the site file at `path`, read before anything else so the first
+/// line is already in that format; text when the file or the key is missing or unreadable
+/// (the full parse reports what is wrong).
+pub fn format_in(path: &Path) -> LogFormat {
+    #[derive(serde::Deserialize, Default)]
+    struct Site {
+        #[serde(default)]
+        server: Server,
     }
-    if let Some((handle, writer)) = RELOAD.get() {
-        let _ = handle.reload(layer(format, writer.clone()));
+    #[derive(serde::Deserialize, Default)]
+    struct Server {
+        log_format: Option<LogFormat>,
     }
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<Site>(&text).ok())
+        .and_then(|site| site.server.log_format)
+        .unwrap_or_default()
 }
 
 fn env_format() -> Option<LogFormat> {
@@ -54,16 +64,26 @@ fn env_format() -> Option<LogFormat> {
     }
 }
 
-fn layer(format: LogFormat, writer: NonBlocking) -> Boxed {
-    use std::io::IsTerminal as _;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    match format {
-        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .boxed(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_site_file_s_format_is_read_before_the_log_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fnhost.toml");
+        assert_eq!(format_in(&file), LogFormat::Text, "no file: text");
+        std::fs::write(
+            &file,
+            "[server]\nlog_format = \"json\"\n[defaults]\ntimeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(format_in(&file), LogFormat::Json);
+        std::fs::write(&file, "[server]\nlog_format = \"xml\"\n").unwrap();
+        assert_eq!(
+            format_in(&file),
+            LogFormat::Text,
+            "the full parse reports it"
+        );
     }
 }

@@ -514,3 +514,68 @@ async fn each_schedule_tick_starts_a_trace_its_attempt_joins() {
         .await;
     assert!(traces.len() >= 2);
 }
+
+#[tokio::test]
+async fn a_sampled_out_request_records_nothing_and_still_propagates_its_trace() {
+    let receiver = Receiver::http().await;
+    let (up, upstream_saw) = upstream().await;
+    let config = format!(
+        "{}sampler = \"parentbased_always_off\"\n\
+         [functions.fetch]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+        telemetry(&receiver),
+        up.port()
+    );
+    let server = Server::with(&[])
+        .function_as("fetch", "guest-outbound")
+        .config(&config)
+        .start();
+    let url = server.url(&format!(
+        "/.netlify/functions/fetch?url=http://127.0.0.1:{}/",
+        up.port()
+    ));
+    // The client decided not to sample (flags 00): nothing is recorded, the decision travels.
+    let unsampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    assert_eq!(
+        send("GET", &url, &[("traceparent", &unsampled)], "")
+            .await
+            .status,
+        200
+    );
+    // A sampled one (flags 01) is recorded: once its spans are in, the first request's would be.
+    let sampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    let sampled = format!("00-{sampled_trace}-b7ad6b7169203331-01");
+    assert_eq!(
+        send("GET", &url, &[("traceparent", &sampled)], "")
+            .await
+            .status,
+        200
+    );
+    receiver
+        .wait_for(
+            "the sampled request's client span",
+            Duration::from_secs(10),
+            |spans| {
+                (spans.iter())
+                    .find(|s| s.trace_id == sampled_trace && s.name == "GET")
+                    .map(|_| ())
+                    .ok_or_else(|| format!("{:#?}", names(spans)))
+            },
+        )
+        .await;
+    let recorded: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == CLIENT_TRACE)
+        .collect();
+    assert!(recorded.is_empty(), "{recorded:#?}");
+    let seen = upstream_saw.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[0].starts_with(&format!("00-{CLIENT_TRACE}-")) && seen[0].ends_with("-00"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].starts_with(&format!("00-{sampled_trace}-")) && seen[1].ends_with("-01"),
+        "{seen:?}"
+    );
+}
