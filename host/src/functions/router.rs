@@ -99,6 +99,39 @@ impl<T: fmt::Display> Router<T> {
 impl<T> Router<T> {
     /// Finds the route for `method` and `path`.
     pub fn route(&self, method: &str, path: &str) -> Match<'_, T> {
+        match self.find(method, path) {
+            Ok((route, captures)) => {
+                let params = captures
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                Match::Found(&route.target, params)
+            }
+            Err(allowed) if allowed.is_empty() => Match::NotFound,
+            Err(mut allowed) => {
+                allowed.sort();
+                allowed.dedup();
+                Match::MethodNotAllowed(allowed)
+            }
+        }
+    }
+
+    /// The pattern, as written, of the route that answers `method` and `path` (a trace's
+    /// `http.route`).
+    pub fn pattern_of(&self, method: &str, path: &str) -> Option<&str> {
+        self.find(method, path)
+            .ok()
+            .map(|(route, _)| route.pattern.as_str())
+    }
+
+    /// The first route that has `path` and allows `method`, with its captures; else the
+    /// methods the routes having the path allow.
+    #[allow(clippy::type_complexity)]
+    fn find(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<(&Route<T>, Vec<(&str, String)>), Vec<String>> {
         let mut allowed: Vec<String> = Vec::new();
         for route in &self.routes {
             let Some(captures) = route.pattern.matches(path) else {
@@ -108,21 +141,11 @@ impl<T> Router<T> {
                 continue;
             }
             if route.methods.is_empty() || route.methods.iter().any(|m| m == method) {
-                let params = captures
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-                return Match::Found(&route.target, params);
+                return Ok((route, captures));
             }
             allowed.extend(route.methods.iter().cloned());
         }
-        if allowed.is_empty() {
-            Match::NotFound
-        } else {
-            allowed.sort();
-            allowed.dedup();
-            Match::MethodNotAllowed(allowed)
-        }
+        Err(allowed)
     }
 
     /// Every route: pattern, methods, target.
@@ -202,6 +225,18 @@ mod tests {
             r.route("POST", "/api/items/1"),
             Match::MethodNotAllowed(vec!["DELETE".into(), "GET".into(), "PUT".into()])
         );
+    }
+
+    #[test]
+    fn the_pattern_of_a_request_is_the_route_as_written() {
+        let r = router(&[
+            ("/api/items/:id", &["GET"], "items"),
+            ("/files/*", &[], "files"),
+        ]);
+        assert_eq!(r.pattern_of("GET", "/api/items/42"), Some("/api/items/:id"));
+        assert_eq!(r.pattern_of("GET", "/files/a/b"), Some("/files/*"));
+        assert_eq!(r.pattern_of("POST", "/api/items/42"), None);
+        assert_eq!(r.pattern_of("GET", "/nope"), None);
     }
 
     #[test]

@@ -96,16 +96,20 @@ impl App {
     }
 }
 
-/// The server span, once the request is routed: which function, which invocation.
-pub(super) fn routed_span(
+/// The server span, once the request is routed: which function and route, which invocation.
+pub(super) fn routed_span<B>(
     trace: &Trace,
-    method: &http::Method,
+    (table, req): (&crate::functions::FunctionTable, &Request<B>),
     function: &crate::functions::Function,
     id: &str,
     client: std::net::IpAddr,
 ) {
     if !trace.is_on() {
         return;
+    }
+    let method = req.method();
+    if let Some(route) = table.router.pattern_of(method.as_str(), req.uri().path()) {
+        trace.set("http.route", route.to_string());
     }
     trace.rename(format!("{method} {}", function.name));
     trace.set("faas.name", function.name.clone());

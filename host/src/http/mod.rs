@@ -248,7 +248,7 @@ impl App {
         let edge_set = self.edge_headers(peer, client, req.headers());
         let req = crate::invocation::from_client(req, &edge_set);
         let id = new_id();
-        dispatch::routed_span(trace, req.method(), &function, &id, client);
+        dispatch::routed_span(trace, (table, &req), &function, &id, client);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);

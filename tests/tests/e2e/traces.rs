@@ -111,6 +111,10 @@ async fn a_request_continues_the_client_s_trace_down_to_the_upstream() {
     assert_eq!(server_span.attr("http.response.status_code"), Some("200"));
     assert_eq!(server_span.attr("faas.trigger"), Some("http"));
     assert_eq!(server_span.attr("faas.name"), Some("fetch"));
+    assert_eq!(
+        server_span.attr("http.route"),
+        Some("/.netlify/functions/fetch/*")
+    );
     assert!(
         server_span
             .attr("faas.invocation_id")
