@@ -272,6 +272,24 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
     resp
 }
 
+/// `204 No Content` with `headers` (a preflight answer).
+pub(super) fn no_content(headers: http::HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(full(bytes::Bytes::new()));
+    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+    resp.headers_mut().extend(headers);
+    resp
+}
+
+/// A redirect rule's answer.
+pub(super) fn redirect(status: u16, location: &str) -> Response<Body> {
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FOUND);
+    let mut resp = text(status, format!("Redirecting to {location}\n"));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

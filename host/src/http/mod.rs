@@ -24,10 +24,10 @@ pub mod server;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tokio::sync::Semaphore;
 
-use crate::body::{Body, full};
+use crate::body::Body;
 use crate::config::cors::Policies;
 use crate::config::redirects::Rules;
 use crate::engine::Engine;
@@ -311,7 +311,7 @@ impl App {
                         "the redirect rule for {path} would leave the site"
                     )));
                 }
-                Ok(Ruled::Answered(redirect_response(status, &location)))
+                Ok(Ruled::Answered(error::redirect(status, &location)))
             }
             Some(Action::Proxy(url)) => Ok(Ruled::Answered(
                 proxy::forward(&self.engine, req, &url, proxy::TIMEOUT).await?,
@@ -427,7 +427,7 @@ impl App {
                 .headers()
                 .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
                 .and_then(|v| v.to_str().ok());
-            return no_content(policy.preflight(origin, method, requested));
+            return error::no_content(policy.preflight(origin, method, requested));
         }
         let mut resp = api::handle(self, req.method(), rest, req.uri().query(), req.headers())
             .await
@@ -556,7 +556,7 @@ fn preflight_answer(
         // The route does not take that method: a refusal, unless no site-wide policy speaks
         // for the route (then the usual 405 answers).
         Match::MethodNotAllowed(_) => match cors.site() {
-            Some(_) => return Ok(Some(no_content(cors::refused_preflight()))),
+            Some(_) => return Ok(Some(error::no_content(cors::refused_preflight()))),
             None => return Ok(None),
         },
         Match::NotFound => return Err(ApiError::NoRoute(path.to_string())),
@@ -564,7 +564,7 @@ fn preflight_answer(
     let requested = headers
         .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
         .and_then(|v| v.to_str().ok());
-    Ok(Some(no_content(
+    Ok(Some(error::no_content(
         policy.preflight(origin, method, requested),
     )))
 }
@@ -579,24 +579,6 @@ fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
         0 => Err(ApiError::BadRequest("missing Host header".into())),
         _ => Err(ApiError::BadRequest("more than one Host header".into())),
     }
-}
-
-/// `204 No Content` with `headers` (a preflight answer).
-fn no_content(headers: http::HeaderMap) -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = http::StatusCode::NO_CONTENT;
-    resp.headers_mut().extend(headers);
-    resp
-}
-
-/// A redirect rule's answer.
-fn redirect_response(status: u16, location: &str) -> Response<Body> {
-    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FOUND);
-    let mut resp = error::text(status, format!("Redirecting to {location}\n"));
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    resp
 }
 
 #[cfg(test)]
