@@ -31,6 +31,8 @@ class Config(exports.Config):
             timeout_ms=None,
             memory_mb=None,
             schedule=None,
+            excluded_paths=[],
+            rate_limit=None,
         )
 
 

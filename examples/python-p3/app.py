@@ -39,6 +39,8 @@ class Config(exports.Config):
             timeout_ms=None,
             memory_mb=None,
             schedule=None,
+            excluded_paths=[],
+            rate_limit=None,
         )
 
 

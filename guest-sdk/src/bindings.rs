@@ -8702,6 +8702,68 @@ pub mod exports {
                 #[doc(hidden)]
                 static __FORCE_SECTION_REF: fn() = super::super::super::super::__link_custom_section_describing_imports;
                 use super::super::super::super::_rt;
+                /// What makes one rate-limit key (since 0.4.0).
+                #[repr(u8)]
+                #[derive(Clone, Copy, Eq, Ord, PartialEq, PartialOrd)]
+                pub enum Aggregate {
+                    /// The client address (see `trusted_proxies`); IPv6 clients by their /64.
+                    Ip,
+                    /// The request's `Host`, without its port.
+                    Domain,
+                }
+                impl ::core::fmt::Debug for Aggregate {
+                    fn fmt(
+                        &self,
+                        f: &mut ::core::fmt::Formatter<'_>,
+                    ) -> ::core::fmt::Result {
+                        match self {
+                            Aggregate::Ip => f.debug_tuple("Aggregate::Ip").finish(),
+                            Aggregate::Domain => {
+                                f.debug_tuple("Aggregate::Domain").finish()
+                            }
+                        }
+                    }
+                }
+                impl Aggregate {
+                    #[doc(hidden)]
+                    pub unsafe fn _lift(val: u8) -> Aggregate {
+                        if !cfg!(debug_assertions) {
+                            return unsafe { ::core::mem::transmute(val) };
+                        }
+                        match val {
+                            0 => Aggregate::Ip,
+                            1 => Aggregate::Domain,
+                            _ => panic!("invalid enum discriminant"),
+                        }
+                    }
+                }
+                /// A rate limit (since 0.4.0): at most `window-limit` requests per key in any sliding window
+                /// of `window-size-secs` seconds.
+                #[derive(Clone)]
+                pub struct RateLimit {
+                    /// Requests one key may make per window: 1 to 1,000,000.
+                    pub window_limit: u32,
+                    /// The window, in seconds: 1 to 3,600.
+                    pub window_size_secs: u32,
+                    /// What makes a key. Empty: both the client address and the domain.
+                    pub aggregate_by: _rt::Vec<Aggregate>,
+                    /// `none`: a limited request gets `429` with `Retry-After`; `some(path)`: it is served
+                    /// that path of the site instead (`/limited`).
+                    pub rewrite: ::core::option::Option<_rt::String>,
+                }
+                impl ::core::fmt::Debug for RateLimit {
+                    fn fmt(
+                        &self,
+                        f: &mut ::core::fmt::Formatter<'_>,
+                    ) -> ::core::fmt::Result {
+                        f.debug_struct("RateLimit")
+                            .field("window-limit", &self.window_limit)
+                            .field("window-size-secs", &self.window_size_secs)
+                            .field("aggregate-by", &self.aggregate_by)
+                            .field("rewrite", &self.rewrite)
+                            .finish()
+                    }
+                }
                 /// What the function says about how it wants to be run. Every field is optional: an
                 /// unset field falls back to fnhost.toml, then to the built-in default.
                 #[derive(Clone)]
@@ -8723,6 +8785,12 @@ pub mod exports {
                     /// seconds field. Each tick is one background invocation (`POST`, body
                     /// `{"next_run": "<RFC 3339>"}`, header `x-nf-event: schedule`).
                     pub schedule: ::core::option::Option<_rt::String>,
+                    /// Paths `paths` would match that this function leaves to the next route, else `404`
+                    /// (since 0.4.0; Netlify's `excludedPath`). Same syntax as `paths`.
+                    pub excluded_paths: _rt::Vec<_rt::String>,
+                    /// Limit how often one client may call the function (since 0.4.0; Netlify's
+                    /// `config.rateLimit`). Counted before anything runs or is stored.
+                    pub rate_limit: ::core::option::Option<RateLimit>,
                 }
                 impl ::core::fmt::Debug for Settings {
                     fn fmt(
@@ -8736,6 +8804,8 @@ pub mod exports {
                             .field("timeout-ms", &self.timeout_ms)
                             .field("memory-mb", &self.memory_mb)
                             .field("schedule", &self.schedule)
+                            .field("excluded-paths", &self.excluded_paths)
+                            .field("rate-limit", &self.rate_limit)
                             .finish()
                     }
                 }
@@ -8753,6 +8823,8 @@ pub mod exports {
                             timeout_ms: timeout_ms2,
                             memory_mb: memory_mb2,
                             schedule: schedule2,
+                            excluded_paths: excluded_paths2,
+                            rate_limit: rate_limit2,
                         } = result0;
                         match background2 {
                             Some(e) => {
@@ -8884,6 +8956,110 @@ pub mod exports {
                                     .cast::<u8>() = (0i32) as u8;
                             }
                         };
+                        let vec9 = excluded_paths2;
+                        let len9 = vec9.len();
+                        let layout9 = _rt::alloc::Layout::from_size_align(
+                                vec9.len() * (2 * ::core::mem::size_of::<*const u8>()),
+                                ::core::mem::size_of::<*const u8>(),
+                            )
+                            .unwrap();
+                        let (result9, _cleanup9) = wit_bindgen::rt::Cleanup::new(
+                            layout9,
+                        );
+                        if let Some(cleanup) = _cleanup9 {
+                            cleanup.forget();
+                        }
+                        for (i, e) in vec9.into_iter().enumerate() {
+                            let base = result9
+                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
+                            {
+                                let vec8 = (e.into_bytes()).into_boxed_slice();
+                                let ptr8 = vec8.as_ptr().cast::<u8>();
+                                let len8 = vec8.len();
+                                ::core::mem::forget(vec8);
+                                *base
+                                    .add(::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>() = len8;
+                                *base.add(0).cast::<*mut u8>() = ptr8.cast_mut();
+                            }
+                        }
+                        *ptr1
+                            .add(32 + 8 * ::core::mem::size_of::<*const u8>())
+                            .cast::<usize>() = len9;
+                        *ptr1
+                            .add(32 + 7 * ::core::mem::size_of::<*const u8>())
+                            .cast::<*mut u8>() = result9;
+                        match rate_limit2 {
+                            Some(e) => {
+                                *ptr1
+                                    .add(32 + 9 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<u8>() = (1i32) as u8;
+                                let RateLimit {
+                                    window_limit: window_limit10,
+                                    window_size_secs: window_size_secs10,
+                                    aggregate_by: aggregate_by10,
+                                    rewrite: rewrite10,
+                                } = e;
+                                *ptr1
+                                    .add(32 + 10 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<i32>() = _rt::as_i32(window_limit10);
+                                *ptr1
+                                    .add(36 + 10 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<i32>() = _rt::as_i32(window_size_secs10);
+                                let vec11 = aggregate_by10;
+                                let len11 = vec11.len();
+                                let layout11 = _rt::alloc::Layout::from_size_align(
+                                        vec11.len() * 1,
+                                        1,
+                                    )
+                                    .unwrap();
+                                let (result11, _cleanup11) = wit_bindgen::rt::Cleanup::new(
+                                    layout11,
+                                );
+                                if let Some(cleanup) = _cleanup11 {
+                                    cleanup.forget();
+                                }
+                                for (i, e) in vec11.into_iter().enumerate() {
+                                    let base = result11.add(i * 1);
+                                    {
+                                        *base.add(0).cast::<u8>() = (e.clone() as i32) as u8;
+                                    }
+                                }
+                                *ptr1
+                                    .add(40 + 11 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>() = len11;
+                                *ptr1
+                                    .add(40 + 10 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<*mut u8>() = result11;
+                                match rewrite10 {
+                                    Some(e) => {
+                                        *ptr1
+                                            .add(40 + 12 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<u8>() = (1i32) as u8;
+                                        let vec12 = (e.into_bytes()).into_boxed_slice();
+                                        let ptr12 = vec12.as_ptr().cast::<u8>();
+                                        let len12 = vec12.len();
+                                        ::core::mem::forget(vec12);
+                                        *ptr1
+                                            .add(40 + 14 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>() = len12;
+                                        *ptr1
+                                            .add(40 + 13 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>() = ptr12.cast_mut();
+                                    }
+                                    None => {
+                                        *ptr1
+                                            .add(40 + 12 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<u8>() = (0i32) as u8;
+                                    }
+                                };
+                            }
+                            None => {
+                                *ptr1
+                                    .add(32 + 9 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<u8>() = (0i32) as u8;
+                            }
+                        };
                         ptr1
                     }
                 }
@@ -8956,6 +9132,66 @@ pub mod exports {
                                 _rt::cabi_dealloc(l11, l12, 1);
                             }
                         }
+                        let l13 = *arg0
+                            .add(32 + 7 * ::core::mem::size_of::<*const u8>())
+                            .cast::<*mut u8>();
+                        let l14 = *arg0
+                            .add(32 + 8 * ::core::mem::size_of::<*const u8>())
+                            .cast::<usize>();
+                        let base17 = l13;
+                        let len17 = l14;
+                        for i in 0..len17 {
+                            let base = base17
+                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
+                            {
+                                let l15 = *base.add(0).cast::<*mut u8>();
+                                let l16 = *base
+                                    .add(::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>();
+                                _rt::cabi_dealloc(l15, l16, 1);
+                            }
+                        }
+                        _rt::cabi_dealloc(
+                            base17,
+                            len17 * (2 * ::core::mem::size_of::<*const u8>()),
+                            ::core::mem::size_of::<*const u8>(),
+                        );
+                        let l18 = i32::from(
+                            *arg0
+                                .add(32 + 9 * ::core::mem::size_of::<*const u8>())
+                                .cast::<u8>(),
+                        );
+                        match l18 {
+                            0 => {}
+                            _ => {
+                                let l19 = *arg0
+                                    .add(40 + 10 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<*mut u8>();
+                                let l20 = *arg0
+                                    .add(40 + 11 * ::core::mem::size_of::<*const u8>())
+                                    .cast::<usize>();
+                                let base21 = l19;
+                                let len21 = l20;
+                                _rt::cabi_dealloc(base21, len21 * 1, 1);
+                                let l22 = i32::from(
+                                    *arg0
+                                        .add(40 + 12 * ::core::mem::size_of::<*const u8>())
+                                        .cast::<u8>(),
+                                );
+                                match l22 {
+                                    0 => {}
+                                    _ => {
+                                        let l23 = *arg0
+                                            .add(40 + 13 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>();
+                                        let l24 = *arg0
+                                            .add(40 + 14 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>();
+                                        _rt::cabi_dealloc(l23, l24, 1);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 pub trait Guest {
@@ -8965,28 +9201,28 @@ pub mod exports {
                 }
                 #[doc(hidden)]
                 #[macro_export]
-                macro_rules! __export_fnhost_function_config_0_2_0_cabi {
+                macro_rules! __export_fnhost_function_config_0_4_0_cabi {
                     ($ty:ident with_types_in $($path_to_types:tt)*) => {
                         const _ : () = { #[unsafe (export_name =
-                        "fnhost:function/config@0.2.0#describe")] unsafe extern "C" fn
+                        "fnhost:function/config@0.4.0#describe")] unsafe extern "C" fn
                         export_describe() -> * mut u8 { unsafe { $($path_to_types)*::
                         _export_describe_cabi::<$ty > () } } #[unsafe (export_name =
-                        "cabi_post_fnhost:function/config@0.2.0#describe")] unsafe extern
+                        "cabi_post_fnhost:function/config@0.4.0#describe")] unsafe extern
                         "C" fn _post_return_describe(arg0 : * mut u8,) { unsafe {
                         $($path_to_types)*:: __post_return_describe::<$ty > (arg0) } } };
                     };
                 }
                 #[doc(hidden)]
-                pub use __export_fnhost_function_config_0_2_0_cabi;
+                pub use __export_fnhost_function_config_0_4_0_cabi;
                 #[repr(align(8))]
                 struct _RetArea(
                     [::core::mem::MaybeUninit<
                         u8,
-                    >; 40 + 6 * ::core::mem::size_of::<*const u8>()],
+                    >; 48 + 14 * ::core::mem::size_of::<*const u8>()],
                 );
                 static mut _RET_AREA: _RetArea = _RetArea(
-                    [::core::mem::MaybeUninit::uninit(); 40
-                        + 6 * ::core::mem::size_of::<*const u8>()],
+                    [::core::mem::MaybeUninit::uninit(); 48
+                        + 14 * ::core::mem::size_of::<*const u8>()],
                 );
             }
         }
@@ -9281,18 +9517,18 @@ macro_rules! __export_function_impl {
     };
     ($ty:ident with_types_in $($path_to_types_root:tt)*) => {
         $($path_to_types_root)*::
-        exports::fnhost::function::config::__export_fnhost_function_config_0_2_0_cabi!($ty
+        exports::fnhost::function::config::__export_fnhost_function_config_0_4_0_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::fnhost::function::config);
         $($path_to_types_root)*::
         exports::wasi::http::incoming_handler::__export_wasi_http_incoming_handler_0_2_12_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::wasi::http::incoming_handler);
         const _ : () = { #[rustfmt::skip] #[cfg(target_arch = "wasm32")] #[unsafe
         (link_section =
-        "component-type:wit-bindgen:0.61.1:fnhost:function@0.2.0:function:imports and exportsfnhost-sdk")]
+        "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:function:imports and exportsfnhost-sdk")]
         #[doc(hidden)] #[allow(clippy::octal_escapes)] pub static
-        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7211] = *
+        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7347] = *
         b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xac7\x01A\x02\x01A%\x01\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xb48\x01A\x02\x01A%\x01\
 B\x0a\x04\0\x08pollable\x03\x01\x01h\0\x01@\x01\x04self\x01\0\x7f\x04\0\x16[meth\
 od]pollable.ready\x01\x02\x01@\x01\x04self\x01\x01\0\x04\0\x16[method]pollable.b\
 lock\x01\x03\x01p\x01\x01py\x01@\x01\x02in\x04\0\x05\x04\0\x04poll\x01\x06\x03\0\
@@ -9427,16 +9663,19 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \x18future-incoming-response\x03\0\x04\x02\x03\x02\x01\x12\x04\0\x0aerror-code\x03\
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
-ndler@0.2.12\x05\x13\x01B\x09\x01k\x7f\x01ps\x01kw\x01ky\x01ks\x01r\x06\x0abackg\
-round\0\x05paths\x01\x07methods\x01\x0atimeout-ms\x02\x09memory-mb\x03\x08schedu\
-le\x04\x04\0\x08settings\x03\0\x05\x01@\0\0\x06\x04\0\x08describe\x01\x07\x04\0\x1c\
-fnhost:function/config@0.2.0\x05\x14\x02\x03\0\x09\x10incoming-request\x02\x03\0\
-\x09\x11response-outparam\x01B\x08\x02\x03\x02\x01\x15\x04\0\x10incoming-request\
-\x03\0\0\x02\x03\x02\x01\x16\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\
-\x01@\x02\x07request\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0\
-!wasi:http/incoming-handler@0.2.12\x05\x17\x04\0\x1efnhost:function/function@0.2\
-.0\x04\0\x0b\x0e\x01\0\x08function\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\
-\x0dwit-component\x070.258.0\x10wit-bindgen-rust\x060.61.1";
+ndler@0.2.12\x05\x13\x01B\x0f\x01m\x02\x02ip\x06domain\x04\0\x09aggregate\x03\0\0\
+\x01p\x01\x01ks\x01r\x04\x0cwindow-limity\x10window-size-secsy\x0caggregate-by\x02\
+\x07rewrite\x03\x04\0\x0arate-limit\x03\0\x04\x01k\x7f\x01ps\x01kw\x01ky\x01k\x05\
+\x01r\x08\x0abackground\x06\x05paths\x07\x07methods\x07\x0atimeout-ms\x08\x09mem\
+ory-mb\x09\x08schedule\x03\x0eexcluded-paths\x07\x0arate-limit\x0a\x04\0\x08sett\
+ings\x03\0\x0b\x01@\0\0\x0c\x04\0\x08describe\x01\x0d\x04\0\x1cfnhost:function/c\
+onfig@0.4.0\x05\x14\x02\x03\0\x09\x10incoming-request\x02\x03\0\x09\x11response-\
+outparam\x01B\x08\x02\x03\x02\x01\x15\x04\0\x10incoming-request\x03\0\0\x02\x03\x02\
+\x01\x16\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\x01@\x02\x07requ\
+est\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0!wasi:http/incomi\
+ng-handler@0.2.12\x05\x17\x04\0\x1efnhost:function/function@0.4.0\x04\0\x0b\x0e\x01\
+\0\x08function\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x07\
+0.258.0\x10wit-bindgen-rust\x060.61.1";
         };
     };
 }
@@ -9445,7 +9684,7 @@ pub use __export_function_impl as export_function;
 #[rustfmt::skip]
 #[cfg(target_arch = "wasm32")]
 #[unsafe(
-    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.2.0:function-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
+    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:function-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
@@ -9586,7 +9825,7 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
 ndler@0.2.12\x05\x13\x04\0>fnhost:function/function-with-all-of-its-exports-remo\
-ved@0.2.0\x04\0\x0b.\x01\0(function-with-all-of-its-exports-removed\x03\0\0\0G\x09\
+ved@0.4.0\x04\0\x0b.\x01\0(function-with-all-of-its-exports-removed\x03\0\0\0G\x09\
 producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10wit-bindgen-rus\
 t\x060.61.1";
 #[inline(never)]

@@ -93,7 +93,7 @@ pub use request::{
     decode_component, parse_form,
 };
 pub use response::{IntoResponse, WaitUntil, wait_until};
-pub use settings::Settings;
+pub use settings::{RateLimit, Settings};
 
 /// The request a handler receives: method, URI, headers and the whole body.
 pub type Request = http::Request<Vec<u8>>;

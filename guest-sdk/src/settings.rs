@@ -25,6 +25,8 @@ pub struct Settings {
     timeout_ms: Option<u64>,
     memory_mb: Option<u32>,
     schedule: Option<String>,
+    excluded_paths: Vec<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Settings {
@@ -79,6 +81,84 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Leave `path` to the next route (else `404`) although one of the function's paths matches
+    /// it (repeatable; same syntax as [`path`](Self::path)), like Netlify's `excludedPath`.
+    pub fn excluded_path(mut self, path: &str) -> Self {
+        self.excluded_paths.push(path.to_owned());
+        self
+    }
+
+    /// Limit how often one client may call the function, like Netlify's `config.rateLimit`:
+    /// a limited request gets `429` with `Retry-After` (or the rewrite) before anything runs.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+}
+
+/// A rate limit for [`Settings::rate_limit`]: at most `window_limit` requests per key in any
+/// sliding window of `window_size_secs` seconds. The key is the client address and the
+/// domain unless narrowed with [`aggregate_by_ip`](Self::aggregate_by_ip) or
+/// [`aggregate_by_domain`](Self::aggregate_by_domain).
+///
+/// ```
+/// use fnhost_sdk::{RateLimit, Settings};
+///
+/// // 100 requests a minute per client address; the rest are served /limited instead.
+/// let settings = Settings::new().rate_limit(RateLimit::new(100, 60).aggregate_by_ip().rewrite("/limited"));
+/// # let _ = settings;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    window_limit: u32,
+    window_size_secs: u32,
+    aggregate_by: Vec<wit::Aggregate>,
+    rewrite: Option<String>,
+}
+
+impl RateLimit {
+    /// `window_limit` requests (1 to 1,000,000) per `window_size_secs` seconds (1 to 3,600);
+    /// fnhost refuses the function at load, naming the value, outside those ranges.
+    pub fn new(window_limit: u32, window_size_secs: u32) -> Self {
+        RateLimit {
+            window_limit,
+            window_size_secs,
+            aggregate_by: Vec::new(),
+            rewrite: None,
+        }
+    }
+
+    /// Count by client address (see fnhost's `trusted_proxies`; IPv6 by /64).
+    pub fn aggregate_by_ip(mut self) -> Self {
+        self.aggregate_by.push(wit::Aggregate::Ip);
+        self
+    }
+
+    /// Count by the request's domain (its `Host`, without the port).
+    pub fn aggregate_by_domain(mut self) -> Self {
+        self.aggregate_by.push(wit::Aggregate::Domain);
+        self
+    }
+
+    /// Serve this path of the site to a limited request instead of `429`.
+    pub fn rewrite(mut self, to: &str) -> Self {
+        self.rewrite = Some(to.to_owned());
+        self
+    }
+}
+
+impl From<RateLimit> for wit::RateLimit {
+    fn from(r: RateLimit) -> Self {
+        wit::RateLimit {
+            window_limit: r.window_limit,
+            window_size_secs: r.window_size_secs,
+            aggregate_by: r.aggregate_by,
+            rewrite: r.rewrite,
+        }
+    }
+}
+
 impl From<Settings> for wit::Settings {
     fn from(s: Settings) -> Self {
         wit::Settings {
@@ -88,6 +168,8 @@ impl From<Settings> for wit::Settings {
             timeout_ms: s.timeout_ms,
             memory_mb: s.memory_mb,
             schedule: s.schedule,
+            excluded_paths: s.excluded_paths,
+            rate_limit: s.rate_limit.map(Into::into),
         }
     }
 }
@@ -103,6 +185,7 @@ mod tests {
         assert!(wit.paths.is_empty() && wit.methods.is_empty());
         assert_eq!((wit.timeout_ms, wit.memory_mb), (None, None));
         assert_eq!(wit.schedule, None);
+        assert!(wit.excluded_paths.is_empty() && wit.rate_limit.is_none());
     }
 
     #[test]
@@ -116,6 +199,8 @@ mod tests {
             .timeout_ms(1500)
             .memory_mb(64)
             .schedule("@daily")
+            .excluded_path("/a/health")
+            .rate_limit(RateLimit::new(10, 60).aggregate_by_ip().rewrite("/slow"))
             .into();
         assert_eq!(wit.background, Some(true));
         assert_eq!(wit.paths, ["/a", "/b/:id"]);
@@ -123,5 +208,13 @@ mod tests {
         assert_eq!(wit.timeout_ms, Some(1500));
         assert_eq!(wit.memory_mb, Some(64));
         assert_eq!(wit.schedule.as_deref(), Some("@daily"));
+        assert_eq!(wit.excluded_paths, ["/a/health"]);
+        let limit = wit.rate_limit.unwrap();
+        assert_eq!((limit.window_limit, limit.window_size_secs), (10, 60));
+        assert!(matches!(
+            limit.aggregate_by.as_slice(),
+            [wit::Aggregate::Ip]
+        ));
+        assert_eq!(limit.rewrite.as_deref(), Some("/slow"));
     }
 }

@@ -1,8 +1,9 @@
 //! The optional `fnhost:function/config` export: `describe` is called once when a component
 //! loads, in a throwaway instance with a short budget, and its `settings` record is read
 //! through typed bindings of the world version the component was built against: 0.1.x (no
-//! `schedule`), 0.2.x, or 0.3.x (the 0.2 record; 0.3 adds the `service` world for WASI 0.3
-//! HTTP). Components built against any of them keep working, whichever HTTP world they speak.
+//! `schedule`), 0.2.x, 0.3.x (the 0.2 record; 0.3 adds the `service` world for WASI 0.3
+//! HTTP) or 0.4.x (adds `excluded-paths` and `rate-limit`). Components built against any of
+//! them keep working, whichever HTTP world they speak.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,25 @@ pub struct Declared {
     pub memory: Option<u64>,
     /// `schedule` (world 0.2), as written; parsed by the settings merge.
     pub schedule: Option<String>,
+    /// `excluded-paths` (world 0.4), as written; parsed by the settings merge.
+    pub excluded_paths: Vec<String>,
+    /// `rate-limit` (world 0.4), as declared; checked by the settings merge.
+    pub rate_limit: Option<DeclaredRateLimit>,
+}
+
+/// A `rate-limit` a component declares (world 0.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredRateLimit {
+    /// `window-limit`.
+    pub window_limit: u32,
+    /// `window-size-secs`.
+    pub window_size: Duration,
+    /// `aggregate-by`: the client address is part of the key.
+    pub by_ip: bool,
+    /// `aggregate-by`: the domain is part of the key.
+    pub by_domain: bool,
+    /// `rewrite`.
+    pub rewrite: Option<String>,
 }
 
 /// `fnhost:function/config.settings` of world version 0.1.x, as the component returns it.
@@ -57,6 +77,49 @@ struct SettingsV0_2 {
     schedule: Option<String>,
 }
 
+/// `fnhost:function/config.settings` of world version 0.4.x: 0.2 plus `excluded-paths` and
+/// `rate-limit`.
+#[derive(ComponentType, Lift, Debug)]
+#[component(record)]
+struct SettingsV0_4 {
+    background: Option<bool>,
+    paths: Vec<String>,
+    methods: Vec<String>,
+    #[component(name = "timeout-ms")]
+    timeout_ms: Option<u64>,
+    #[component(name = "memory-mb")]
+    memory_mb: Option<u32>,
+    schedule: Option<String>,
+    #[component(name = "excluded-paths")]
+    excluded_paths: Vec<String>,
+    #[component(name = "rate-limit")]
+    rate_limit: Option<RateLimitV0_4>,
+}
+
+/// `fnhost:function/config.rate-limit` (0.4.x).
+#[derive(ComponentType, Lift, Debug)]
+#[component(record)]
+struct RateLimitV0_4 {
+    #[component(name = "window-limit")]
+    window_limit: u32,
+    #[component(name = "window-size-secs")]
+    window_size_secs: u32,
+    #[component(name = "aggregate-by")]
+    aggregate_by: Vec<AggregateV0_4>,
+    rewrite: Option<String>,
+}
+
+/// `fnhost:function/config.aggregate` (0.4.x).
+#[derive(ComponentType, Lift, Debug, Clone, Copy, PartialEq, Eq)]
+#[component(enum)]
+#[repr(u8)]
+enum AggregateV0_4 {
+    #[component(name = "ip")]
+    Ip,
+    #[component(name = "domain")]
+    Domain,
+}
+
 impl From<SettingsV0_1> for Declared {
     fn from(s: SettingsV0_1) -> Declared {
         SettingsV0_2 {
@@ -80,6 +143,40 @@ impl From<SettingsV0_2> for Declared {
             timeout: s.timeout_ms.map(Duration::from_millis),
             memory: s.memory_mb.map(|mb| u64::from(mb) << 20),
             schedule: s.schedule,
+            excluded_paths: Vec::new(),
+            rate_limit: None,
+        }
+    }
+}
+
+impl From<SettingsV0_4> for Declared {
+    fn from(s: SettingsV0_4) -> Declared {
+        let v0_2 = SettingsV0_2 {
+            background: s.background,
+            paths: s.paths,
+            methods: s.methods,
+            timeout_ms: s.timeout_ms,
+            memory_mb: s.memory_mb,
+            schedule: s.schedule,
+        };
+        Declared {
+            excluded_paths: s.excluded_paths,
+            rate_limit: s.rate_limit.map(DeclaredRateLimit::from),
+            ..v0_2.into()
+        }
+    }
+}
+
+impl From<RateLimitV0_4> for DeclaredRateLimit {
+    /// An empty `aggregate-by` means both, as fnhost.toml's default.
+    fn from(r: RateLimitV0_4) -> DeclaredRateLimit {
+        let has = |a| r.aggregate_by.is_empty() || r.aggregate_by.contains(&a);
+        DeclaredRateLimit {
+            window_limit: r.window_limit,
+            window_size: Duration::from_secs(r.window_size_secs.into()),
+            by_ip: has(AggregateV0_4::Ip),
+            by_domain: has(AggregateV0_4::Domain),
+            rewrite: r.rewrite,
         }
     }
 }
@@ -90,6 +187,7 @@ enum WorldVersion {
     V0_1,
     /// 0.2.x and 0.3.x: one record.
     V0_2,
+    V0_4,
 }
 
 impl WorldVersion {
@@ -100,10 +198,12 @@ impl WorldVersion {
             Ok(WorldVersion::V0_1)
         } else if version.starts_with("0.2.") || version.starts_with("0.3.") {
             Ok(WorldVersion::V0_2)
+        } else if version.starts_with("0.4.") {
+            Ok(WorldVersion::V0_4)
         } else {
             anyhow::bail!(
                 "{interface}: world version {version:?} is not supported by this fnhost \
-                 (it reads fnhost:function@0.1.x to 0.3.x); upgrade fnhost or rebuild the function"
+                 (it reads fnhost:function@0.1.x to 0.4.x); upgrade fnhost or rebuild the function"
             )
         }
     }
@@ -152,6 +252,10 @@ pub(super) async fn describe(
                 let func = instance.get_typed_func::<(), (SettingsV0_2,)>(&mut store, func_idx)?;
                 func.call_async(&mut store, ()).await?.0.into()
             }
+            WorldVersion::V0_4 => {
+                let func = instance.get_typed_func::<(), (SettingsV0_4,)>(&mut store, func_idx)?;
+                func.call_async(&mut store, ()).await?.0.into()
+            }
         };
         wasmtime::Result::Ok(declared)
     };
@@ -180,15 +284,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn world_versions_0_1_to_0_3_are_read_and_others_named() {
+    fn world_versions_0_1_to_0_4_are_read_and_others_named() {
         let v = |s: &str| WorldVersion::of(s).map_err(|e| e.to_string());
         assert_eq!(v("fnhost:function/config@0.1.0"), Ok(WorldVersion::V0_1));
         assert_eq!(v("fnhost:function/config@0.1.3"), Ok(WorldVersion::V0_1));
         assert_eq!(v("fnhost:function/config@0.2.0"), Ok(WorldVersion::V0_2));
         assert_eq!(v("fnhost:function/config@0.3.0"), Ok(WorldVersion::V0_2));
-        let e = v("fnhost:function/config@0.4.0").unwrap_err();
+        assert_eq!(v("fnhost:function/config@0.4.1"), Ok(WorldVersion::V0_4));
+        let e = v("fnhost:function/config@0.5.0").unwrap_err();
         assert!(
-            e.contains("\"0.4.0\"") && e.contains("0.1.x to 0.3.x"),
+            e.contains("\"0.5.0\"") && e.contains("0.1.x to 0.4.x"),
             "{e}"
         );
     }
@@ -212,7 +317,25 @@ mod tests {
                 timeout: Some(Duration::from_millis(1500)),
                 memory: Some(2 << 20),
                 schedule: None,
+                ..Declared::default()
             }
         );
+    }
+
+    #[test]
+    fn a_0_4_rate_limit_with_no_aggregate_counts_by_both() {
+        let limit = |by: Vec<AggregateV0_4>| {
+            DeclaredRateLimit::from(RateLimitV0_4 {
+                window_limit: 3,
+                window_size_secs: 60,
+                aggregate_by: by,
+                rewrite: None,
+            })
+        };
+        let both = limit(vec![]);
+        assert_eq!((both.by_ip, both.by_domain), (true, true));
+        assert_eq!(both.window_size, Duration::from_secs(60));
+        let ip = limit(vec![AggregateV0_4::Ip]);
+        assert_eq!((ip.by_ip, ip.by_domain), (true, false));
     }
 }

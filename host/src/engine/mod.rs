@@ -29,7 +29,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 pub use call::{CallKind, InvokeContext, Outcome, Running};
-pub use describe::Declared;
+pub use describe::{Declared, DeclaredRateLimit};
 use state::State;
 pub use warm::{MAX_IDLE_TOTAL as IDLE_SLOTS, Warm};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Mode;
 use crate::config::pattern::Pattern;
-use crate::config::rate::RateLimitConfig;
+use crate::config::rate::{Aggregate, RateAction, RateLimitConfig};
 use crate::config::schedule::{Overlap, Schedule};
 use crate::config::{self, FunctionConfig, OutboundRule, StatusAccess, defaults};
 use crate::engine::{Declared, World};
@@ -141,7 +141,7 @@ pub fn resolve(
         overlap: (from.table.overlap.or(from.site.overlap)).unwrap_or_default(),
         concurrency: from.table.concurrency.or(from.site.concurrency),
         access: from.access(),
-        rate_limit: (from.table.rate_limit.clone()).or_else(|| from.site.rate_limit.clone()),
+        rate_limit: from.rate_limit()?,
         max_event_age: from.max_event_age(mode)?,
     })
 }
@@ -201,9 +201,22 @@ impl Sources<'_> {
                 .map(parse)
                 .collect::<Result<_, _>>()?
         };
-        let excluded = (self.table.excluded_path.0.iter())
-            .chain(&self.site.excluded_path.0)
-            .map(|p| p.0.clone())
+        let own: Vec<Pattern> = if !self.table.excluded_path.0.is_empty() {
+            self.table
+                .excluded_path
+                .0
+                .iter()
+                .map(|p| p.0.clone())
+                .collect()
+        } else {
+            let parse =
+                |p: &String| Pattern::parse(p).map_err(|e| export(format!("excluded-paths: {e}")));
+            (self.declared.excluded_paths.iter())
+                .map(parse)
+                .collect::<Result<_, _>>()?
+        };
+        let excluded = (own.into_iter())
+            .chain(self.site.excluded_path.0.iter().map(|p| p.0.clone()))
             .collect();
         Ok(Routes {
             patterns,
@@ -271,6 +284,33 @@ impl Sources<'_> {
             max_log: (table.max_log.or(site.max_log)).map_or(defaults::MAX_LOG, |b| b.0),
             reuse: self.reuse(mode)?,
         })
+    }
+
+    /// The table's rate limit, else the export's (checked here as fnhost.toml's are), else
+    /// the site's.
+    fn rate_limit(&self) -> Result<Option<RateLimitConfig>, String> {
+        if let Some(limit) = &self.table.rate_limit {
+            return Ok(Some(limit.clone()));
+        }
+        let Some(declared) = &self.declared.rate_limit else {
+            return Ok(self.site.rate_limit.clone());
+        };
+        let aggregate_by = [(declared.by_ip, Aggregate::Ip)]
+            .into_iter()
+            .chain([(declared.by_domain, Aggregate::Domain)])
+            .filter_map(|(on, by)| on.then_some(by))
+            .collect();
+        let limit = RateLimitConfig {
+            window_limit: declared.window_limit.into(),
+            window_size: config::Humantime(declared.window_size),
+            aggregate_by,
+            action: declared
+                .rewrite
+                .clone()
+                .map_or(RateAction::RateLimit, RateAction::Rewrite),
+        };
+        limit.check("config export: rate-limit")?;
+        Ok(Some(limit))
     }
 
     /// The event age: only a background function waits in the queue. Set for one function
@@ -482,6 +522,65 @@ mod tests {
     }
 
     #[test]
+    fn an_export_declares_excluded_paths_and_a_rate_limit_the_file_can_override() {
+        let declared = Declared {
+            excluded_paths: vec!["/api/health".into()],
+            rate_limit: Some(crate::engine::DeclaredRateLimit {
+                window_limit: 5,
+                window_size: Duration::from_secs(10),
+                by_ip: true,
+                by_domain: false,
+                rewrite: Some("/limited".into()),
+            }),
+            ..Declared::default()
+        };
+        let s = merge(
+            "api",
+            &declared,
+            "[defaults]
+excluded_path = \"/x\"\n",
+        )
+        .unwrap();
+        let excluded: Vec<_> = s.routes.excluded.iter().map(|p| p.as_str()).collect();
+        assert_eq!(excluded, ["/api/health", "/x"]);
+        let limit = s.rate_limit.unwrap();
+        assert_eq!(
+            (
+                limit.window_limit,
+                limit.window(),
+                limit.aggregate_by,
+                limit.action
+            ),
+            (
+                5,
+                Duration::from_secs(10),
+                vec![Aggregate::Ip],
+                RateAction::Rewrite("/limited".into())
+            )
+        );
+        let toml = "[functions.api]\nexcluded_path = \"/own\"\n\
+                    rate_limit = { window_limit = 9, window_size = \"1m\" }\n";
+        let s = merge("api", &declared, toml).unwrap();
+        assert_eq!(s.routes.excluded[0].as_str(), "/own");
+        assert_eq!(s.rate_limit.unwrap().window_limit, 9);
+
+        let mut bad = declared.clone();
+        bad.rate_limit.as_mut().unwrap().window_size = Duration::from_secs(7200);
+        let e = merge("api", &bad, "").unwrap_err();
+        assert!(
+            e.contains("config export: rate-limit.window_size = 2h"),
+            "{e}"
+        );
+        bad.rate_limit.as_mut().unwrap().window_size = Duration::from_secs(1);
+        bad.rate_limit.as_mut().unwrap().rewrite = Some("http://elsewhere".into());
+        let e = merge("api", &bad, "").unwrap_err();
+        assert!(e.contains("config export: rate-limit.action"), "{e}");
+        bad.excluded_paths = vec!["no-slash".into()];
+        let e = merge("api", &bad, "").unwrap_err();
+        assert!(e.contains("config export: excluded-paths:"), "{e}");
+    }
+
+    #[test]
     fn file_wins_over_export_and_export_over_suffix_and_site() {
         let declared = Declared {
             background: Some(false),
@@ -489,7 +588,7 @@ mod tests {
             methods: vec!["get".into()],
             timeout: Some(Duration::from_secs(3)),
             memory: Some(64 << 20),
-            schedule: None,
+            ..Declared::default()
         };
         // The export beats the `-background` suffix and `[defaults]`.
         let s = merge(

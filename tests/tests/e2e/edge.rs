@@ -195,6 +195,52 @@ async fn excluded_paths_fall_through_to_the_next_route() {
 }
 
 #[tokio::test]
+async fn a_component_declares_its_excluded_path_and_rate_limit_and_the_file_overrides_them() {
+    // guest-declared's `config` export (world 0.4): path /declared/*, excluded
+    // /declared/health, 3 requests a minute per client address.
+    let server = Server::with(&[])
+        .function_as("declared", "guest-declared")
+        .function_as("site", "echo")
+        .config("[functions.site]\npath = \"/*\"\n")
+        .start();
+    let health = send("GET", &server.url("/declared/health"), &[], "").await;
+    assert_eq!(health.json()["headers"]["fnhost-function"], "site");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = send("GET", &server.url("/declared/a"), &[], "").await;
+        if reply.status == 200 {
+            assert_eq!(reply.text(), "declared /declared/a");
+        } else {
+            assert!(reply.header("retry-after").is_some(), "{reply:?}");
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    // fnhost.toml wins over the export, for each setting.
+    let config = "[functions.declared]\nexcluded_path = \"/declared/other\"\n\
+        rate_limit = { window_limit = 5, window_size = \"60s\" }\n[functions.site]\npath = \"/*\"\n";
+    let server = Server::with(&[])
+        .function_as("declared", "guest-declared")
+        .function_as("site", "echo")
+        .config(config)
+        .start();
+    let health = send("GET", &server.url("/declared/health"), &[], "").await;
+    assert_eq!(health.text(), "declared /declared/health");
+    let mut served = 1;
+    for _ in 0..6 {
+        if send("GET", &server.url("/declared/a"), &[], "")
+            .await
+            .status
+            == 200
+        {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 5);
+}
+
+#[tokio::test]
 async fn a_redirect_rule_s_rate_limit_answers_429_where_the_rule_applies() {
     let config = "[[redirects]]\nfrom = \"/api/*\"\nto = \"/.netlify/functions/echo/:splat\"\n\
         status = 200\nforce = true\nrate_limit = { window_limit = 3, window_size = \"60s\" }\n";
