@@ -309,21 +309,28 @@ async fn start(opts: &Options, background: tokio::runtime::Handle) -> anyhow::Re
         worker.recover().await;
     }
     let worker = tokio::spawn(worker.run(shutdown.clone(), background));
-    if queue.backend() == Backend::Postgres {
-        // Several nodes share the queue: they share rate-limit counts too.
-        let share =
-            crate::background::rates::share_loop(queue.clone(), table.clone(), shutdown.clone());
-        tokio::spawn(share);
-    }
     let deliveries = spawn_background_loops(opts, &deploys, &shutdown);
     let app = Arc::new(build_app(
         opts,
         engine,
         table,
-        queue,
+        queue.clone(),
         deploys.clone(),
         shutdown.clone(),
     )?);
+    if queue.backend() == Backend::Postgres {
+        // Several nodes share the queue: they share rate-limit counts too (functions' and
+        // rules', as served at each round).
+        let served = {
+            let app = app.clone();
+            move || -> Arc<dyn crate::functions::rate::SharedLimits> { app.served() }
+        };
+        tokio::spawn(crate::background::rates::share_loop(
+            queue,
+            served,
+            shutdown.clone(),
+        ));
+    }
     follow_changes(opts, &app, deploys, &shutdown).await;
     Ok(Site {
         app,

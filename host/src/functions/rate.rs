@@ -72,7 +72,23 @@ pub enum Verdict {
     Rewrite(String),
 }
 
-/// One function's limiter.
+/// Rate limiters whose counts the nodes of one PostgreSQL queue share, each under a name that
+/// is the same on every node serving the same site: a function's name, `rule:INDEX:FROM` for a
+/// `_redirects`/`[[redirects]]` rule (function names have no `:`).
+pub trait SharedLimits: Send + Sync {
+    /// Each limiter, with its name.
+    fn limiters(&self) -> Vec<(String, &RateLimiter)>;
+}
+
+impl SharedLimits for super::FunctionTable {
+    fn limiters(&self) -> Vec<(String, &RateLimiter)> {
+        (self.functions.iter())
+            .filter_map(|f| f.rate.as_ref().map(|rate| (f.name.clone(), rate)))
+            .collect()
+    }
+}
+
+/// One function's (or rule's) limiter.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u64,

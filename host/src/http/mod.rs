@@ -180,6 +180,11 @@ impl App {
         self.served.store(Arc::new(Served { table, edge }));
     }
 
+    /// What requests are served with now (the table, CORS, rules and their limiters).
+    pub fn served(&self) -> Arc<Served> {
+        self.served.load_full()
+    }
+
     /// Answers one request. Never fails: errors become responses. Once shutdown has started a
     /// new request is refused with `503` and `Connection: close`; those already in flight
     /// finish.

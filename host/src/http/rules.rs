@@ -128,6 +128,19 @@ pub fn is_off_site(location: &str) -> bool {
     location.starts_with("//") || location.starts_with("/\\")
 }
 
+/// The limiters a node shares with the others: its functions' and its rules'.
+impl crate::functions::rate::SharedLimits for super::Served {
+    fn limiters(&self) -> Vec<(String, &crate::functions::rate::RateLimiter)> {
+        let mut all = self.table.limiters();
+        let rules = (self.edge.redirects.iter()).zip(&self.edge.rule_limits);
+        all.extend(rules.enumerate().filter_map(|(index, (rule, limit))| {
+            let limit = limit.as_ref()?;
+            Some((format!("rule:{index}:{}", rule.from), limit))
+        }));
+        all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

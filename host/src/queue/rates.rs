@@ -1,6 +1,7 @@
 //! Rate-limit counts shared by the nodes of one PostgreSQL queue: each node publishes its
 //! count of each key in each window and reads the others' back, a few times a second, in one
-//! transaction per function (see `functions::rate`). A request never waits on this.
+//! transaction per limit (a function's or a rule's, see `functions::rate`). A request never waits
+//! on this.
 
 use sqlx::Row;
 

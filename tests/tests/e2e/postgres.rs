@@ -799,14 +799,41 @@ async fn a_stopped_database_answers_503_and_the_node_recovers_alone() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
 async fn two_nodes_share_a_rate_limit_within_the_documented_bound() {
-    let db = database("ratelimit");
     let config = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[functions.echo]\n\
         rate_limit = { window_limit = 20, window_size = \"60s\", aggregate_by = [\"ip\"] }\n";
+    let (total, nodes) = served_by_two_nodes("ratelimit", config, "/.netlify/functions/echo").await;
+    // Another client is not limited by this one's use.
+    let other = send(
+        "GET",
+        &nodes[0].url("/.netlify/functions/echo"),
+        &[("x-forwarded-for", "198.51.100.10")],
+        "",
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    assert!((20..=26).contains(&total), "served {total}");
+}
+
+/// The same for a rule's limit (`[[redirects]] … rate_limit`): the nodes share it too.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+async fn two_nodes_share_a_rule_s_rate_limit() {
+    let config = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[[redirects]]\nfrom = \"/api/*\"\n\
+        to = \"/.netlify/functions/echo/:splat\"\nstatus = 200\nforce = true\n\
+        rate_limit = { window_limit = 20, window_size = \"60s\", aggregate_by = [\"ip\"] }\n";
+    let (total, _nodes) = served_by_two_nodes("rulelimit", config, "/api/items").await;
+    assert!((20..=26).contains(&total), "served {total}");
+}
+
+/// Two nodes on database `name` with `config` serving echo; 80 requests to `path` from one
+/// client, alternating nodes 50 ms apart: how many were served (the others got 429).
+async fn served_by_two_nodes(name: &str, config: &str, path: &str) -> (usize, Vec<Server>) {
+    let db = database(name);
     let builder = || Server::with(&["echo"]).config(config).queue(&db.url);
     let nodes = start_all(vec![builder(), builder()]);
     let mut served = [0usize; 2];
     for i in 0..80 {
-        let url = nodes[i % 2].url("/.netlify/functions/echo");
+        let url = nodes[i % 2].url(path);
         let reply = send("GET", &url, &[("x-forwarded-for", "198.51.100.9")], "").await;
         match reply.status {
             200 => served[i % 2] += 1,
@@ -817,17 +844,8 @@ async fn two_nodes_share_a_rate_limit_within_the_documented_bound() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = served[0] + served[1];
-    println!("rate limit 20 across two nodes: served {total} ({served:?})");
-    assert!((20..=26).contains(&total), "served {total} ({served:?})");
-    // Another client is not limited by this one's use.
-    let other = send(
-        "GET",
-        &nodes[0].url("/.netlify/functions/echo"),
-        &[("x-forwarded-for", "198.51.100.10")],
-        "",
-    )
-    .await;
-    assert_eq!(other.status, 200);
+    println!("{path}: rate limit 20 across two nodes: served {total} ({served:?})");
+    (total, nodes)
 }
 
 #[tokio::test]
