@@ -194,6 +194,7 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if self.shutdown.is_cancelled() {
+            crate::body::drain(req.into_body()).await;
             return ApiError::ShuttingDown.into_response();
         }
         let trace = Trace::request(req.method().as_str(), req.uri().path(), req.headers());
