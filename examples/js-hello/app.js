@@ -37,6 +37,9 @@ function netlifyContext(request) {
     deploy: { id: h('fnhost-deploy-id') },
     site: { name: h('fnhost-site') },
     geo: { country: { code: h('fnhost-geo-country') }, city: h('fnhost-geo-city') },
+    // Not Netlify's: the W3C trace this request belongs to (`traceparent`: version-trace-span-flags),
+    // for log lines a collector can join to fnhost's spans.
+    traceId: (h('traceparent') ?? '').split('-')[1] ?? null,
   };
 }
 

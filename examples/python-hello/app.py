@@ -89,6 +89,9 @@ def netlify_context(request: IncomingRequest) -> dict:
         "deploy": {"id": headers.get("fnhost-deploy-id")},
         "site": {"name": headers.get("fnhost-site")},
         "geo": {"country": {"code": headers.get("fnhost-geo-country")}, "city": headers.get("fnhost-geo-city")},
+        # Not Netlify's: the W3C trace this request belongs to (`traceparent`:
+        # version-trace-span-flags), for log lines a collector can join to fnhost's spans.
+        "traceId": (headers.get("traceparent", "").split("-") + [None, None])[1],
     }
 
 

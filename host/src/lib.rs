@@ -26,9 +26,10 @@
 //! - [`config`]: fnhost.toml parsing and validation (the accepted range of every number), its
 //!   values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.
-//! - [`body`], [`ids`], [`metrics`], [`logs`]: leaves every layer shares: the HTTP body, ids,
-//!   header names, the Prometheus metrics (named and recorded in one place), and the guest
-//!   output kept for people (live tail, per-attempt capture).
+//! - [`body`], [`ids`], [`metrics`], [`logs`], [`tls`]: leaves every layer shares: the HTTP
+//!   body, ids, header names, the Prometheus metrics (named and recorded in one place), the
+//!   guest output kept for people (live tail, per-attempt capture), and the certificates TLS
+//!   clients trust.
 
 pub mod background;
 pub mod body;
@@ -47,4 +48,5 @@ pub mod metrics;
 pub mod queue;
 pub mod site;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;

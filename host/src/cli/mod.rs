@@ -371,6 +371,10 @@ fn options(args: ServeArgs) -> anyhow::Result<site::Options> {
     let queue_url = queue_url(&args, &config, &data_dir);
     let deployed = args.deployed || config.server.deployed == Some(true);
     let outbound_ca = config.server.outbound_ca.as_ref().map(|p| base.join(p));
+    let mut config = config;
+    if let Some(ca) = &mut config.telemetry.certificate {
+        *ca = base.join(&*ca);
+    }
     let watch = args.watch.then(|| crate::watch::Watch {
         functions: dir.clone(),
         config_file,

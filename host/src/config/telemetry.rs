@@ -14,8 +14,11 @@ use super::Humantime;
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector: `http://HOST:4318` for HTTP/protobuf (`/v1/traces` is added), or
-    /// `http://HOST:4317` for gRPC.
+    /// `http://HOST:4317` for gRPC; `https://` for TLS.
     pub endpoint: Option<String>,
+    /// A PEM file of CA certificates the collector's TLS certificate may chain to, besides the
+    /// Mozilla roots (relative to fnhost.toml; `OTEL_EXPORTER_OTLP_CERTIFICATE` wins).
+    pub certificate: Option<std::path::PathBuf>,
     /// `http/protobuf` (default) or `grpc`.
     pub protocol: Option<Protocol>,
     /// `service.name` of every span [default: `fnhost`].

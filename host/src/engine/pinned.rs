@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions};
@@ -32,22 +32,7 @@ pub struct TlsClient {
 impl TlsClient {
     /// The Mozilla roots, plus the certificates of the PEM file `extra_ca` when given.
     pub fn new(extra_ca: Option<&Path>) -> anyhow::Result<TlsClient> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        if let Some(path) = extra_ca {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| anyhow::anyhow!("outbound_ca {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                anyhow::bail!("outbound_ca {}: no certificate in the file", path.display());
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| anyhow::anyhow!("outbound_ca {}: {e}", path.display()))?;
-            }
-        }
+        let roots = crate::tls::roots(extra_ca, "outbound_ca")?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

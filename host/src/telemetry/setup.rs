@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::resource::{
     EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
@@ -31,6 +31,10 @@ pub struct Resolved {
     pub service_name: String,
     pub max_queue: usize,
     pub timeout: Duration,
+    /// The collector is reached over TLS (its endpoint, wherever set, is `https://`).
+    pub https: bool,
+    /// More CA certificates to trust (PEM), besides the Mozilla roots.
+    pub certificate: Option<std::path::PathBuf>,
 }
 
 /// The settings `config` and `env` give; `None` when traces are off (no endpoint anywhere,
@@ -63,6 +67,14 @@ pub fn resolve(
         }),
         (None, false) => return Ok(None),
     };
+    let target = (set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .or_else(|| endpoint.clone())
+        .unwrap_or_default();
+    let certificate = (set("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"))
+        .or_else(|| set("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+        .map(std::path::PathBuf::from)
+        .or_else(|| config.certificate.clone());
     let timeout = match set("OTEL_EXPORTER_OTLP_TIMEOUT") {
         Some(ms) => Duration::from_millis(
             ms.trim()
@@ -79,6 +91,11 @@ pub fn resolve(
             .unwrap_or_else(|| "fnhost".into()),
         max_queue: config.max_queue.unwrap_or(MAX_QUEUE),
         timeout,
+        https: target
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https://"),
+        certificate,
     }))
 }
 
@@ -124,8 +141,15 @@ pub(super) fn start(
 fn exporter(resolved: &Resolved) -> anyhow::Result<SpanExporter> {
     let built = match resolved.protocol {
         Protocol::HttpProtobuf => {
+            // hyper with rustls (plain `http://` too): the exporter's default client has no TLS.
+            let client = opentelemetry_http::hyper::HyperClient::new(
+                https_connector(resolved.certificate.as_deref())?,
+                resolved.timeout,
+                None,
+            );
             let mut b = SpanExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_timeout(resolved.timeout);
             if let Some(endpoint) = &resolved.endpoint {
@@ -140,10 +164,45 @@ fn exporter(resolved: &Resolved) -> anyhow::Result<SpanExporter> {
             if let Some(endpoint) = &resolved.endpoint {
                 b = b.with_endpoint(endpoint);
             }
+            if resolved.https {
+                b = b.with_tls_config(grpc_tls(resolved.certificate.as_deref())?);
+            }
             b.build()
         }
     };
     built.context("cannot set up the OTLP trace exporter")
+}
+
+/// What an error about the collector's CA file names.
+const CA_SETTING: &str = "telemetry.certificate (or OTEL_EXPORTER_OTLP_CERTIFICATE)";
+
+/// The HTTP/protobuf exporter's connector: `https://` over rustls, `http://` plain.
+fn https_connector(
+    extra: Option<&std::path::Path>,
+) -> anyhow::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
+{
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(crate::tls::roots(extra, CA_SETTING)?)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
+/// The gRPC exporter's TLS: Mozilla's roots, plus the PEM file at `extra`.
+fn grpc_tls(
+    extra: Option<&std::path::Path>,
+) -> anyhow::Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    let mut tls = ClientTlsConfig::new().with_webpki_roots();
+    if let Some(path) = extra {
+        crate::tls::roots(Some(path), CA_SETTING)?;
+        let pem = std::fs::read(path)?;
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    Ok(tls)
 }
 
 /// `service.name` and the configured attributes, then `OTEL_RESOURCE_ATTRIBUTES` over them.

@@ -62,6 +62,10 @@ async fn hello_reads_the_netlify_context((name, _): (&str, &str)) {
         ("x-forwarded-for", "198.51.100.7"),
         ("x-country", "FR"),
         ("cookie", "theme=dark; session=\"abc\""),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
     ];
     let url = server.url(&format!("/.netlify/functions/{name}/a/b?context"));
     let reply = send("GET", &url, &headers, "").await;
@@ -74,6 +78,8 @@ async fn hello_reads_the_netlify_context((name, _): (&str, &str)) {
     assert_eq!(ctx["site"]["name"], "shop", "{ctx}");
     assert_eq!(ctx["geo"]["country"]["code"], "FR", "{ctx}");
     assert!(ctx["deploy"]["id"].is_null(), "{ctx}");
+    // Traces are off here: the client's traceparent reaches the guest untouched.
+    assert_eq!(ctx["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{ctx}");
 }
 
 #[tokio::test]

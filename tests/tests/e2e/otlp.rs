@@ -19,7 +19,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message as _;
 
-use crate::support::{serve_http, wait_until};
+use futures::future::BoxFuture;
+
+use crate::support::wait_until;
 
 /// One span as received.
 #[derive(Debug, Clone)]
@@ -57,57 +59,106 @@ impl Span {
 pub struct Receiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
+    /// With TLS: the PEM of the CA that signed its certificate (for `localhost`).
+    pub ca_pem: Option<String>,
 }
+
+/// A connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+type Serve = Arc<dyn Fn(Box<dyn Io>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl Receiver {
     /// OTLP over HTTP/protobuf: `endpoint()` is its base URL.
     pub async fn http() -> Receiver {
-        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-        let kept = spans.clone();
-        let addr = serve_http(Arc::new(move |req| {
-            let kept = kept.clone();
-            Box::pin(async move {
-                assert_eq!(req.uri().path(), "/v1/traces");
-                assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                let request =
-                    ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
-                kept.lock().unwrap().extend(decode(request));
-                let answer = ExportTraceServiceResponse::default().encode_to_vec();
-                http::Response::builder()
-                    .header("content-type", "application/x-protobuf")
-                    .body(BodyExt::boxed(Full::new(Bytes::from(answer))))
-                    .unwrap()
-            })
-        }))
-        .await;
-        Receiver { addr, spans }
+        Receiver::http_on(None).await
+    }
+
+    /// The same over TLS (`https://localhost:PORT`), with a certificate of a CA made for it.
+    pub async fn https() -> Receiver {
+        Receiver::http_on(Some(b"http/1.1")).await
     }
 
     /// OTLP over gRPC.
     pub async fn grpc() -> Receiver {
+        Receiver::grpc_on(None).await
+    }
+
+    /// The same over TLS (`https://localhost:PORT`), with a certificate of a CA made for it.
+    pub async fn grpc_tls() -> Receiver {
+        Receiver::grpc_on(Some(b"h2")).await
+    }
+
+    async fn http_on(tls: Option<&'static [u8]>) -> Receiver {
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let kept = spans.clone();
+        let serve: Serve = Arc::new(move |io| {
+            let kept = kept.clone();
+            let service = hyper::service::service_fn(move |req| export_http(kept.clone(), req));
+            Box::pin(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                    .await;
+            })
+        });
+        Receiver::listen(spans, tls, serve).await
+    }
+
+    async fn grpc_on(tls: Option<&'static [u8]>) -> Receiver {
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
         let service = TraceServiceServer::new(Grpc(spans.clone()));
+        let serve: Serve = Arc::new(move |io| {
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            Box::pin(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                        .await;
+            })
+        });
+        Receiver::listen(spans, tls, serve).await
+    }
+
+    /// Accepts connections on loopback, each served by `serve` (after a TLS handshake offering
+    /// the protocol `alpn`, when given).
+    async fn listen(
+        spans: Arc<Mutex<Vec<Span>>>,
+        alpn: Option<&'static [u8]>,
+        serve: Serve,
+    ) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let tls = alpn.map(tls_for_localhost);
+        let acceptor = tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (serve, acceptor) = (serve.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                    match acceptor {
+                        None => serve(Box::new(tcp)).await,
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                serve(Box::new(tls)).await;
+                            }
+                        }
+                    }
                 });
             }
         });
-        Receiver { addr, spans }
+        Receiver {
+            addr,
+            spans,
+            ca_pem: tls.map(|(_, pem)| pem),
+        }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` with TLS.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca_pem {
+            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+        }
     }
 
     /// Every span received so far.
@@ -169,6 +220,46 @@ fn branch(spans: &[&Span], span: &Span, depth: usize, t0: u64, out: &mut String)
     for child in children {
         branch(spans, child, depth + 1, t0, out);
     }
+}
+
+/// One HTTP/protobuf export: decoded and kept.
+async fn export_http(
+    kept: Arc<Mutex<Vec<Span>>>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+    assert_eq!(req.uri().path(), "/v1/traces");
+    assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+    kept.lock().unwrap().extend(decode(request));
+    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+    Ok(http::Response::builder()
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(Bytes::from(answer)))
+        .unwrap())
+}
+
+/// A TLS acceptor whose certificate (for `localhost`) a CA made here signed, offering the
+/// protocol `alpn`; and that CA's PEM.
+fn tls_for_localhost(alpn: &'static [u8]) -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
 }
 
 struct Grpc(Arc<Mutex<Vec<Span>>>);

@@ -583,3 +583,85 @@ async fn a_sampled_out_request_records_nothing_and_still_propagates_its_trace() 
         "{seen:?}"
     );
 }
+
+/// A collector behind TLS (`https://`), over HTTP/protobuf and gRPC: spans arrive when fnhost
+/// trusts its CA (`[telemetry] certificate`, or `OTEL_EXPORTER_OTLP_CERTIFICATE`); without it
+/// the certificate is refused, nothing arrives and the spans are counted failed.
+#[tokio::test]
+async fn spans_reach_a_tls_collector_that_chains_to_the_configured_ca() {
+    for (receiver, protocol) in [
+        (Receiver::https().await, "http/protobuf"),
+        (Receiver::grpc_tls().await, "grpc"),
+    ] {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), receiver.ca_pem.as_ref().unwrap()).unwrap();
+        let telemetry = format!(
+            "[telemetry]\nendpoint = \"{}\"\nprotocol = \"{protocol}\"\n",
+            receiver.endpoint()
+        );
+        let by_file = format!("{telemetry}certificate = {:?}\n", ca.path());
+        let by_env = Server::with(&["echo"]).config(&telemetry).env(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            &ca.path().display().to_string(),
+        );
+        for server in [
+            Server::with(&["echo"]).config(&by_file).start(),
+            by_env.start(),
+        ] {
+            let reply = get(&server.url("/.netlify/functions/echo")).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let id = reply.json()["headers"]["fnhost-invocation-id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            receiver
+                .wait_for(
+                    &format!("{protocol}: the server span"),
+                    Duration::from_secs(10),
+                    |spans| {
+                        (spans.iter())
+                            .find(|s| s.attr("faas.invocation_id") == Some(id.as_str()))
+                            .map(|_| ())
+                            .ok_or_else(|| format!("{:?}", names(spans)))
+                    },
+                )
+                .await;
+        }
+    }
+
+    // Not trusted: the Mozilla roots alone do not make the test's CA.
+    let receiver = Receiver::https().await;
+    let config = format!(
+        "[server]\nadmin_token = \"t0ken\"\n[telemetry]\nendpoint = \"{}\"\nexport_timeout = \"1s\"\n",
+        receiver.endpoint()
+    );
+    let server = Server::with(&["echo"]).config(&config).start();
+    let reply = get(&server.url("/.netlify/functions/echo")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let failed = crate::support::wait_until(
+        "spans counted as failed exports",
+        Duration::from_secs(15),
+        async || {
+            let metrics = send(
+                "GET",
+                &server.url("/.fnhost/metrics"),
+                &[("authorization", "Bearer t0ken")],
+                "",
+            )
+            .await
+            .text();
+            let n = sample(
+                &metrics,
+                "fnhost_trace_spans_dropped_total",
+                &[("reason", "export_failed")],
+            );
+            (n > 0.0).then_some(n)
+        },
+    )
+    .await;
+    assert!(
+        receiver.spans().is_empty(),
+        "{failed} failed, yet {:?}",
+        names(&receiver.spans())
+    );
+}
