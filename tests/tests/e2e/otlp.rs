@@ -129,7 +129,7 @@ impl Receiver {
     ) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let tls = alpn.map(tls_for_localhost);
+        let tls = alpn.map(crate::support::tls_for_localhost);
         let acceptor = tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -237,29 +237,6 @@ async fn export_http(
         .header("content-type", "application/x-protobuf")
         .body(Full::new(Bytes::from(answer)))
         .unwrap())
-}
-
-/// A TLS acceptor whose certificate (for `localhost`) a CA made here signed, offering the
-/// protocol `alpn`; and that CA's PEM.
-fn tls_for_localhost(alpn: &'static [u8]) -> (tokio_rustls::TlsAcceptor, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
 }
 
 struct Grpc(Arc<Mutex<Vec<Span>>>);

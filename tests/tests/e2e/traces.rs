@@ -41,6 +41,23 @@ fn names(spans: &[Span]) -> Vec<String> {
         .collect()
 }
 
+/// `fnhost_trace_spans_dropped_total{reason}` of `server` (whose admin token is `t0ken`).
+async fn spans_dropped(server: &crate::support::Server, reason: &str) -> f64 {
+    let metrics = send(
+        "GET",
+        &server.url("/.fnhost/metrics"),
+        &[("authorization", "Bearer t0ken")],
+        "",
+    )
+    .await
+    .text();
+    sample(
+        &metrics,
+        "fnhost_trace_spans_dropped_total",
+        &[("reason", reason)],
+    )
+}
+
 /// A loopback upstream that keeps the `traceparent` of every request it gets.
 async fn upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -364,21 +381,9 @@ async fn a_collector_that_is_down_or_stalled_costs_spans_not_time() {
         slowest < Duration::from_secs(2),
         "slowest request {slowest:?}"
     );
-    let metrics = send(
-        "GET",
-        &server.url("/.fnhost/metrics"),
-        &[("authorization", "Bearer t0ken")],
-        "",
-    )
-    .await
-    .text();
-    let dropped = sample(
-        &metrics,
-        "fnhost_trace_spans_dropped_total",
-        &[("reason", "queue_full")],
-    );
+    let dropped = spans_dropped(&server, "queue_full").await;
     // 100 requests make 300 spans (server, run, instantiate); 8 may wait.
-    assert!(dropped >= 290.0, "dropped {dropped}\n{metrics}");
+    assert!(dropped >= 290.0, "dropped {dropped}");
 }
 
 #[tokio::test]
@@ -642,19 +647,7 @@ async fn spans_reach_a_tls_collector_that_chains_to_the_configured_ca() {
         "spans counted as failed exports",
         Duration::from_secs(15),
         async || {
-            let metrics = send(
-                "GET",
-                &server.url("/.fnhost/metrics"),
-                &[("authorization", "Bearer t0ken")],
-                "",
-            )
-            .await
-            .text();
-            let n = sample(
-                &metrics,
-                "fnhost_trace_spans_dropped_total",
-                &[("reason", "export_failed")],
-            );
+            let n = spans_dropped(&server, "export_failed").await;
             (n > 0.0).then_some(n)
         },
     )
