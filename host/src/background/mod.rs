@@ -428,7 +428,7 @@ impl Worker {
             Err(e) => return Executed::failed(Some(function), AttemptFailure::BadRequest(e)),
         };
         let params = match table.router.route(&claim.method, request.uri().path()) {
-            Match::Found(_, params) => params,
+            Match::Found(_, params, _) => params,
             _ => Vec::new(),
         };
         let capture = Capture::default();

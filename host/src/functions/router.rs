@@ -32,8 +32,9 @@ struct Route<T> {
 /// The result of routing one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Match<'a, T> {
-    /// A route answers: its target and the captured parameters, in pattern order.
-    Found(&'a T, Vec<(String, String)>),
+    /// A route answers: its target, the captured parameters in pattern order, and its pattern
+    /// as written (a trace's `http.route`).
+    Found(&'a T, Vec<(String, String)>, &'a str),
     /// Some route has the path, none allows the method; the methods that are allowed.
     MethodNotAllowed(Vec<String>),
     /// No route has the path.
@@ -99,39 +100,6 @@ impl<T: fmt::Display> Router<T> {
 impl<T> Router<T> {
     /// Finds the route for `method` and `path`.
     pub fn route(&self, method: &str, path: &str) -> Match<'_, T> {
-        match self.find(method, path) {
-            Ok((route, captures)) => {
-                let params = captures
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-                Match::Found(&route.target, params)
-            }
-            Err(allowed) if allowed.is_empty() => Match::NotFound,
-            Err(mut allowed) => {
-                allowed.sort();
-                allowed.dedup();
-                Match::MethodNotAllowed(allowed)
-            }
-        }
-    }
-
-    /// The pattern, as written, of the route that answers `method` and `path` (a trace's
-    /// `http.route`).
-    pub fn pattern_of(&self, method: &str, path: &str) -> Option<&str> {
-        self.find(method, path)
-            .ok()
-            .map(|(route, _)| route.pattern.as_str())
-    }
-
-    /// The first route that has `path` and allows `method`, with its captures; else the
-    /// methods the routes having the path allow.
-    #[allow(clippy::type_complexity)]
-    fn find(
-        &self,
-        method: &str,
-        path: &str,
-    ) -> Result<(&Route<T>, Vec<(&str, String)>), Vec<String>> {
         let mut allowed: Vec<String> = Vec::new();
         for route in &self.routes {
             let Some(captures) = route.pattern.matches(path) else {
@@ -141,11 +109,21 @@ impl<T> Router<T> {
                 continue;
             }
             if route.methods.is_empty() || route.methods.iter().any(|m| m == method) {
-                return Ok((route, captures));
+                let params = captures
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                return Match::Found(&route.target, params, route.pattern.as_str());
             }
             allowed.extend(route.methods.iter().cloned());
         }
-        Err(allowed)
+        if allowed.is_empty() {
+            Match::NotFound
+        } else {
+            allowed.sort();
+            allowed.dedup();
+            Match::MethodNotAllowed(allowed)
+        }
     }
 
     /// Every route: pattern, methods, target.
@@ -188,23 +166,23 @@ mod tests {
         ]);
         assert_eq!(
             r.route("GET", "/.netlify/functions/hello"),
-            Match::Found(&"hello", vec![])
+            Match::Found(&"hello", vec![], "/.netlify/functions/hello")
         );
         assert_eq!(
             r.route("GET", "/.netlify/functions/hello/"),
-            Match::Found(&"hello", vec![])
+            Match::Found(&"hello", vec![], "/.netlify/functions/hello")
         );
         assert_eq!(
             r.route("GET", "/api/items/42"),
-            Match::Found(&"items", params(&[("id", "42")]))
+            Match::Found(&"items", params(&[("id", "42")]), "/api/items/:id")
         );
         assert_eq!(
             r.route("GET", "/files/a/b.txt"),
-            Match::Found(&"files", params(&[("*", "a/b.txt")]))
+            Match::Found(&"files", params(&[("*", "a/b.txt")]), "/files/*")
         );
         assert_eq!(
             r.route("GET", "/files"),
-            Match::Found(&"files", params(&[("*", "")]))
+            Match::Found(&"files", params(&[("*", "")]), "/files/*")
         );
         assert_eq!(r.route("GET", "/api/items"), Match::NotFound);
         assert_eq!(r.route("GET", "/api/items/42/x"), Match::NotFound);
@@ -219,24 +197,12 @@ mod tests {
         ]);
         assert_eq!(
             r.route("DELETE", "/api/items/1"),
-            Match::Found(&"del", params(&[("id", "1")]))
+            Match::Found(&"del", params(&[("id", "1")]), "/api/items/:id")
         );
         assert_eq!(
             r.route("POST", "/api/items/1"),
             Match::MethodNotAllowed(vec!["DELETE".into(), "GET".into(), "PUT".into()])
         );
-    }
-
-    #[test]
-    fn the_pattern_of_a_request_is_the_route_as_written() {
-        let r = router(&[
-            ("/api/items/:id", &["GET"], "items"),
-            ("/files/*", &[], "files"),
-        ]);
-        assert_eq!(r.pattern_of("GET", "/api/items/42"), Some("/api/items/:id"));
-        assert_eq!(r.pattern_of("GET", "/files/a/b"), Some("/files/*"));
-        assert_eq!(r.pattern_of("POST", "/api/items/42"), None);
-        assert_eq!(r.pattern_of("GET", "/nope"), None);
     }
 
     #[test]
@@ -246,14 +212,17 @@ mod tests {
             ("/a/:x", &[], "param"),
             ("/a/b", &[], "literal"),
         ]);
-        assert_eq!(r.route("GET", "/a/b"), Match::Found(&"literal", vec![]));
+        assert_eq!(
+            r.route("GET", "/a/b"),
+            Match::Found(&"literal", vec![], "/a/b")
+        );
         assert_eq!(
             r.route("GET", "/a/c"),
-            Match::Found(&"param", params(&[("x", "c")]))
+            Match::Found(&"param", params(&[("x", "c")]), "/a/:x")
         );
         assert_eq!(
             r.route("GET", "/a/c/d"),
-            Match::Found(&"rest", params(&[("*", "c/d")]))
+            Match::Found(&"rest", params(&[("*", "c/d")]), "/a/*")
         );
     }
 
@@ -290,11 +259,11 @@ mod tests {
         r.add(p("/api/health"), vec![], "health").unwrap();
         assert_eq!(
             r.route("GET", "/api/items"),
-            Match::Found(&"api", params(&[("*", "items")]))
+            Match::Found(&"api", params(&[("*", "items")]), "/api/*")
         );
         assert_eq!(
             r.route("GET", "/api/health"),
-            Match::Found(&"health", vec![])
+            Match::Found(&"health", vec![], "/api/health")
         );
         assert_eq!(r.route("GET", "/api/static/a.css"), Match::NotFound);
         assert_eq!(r.route("GET", "/api/static"), Match::NotFound);
@@ -302,7 +271,7 @@ mod tests {
         r.add(p("/*"), vec![], "site").unwrap();
         assert_eq!(
             r.route("GET", "/api/static/a.css"),
-            Match::Found(&"site", params(&[("*", "api/static/a.css")]))
+            Match::Found(&"site", params(&[("*", "api/static/a.css")]), "/*")
         );
     }
 
@@ -310,7 +279,13 @@ mod tests {
     #[test]
     fn trailing_slash_route_api_answers() {
         let r = router(&[("/api/", &[], "api")]);
-        assert_eq!(r.route("GET", "/api/"), Match::Found(&"api", vec![]));
-        assert_eq!(r.route("GET", "/api"), Match::Found(&"api", vec![]));
+        assert_eq!(
+            r.route("GET", "/api/"),
+            Match::Found(&"api", vec![], "/api/")
+        );
+        assert_eq!(
+            r.route("GET", "/api"),
+            Match::Found(&"api", vec![], "/api/")
+        );
     }
 }

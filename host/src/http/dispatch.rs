@@ -97,9 +97,9 @@ impl App {
 }
 
 /// The server span, once the request is routed: which function and route, which invocation.
-pub(super) fn routed_span<B>(
+pub(super) fn routed_span(
     trace: &Trace,
-    (table, req): (&crate::functions::FunctionTable, &Request<B>),
+    (method, pattern): (&http::Method, &str),
     function: &crate::functions::Function,
     id: &str,
     client: std::net::IpAddr,
@@ -107,10 +107,7 @@ pub(super) fn routed_span<B>(
     if !trace.is_on() {
         return;
     }
-    let method = req.method();
-    if let Some(route) = table.router.pattern_of(method.as_str(), req.uri().path()) {
-        trace.set("http.route", route.to_string());
-    }
+    trace.set("http.route", pattern.to_string());
     trace.rename(format!("{method} {}", function.name));
     trace.set("faas.name", function.name.clone());
     trace.set("faas.invocation_id", id.to_string());

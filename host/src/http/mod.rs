@@ -247,14 +247,14 @@ impl App {
         let client = self.trusted.client(peer, req.headers());
         // A limited request's 429 carries the routed function's CORS headers: a page can read it.
         let routed_policy = edge.cors.for_function(&routed.0.name);
-        let ((function, params), req) = match limit(table, routed, req, client) {
+        let ((function, params, pattern), req) = match limit(table, routed, req, client) {
             Ok(passed) => passed,
             Err(e) => return Ok(decorated(e.into_response(), routed_policy, &origin, true)),
         };
         let edge_set = self.edge_headers(peer, client, req.headers());
         let req = crate::invocation::from_client(req, &edge_set);
         let id = new_id();
-        dispatch::routed_span(trace, (table, &req), &function, &id, client);
+        dispatch::routed_span(trace, (req.method(), pattern), &function, &id, client);
         // CORS, in one place: refuse a foreign origin the policy does not allow before anything
         // runs or is stored; add the missing Access-Control-* headers to whatever is answered.
         let policy = edge.cors.for_function(&function.name);
@@ -449,13 +449,17 @@ enum Ruled<B> {
     Answered(Response<Body>),
 }
 
-/// A routed request: the function and its route parameters.
-type Routed = (Arc<crate::functions::Function>, Vec<(String, String)>);
+/// A routed request: the function, its route parameters and the route's pattern as written.
+type Routed<'t> = (
+    Arc<crate::functions::Function>,
+    Vec<(String, String)>,
+    &'t str,
+);
 
-/// The function `req` is routed to and its route parameters; `405` or `404` otherwise.
-fn route<B>(table: &FunctionTable, req: &Request<B>) -> Result<Routed, ApiError> {
+/// The function `req` is routed to, its route parameters and pattern; `405` or `404` otherwise.
+fn route<'t, B>(table: &'t FunctionTable, req: &Request<B>) -> Result<Routed<'t>, ApiError> {
     match table.router.route(req.method().as_str(), req.uri().path()) {
-        Match::Found(f, params) => Ok((f.clone(), params)),
+        Match::Found(f, params, pattern) => Ok((f.clone(), params, pattern)),
         Match::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             allow,
@@ -486,15 +490,15 @@ fn decorated(
 
 /// A routed request past its function's rate limit: as it was, or rewritten (and routed again)
 /// by a `rewrite` action; `429` when the limit says so.
-fn limit<B>(
-    table: &FunctionTable,
-    (function, params): Routed,
+fn limit<'t, B>(
+    table: &'t FunctionTable,
+    (function, params, pattern): Routed<'t>,
     mut req: Request<B>,
     client: std::net::IpAddr,
-) -> Result<(Routed, Request<B>), ApiError> {
+) -> Result<(Routed<'t>, Request<B>), ApiError> {
     use crate::functions::rate::Verdict;
     let Some(rate) = &function.rate else {
-        return Ok(((function, params), req));
+        return Ok(((function, params, pattern), req));
     };
     let host = (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok());
     match rate.check(
@@ -502,7 +506,7 @@ fn limit<B>(
         host,
         u64::try_from(crate::queue::now_ms()).unwrap_or(0),
     ) {
-        Verdict::Pass => Ok(((function, params), req)),
+        Verdict::Pass => Ok(((function, params, pattern), req)),
         Verdict::Limited { retry_after } => {
             crate::metrics::rate_limited(&function.name, "rate_limit");
             tracing::debug!(function = function.name, %client, "refused: rate limit");
@@ -555,7 +559,7 @@ fn preflight_answer(
     headers: &http::HeaderMap,
 ) -> Result<Option<Response<Body>>, ApiError> {
     let policy = match table.router.route(method, path) {
-        Match::Found(f, _) => match cors.for_function(&f.name) {
+        Match::Found(f, _, _) => match cors.for_function(&f.name) {
             Some(p) => p,
             None => return Ok(None),
         },
