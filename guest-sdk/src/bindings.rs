@@ -5,7 +5,7 @@
 //   * runtime_path: "wit_bindgen::rt"
 //   * type_section_suffix: "fnhost-sdk"
 //   * default-bindings-module: "$crate::bindings"
-//   * export-macro-name: export_function
+//   * export-macro-name: export_proxy
 //   * pub-export-macro
 #[rustfmt::skip]
 #[allow(dead_code, clippy::all)]
@@ -8692,541 +8692,6 @@ pub mod wasi {
 #[rustfmt::skip]
 #[allow(dead_code, clippy::all)]
 pub mod exports {
-    pub mod fnhost {
-        pub mod function {
-            /// Settings a function declares about itself. fnhost calls `describe` once when it loads the
-            /// component; `fnhost.toml` overrides anything declared here.
-            #[allow(dead_code, async_fn_in_trait, unused_imports, clippy::all)]
-            pub mod config {
-                #[used]
-                #[doc(hidden)]
-                static __FORCE_SECTION_REF: fn() = super::super::super::super::__link_custom_section_describing_imports;
-                use super::super::super::super::_rt;
-                /// What makes one rate-limit key (since 0.4.0).
-                #[repr(u8)]
-                #[derive(Clone, Copy, Eq, Ord, PartialEq, PartialOrd)]
-                pub enum Aggregate {
-                    /// The client address (see `trusted_proxies`); IPv6 clients by their /64.
-                    Ip,
-                    /// The request's `Host`, without its port.
-                    Domain,
-                }
-                impl ::core::fmt::Debug for Aggregate {
-                    fn fmt(
-                        &self,
-                        f: &mut ::core::fmt::Formatter<'_>,
-                    ) -> ::core::fmt::Result {
-                        match self {
-                            Aggregate::Ip => f.debug_tuple("Aggregate::Ip").finish(),
-                            Aggregate::Domain => {
-                                f.debug_tuple("Aggregate::Domain").finish()
-                            }
-                        }
-                    }
-                }
-                impl Aggregate {
-                    #[doc(hidden)]
-                    pub unsafe fn _lift(val: u8) -> Aggregate {
-                        if !cfg!(debug_assertions) {
-                            return unsafe { ::core::mem::transmute(val) };
-                        }
-                        match val {
-                            0 => Aggregate::Ip,
-                            1 => Aggregate::Domain,
-                            _ => panic!("invalid enum discriminant"),
-                        }
-                    }
-                }
-                /// A rate limit (since 0.4.0): at most `window-limit` requests per key in any sliding window
-                /// of `window-size-secs` seconds.
-                #[derive(Clone)]
-                pub struct RateLimit {
-                    /// Requests one key may make per window: 1 to 1,000,000.
-                    pub window_limit: u32,
-                    /// The window, in seconds: 1 to 3,600.
-                    pub window_size_secs: u32,
-                    /// What makes a key. Empty: both the client address and the domain.
-                    pub aggregate_by: _rt::Vec<Aggregate>,
-                    /// `none`: a limited request gets `429` with `Retry-After`; `some(path)`: it is served
-                    /// that path of the site instead (`/limited`).
-                    pub rewrite: ::core::option::Option<_rt::String>,
-                }
-                impl ::core::fmt::Debug for RateLimit {
-                    fn fmt(
-                        &self,
-                        f: &mut ::core::fmt::Formatter<'_>,
-                    ) -> ::core::fmt::Result {
-                        f.debug_struct("RateLimit")
-                            .field("window-limit", &self.window_limit)
-                            .field("window-size-secs", &self.window_size_secs)
-                            .field("aggregate-by", &self.aggregate_by)
-                            .field("rewrite", &self.rewrite)
-                            .finish()
-                    }
-                }
-                /// What the function says about how it wants to be run. Every field is optional: an
-                /// unset field falls back to fnhost.toml, then to the built-in default.
-                #[derive(Clone)]
-                pub struct Settings {
-                    /// Run as a background function: acknowledged with 202, run detached, retried on failure.
-                    /// Unset: background only when the function's name ends in `-background`.
-                    pub background: ::core::option::Option<bool>,
-                    /// Routes to serve the function at instead of `/.netlify/functions/NAME`.
-                    /// Segments may be `:param`; a trailing `*` matches the rest of the path.
-                    pub paths: _rt::Vec<_rt::String>,
-                    /// Allowed HTTP methods (upper case). Empty: every method.
-                    pub methods: _rt::Vec<_rt::String>,
-                    /// Wall-clock budget for one invocation, in milliseconds.
-                    pub timeout_ms: ::core::option::Option<u64>,
-                    /// Linear-memory cap for one instance, in mebibytes.
-                    pub memory_mb: ::core::option::Option<u32>,
-                    /// Run on a schedule (since 0.2.0): 5-field cron in UTC (`0 * * * *`), a nickname
-                    /// (`@yearly @monthly @weekly @daily @hourly`) or fnhost's 6-field form with a leading
-                    /// seconds field. Each tick is one background invocation (`POST`, body
-                    /// `{"next_run": "<RFC 3339>"}`, header `x-nf-event: schedule`).
-                    pub schedule: ::core::option::Option<_rt::String>,
-                    /// Paths `paths` would match that this function leaves to the next route, else `404`
-                    /// (since 0.4.0; Netlify's `excludedPath`). Same syntax as `paths`.
-                    pub excluded_paths: _rt::Vec<_rt::String>,
-                    /// Limit how often one client may call the function (since 0.4.0; Netlify's
-                    /// `config.rateLimit`). Counted before anything runs or is stored.
-                    pub rate_limit: ::core::option::Option<RateLimit>,
-                }
-                impl ::core::fmt::Debug for Settings {
-                    fn fmt(
-                        &self,
-                        f: &mut ::core::fmt::Formatter<'_>,
-                    ) -> ::core::fmt::Result {
-                        f.debug_struct("Settings")
-                            .field("background", &self.background)
-                            .field("paths", &self.paths)
-                            .field("methods", &self.methods)
-                            .field("timeout-ms", &self.timeout_ms)
-                            .field("memory-mb", &self.memory_mb)
-                            .field("schedule", &self.schedule)
-                            .field("excluded-paths", &self.excluded_paths)
-                            .field("rate-limit", &self.rate_limit)
-                            .finish()
-                    }
-                }
-                #[doc(hidden)]
-                #[allow(non_snake_case, unused_unsafe)]
-                pub unsafe fn _export_describe_cabi<T_: Guest>() -> *mut u8 {
-                    unsafe {
-                        #[cfg(target_arch = "wasm32")] _rt::run_ctors_once();
-                        let result0 = { T_::describe() };
-                        let ptr1 = (&raw mut _RET_AREA.0).cast::<u8>();
-                        let Settings {
-                            background: background2,
-                            paths: paths2,
-                            methods: methods2,
-                            timeout_ms: timeout_ms2,
-                            memory_mb: memory_mb2,
-                            schedule: schedule2,
-                            excluded_paths: excluded_paths2,
-                            rate_limit: rate_limit2,
-                        } = result0;
-                        match background2 {
-                            Some(e) => {
-                                *ptr1.add(0).cast::<u8>() = (1i32) as u8;
-                                *ptr1.add(1).cast::<u8>() = (match e {
-                                    true => 1,
-                                    false => 0,
-                                }) as u8;
-                            }
-                            None => {
-                                *ptr1.add(0).cast::<u8>() = (0i32) as u8;
-                            }
-                        };
-                        let vec4 = paths2;
-                        let len4 = vec4.len();
-                        let layout4 = _rt::alloc::Layout::from_size_align(
-                                vec4.len() * (2 * ::core::mem::size_of::<*const u8>()),
-                                ::core::mem::size_of::<*const u8>(),
-                            )
-                            .unwrap();
-                        let (result4, _cleanup4) = wit_bindgen::rt::Cleanup::new(
-                            layout4,
-                        );
-                        if let Some(cleanup) = _cleanup4 {
-                            cleanup.forget();
-                        }
-                        for (i, e) in vec4.into_iter().enumerate() {
-                            let base = result4
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let vec3 = (e.into_bytes()).into_boxed_slice();
-                                let ptr3 = vec3.as_ptr().cast::<u8>();
-                                let len3 = vec3.len();
-                                ::core::mem::forget(vec3);
-                                *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>() = len3;
-                                *base.add(0).cast::<*mut u8>() = ptr3.cast_mut();
-                            }
-                        }
-                        *ptr1
-                            .add(2 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>() = len4;
-                        *ptr1
-                            .add(::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>() = result4;
-                        let vec6 = methods2;
-                        let len6 = vec6.len();
-                        let layout6 = _rt::alloc::Layout::from_size_align(
-                                vec6.len() * (2 * ::core::mem::size_of::<*const u8>()),
-                                ::core::mem::size_of::<*const u8>(),
-                            )
-                            .unwrap();
-                        let (result6, _cleanup6) = wit_bindgen::rt::Cleanup::new(
-                            layout6,
-                        );
-                        if let Some(cleanup) = _cleanup6 {
-                            cleanup.forget();
-                        }
-                        for (i, e) in vec6.into_iter().enumerate() {
-                            let base = result6
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let vec5 = (e.into_bytes()).into_boxed_slice();
-                                let ptr5 = vec5.as_ptr().cast::<u8>();
-                                let len5 = vec5.len();
-                                ::core::mem::forget(vec5);
-                                *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>() = len5;
-                                *base.add(0).cast::<*mut u8>() = ptr5.cast_mut();
-                            }
-                        }
-                        *ptr1
-                            .add(4 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>() = len6;
-                        *ptr1
-                            .add(3 * ::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>() = result6;
-                        match timeout_ms2 {
-                            Some(e) => {
-                                *ptr1
-                                    .add(8 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (1i32) as u8;
-                                *ptr1
-                                    .add(16 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<i64>() = _rt::as_i64(e);
-                            }
-                            None => {
-                                *ptr1
-                                    .add(8 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (0i32) as u8;
-                            }
-                        };
-                        match memory_mb2 {
-                            Some(e) => {
-                                *ptr1
-                                    .add(24 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (1i32) as u8;
-                                *ptr1
-                                    .add(28 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<i32>() = _rt::as_i32(e);
-                            }
-                            None => {
-                                *ptr1
-                                    .add(24 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (0i32) as u8;
-                            }
-                        };
-                        match schedule2 {
-                            Some(e) => {
-                                *ptr1
-                                    .add(32 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (1i32) as u8;
-                                let vec7 = (e.into_bytes()).into_boxed_slice();
-                                let ptr7 = vec7.as_ptr().cast::<u8>();
-                                let len7 = vec7.len();
-                                ::core::mem::forget(vec7);
-                                *ptr1
-                                    .add(32 + 6 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>() = len7;
-                                *ptr1
-                                    .add(32 + 5 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<*mut u8>() = ptr7.cast_mut();
-                            }
-                            None => {
-                                *ptr1
-                                    .add(32 + 4 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (0i32) as u8;
-                            }
-                        };
-                        let vec9 = excluded_paths2;
-                        let len9 = vec9.len();
-                        let layout9 = _rt::alloc::Layout::from_size_align(
-                                vec9.len() * (2 * ::core::mem::size_of::<*const u8>()),
-                                ::core::mem::size_of::<*const u8>(),
-                            )
-                            .unwrap();
-                        let (result9, _cleanup9) = wit_bindgen::rt::Cleanup::new(
-                            layout9,
-                        );
-                        if let Some(cleanup) = _cleanup9 {
-                            cleanup.forget();
-                        }
-                        for (i, e) in vec9.into_iter().enumerate() {
-                            let base = result9
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let vec8 = (e.into_bytes()).into_boxed_slice();
-                                let ptr8 = vec8.as_ptr().cast::<u8>();
-                                let len8 = vec8.len();
-                                ::core::mem::forget(vec8);
-                                *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>() = len8;
-                                *base.add(0).cast::<*mut u8>() = ptr8.cast_mut();
-                            }
-                        }
-                        *ptr1
-                            .add(32 + 8 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>() = len9;
-                        *ptr1
-                            .add(32 + 7 * ::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>() = result9;
-                        match rate_limit2 {
-                            Some(e) => {
-                                *ptr1
-                                    .add(32 + 9 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (1i32) as u8;
-                                let RateLimit {
-                                    window_limit: window_limit10,
-                                    window_size_secs: window_size_secs10,
-                                    aggregate_by: aggregate_by10,
-                                    rewrite: rewrite10,
-                                } = e;
-                                *ptr1
-                                    .add(32 + 10 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<i32>() = _rt::as_i32(window_limit10);
-                                *ptr1
-                                    .add(36 + 10 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<i32>() = _rt::as_i32(window_size_secs10);
-                                let vec11 = aggregate_by10;
-                                let len11 = vec11.len();
-                                let layout11 = _rt::alloc::Layout::from_size_align(
-                                        vec11.len() * 1,
-                                        1,
-                                    )
-                                    .unwrap();
-                                let (result11, _cleanup11) = wit_bindgen::rt::Cleanup::new(
-                                    layout11,
-                                );
-                                if let Some(cleanup) = _cleanup11 {
-                                    cleanup.forget();
-                                }
-                                for (i, e) in vec11.into_iter().enumerate() {
-                                    let base = result11.add(i * 1);
-                                    {
-                                        *base.add(0).cast::<u8>() = (e.clone() as i32) as u8;
-                                    }
-                                }
-                                *ptr1
-                                    .add(40 + 11 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>() = len11;
-                                *ptr1
-                                    .add(40 + 10 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<*mut u8>() = result11;
-                                match rewrite10 {
-                                    Some(e) => {
-                                        *ptr1
-                                            .add(40 + 12 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<u8>() = (1i32) as u8;
-                                        let vec12 = (e.into_bytes()).into_boxed_slice();
-                                        let ptr12 = vec12.as_ptr().cast::<u8>();
-                                        let len12 = vec12.len();
-                                        ::core::mem::forget(vec12);
-                                        *ptr1
-                                            .add(40 + 14 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<usize>() = len12;
-                                        *ptr1
-                                            .add(40 + 13 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<*mut u8>() = ptr12.cast_mut();
-                                    }
-                                    None => {
-                                        *ptr1
-                                            .add(40 + 12 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<u8>() = (0i32) as u8;
-                                    }
-                                };
-                            }
-                            None => {
-                                *ptr1
-                                    .add(32 + 9 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<u8>() = (0i32) as u8;
-                            }
-                        };
-                        ptr1
-                    }
-                }
-                #[doc(hidden)]
-                #[allow(non_snake_case)]
-                pub unsafe fn __post_return_describe<T_: Guest>(arg0: *mut u8) {
-                    unsafe {
-                        let l0 = *arg0
-                            .add(::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>();
-                        let l1 = *arg0
-                            .add(2 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>();
-                        let base4 = l0;
-                        let len4 = l1;
-                        for i in 0..len4 {
-                            let base = base4
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let l2 = *base.add(0).cast::<*mut u8>();
-                                let l3 = *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>();
-                                _rt::cabi_dealloc(l2, l3, 1);
-                            }
-                        }
-                        _rt::cabi_dealloc(
-                            base4,
-                            len4 * (2 * ::core::mem::size_of::<*const u8>()),
-                            ::core::mem::size_of::<*const u8>(),
-                        );
-                        let l5 = *arg0
-                            .add(3 * ::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>();
-                        let l6 = *arg0
-                            .add(4 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>();
-                        let base9 = l5;
-                        let len9 = l6;
-                        for i in 0..len9 {
-                            let base = base9
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let l7 = *base.add(0).cast::<*mut u8>();
-                                let l8 = *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>();
-                                _rt::cabi_dealloc(l7, l8, 1);
-                            }
-                        }
-                        _rt::cabi_dealloc(
-                            base9,
-                            len9 * (2 * ::core::mem::size_of::<*const u8>()),
-                            ::core::mem::size_of::<*const u8>(),
-                        );
-                        let l10 = i32::from(
-                            *arg0
-                                .add(32 + 4 * ::core::mem::size_of::<*const u8>())
-                                .cast::<u8>(),
-                        );
-                        match l10 {
-                            0 => {}
-                            _ => {
-                                let l11 = *arg0
-                                    .add(32 + 5 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<*mut u8>();
-                                let l12 = *arg0
-                                    .add(32 + 6 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>();
-                                _rt::cabi_dealloc(l11, l12, 1);
-                            }
-                        }
-                        let l13 = *arg0
-                            .add(32 + 7 * ::core::mem::size_of::<*const u8>())
-                            .cast::<*mut u8>();
-                        let l14 = *arg0
-                            .add(32 + 8 * ::core::mem::size_of::<*const u8>())
-                            .cast::<usize>();
-                        let base17 = l13;
-                        let len17 = l14;
-                        for i in 0..len17 {
-                            let base = base17
-                                .add(i * (2 * ::core::mem::size_of::<*const u8>()));
-                            {
-                                let l15 = *base.add(0).cast::<*mut u8>();
-                                let l16 = *base
-                                    .add(::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>();
-                                _rt::cabi_dealloc(l15, l16, 1);
-                            }
-                        }
-                        _rt::cabi_dealloc(
-                            base17,
-                            len17 * (2 * ::core::mem::size_of::<*const u8>()),
-                            ::core::mem::size_of::<*const u8>(),
-                        );
-                        let l18 = i32::from(
-                            *arg0
-                                .add(32 + 9 * ::core::mem::size_of::<*const u8>())
-                                .cast::<u8>(),
-                        );
-                        match l18 {
-                            0 => {}
-                            _ => {
-                                let l19 = *arg0
-                                    .add(40 + 10 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<*mut u8>();
-                                let l20 = *arg0
-                                    .add(40 + 11 * ::core::mem::size_of::<*const u8>())
-                                    .cast::<usize>();
-                                let base21 = l19;
-                                let len21 = l20;
-                                _rt::cabi_dealloc(base21, len21 * 1, 1);
-                                let l22 = i32::from(
-                                    *arg0
-                                        .add(40 + 12 * ::core::mem::size_of::<*const u8>())
-                                        .cast::<u8>(),
-                                );
-                                match l22 {
-                                    0 => {}
-                                    _ => {
-                                        let l23 = *arg0
-                                            .add(40 + 13 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<*mut u8>();
-                                        let l24 = *arg0
-                                            .add(40 + 14 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<usize>();
-                                        _rt::cabi_dealloc(l23, l24, 1);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                pub trait Guest {
-                    /// Returns the function's settings.
-                    #[allow(async_fn_in_trait)]
-                    fn describe() -> Settings;
-                }
-                #[doc(hidden)]
-                #[macro_export]
-                macro_rules! __export_fnhost_function_config_0_4_0_cabi {
-                    ($ty:ident with_types_in $($path_to_types:tt)*) => {
-                        const _ : () = { #[unsafe (export_name =
-                        "fnhost:function/config@0.4.0#describe")] unsafe extern "C" fn
-                        export_describe() -> * mut u8 { unsafe { $($path_to_types)*::
-                        _export_describe_cabi::<$ty > () } } #[unsafe (export_name =
-                        "cabi_post_fnhost:function/config@0.4.0#describe")] unsafe extern
-                        "C" fn _post_return_describe(arg0 : * mut u8,) { unsafe {
-                        $($path_to_types)*:: __post_return_describe::<$ty > (arg0) } } };
-                    };
-                }
-                #[doc(hidden)]
-                pub use __export_fnhost_function_config_0_4_0_cabi;
-                #[repr(align(8))]
-                struct _RetArea(
-                    [::core::mem::MaybeUninit<
-                        u8,
-                    >; 48 + 14 * ::core::mem::size_of::<*const u8>()],
-                );
-                static mut _RET_AREA: _RetArea = _RetArea(
-                    [::core::mem::MaybeUninit::uninit(); 48
-                        + 14 * ::core::mem::size_of::<*const u8>()],
-                );
-            }
-        }
-    }
     pub mod wasi {
         pub mod http {
             /// This interface defines a handler of incoming HTTP Requests. It should
@@ -9498,7 +8963,7 @@ mod _rt {
 /// For more information see the documentation of `wit_bindgen::generate!`.
 ///
 /// ```rust
-/// # macro_rules! export_function{ ($($t:tt)*) => (); }
+/// # macro_rules! export_proxy{ ($($t:tt)*) => (); }
 /// # trait Guest {}
 /// struct MyType;
 ///
@@ -9506,29 +8971,26 @@ mod _rt {
 ///     // ...
 /// }
 ///
-/// export_function!(MyType);
+/// export_proxy!(MyType);
 /// ```
 #[allow(unused_macros)]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __export_function_impl {
+macro_rules! __export_proxy_impl {
     ($ty:ident) => {
-        $crate::bindings::export_function!($ty with_types_in $crate::bindings);
+        $crate::bindings::export_proxy!($ty with_types_in $crate::bindings);
     };
     ($ty:ident with_types_in $($path_to_types_root:tt)*) => {
-        $($path_to_types_root)*::
-        exports::fnhost::function::config::__export_fnhost_function_config_0_4_0_cabi!($ty
-        with_types_in $($path_to_types_root)*:: exports::fnhost::function::config);
         $($path_to_types_root)*::
         exports::wasi::http::incoming_handler::__export_wasi_http_incoming_handler_0_2_12_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::wasi::http::incoming_handler);
         const _ : () = { #[rustfmt::skip] #[cfg(target_arch = "wasm32")] #[unsafe
         (link_section =
-        "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:function:imports and exportsfnhost-sdk")]
+        "component-type:wit-bindgen:0.61.1:wasi:http@0.2.12:proxy:imports and exportsfnhost-sdk")]
         #[doc(hidden)] #[allow(clippy::octal_escapes)] pub static
-        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7347] = *
+        __WIT_BINDGEN_COMPONENT_TYPE : [u8; 7053] = *
         b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xb48\x01A\x02\x01A%\x01\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x916\x01A\x02\x01A#\x01\
 B\x0a\x04\0\x08pollable\x03\x01\x01h\0\x01@\x01\x04self\x01\0\x7f\x04\0\x16[meth\
 od]pollable.ready\x01\x02\x01@\x01\x04self\x01\x01\0\x04\0\x16[method]pollable.b\
 lock\x01\x03\x01p\x01\x01py\x01@\x01\x02in\x04\0\x05\x04\0\x04poll\x01\x06\x03\0\
@@ -9663,33 +9125,27 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \x18future-incoming-response\x03\0\x04\x02\x03\x02\x01\x12\x04\0\x0aerror-code\x03\
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
-ndler@0.2.12\x05\x13\x01B\x0f\x01m\x02\x02ip\x06domain\x04\0\x09aggregate\x03\0\0\
-\x01p\x01\x01ks\x01r\x04\x0cwindow-limity\x10window-size-secsy\x0caggregate-by\x02\
-\x07rewrite\x03\x04\0\x0arate-limit\x03\0\x04\x01k\x7f\x01ps\x01kw\x01ky\x01k\x05\
-\x01r\x08\x0abackground\x06\x05paths\x07\x07methods\x07\x0atimeout-ms\x08\x09mem\
-ory-mb\x09\x08schedule\x03\x0eexcluded-paths\x07\x0arate-limit\x0a\x04\0\x08sett\
-ings\x03\0\x0b\x01@\0\0\x0c\x04\0\x08describe\x01\x0d\x04\0\x1cfnhost:function/c\
-onfig@0.4.0\x05\x14\x02\x03\0\x09\x10incoming-request\x02\x03\0\x09\x11response-\
-outparam\x01B\x08\x02\x03\x02\x01\x15\x04\0\x10incoming-request\x03\0\0\x02\x03\x02\
-\x01\x16\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\x01@\x02\x07requ\
-est\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0!wasi:http/incomi\
-ng-handler@0.2.12\x05\x17\x04\0\x1efnhost:function/function@0.4.0\x04\0\x0b\x0e\x01\
-\0\x08function\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x07\
-0.258.0\x10wit-bindgen-rust\x060.61.1";
+ndler@0.2.12\x05\x13\x02\x03\0\x09\x10incoming-request\x02\x03\0\x09\x11response\
+-outparam\x01B\x08\x02\x03\x02\x01\x14\x04\0\x10incoming-request\x03\0\0\x02\x03\
+\x02\x01\x15\x04\0\x11response-outparam\x03\0\x02\x01i\x01\x01i\x03\x01@\x02\x07\
+request\x04\x0cresponse-out\x05\x01\0\x04\0\x06handle\x01\x06\x04\0!wasi:http/in\
+coming-handler@0.2.12\x05\x16\x04\0\x16wasi:http/proxy@0.2.12\x04\0\x0b\x0b\x01\0\
+\x05proxy\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.\
+258.0\x10wit-bindgen-rust\x060.61.1";
         };
     };
 }
 #[doc(inline)]
-pub use __export_function_impl as export_function;
+pub use __export_proxy_impl as export_proxy;
 #[rustfmt::skip]
 #[cfg(target_arch = "wasm32")]
 #[unsafe(
-    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:function-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
+    link_section = "component-type:wit-bindgen:0.61.1:wasi:http@0.2.12:proxy-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
-pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 6944] = *b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x815\x01A\x02\x01A\x1f\
+pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 6933] = *b"\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xf94\x01A\x02\x01A\x1f\
 \x01B\x0a\x04\0\x08pollable\x03\x01\x01h\0\x01@\x01\x04self\x01\0\x7f\x04\0\x16[\
 method]pollable.ready\x01\x02\x01@\x01\x04self\x01\x01\0\x04\0\x16[method]pollab\
 le.block\x01\x03\x01p\x01\x01py\x01@\x01\x02in\x04\0\x05\x04\0\x04poll\x01\x06\x03\
@@ -9824,10 +9280,10 @@ h\x07\x01k\x1b\x01@\x01\x03err\x8b\x01\0\x8c\x01\x04\0\x0fhttp-error-code\x01\x8
 \x18future-incoming-response\x03\0\x04\x02\x03\x02\x01\x12\x04\0\x0aerror-code\x03\
 \0\x06\x01i\x01\x01i\x03\x01k\x09\x01i\x05\x01j\x01\x0b\x01\x07\x01@\x02\x07requ\
 est\x08\x07options\x0a\0\x0c\x04\0\x06handle\x01\x0d\x03\0!wasi:http/outgoing-ha\
-ndler@0.2.12\x05\x13\x04\0>fnhost:function/function-with-all-of-its-exports-remo\
-ved@0.4.0\x04\0\x0b.\x01\0(function-with-all-of-its-exports-removed\x03\0\0\0G\x09\
-producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10wit-bindgen-rus\
-t\x060.61.1";
+ndler@0.2.12\x05\x13\x04\06wasi:http/proxy-with-all-of-its-exports-removed@0.2.1\
+2\x04\0\x0b+\x01\0%proxy-with-all-of-its-exports-removed\x03\0\0\0G\x09producers\
+\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10wit-bindgen-rust\x060.61\
+.1";
 #[inline(never)]
 #[doc(hidden)]
 pub fn __link_custom_section_describing_imports() {

@@ -47,7 +47,7 @@ pub(crate) fn scheme_to_wasi(scheme: &str) -> wasi::Scheme {
     }
 }
 
-fn scheme_from_wasi(scheme: &wasi::Scheme) -> &str {
+pub(crate) fn scheme_from_wasi(scheme: &wasi::Scheme) -> &str {
     match scheme {
         wasi::Scheme::Http => "http",
         wasi::Scheme::Https => "https",
@@ -58,16 +58,13 @@ fn scheme_from_wasi(scheme: &wasi::Scheme) -> &str {
 /// The request URI: `scheme://authority/path?query` when the host gave scheme and authority,
 /// else the origin form `/path?query` (`/` when the host gave no path).
 pub(crate) fn uri_from_parts(
-    scheme: Option<&wasi::Scheme>,
+    scheme: Option<&str>,
     authority: Option<&str>,
     path_with_query: Option<&str>,
 ) -> Uri {
     let path_with_query = path_with_query.filter(|p| !p.is_empty()).unwrap_or("/");
     if let (Some(scheme), Some(authority)) = (scheme, authority.filter(|a| !a.is_empty())) {
-        let absolute = format!(
-            "{}://{authority}{path_with_query}",
-            scheme_from_wasi(scheme)
-        );
+        let absolute = format!("{scheme}://{authority}{path_with_query}");
         if let Ok(uri) = absolute.parse() {
             return uri;
         }
@@ -132,7 +129,7 @@ mod tests {
     #[test]
     fn absolute_form_when_host_gives_scheme_and_authority() {
         let uri = uri_from_parts(
-            Some(&wasi::Scheme::Http),
+            Some(scheme_from_wasi(&wasi::Scheme::Http)),
             Some("127.0.0.1:8888"),
             Some("/f?q=1"),
         );
@@ -143,7 +140,7 @@ mod tests {
 
     #[test]
     fn unparsable_authority_falls_back_to_the_path() {
-        let uri = uri_from_parts(Some(&wasi::Scheme::Https), Some("bad host"), Some("/p"));
+        let uri = uri_from_parts(Some("https"), Some("bad host"), Some("/p"));
         assert_eq!(uri, "/p");
     }
 

@@ -72,10 +72,17 @@
 #[rustfmt::skip]
 pub mod bindings;
 
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+#[rustfmt::skip]
+pub mod config_bindings;
+
 mod body;
 mod context;
 mod convert;
 mod fetch;
+#[cfg(feature = "p3")]
+pub mod p3;
 mod request;
 mod response;
 mod serve;
@@ -154,6 +161,70 @@ macro_rules! raw_function {
     };
 }
 
+/// Exports the async `handler` as the component's `wasi:http/service@0.3.0` handler (WASI
+/// 0.3; cargo feature `p3`).
+///
+/// `handler` is any `async fn(Request) -> impl IntoResponse`; `config = settings` declares
+/// [`Settings`] as with [`function!`]. The response is sent when the handler returns; tasks
+/// it started with [`p3::spawn`] go on within the invocation's budget.
+///
+/// ```no_run
+/// use fnhost_sdk::{Request, RequestExt};
+///
+/// async fn handle(req: Request) -> String {
+///     let upstream = fnhost_sdk::http::Request::get("https://example.com/")
+///         .body(Vec::new())
+///         .expect("a valid request");
+///     match fnhost_sdk::p3::fetch(upstream).await {
+///         Ok(page) => format!("{} bytes for {:?}\n", page.body().len(), req.query("name")),
+///         Err(err) => format!("{err}\n"),
+///     }
+/// }
+/// fnhost_sdk::service!(handle);
+/// ```
+#[cfg(feature = "p3")]
+#[macro_export]
+macro_rules! service {
+    ($handler:expr $(,)?) => {
+        $crate::service!($handler, config = $crate::Settings::new);
+    };
+    ($handler:expr, config = $config:expr $(,)?) => {
+        #[allow(unsafe_code)]
+        const _: () = {
+            use $crate::p3::wasip3 as __wasip3;
+
+            struct FnhostService;
+
+            impl __wasip3::exports::http::handler::Guest for FnhostService {
+                async fn handle(
+                    request: __wasip3::http::types::Request,
+                ) -> Result<__wasip3::http::types::Response, __wasip3::http::types::ErrorCode>
+                {
+                    $crate::p3::serve(request, $handler).await
+                }
+            }
+
+            $crate::__export_config!(FnhostService, $config);
+            __wasip3::http::service::export!(FnhostService);
+        };
+    };
+}
+
+/// Not public API: implements the `fnhost:function/config` export for `$ty`, returning
+/// `$config()`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_config {
+    ($ty:ident, $config:expr) => {
+        impl $crate::config_bindings::exports::fnhost::function::config::Guest for $ty {
+            fn describe() -> $crate::config_bindings::exports::fnhost::function::config::Settings {
+                $crate::__private::describe($config)
+            }
+        }
+        $crate::config_bindings::export_config!($ty with_types_in $crate::config_bindings);
+    };
+}
+
 /// Not public API: implements the generated export traits and emits the exports.
 #[doc(hidden)]
 #[macro_export]
@@ -176,13 +247,8 @@ macro_rules! __export {
                 }
             }
 
-            impl $crate::bindings::exports::fnhost::function::config::Guest for FnhostFunction {
-                fn describe() -> $crate::bindings::exports::fnhost::function::config::Settings {
-                    $crate::__private::describe($config)
-                }
-            }
-
-    $crate::bindings::export_function!(FnhostFunction with_types_in $crate::bindings);
+            $crate::__export_config!(FnhostFunction, $config);
+    $crate::bindings::export_proxy!(FnhostFunction with_types_in $crate::bindings);
         };
     };
 }

@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-use crate::bindings::exports::fnhost::function::config as wit;
 use crate::bindings::wasi::http::types::{IncomingRequest, OutgoingResponse, ResponseOutparam};
+use crate::config_bindings::exports::fnhost::function::config as wit;
 use crate::{IntoResponse, Request, Response, Settings, body, convert};
 
 /// Runs `handler` for one incoming request, sends its response, then runs the work a
@@ -34,7 +34,7 @@ pub fn describe(config: impl FnOnce() -> Settings) -> wit::Settings {
 
 fn read_request(request: IncomingRequest) -> Result<Request, String> {
     let uri = convert::uri_from_parts(
-        request.scheme().as_ref(),
+        request.scheme().as_ref().map(convert::scheme_from_wasi),
         request.authority().as_deref(),
         request.path_with_query().as_deref(),
     );

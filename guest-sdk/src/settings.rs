@@ -1,7 +1,7 @@
 //! `Settings`: what a function declares about itself through the `fnhost:function/config`
 //! export. A builder over the WIT record; `fnhost.toml` overrides anything declared here.
 
-use crate::bindings::exports::fnhost::function::config as wit;
+use crate::config_bindings::exports::fnhost::function::config as wit;
 
 /// How a function wants to be run, returned from the `config` function given to
 /// [`function!`](crate::function).

@@ -1,35 +1,50 @@
-//! A WASI 0.3 function in Rust: `GET ?name=Ada` → `Hello, Ada from WASI 0.3!`, the body
-//! streamed from a task the handler spawned after returning its response.
+//! A WASI 0.3 function in Rust, on fnhost-sdk's async flavour (cargo feature `p3`):
+//!
+//! - `GET ?name=Ada` → `Hello, Ada from WASI 0.3!`; `POST` with the name as the body, the same;
+//! - `GET ?url=U&url=V` → downloads every URL at once (outbound requests need
+//!   `allowed_outbound_hosts`) and answers one line per URL: `U STATUS BYTES` or `U error E`;
+//! - after each answer, a spawned task logs `answered ID` (work after the response).
 //!
 //! `cargo build --release --target wasm32-wasip2` (or `fnhost build`) makes a component that
 //! exports `wasi:http/handler@0.3.0`; fnhost serves it beside 0.2 functions.
 
-use wasip3::http::types::{ErrorCode, Fields, Request, Response};
-use wasip3::{wit_future, wit_stream};
+use fnhost_sdk::http::Method;
+use fnhost_sdk::{Request, RequestExt, p3, parse_form};
 
-wasip3::http::service::export!(Hello);
+async fn handle(req: Request) -> String {
+    let id = req.invocation_id().unwrap_or_default().to_string();
+    p3::spawn(async move { println!("answered {id}") });
+    let urls: Vec<String> = parse_form(req.uri().query().unwrap_or_default())
+        .into_iter()
+        .filter_map(|(key, value)| (key == "url").then_some(value))
+        .collect();
+    if !urls.is_empty() {
+        return futures::future::join_all(urls.iter().map(|url| download(url)))
+            .await
+            .concat();
+    }
+    let name = match *req.method() {
+        Method::POST => req.text().trim().to_string(),
+        _ => req.query("name").unwrap_or_default(),
+    };
+    let name = if name.is_empty() { "world" } else { &name };
+    format!("Hello, {name} from WASI 0.3!\n")
+}
 
-struct Hello;
-
-impl wasip3::exports::http::handler::Guest for Hello {
-    async fn handle(request: Request) -> Result<Response, ErrorCode> {
-        let target = request.get_path_with_query().unwrap_or_default();
-        let name = target
-            .split_once('?')
-            .and_then(|(_, query)| query.split('&').find_map(|p| p.strip_prefix("name=")))
-            .unwrap_or("world")
-            .to_string();
-        let headers =
-            Fields::from_list(&[("content-type".into(), b"text/plain; charset=utf-8".to_vec())])
-                .expect("a valid header");
-        let (mut body, contents) = wit_stream::new();
-        let (_, trailers) = wit_future::new(|| Ok(None));
-        let (response, _sent) = Response::new(headers, Some(contents), trailers);
-        // The response goes out now; its body is written while the client reads it.
-        wasip3::spawn_local(async move {
-            body.write_all(format!("Hello, {name} from WASI 0.3!\n").into_bytes())
-                .await;
-        });
-        Ok(response)
+/// One line for `url`: its status and body size, or the error.
+async fn download(url: &str) -> String {
+    let request = fnhost_sdk::http::Request::get(url).body(Vec::new());
+    let Ok(request) = request else {
+        return format!("{url} error invalid URL\n");
+    };
+    match p3::fetch(request).await {
+        Ok(response) => format!(
+            "{url} {} {}\n",
+            response.status().as_u16(),
+            response.body().len()
+        ),
+        Err(err) => format!("{url} error {err}\n"),
     }
 }
+
+fnhost_sdk::service!(handle);

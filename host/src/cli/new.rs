@@ -29,6 +29,10 @@ pub struct NewArgs {
     /// Language of the template
     #[arg(long, value_enum, default_value_t = Lang::Rust)]
     lang: Lang,
+    /// Which WASI HTTP world the function speaks: 0.2 (`wasi:http/proxy`) or 0.3
+    /// (`wasi:http/service`, an async handler; Rust and Python)
+    #[arg(long, value_enum, default_value_t = Wasi::P2)]
+    wasi: Wasi,
     /// Make a background function (answered 202, run detached, retried), declared in the
     /// function's config export
     #[arg(long)]
@@ -54,6 +58,17 @@ pub enum Lang {
     Python,
 }
 
+/// The WASI HTTP world a template speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wasi {
+    /// WASI 0.2: `wasi:http/proxy` (the `fnhost:function/function` world)
+    #[value(name = "0.2")]
+    P2,
+    /// WASI 0.3: `wasi:http/service` (the `fnhost:function/service` world)
+    #[value(name = "0.3")]
+    P3,
+}
+
 /// What to create, checked.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -61,6 +76,8 @@ pub struct Plan {
     pub name: String,
     /// The template.
     pub lang: Lang,
+    /// The WASI HTTP world.
+    pub wasi: Wasi,
     /// Declared background in the config export.
     pub background: bool,
     /// Declared routes (each a valid pattern).
@@ -173,6 +190,13 @@ pub fn validate_name(name: &str, lang: Lang) -> Result<(), NameError> {
 /// Runs `fnhost new`.
 pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     validate_name(&args.name, args.lang)?;
+    if (args.lang, args.wasi) == (Lang::Js, Wasi::P3) {
+        bail!(
+            "--lang js --wasi 0.3: jco cannot build a WASI 0.3 HTTP component yet (its \
+             componentize-js aborts on wasi:http/service@0.3.0); JavaScript functions speak \
+             WASI 0.2 (drop --wasi)"
+        );
+    }
     for path in &args.paths {
         check_route(path)?;
     }
@@ -183,6 +207,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         name: args.name,
         lang: args.lang,
+        wasi: args.wasi,
         background: args.background,
         paths: args.paths,
         sdk,
@@ -207,8 +232,12 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     } else {
         "sync"
     };
+    let wasi = match plan.wasi {
+        Wasi::P2 => "WASI 0.2",
+        Wasi::P3 => "WASI 0.3",
+    };
     println!(
-        "created {} ({lang}, {mode}) in {}",
+        "created {} ({lang}, {mode}, {wasi}) in {}",
         plan.name,
         dir.display()
     );
@@ -452,6 +481,11 @@ const PYTHON: &[Template] = &[
     ),
 ];
 
+/// The main file of the Rust and Python templates for WASI 0.3 (`--wasi 0.3`), in place of
+/// `src/lib.rs` and `app.py`.
+const RUST_P3_LIB: &str = include_str!("../../templates/rust/src/lib-p3.rs.tmpl");
+const PYTHON_P3_APP: &str = include_str!("../../templates/python/app-p3.py.tmpl");
+
 /// fnhost's world: package `fnhost:function` with the `config` interface and the world.
 const FNHOST_WORLD: &str = include_str!("../../../wit/world.wit");
 
@@ -494,6 +528,21 @@ pub fn render(plan: &Plan) -> Vec<(PathBuf, String)> {
         ),
         ("js_paths", quoted_paths),
         ("fnhost_version", fnhost_version().to_string()),
+        (
+            "sdk_features",
+            match plan.wasi {
+                Wasi::P2 => String::new(),
+                Wasi::P3 => r#", features = ["p3"]"#.to_string(),
+            },
+        ),
+        (
+            "py_world",
+            match plan.wasi {
+                Wasi::P2 => "function",
+                Wasi::P3 => "service",
+            }
+            .to_string(),
+        ),
     ];
     let fill = |text: &str| {
         let mut out = text.to_string();
@@ -509,7 +558,14 @@ pub fn render(plan: &Plan) -> Vec<(PathBuf, String)> {
     };
     let mut files: Vec<(PathBuf, String)> = templates
         .iter()
-        .map(|(path, text)| (PathBuf::from(path), fill(text)))
+        .map(|&(path, text)| {
+            let text = match (plan.wasi, path) {
+                (Wasi::P3, "src/lib.rs") => RUST_P3_LIB,
+                (Wasi::P3, "app.py") => PYTHON_P3_APP,
+                _ => text,
+            };
+            (PathBuf::from(path), fill(text))
+        })
         .collect();
     if plan.lang == Lang::Js {
         files.push(("package-lock.json".into(), js_lock(&plan.name)));
@@ -555,6 +611,7 @@ mod tests {
         Plan {
             name: "my-fn".into(),
             lang,
+            wasi: Wasi::P2,
             background,
             paths: paths.iter().map(|p| p.to_string()).collect(),
             sdk: Some(PathBuf::from("/opt/fnhost/guest-sdk")),
@@ -630,6 +687,32 @@ mod tests {
         assert!(!lib.contains("{{") && !cargo.contains("{{"));
         let plain = file(&render(&plan(Lang::Rust, false, &[])), "src/lib.rs");
         assert!(plain.contains("Settings::new()\n"), "{plain}");
+    }
+
+    #[test]
+    fn the_wasi_0_3_templates_export_the_service_world() {
+        let p3 = |lang| {
+            render(&Plan {
+                wasi: Wasi::P3,
+                ..plan(lang, false, &["/hi"])
+            })
+        };
+        let rust = p3(Lang::Rust);
+        let cargo: toml::Table = toml::from_str(&file(&rust, "Cargo.toml")).unwrap();
+        let sdk = &cargo["dependencies"]["fnhost-sdk"];
+        assert_eq!(sdk["features"].as_array().unwrap()[0].as_str(), Some("p3"));
+        let lib = file(&rust, "src/lib.rs");
+        assert!(lib.contains("async fn handle(") && lib.contains("fnhost_sdk::service!(handle"));
+        assert!(lib.contains(r#"Settings::new().path("/hi")"#), "{lib}");
+        let python = p3(Lang::Python);
+        assert!(file(&python, "app.py").contains("async def handle(self, request: Request)"));
+        assert!(file(&python, "function.toml").contains("-w fnhost:function/service "));
+        let plain = render(&plan(Lang::Python, false, &[]));
+        assert!(file(&plain, "function.toml").contains("-w fnhost:function/function "));
+        assert!(!file(&render(&plan(Lang::Rust, false, &[])), "Cargo.toml").contains("p3"));
+        for (path, text) in rust.iter().chain(&python) {
+            assert!(!text.contains("{{"), "{} has a placeholder", path.display());
+        }
     }
 
     #[test]

@@ -646,15 +646,88 @@ async fn the_same_0_3_component_answers_alike_under_fnhost_and_wasmtime_serve() 
     }
 }
 
+/// A loopback upstream that holds every request until two are in flight at once (answering
+/// `together`), or for at most 3 s (answering `alone`): proof that a guest's downloads overlap.
+async fn rendezvous() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let met = Arc::new(tokio::sync::Notify::new());
+    crate::support::serve_http(Arc::new(move |_req| {
+        let (arrived, met) = (arrived.clone(), met.clone());
+        Box::pin(async move {
+            let both = met.notified();
+            let text = if arrived.fetch_add(1, Ordering::SeqCst) + 1 >= 2 {
+                met.notify_waiters();
+                "together"
+            } else if tokio::time::timeout(Duration::from_secs(3), both)
+                .await
+                .is_ok()
+            {
+                "together"
+            } else {
+                "alone"
+            };
+            let body = http_body_util::Full::new(bytes::Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed();
+            http::Response::new(body)
+        })
+    }))
+    .await
+}
+
 #[tokio::test]
-async fn the_rust_hello_p3_example_answers() {
-    let server = Server::with(&["hello-p3"]).start();
-    let reply = get(&server.url("/.netlify/functions/hello-p3?name=Ada")).await;
+async fn the_rust_hello_p3_example_on_the_sdk_reads_bodies_downloads_at_once_and_works_after() {
+    let up = rendezvous().await;
+    let server = Server::with(&["hello-p3"])
+        .config(&format!(
+            "[functions.hello-p3]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+            up.port()
+        ))
+        .start();
+    let url = |q: &str| server.url(&format!("/.netlify/functions/hello-p3{q}"));
+    let reply = get(&url("?name=Ada")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "Hello, Ada from WASI 0.3!\n");
     assert_eq!(
         reply.header("content-type"),
         Some("text/plain; charset=utf-8")
+    );
+    // The spawned task ran after the answer, under the invocation's id (the SDK's
+    // `invocation_id` and the log's tag agree).
+    let line = server
+        .wait_for_log(
+            &["answered ", "function=\"hello-p3\""],
+            Duration::from_secs(3),
+        )
+        .await;
+    let id = line
+        .split("answered ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(
+        id.len() == 32 && line.contains(&format!("id=\"{id}\"")),
+        "{line}"
+    );
+    let reply = send("POST", &url(""), &[], "Grace").await;
+    assert_eq!(reply.text(), "Hello, Grace from WASI 0.3!\n");
+
+    // Two downloads overlap (the upstream answers `together` only then); one the allow-list
+    // refuses is an error line, not a failed invocation.
+    let a = format!("http://127.0.0.1:{}/a", up.port());
+    let b = format!("http://127.0.0.1:{}/b", up.port());
+    let reply = get(&url(&format!("?url={a}&url={b}&url=http://example.com/"))).await;
+    assert_eq!(
+        reply.text(),
+        format!(
+            "{a} 200 8\n{b} 200 8\nhttp://example.com/ error outbound request failed: \
+             HttpRequestDenied\n"
+        )
     );
 }
 
