@@ -95,64 +95,11 @@ pub struct NameError {
 }
 
 /// Rust keywords and the built-in crates a package may not be named after.
-const RUST_RESERVED: &[&str] = &[
-    "as",
-    "async",
-    "await",
-    "break",
-    "const",
-    "continue",
-    "crate",
-    "dyn",
-    "else",
-    "enum",
-    "extern",
-    "false",
-    "fn",
-    "for",
-    "if",
-    "impl",
-    "in",
-    "let",
-    "loop",
-    "match",
-    "mod",
-    "move",
-    "mut",
-    "pub",
-    "ref",
-    "return",
-    "self",
-    "static",
-    "struct",
-    "super",
-    "trait",
-    "true",
-    "type",
-    "unsafe",
-    "use",
-    "where",
-    "while",
-    "abstract",
-    "become",
-    "box",
-    "do",
-    "final",
-    "gen",
-    "macro",
-    "override",
-    "priv",
-    "try",
-    "typeof",
-    "unsized",
-    "virtual",
-    "yield",
-    "core",
-    "std",
-    "alloc",
-    "proc_macro",
-    "test",
-];
+const RUST_RESERVED: &str = "\
+    as async await break const continue crate dyn else enum extern false fn for if impl in let \
+    loop match mod move mut pub ref return self static struct super trait true type unsafe use \
+    where while abstract become box do final gen macro override priv try typeof unsized virtual \
+    yield core std alloc proc_macro test";
 
 /// A function name every template and fnhost accept: the file name `NAME.wasm`, the route
 /// `/.netlify/functions/NAME`, a Rust package, an npm package and a WIT package.
@@ -181,7 +128,11 @@ pub fn validate_name(name: &str, lang: Lang) -> Result<(), NameError> {
     if name.ends_with(['-', '_']) || name.contains("--") || name.contains("__") {
         return refuse("`-` and `_` must sit between letters or digits");
     }
-    if lang == Lang::Rust && RUST_RESERVED.contains(&name.replace('-', "_").as_str()) {
+    if lang == Lang::Rust
+        && RUST_RESERVED
+            .split_whitespace()
+            .any(|w| w == name.replace('-', "_"))
+    {
         return refuse("it is a Rust keyword or a built-in crate's name");
     }
     Ok(())

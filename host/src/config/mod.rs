@@ -65,6 +65,7 @@ pub mod defaults {
     pub const MAX_OUTBOUND: usize = 16;
     /// Requests per instance: a fresh instance for each.
     pub const REUSE: u32 = 1;
+    pub const INSTANCE_CONCURRENCY: u32 = 1;
     /// `max_files`: the bundled files of one function together.
     pub const MAX_FILES: u64 = 64 * 1024 * 1024;
     /// Bytes of guest output (stdout + stderr) logged per invocation.
@@ -214,6 +215,9 @@ pub struct FunctionConfig {
     /// Requests one instance of a synchronous WASI 0.3 function serves, one after another,
     /// before it is dropped [default 1: a fresh instance per request].
     pub reuse: Option<u32>,
+    /// Requests one instance of a synchronous WASI 0.3 function serves at once (at most
+    /// `reuse`) [default 1: one after another].
+    pub instance_concurrency: Option<u32>,
     /// Guest output (stdout + stderr) logged per invocation; the rest is dropped.
     pub max_log: Option<ByteSize>,
     /// Environment variables the guest sees (and only these).

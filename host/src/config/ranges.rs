@@ -33,6 +33,8 @@ pub mod bounds {
     pub const MAX_OUTBOUND: (u64, u64) = (1, 1_024);
     /// Requests one warm instance serves before it is dropped (its memory only grows).
     pub const REUSE: (u64, u64) = (1, 1_000_000);
+    /// Requests one instance serves at once (`wasmtime serve` defaults to 16).
+    pub const INSTANCE_CONCURRENCY: (u64, u64) = (1, 1_000);
     /// Retries after a failed attempt (`retry_delays` entries).
     pub const RETRIES: (u64, u64) = (0, 100);
     /// Fuel per invocation: 0 would fail every call.
@@ -230,6 +232,11 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
     count(&key("fuel"), f.fuel, bounds::FUEL)?;
     usize_count(&key("max_outbound"), f.max_outbound, bounds::MAX_OUTBOUND)?;
     count(&key("reuse"), f.reuse.map(u64::from), bounds::REUSE)?;
+    count(
+        &key("instance_concurrency"),
+        f.instance_concurrency.map(u64::from),
+        bounds::INSTANCE_CONCURRENCY,
+    )?;
     usize_count(&key("concurrency"), f.concurrency, bounds::CONCURRENCY)?;
     if let Some(delays) = &f.retry_delays {
         let (lo, hi) = bounds::RETRIES;

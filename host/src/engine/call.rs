@@ -25,7 +25,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use super::state::{Capped, Respond, State};
 use super::warm::{Idle, Warm};
-use super::{Component, Engine, Pre, outbound, service, stdio};
+use super::{Component, Engine, Pre, outbound, service, shared, stdio};
 use crate::body::{Body, BodyError};
 use crate::config::OutboundRule;
 use crate::metrics::{self, Ended};
@@ -121,7 +121,7 @@ pub struct Running {
 /// Marker error raised by the epoch callback when the deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("wall-clock budget exceeded")]
-struct DeadlineExceeded;
+pub(super) struct DeadlineExceeded;
 
 impl Engine {
     pub(super) fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
@@ -154,6 +154,7 @@ impl Engine {
             },
             hooks: self.hooks(ctx),
             log,
+            tasks: shared::Tasks::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -241,6 +242,11 @@ impl Engine {
         ctx: &InvokeContext,
         guard: G,
     ) -> Running {
+        if let (Pre::Service(pre), Some(warm)) = (&component.pre, &ctx.warm)
+            && warm.at_once() > 1
+        {
+            return self.invoke_shared(pre, warm, request, ctx, guard);
+        }
         let (tx, rx) = oneshot::channel();
         let started = Instant::now();
         let Prepared { mut store, call } = self.prepare(component, ctx, started + ctx.timeout);
@@ -298,6 +304,56 @@ impl Engine {
                     served: served + 1,
                 });
             }
+            outcome
+        });
+        Running {
+            response: rx,
+            outcome,
+        }
+    }
+}
+
+impl Engine {
+    /// Starts one invocation in an instance that serves several at once (`shared`): its
+    /// outcome is known when the handler answers, or from how its instance ended.
+    fn invoke_shared<G: Send + 'static>(
+        &self,
+        pre: &ServicePre<State>,
+        warm: &Warm,
+        request: http::Request<Bytes>,
+        ctx: &InvokeContext,
+        guard: G,
+    ) -> Running {
+        let (tx, rx) = oneshot::channel();
+        let started = Instant::now();
+        let deadline = started + ctx.timeout;
+        let (answered, answered_rx) = oneshot::channel();
+        let job = shared::Job {
+            request,
+            respond: tx,
+            task: Arc::new(shared::TaskCtx {
+                tag: Arc::new(log_tag(ctx)),
+                hooks: self.hooks(ctx),
+                deadline,
+            }),
+            answered,
+        };
+        let ending = warm.share(job, || shared::Start {
+            store: self.store(ctx, deadline),
+            pre: pre.clone(),
+            function: ctx.function.clone(),
+            epoch: self.epoch,
+        });
+        let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.kind.as_str());
+        let trace = ctx.trace.clone();
+        let outcome = tokio::spawn(async move {
+            let _guard = guard;
+            let _in_flight = metrics::InFlight::start(mode);
+            let (outcome, ended) = shared::outcome(answered_rx, ending, deadline).await;
+            let took = started.elapsed();
+            metrics::invocation(&function, mode, ended, took, None);
+            log_outcome(&function, &id, &outcome, took, &trace);
+            traced(&trace, &outcome, ended);
             outcome
         });
         Running {
@@ -402,7 +458,7 @@ fn past_deadline(e: &wasmtime::Error) -> bool {
     e.chain().any(|cause| cause.is::<DeadlineExceeded>())
 }
 
-fn outcome_of(e: &wasmtime::Error) -> Outcome {
+pub(super) fn outcome_of(e: &wasmtime::Error) -> Outcome {
     if past_deadline(e)
         || matches!(
             e.downcast_ref::<wasmtime::Trap>(),
@@ -425,7 +481,7 @@ fn outcome_of(e: &wasmtime::Error) -> Outcome {
 }
 
 /// How a failed call counts in the metrics: which limit stopped it, if one did.
-fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
+pub(super) fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
     if past_deadline(e) {
         Ended::Timeout
     } else if matches!(

@@ -16,6 +16,7 @@ pub mod egress;
 mod outbound;
 mod pinned;
 mod service;
+mod shared;
 mod state;
 mod stdio;
 mod warm;

@@ -15,6 +15,7 @@ use crate::telemetry::Trace;
 
 type ResponseFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
+#[derive(Clone)]
 pub(super) struct Hooks {
     rules: Arc<[OutboundRule]>,
     function: Arc<str>,

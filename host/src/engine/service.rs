@@ -17,8 +17,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::Store;
-use wasmtime::component::Accessor;
+use wasmtime::component::{Accessor, Resource};
 use wasmtime_wasi_http::p3::Request;
+use wasmtime_wasi_http::p3::bindings::http::types::{
+    ErrorCode, Request as WasiRequest, Response as WasiResponse,
+};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
@@ -28,7 +31,7 @@ use crate::metrics;
 
 /// Resolves with the outcome of reading the request body (handed to the response, which
 /// reports it to the guest).
-type RequestIo =
+pub(super) type RequestIo =
     std::pin::Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>>;
 
 /// Hands `request` to the instance `kept` (instantiating `pre` when there is none), sends
@@ -70,21 +73,42 @@ async fn handle(
     accessor: &Accessor<State>,
     service: &Service,
     request: http::Request<Bytes>,
-) -> wasmtime::Result<Result<http::Response<Body>, String>> {
-    let request = request.map(|bytes| {
-        http_body_util::Full::new(bytes)
-            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} })
-    });
-    let (resource, io) = accessor.with(|mut access| {
-        let WasiHttpCtxView { table, hooks, .. } = access.get().http();
-        let (request, io) = Request::from_http(hooks, request);
-        let io: RequestIo = Box::pin(io);
-        table.push(request).map(|r| (r, io))
-    })?;
+) -> wasmtime::Result<Answer> {
+    let (resource, io) = push_request(accessor, request)?;
     let returned = service
         .wasi_http_handler()
         .call_handle(accessor, resource)
         .await?;
+    answer(accessor, returned, io)
+}
+
+/// What a handler answered: the response as fnhost serves it, or its error code.
+pub(super) type Answer = Result<http::Response<Body>, String>;
+
+/// The request as a `wasi:http/types.request` in the store's table, and the future that
+/// reports how reading its body went.
+pub(super) fn push_request(
+    accessor: &Accessor<State>,
+    request: http::Request<Bytes>,
+) -> wasmtime::Result<(Resource<WasiRequest>, RequestIo)> {
+    let request = request.map(|bytes| {
+        http_body_util::Full::new(bytes)
+            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} })
+    });
+    accessor.with(|mut access| {
+        let WasiHttpCtxView { table, hooks, .. } = access.get().http();
+        let (request, io) = Request::from_http(hooks, request);
+        let io: RequestIo = Box::pin(io);
+        Ok((table.push(request)?, io))
+    })
+}
+
+/// What `handle` returned, as fnhost serves it.
+pub(super) fn answer(
+    accessor: &Accessor<State>,
+    returned: Result<Resource<WasiResponse>, ErrorCode>,
+    io: RequestIo,
+) -> wasmtime::Result<Answer> {
     let response = match returned {
         Ok(response) => response,
         Err(code) => return Ok(Err(format!("{code:?}"))),

@@ -7,7 +7,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::{outbound, stdio};
+use super::{outbound, shared, stdio};
 use crate::body::Body;
 
 /// Where the guest's response goes once it sets one (or the error code it answers with).
@@ -22,6 +22,8 @@ pub(super) struct State {
     pub(super) hooks: outbound::Hooks,
     /// Whose invocation the guest's output lines belong to.
     pub(super) log: stdio::SharedTag,
+    /// In an instance serving several requests at once: each guest task's request.
+    pub(super) tasks: shared::Tasks,
 }
 
 /// The store's limits, noting when the memory cap refused a growth (the trap that follows is

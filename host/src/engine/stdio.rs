@@ -85,11 +85,28 @@ impl IsTerminal for LogStream {
 }
 
 impl StdoutStream for LogStream {
+    /// A WASI 0.3 `write-via-stream`: made in the guest's host call, so it keeps the tag of
+    /// that call's invocation (in an instance serving several at once, the calling task's)
+    /// while its data arrives later.
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        let fixed = LogStream::new(self.stream, Arc::new(Mutex::new(self.tag())));
         Box::new(LineWriter {
-            target: self.clone(),
+            target: fixed,
             buf: Vec::new(),
         })
+    }
+
+    /// The WASI 0.2 stream, made once per instance (libc keeps it): it reads the tag as it
+    /// writes, so a kept instance's lines follow the invocation it serves now.
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        let writer = LineWriter {
+            target: self.clone(),
+            buf: Vec::new(),
+        };
+        Box::new(wasmtime_wasi::p2::pipe::AsyncWriteStream::new(
+            8192,
+            Box::pin(writer),
+        ))
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 use wasmtime_wasi_http::p3::bindings::Service;
 
+use super::shared;
 use super::state::State;
 
 /// Idle instances kept per function.
@@ -31,7 +32,11 @@ pub struct Warm(Arc<Pool>);
 struct Pool {
     /// Requests one instance serves in all.
     reuse: u32,
+    /// Requests one instance serves at once (`instance_concurrency`); above 1, the function's
+    /// instances are `shared` workers rather than idle stores.
+    at_once: usize,
     idle: Mutex<Vec<Idle>>,
+    workers: shared::Workers,
 }
 
 /// An instance between requests, with the number it has served.
@@ -42,12 +47,31 @@ pub(super) struct Idle {
 }
 
 impl Warm {
-    /// A pool for a function whose instances serve `reuse` requests each.
-    pub fn new(reuse: u32) -> Warm {
+    /// A pool for a function whose instances serve `reuse` requests each, `at_once` at a
+    /// time.
+    pub fn new(reuse: u32, at_once: u32) -> Warm {
         Warm(Arc::new(Pool {
             reuse,
+            at_once: usize::try_from(at_once).unwrap_or(usize::MAX).max(1),
             idle: Mutex::new(Vec::new()),
+            workers: shared::Workers::default(),
         }))
+    }
+
+    /// Requests one instance serves at once.
+    pub(super) fn at_once(&self) -> usize {
+        self.0.at_once
+    }
+
+    /// Hands `job` to one of the function's shared instances with room, or to a new one.
+    pub(super) fn share(
+        &self,
+        job: shared::Job,
+        start: impl FnOnce() -> shared::Start,
+    ) -> shared::Ending {
+        self.0
+            .workers
+            .dispatch(job, (self.0.at_once, self.0.reuse), start)
     }
 
     /// An idle instance, if one is kept.
@@ -77,6 +101,36 @@ impl Warm {
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.0.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A place among the process's idle instances ([`MAX_IDLE_TOTAL`]) and its function's
+/// ([`MAX_IDLE`], counted in `count`), held while an instance waits for work.
+pub(super) struct IdlePlace {
+    count: Arc<AtomicUsize>,
+}
+
+impl IdlePlace {
+    /// A place, when both bounds leave room.
+    pub(super) fn take(count: &Arc<AtomicUsize>) -> Option<IdlePlace> {
+        let below = |max: usize| move |n: usize| (n < max).then_some(n + 1);
+        (count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, below(MAX_IDLE))).ok()?;
+        if (IDLE_TOTAL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, below(MAX_IDLE_TOTAL)))
+            .is_err()
+        {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(IdlePlace {
+            count: count.clone(),
+        })
+    }
+}
+
+impl Drop for IdlePlace {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

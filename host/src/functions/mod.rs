@@ -267,7 +267,8 @@ pub async fn load_files(
             )
             .and_then(files::checked)
             .map(|settings| {
-                let reuse = settings.limits.reuse;
+                let (reuse, at_once) =
+                    (settings.limits.reuse, settings.limits.instance_concurrency);
                 let rate = settings.rate_limit.as_ref().map(rate::RateLimiter::new);
                 Arc::new(Function {
                     rate,
@@ -277,7 +278,7 @@ pub async fn load_files(
                     settings,
                     fingerprint,
                     deploy: deploy.clone(),
-                    warm: (reuse > 1).then(|| engine::Warm::new(reuse)),
+                    warm: (reuse > 1).then(|| engine::Warm::new(reuse, at_once)),
                 })
             })
             .map_err(|reason| format!("{}: {reason}", path.display()))

@@ -40,6 +40,8 @@ pub struct Limits {
     pub max_log: u64,
     /// Requests one instance serves in turn (1: a fresh instance each).
     pub reuse: u32,
+    /// Requests one instance serves at once (1: one after another).
+    pub instance_concurrency: u32,
 }
 
 /// What the guest sees of the host.
@@ -283,6 +285,7 @@ impl Sources<'_> {
                 .unwrap_or(defaults::MAX_OUTBOUND),
             max_log: (table.max_log.or(site.max_log)).map_or(defaults::MAX_LOG, |b| b.0),
             reuse: self.reuse(mode)?,
+            instance_concurrency: self.instance_concurrency(mode)?,
         })
     }
 
@@ -345,6 +348,46 @@ impl Sources<'_> {
             (None, Some(n)) if reusable => Ok(n),
             _ => Ok(defaults::REUSE),
         }
+    }
+
+    /// Requests one instance serves at once: like `reuse`, only for a synchronous WASI 0.3
+    /// function; at most `reuse`, and not with a fuel cap (interleaved requests cannot each be
+    /// metered).
+    fn instance_concurrency(&self, mode: Mode) -> Result<u32, String> {
+        let reusable = mode == Mode::Sync && self.world == World::Service;
+        let at_once = match (
+            self.table.instance_concurrency,
+            self.site.instance_concurrency,
+        ) {
+            (Some(m), _) if m > 1 && !reusable => {
+                return Err(format!(
+                    "functions.{}.instance_concurrency = {m}: only a synchronous WASI 0.3 \
+                     function shares an instance; this one is {} and speaks {}",
+                    self.name,
+                    mode,
+                    self.world.as_str()
+                ));
+            }
+            (Some(m), _) => m,
+            (None, Some(m)) if reusable => m,
+            _ => return Ok(defaults::INSTANCE_CONCURRENCY),
+        };
+        let reuse = self.reuse(mode)?;
+        if at_once > reuse {
+            return Err(format!(
+                "functions.{}: instance_concurrency = {at_once} is more than reuse = {reuse} \
+                 (the requests one instance serves in all); set reuse = {at_once} or more",
+                self.name
+            ));
+        }
+        if at_once > 1 && (self.table.fuel.or(self.site.fuel)).is_some() {
+            return Err(format!(
+                "functions.{}: instance_concurrency = {at_once} with fuel: requests interleaved \
+                 in one instance cannot each be metered; drop one of the two",
+                self.name
+            ));
+        }
+        Ok(at_once)
     }
 
     /// The memory cap; one declared by the component above the engine's cap is lowered to it.

@@ -47,6 +47,7 @@ mod sandbox;
 mod schedules;
 mod security;
 mod service;
+mod sharing;
 mod support;
 mod sync;
 mod traces;

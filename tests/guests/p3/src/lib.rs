@@ -14,6 +14,9 @@
 //! - `print`: lines on stdout (0.3 `wasi:cli/stdout` and Rust's std) and stderr;
 //! - `chatty?kb=K`: K KiB of output (what `max_log` cuts);
 //! - `count`: how many requests this instance has served, this one included (and prints it);
+//! - `overlap?ms=M[&url=U]`: waits M ms (then GETs U), prints `overlap ID` (ID: its
+//!   `fnhost-invocation-id`) and answers `id ID max K`, K the most requests this instance has
+//!   had in `overlap` at once;
 //! - anything else: `hello from wasi:http@0.3 METHOD PATH`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,9 @@ wasip3::http::service::export!(Guest);
 
 /// Requests this instance has served (`count`): 1 every time in a fresh instance.
 static SERVED: AtomicU64 = AtomicU64::new(0);
+/// Requests in `overlap` now, and the most at once.
+static OVERLAPPING: AtomicU64 = AtomicU64::new(0);
+static MOST_OVERLAPPING: AtomicU64 = AtomicU64::new(0);
 
 struct Guest;
 
@@ -61,6 +67,7 @@ impl wasip3::exports::http::handler::Guest for Guest {
             "later" => Ok(later(&query)),
             "print" => Ok(print().await),
             "chatty" => Ok(chatty(&query).await),
+            "overlap" => Ok(overlap(&request, &query).await),
             "count" => {
                 let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 println!("count {n}");
@@ -216,6 +223,31 @@ async fn get(url: &str) -> Result<Response, ErrorCode> {
         .set_path_with_query(Some(path))
         .map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
     wasip3::http::client::send(request).await
+}
+
+async fn overlap(request: &Request, query: &str) -> Response {
+    let id = request
+        .get_headers()
+        .get("fnhost-invocation-id")
+        .into_iter()
+        .next()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    let now = OVERLAPPING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_OVERLAPPING.fetch_max(now, Ordering::SeqCst);
+    wait_ms(
+        param(query, "ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
+    )
+    .await;
+    if let Some(url) = param(query, "url") {
+        let _ = get(&url).await;
+    }
+    let most = MOST_OVERLAPPING.load(Ordering::SeqCst);
+    OVERLAPPING.fetch_sub(1, Ordering::SeqCst);
+    println!("overlap {id}");
+    text(200, &format!("id {id} max {most}"))
 }
 
 fn later(query: &str) -> Response {
