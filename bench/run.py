@@ -749,21 +749,27 @@ def p3(args):
     shutil.copy(hello, funcs / "hello.wasm")
     shutil.copy(guest, funcs / "fresh.wasm")
     shutil.copy(guest, funcs / "warm.wasm")
+    shutil.copy(guest, funcs / "shared.wasm")
     shutil.copy(python, funcs / "pyfresh.wasm")
     shutil.copy(python, funcs / "pywarm.wasm")
+    shutil.copy(python, funcs / "pyshared.wasm")
     (work / "fnhost.toml").write_text(
         "[server]\nmax_concurrency = 1024\n[functions.warm]\nreuse = 1000\n"
-        "[functions.pyfresh]\npath = \"/pyfresh\"\n[functions.pywarm]\npath = \"/pywarm\"\nreuse = 1000\n")
+        "[functions.shared]\nreuse = 1000\ninstance_concurrency = 16\n"
+        "[functions.pyfresh]\npath = \"/pyfresh\"\n[functions.pywarm]\npath = \"/pywarm\"\nreuse = 1000\n"
+        "[functions.pyshared]\npath = \"/pyshared\"\nreuse = 1000\ninstance_concurrency = 16\n")
     fnhost = lambda port: [FNHOST, "serve", funcs, "--listen", f"127.0.0.1:{port}", "--config",
                            work / "fnhost.toml", "--data-dir", work / "data", "--cache-dir", work / "cache"]
     table = {
         "fnhost 0.2 hello": (fnhost, "/.netlify/functions/hello"),
         "fnhost 0.3 fresh": (fnhost, "/.netlify/functions/fresh/hi"),
         "fnhost 0.3 reuse": (fnhost, "/.netlify/functions/warm/hi"),
+        "fnhost 0.3 shared": (fnhost, "/.netlify/functions/shared/hi"),
         "wasmtime serve 0.3": (lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
                                              "--addr", f"127.0.0.1:{port}", guest], "/hi"),
         "fnhost python-p3 fresh": (fnhost, "/pyfresh"),
         "fnhost python-p3 reuse": (fnhost, "/pywarm"),
+        "fnhost python-p3 shared": (fnhost, "/pyshared"),
         "wasmtime serve python-p3": (lambda port: [wasmtime, "serve", "-O", "pooling-allocator=y", "-S", "cli=y",
                                                    "--addr", f"127.0.0.1:{port}", python], "/py3"),
     }
@@ -782,7 +788,8 @@ def p3(args):
     lines = [
         f"Machine: {machine()}. wrk (2 threads) on the same machine, loopback. wasmtime {wasmtime_version()}.",
         "Components: tests/guests/p3 (Rust, wasip3 0.9, `GET /hi`, a streamed 40-byte body), examples/python-p3"
-        " (componentize-py 0.25.1, `GET /py3`) and examples/hello (0.2). fnhost: `reuse = 1000` for the reuse rows;"
+        " (componentize-py 0.25.1, `GET /py3`) and examples/hello (0.2). fnhost: `reuse = 1000` for the reuse rows,"
+        " plus `instance_concurrency = 16` for the shared rows;"
         " `wasmtime serve` keeps its own 0.3 defaults (an instance serves up to 128 requests, 16 at once).",
         f"Median of {args.rounds} rounds of {args.duration} s; servers in turn, order rotating each round.",
         "",
@@ -794,15 +801,17 @@ def p3(args):
     for c in conns:
         for name in names:
             lines.append(f"| {c} | {name} | {med(name, c, 0):.0f} | {med(name, c, 1):.3f} | {med(name, c, 2):.3f} |")
-    lines += ["", "| conns | guest | reuse / fresh | fnhost reuse / wasmtime serve | 0.3 fresh / 0.2 hello |",
-              "|---:|---|---:|---:|---:|"]
+    lines += ["", "| conns | guest | reuse / fresh | shared / reuse | fnhost reuse / wasmtime serve"
+              " | fnhost shared / wasmtime serve | 0.3 fresh / 0.2 hello |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
     for c in conns:
         rps = lambda n: med(n, c, 0)
-        lines.append(f"| {c} | Rust | {rps('fnhost 0.3 reuse') / rps('fnhost 0.3 fresh'):.2f} | "
-                     f"{rps('fnhost 0.3 reuse') / rps('wasmtime serve 0.3'):.2f} | "
-                     f"{rps('fnhost 0.3 fresh') / rps('fnhost 0.2 hello'):.2f} |")
-        lines.append(f"| {c} | Python | {rps('fnhost python-p3 reuse') / rps('fnhost python-p3 fresh'):.2f} | "
-                     f"{rps('fnhost python-p3 reuse') / rps('wasmtime serve python-p3'):.2f} | |")
+        for guest, pre, ref in [("Rust", "fnhost 0.3", "wasmtime serve 0.3"),
+                                ("Python", "fnhost python-p3", "wasmtime serve python-p3")]:
+            hello = (f"{rps('fnhost 0.3 fresh') / rps('fnhost 0.2 hello'):.2f}" if guest == "Rust" else "")
+            lines.append(f"| {c} | {guest} | {rps(pre + ' reuse') / rps(pre + ' fresh'):.2f} | "
+                         f"{rps(pre + ' shared') / rps(pre + ' reuse'):.2f} | "
+                         f"{rps(pre + ' reuse') / rps(ref):.2f} | {rps(pre + ' shared') / rps(ref):.2f} | {hello} |")
     print("\n".join(lines))
     write_section(args.out, "WASI 0.3: fresh instances, reuse, wasmtime serve", "\n".join(lines))
 

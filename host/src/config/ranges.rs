@@ -334,6 +334,10 @@ mod tests {
                 "[functions.a]\nmax_outbound = 0\n",
                 "site/fnhost.toml: functions.a.max_outbound = 0 is out of range: accepted from 1 to 1024",
             ),
+            (
+                "[functions.a]\ninstance_concurrency = 1001\n",
+                "site/fnhost.toml: functions.a.instance_concurrency = 1001 is out of range: accepted from 1 to 1000",
+            ),
         ] {
             assert_eq!(refused(text), says, "{text}");
         }
