@@ -74,7 +74,8 @@ def run(cmd, **kw):
 
 def wasmtime_version():
     text = (ROOT / "Cargo.toml").read_text()
-    return re.search(r'^wasmtime = "([^"]+)"', text, re.M).group(1)
+    # `wasmtime = "V"` or `wasmtime = { version = "V", ... }`
+    return re.search(r'^wasmtime = (?:\{ version = )?"([^"]+)"', text, re.M).group(1)
 
 
 def free_port():

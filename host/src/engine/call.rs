@@ -338,7 +338,7 @@ impl Engine {
             }),
             answered,
         };
-        let ending = warm.share(job, || shared::Start {
+        let (ending, cold) = warm.share(job, || shared::Start {
             store: self.store(ctx, deadline),
             pre: pre.clone(),
             function: ctx.function.clone(),
@@ -346,6 +346,7 @@ impl Engine {
         });
         let (function, id, mode) = (ctx.function.clone(), ctx.id.clone(), ctx.kind.as_str());
         let trace = ctx.trace.clone();
+        trace.set("faas.coldstart", cold);
         let outcome = tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);

@@ -129,14 +129,14 @@ pub(super) struct Workers {
 pub(super) type Ending = watch::Receiver<Option<(Outcome, Ended)>>;
 
 impl Workers {
-    /// Hands `job` to a running instance with room, or to a new one made from `store` and
-    /// `pre` (which serves up to `total` requests, `at_once` at a time).
+    /// Hands `job` to a running instance with room, or to a new one made from `start` (which
+    /// serves up to `total` requests, `at_once` at a time); says whether it made one.
     pub(super) fn dispatch(
         &self,
         mut job: Job,
         (at_once, total): (usize, u32),
         start: impl FnOnce() -> Start,
-    ) -> Ending {
+    ) -> (Ending, bool) {
         let mut workers = self.running.lock().unwrap_or_else(|e| e.into_inner());
         workers.retain(|w| !w.jobs.is_closed());
         for worker in workers.iter() {
@@ -144,7 +144,7 @@ impl Workers {
                 continue;
             }
             match worker.jobs.send(job) {
-                Ok(()) => return worker.ended.clone(),
+                Ok(()) => return (worker.ended.clone(), false),
                 Err(mpsc::error::SendError(back)) => {
                     worker.load.unreserve();
                     job = back;
@@ -155,8 +155,11 @@ impl Workers {
         let load = Arc::new(Load::default());
         load.reserve(at_once, total);
         let (end_tx, ended) = watch::channel(None);
+        let first_deadline = job.task.deadline;
         let _ = jobs.send(job);
-        let start = start();
+        let mut start = start();
+        // Until its first request is registered, instantiation runs on that request's budget.
+        start.store.data_mut().tasks.latest = Some(first_deadline);
         let idle = self.idle.clone();
         tokio::spawn(run(start, rx, (load.clone(), idle), total, end_tx));
         workers.push(Worker {
@@ -164,7 +167,7 @@ impl Workers {
             load,
             ended: ended.clone(),
         });
-        ended
+        (ended, true)
     }
 }
 
@@ -364,15 +367,18 @@ fn attribute_host_calls(store: &mut Store<State>, epoch: bool) {
     }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut store| {
-        let deadline = match root_task(&mut store) {
-            // A task not known any more is one past its deadline.
-            Some(root) => (store.data().tasks.by_task.get(&root)).map(|ctx| ctx.deadline),
-            None => store.data().tasks.latest,
-        };
-        match deadline {
-            Some(deadline) if Instant::now() < deadline => Ok(UpdateDeadline::Yield(1)),
-            None if store.data().tasks.latest.is_none() => Ok(UpdateDeadline::Yield(1)),
-            _ => Err(wasmtime::Error::new(DeadlineExceeded)),
+        // A task not registered (instantiation, which runs as a task of its own, or one past
+        // its deadline and forgotten) runs until the latest deadline of the instance's requests.
+        let own = root_task(&mut store).and_then(|root| {
+            let tasks = &store.data().tasks;
+            tasks.by_task.get(&root).map(|ctx| ctx.deadline)
+        });
+        let tasks = &store.data().tasks;
+        match own.or(tasks.latest) {
+            Some(deadline) if Instant::now() >= deadline => {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            }
+            _ => Ok(UpdateDeadline::Yield(1)),
         }
     });
 }

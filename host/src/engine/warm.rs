@@ -68,7 +68,7 @@ impl Warm {
         &self,
         job: shared::Job,
         start: impl FnOnce() -> shared::Start,
-    ) -> shared::Ending {
+    ) -> (shared::Ending, bool) {
         self.0
             .workers
             .dispatch(job, (self.0.at_once, self.0.reuse), start)
