@@ -344,10 +344,15 @@ async fn work_after_the_answer_is_stopped_at_the_budget() {
 }
 
 #[tokio::test]
-async fn a_background_0_3_function_is_acknowledged_retried_and_succeeds_or_dies() {
+async fn a_background_0_3_function_is_acknowledged_retried_and_reports_to_its_destinations() {
+    let dest = crate::background::Destination::start().await;
     let server = Server::with(&[])
         .function_as("p3-background", "guest-p3")
-        .config(FAST)
+        .config(&format!(
+            "{FAST}[functions.p3-background]\non_success = \"{}\"\non_failure = \"{}\"\n",
+            dest.url("/ok"),
+            dest.url("/failed")
+        ))
         .start();
     let ok = accepted_id(
         &post(
@@ -364,6 +369,9 @@ async fn a_background_0_3_function_is_acknowledged_retried_and_succeeds_or_dies(
     server
         .wait_for_log(&["later done after 300 ms", &ok], Duration::from_secs(1))
         .await;
+    let record = dest.wait_for(&ok, Duration::from_secs(5)).await;
+    assert_eq!(record["requestContext"]["condition"], "Success", "{record}");
+    assert_eq!(record["responseContext"]["statusCode"], 200, "{record}");
 
     let failing =
         accepted_id(&post(&server, "/.netlify/functions/p3-background/trap", &[], "x").await);
@@ -373,6 +381,9 @@ async fn a_background_0_3_function_is_acknowledged_retried_and_succeeds_or_dies(
         dead["last_error"].as_str().unwrap().contains("trapped"),
         "{dead}"
     );
+    let record = dest.wait_for(&failing, Duration::from_secs(5)).await;
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
 }
 
 #[tokio::test]
