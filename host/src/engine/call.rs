@@ -23,7 +23,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use super::state::{Capped, Respond, State};
+use super::state::{Capped, Respond, State, TaskCtx, Tasks};
+pub use super::verdict::Outcome;
+use super::verdict::{DeadlineExceeded, outcome_of, stopped_by};
 use super::warm::{Idle, Warm};
 use super::{Component, Engine, Pre, outbound, service, shared, stdio};
 use crate::body::{Body, BodyError};
@@ -90,26 +92,6 @@ pub struct InvokeContext {
     pub attempt: Option<u32>,
 }
 
-/// How an invocation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The handler returned.
-    Completed {
-        /// Fuel burnt, when metered.
-        fuel_used: Option<u64>,
-    },
-    /// Wall-clock budget (or fuel cap) exhausted.
-    Timeout,
-    /// The guest trapped (panic, unreachable, memory cap, ...): for logs and the stored error
-    /// only, never a client.
-    Trap {
-        /// The root cause, one line (what a status resource shows).
-        cause: String,
-        /// The whole chain with the wasm backtrace folded in, one line (for the log).
-        detail: String,
-    },
-}
-
 /// An invocation under way: the guest's response (once it sets one) and how it ended.
 pub struct Running {
     /// Resolves when the guest sets its response; closed if it ends without setting one.
@@ -117,11 +99,6 @@ pub struct Running {
     /// Resolves when the guest is done (or stopped).
     pub outcome: tokio::task::JoinHandle<Outcome>,
 }
-
-/// Marker error raised by the epoch callback when the deadline has passed.
-#[derive(Debug, thiserror::Error)]
-#[error("wall-clock budget exceeded")]
-pub(super) struct DeadlineExceeded;
 
 impl Engine {
     pub(super) fn store(&self, ctx: &InvokeContext, deadline: Instant) -> Store<State> {
@@ -154,7 +131,7 @@ impl Engine {
             },
             hooks: self.hooks(ctx),
             log,
-            tasks: shared::Tasks::default(),
+            tasks: Tasks::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -331,7 +308,7 @@ impl Engine {
         let job = shared::Job {
             request,
             respond: tx,
-            task: Arc::new(shared::TaskCtx {
+            task: Arc::new(TaskCtx {
                 tag: Arc::new(log_tag(ctx)),
                 hooks: self.hooks(ctx),
                 deadline,
@@ -452,49 +429,6 @@ async fn proxy_call(
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, req, out)
         .await
-}
-
-/// Whether `e` is (or wraps) the epoch callback's budget stop.
-fn past_deadline(e: &wasmtime::Error) -> bool {
-    e.chain().any(|cause| cause.is::<DeadlineExceeded>())
-}
-
-pub(super) fn outcome_of(e: &wasmtime::Error) -> Outcome {
-    if past_deadline(e)
-        || matches!(
-            e.downcast_ref::<wasmtime::Trap>(),
-            Some(wasmtime::Trap::OutOfFuel)
-        )
-    {
-        return Outcome::Timeout;
-    }
-    // One line: the chain, with the wasm backtrace folded in; the root cause is its last part.
-    let debug = format!("{e:?}");
-    let lines: Vec<&str> = debug
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    Outcome::Trap {
-        cause: lines.last().copied().unwrap_or_default().to_string(),
-        detail: lines.join(" | "),
-    }
-}
-
-/// How a failed call counts in the metrics: which limit stopped it, if one did.
-pub(super) fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
-    if past_deadline(e) {
-        Ended::Timeout
-    } else if matches!(
-        e.downcast_ref::<wasmtime::Trap>(),
-        Some(wasmtime::Trap::OutOfFuel)
-    ) {
-        Ended::OutOfFuel
-    } else if memory_refused {
-        Ended::MemoryCap
-    } else {
-        Ended::Trapped
-    }
 }
 
 fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration, trace: &Trace) {

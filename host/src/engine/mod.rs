@@ -13,12 +13,14 @@ pub mod call;
 pub mod client;
 pub mod describe;
 pub mod egress;
+mod idle;
 mod outbound;
 mod pinned;
 mod service;
 mod shared;
 mod state;
 mod stdio;
+mod verdict;
 mod warm;
 
 use std::path::{Path, PathBuf};
@@ -31,8 +33,9 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 pub use call::{CallKind, InvokeContext, Outcome, Running};
 pub use describe::{Declared, DeclaredRateLimit};
+pub use idle::MAX_IDLE_TOTAL as IDLE_SLOTS;
 use state::State;
-pub use warm::{MAX_IDLE_TOTAL as IDLE_SLOTS, Warm};
+pub use warm::Warm;
 
 /// Bytes of each pooled memory, and of each table, kept resident between instances. With the
 /// `PAGEMAP_SCAN` ioctl (Linux 6.7+) only the pages an instance dirtied are reset, by copying

@@ -17,7 +17,6 @@
 //! goes on in the instance; the instance ends when it has served N requests and that work is
 //! done, or at the latest deadline of the requests it served.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,12 +29,10 @@ use wasmtime::component::{Accessor, GuestTaskId};
 use wasmtime::{AsContextMut, CallHook, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
-use super::call::{DeadlineExceeded, Outcome, outcome_of, stopped_by};
-use super::outbound::Hooks;
+use super::idle::IdlePlace;
 use super::service::{answer, push_request};
-use super::state::{Respond, State};
-use super::stdio::Tag;
-use super::warm::IdlePlace;
+use super::state::{Respond, State, TaskCtx};
+use super::verdict::{DeadlineExceeded, Outcome, outcome_of, stopped_by};
 use crate::metrics::{self, Ended};
 
 /// One request for a shared instance: what it needs to run and report.
@@ -45,23 +42,6 @@ pub(super) struct Job {
     pub(super) task: Arc<TaskCtx>,
     /// Resolves when the handler has answered (in time).
     pub(super) answered: oneshot::Sender<()>,
-}
-
-/// Whose invocation a guest task is: what host calls made on its behalf use.
-pub(super) struct TaskCtx {
-    pub(super) tag: Arc<Tag>,
-    pub(super) hooks: Hooks,
-    pub(super) deadline: Instant,
-}
-
-/// The guest tasks of a shared store, each with its request's context.
-#[derive(Default)]
-pub(super) struct Tasks {
-    by_task: HashMap<GuestTaskId, Arc<TaskCtx>>,
-    /// The task whose tag and hooks the store holds now.
-    current: Option<GuestTaskId>,
-    /// The latest deadline of the requests this instance took.
-    latest: Option<Instant>,
 }
 
 /// How a worker is doing, as the dispatcher and the callers see it.
@@ -322,21 +302,6 @@ async fn serve_one(
     let _ = respond.send(answer(accessor, returned, io)?);
     let _ = answered.send(());
     Ok(true)
-}
-
-impl Tasks {
-    /// Notes `task` as `ctx`'s, forgetting tasks whose deadline has passed (host calls they
-    /// still make are tagged as the instance's).
-    fn register(&mut self, task: GuestTaskId, ctx: Arc<TaskCtx>) {
-        let now = Instant::now();
-        self.by_task.retain(|_, ctx| ctx.deadline > now);
-        self.latest = self.latest.max(Some(ctx.deadline));
-        self.by_task.insert(task, ctx);
-        // A task id is reused once its task is gone: the next host call must switch.
-        if self.current == Some(task) {
-            self.current = None;
-        }
-    }
 }
 
 /// The root guest task of the call under way (the `handle` call a host call is made for).

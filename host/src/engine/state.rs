@@ -1,13 +1,18 @@
 //! Per-store state: WASI, WASI HTTP, the resource table, the memory limiter, the outbound
-//! hooks and whose invocation the guest's output is — the same for a 0.2 and a 0.3 call.
+//! hooks and whose invocation the guest's output is — the same for a 0.2 and a 0.3 call —
+//! and, in an instance serving several requests at once, which request each guest task is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{GuestTaskId, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::{outbound, shared, stdio};
+use super::{outbound, stdio};
 use crate::body::Body;
 
 /// Where the guest's response goes once it sets one (or the error code it answers with).
@@ -23,7 +28,7 @@ pub(super) struct State {
     /// Whose invocation the guest's output lines belong to.
     pub(super) log: stdio::SharedTag,
     /// In an instance serving several requests at once: each guest task's request.
-    pub(super) tasks: shared::Tasks,
+    pub(super) tasks: Tasks,
 }
 
 /// The store's limits, noting when the memory cap refused a growth (the trap that follows is
@@ -93,6 +98,38 @@ impl WasiHttpView for State {
             ctx: &mut self.http,
             table: &mut self.table,
             hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Whose invocation a guest task is: what host calls made on its behalf use.
+pub(super) struct TaskCtx {
+    pub(super) tag: Arc<stdio::Tag>,
+    pub(super) hooks: outbound::Hooks,
+    pub(super) deadline: Instant,
+}
+
+/// The guest tasks of a shared store, each with its request's context.
+#[derive(Default)]
+pub(super) struct Tasks {
+    pub(super) by_task: HashMap<GuestTaskId, Arc<TaskCtx>>,
+    /// The task whose tag and hooks the store holds now.
+    pub(super) current: Option<GuestTaskId>,
+    /// The latest deadline of the requests this instance took.
+    pub(super) latest: Option<Instant>,
+}
+
+impl Tasks {
+    /// Notes `task` as `ctx`'s, forgetting tasks whose deadline has passed (host calls they
+    /// still make are tagged as the instance's).
+    pub(super) fn register(&mut self, task: GuestTaskId, ctx: Arc<TaskCtx>) {
+        let now = Instant::now();
+        self.by_task.retain(|_, ctx| ctx.deadline > now);
+        self.latest = self.latest.max(Some(ctx.deadline));
+        self.by_task.insert(task, ctx);
+        // A task id is reused once its task is gone: the next host call must switch.
+        if self.current == Some(task) {
+            self.current = None;
         }
     }
 }
