@@ -4,6 +4,7 @@
 Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out BENCHMARKS.md]
        python3 bench/run.py --languages   # JS and Python examples vs the Rust hello
        python3 bench/run.py --p3 [--skip-build]  # WASI 0.3: fresh vs reused instances
+       python3 bench/run.py --p3-wait [--skip-build]  # WASI 0.3 handlers that wait: instances, memory
        python3 bench/run.py --traces [--baseline BIN]  # tracing off / sampled out / exported
        python3 bench/run.py --background [--duration 5] [--rounds 2] [--backlog 5000]
                             [--queues sqlite,pg1,pg2]   # background functions vs sync
@@ -165,11 +166,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(argv, path, conns, duration, env=None, after=None, cpu=False):
+def peak_rss_mb(pid):
+    """The most resident memory a process has had (/proc/PID/status VmHWM), in MB."""
+    kb = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)
+    return int(kb) / 1024
+
+
+def measure(argv, path, conns, duration, env=None, after=None, cpu=False, memory=False):
     """wrk against the server `argv(port)` starts (with `env` added to its environment): req/s,
     p50, p99; with `cpu`, the server's CPU time per request in µs over the timed run (all its
     threads: steadier than req/s on a shared machine); `after(base_url)` runs before the server
-    stops. Extra values are appended in that order."""
+    stops; with `memory`, the server's peak resident memory in MB. Extra values are appended in
+    that order."""
     port = free_port()
     proc = subprocess.Popen([str(a) for a in argv(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**SERVER_ENV, **(env or {})})
@@ -190,7 +198,9 @@ def measure(argv, path, conns, duration, env=None, after=None, cpu=False):
         if cpu:
             requests = int(re.search(r"(\d+) requests in", out).group(1))
             result += ((cpu_seconds(proc.pid) - cpu_before) * 1e6 / requests,)
-        return result + (after(f"http://127.0.0.1:{port}"),) if after else result
+        if after:
+            result += (after(f"http://127.0.0.1:{port}"),)
+        return result + (peak_rss_mb(proc.pid),) if memory else result
     finally:
         proc.terminate()
         try:
@@ -239,6 +249,8 @@ def main():
                          " SQLite and PostgreSQL")
     ap.add_argument("--backlog", type=int, default=5000, help="--background: jobs POSTed for runs/s")
     ap.add_argument("--queues", default="sqlite,pg1,pg2", help="--background: sqlite, pg1, pg2")
+    ap.add_argument("--p3-wait", action="store_true",
+                    help="instead: WASI 0.3 handlers that wait: instances made and memory, fresh/reuse/shared")
     ap.add_argument("--p3", action="store_true",
                     help="instead: a WASI 0.3 function, fresh instances vs reuse, vs wasmtime serve")
     ap.add_argument("--traces", action="store_true",
@@ -253,6 +265,8 @@ def main():
         return languages(args)
     if args.p3:
         return p3(args)
+    if args.p3_wait:
+        return p3_wait(args)
     if args.traces:
         return traces(args)
     conns = [int(c) for c in args.conns.split(",")]
@@ -731,8 +745,20 @@ def stop(proc):
         proc.kill()
 
 
-def p3(args):
-    """WASI 0.3: fnhost fresh vs reuse = 1000 vs the 0.2 hello, and `wasmtime serve`."""
+def p3_wait(args):
+    """WASI 0.3 handlers that wait: fresh instances, reuse, instance_concurrency."""
+    fnhost, _, _, _ = p3_site(args)
+    lines = [f"Machine: {machine()}. wrk (2 threads) on the same machine, loopback.",
+             f"Command: `python3 bench/run.py --p3-wait --duration {args.duration} --rounds {args.rounds}`"]
+    lines += waiting_handlers(args, fnhost)
+    print("\n".join(lines))
+    write_section(args.out, "WASI 0.3: handlers that wait (instances made, memory)", "\n".join(lines))
+
+
+def p3_site(args):
+    """Builds (unless --skip-build) and lays out the WASI 0.3 functions: `fresh`, `warm`
+    (reuse = 1000), `shared` (+ instance_concurrency = 16), their Python twins and the 0.2
+    hello; returns the fnhost command for a port, the two 0.3 components and wasmtime."""
     comps = BENCH / "components"
     if args.skip_build:
         hello, wasmtime = comps / "hello.wasm", TOOLS / "bin/wasmtime"
@@ -761,6 +787,12 @@ def p3(args):
         "[functions.pyshared]\npath = \"/pyshared\"\nreuse = 1000\ninstance_concurrency = 16\n")
     fnhost = lambda port: [FNHOST, "serve", funcs, "--listen", f"127.0.0.1:{port}", "--config",
                            work / "fnhost.toml", "--data-dir", work / "data", "--cache-dir", work / "cache"]
+    return fnhost, guest, python, wasmtime
+
+
+def p3(args):
+    """WASI 0.3: fnhost fresh vs reuse = 1000 vs the 0.2 hello, and `wasmtime serve`."""
+    fnhost, guest, python, wasmtime = p3_site(args)
     table = {
         "fnhost 0.2 hello": (fnhost, "/.netlify/functions/hello"),
         "fnhost 0.3 fresh": (fnhost, "/.netlify/functions/fresh/hi"),
@@ -815,6 +847,24 @@ def p3(args):
                          f"{rps(pre + ' reuse') / rps(ref):.2f} | {rps(pre + ' shared') / rps(ref):.2f} | {hello} |")
     print("\n".join(lines))
     write_section(args.out, "WASI 0.3: fresh instances, reuse, wasmtime serve", "\n".join(lines))
+
+
+def waiting_handlers(args, fnhost):
+    """Handlers that mostly wait (`overlap?ms=50`: 50 ms on a timer) at 32 connections: what
+    fresh instances, `reuse` and `instance_concurrency` cost in instances made and memory."""
+    conns, rows = 32, []
+    for name, fn in [("fresh", "fresh"), ("reuse = 1000", "warm"),
+                     ("reuse = 1000, instance_concurrency = 16", "shared")]:
+        made = lambda base, fn=fn: metric(base, "fnhost_instantiation_duration_seconds_count", f'"{fn}"')
+        runs = [measure(fnhost, f"/.netlify/functions/{fn}/overlap?ms=50", conns, args.duration,
+                        after=made, memory=True) for _ in range(args.rounds)]
+        med = lambda i: statistics.median(r[i] for r in runs)
+        rows.append(f"| {name} | {med(0):.0f} | {med(1):.1f} | {med(2):.1f} | {med(3):.0f} | {med(4):.0f} |")
+    return ["", f"Handlers that wait (`GET …/overlap?ms=50`, a 50 ms timer), {conns} connections, median of"
+            f" {args.rounds} runs; instances made over the whole run (warm-up included), the server's peak"
+            " resident memory:", "",
+            "| instances | req/s | p50 ms | p99 ms | instances made | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|"] + rows
 
 
 class OtlpSink:
