@@ -269,11 +269,14 @@ impl Engine {
             };
             let result = tokio::time::timeout(timeout, running).await;
             let (outcome, ended, service) = judge(result, &store, fuel);
-            let took = started.elapsed();
             let fuel_used = fuel.map(|f| f - store.get_fuel().unwrap_or(f));
-            metrics::invocation(&function, mode, ended, took, fuel_used);
-            log_outcome(&function, &id, &outcome, took, &trace);
-            traced(&trace, &outcome, ended);
+            let ran = Ran {
+                function: &function,
+                id: &id,
+                mode,
+                trace: &trace,
+            };
+            ran.report(&outcome, ended, started.elapsed(), fuel_used);
             if let (Some((warm, served)), Some(service)) = (warm, service) {
                 warm.put(Idle {
                     store,
@@ -328,10 +331,13 @@ impl Engine {
             let _guard = guard;
             let _in_flight = metrics::InFlight::start(mode);
             let (outcome, ended) = shared::outcome(answered_rx, ending, deadline).await;
-            let took = started.elapsed();
-            metrics::invocation(&function, mode, ended, took, None);
-            log_outcome(&function, &id, &outcome, took, &trace);
-            traced(&trace, &outcome, ended);
+            let ran = Ran {
+                function: &function,
+                id: &id,
+                mode,
+                trace: &trace,
+            };
+            ran.report(&outcome, ended, started.elapsed(), None);
             outcome
         });
         Running {
@@ -429,6 +435,23 @@ async fn proxy_call(
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, req, out)
         .await
+}
+
+/// Whose invocation ended, for its report.
+struct Ran<'a> {
+    function: &'a Arc<str>,
+    id: &'a str,
+    mode: &'static str,
+    trace: &'a Trace,
+}
+
+impl Ran<'_> {
+    /// How the invocation ended, in the metrics, the log and its run span.
+    fn report(&self, outcome: &Outcome, ended: Ended, took: Duration, fuel_used: Option<u64>) {
+        metrics::invocation(self.function, self.mode, ended, took, fuel_used);
+        log_outcome(self.function, self.id, outcome, took, self.trace);
+        traced(self.trace, outcome, ended);
+    }
 }
 
 fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration, trace: &Trace) {

@@ -11,7 +11,7 @@ pub const MAX_IDLE: usize = 16;
 pub const MAX_IDLE_TOTAL: usize = 64;
 
 /// Idle instances in the whole process.
-pub(super) static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
+static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// A place among the process's idle instances ([`MAX_IDLE_TOTAL`]) and its function's
 /// ([`MAX_IDLE`], counted in `count`), held while an instance waits for work.

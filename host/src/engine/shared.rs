@@ -97,11 +97,10 @@ pub(super) struct Start {
     pub(super) epoch: bool,
 }
 
-/// A function's shared instances, and how many of them wait idle.
+/// A function's shared instances.
 #[derive(Default)]
 pub(super) struct Workers {
     running: Mutex<Vec<Worker>>,
-    idle: Arc<AtomicUsize>,
 }
 
 /// How the instance a job went to ended, once it has: what a request it did not answer
@@ -110,11 +109,13 @@ pub(super) type Ending = watch::Receiver<Option<(Outcome, Ended)>>;
 
 impl Workers {
     /// Hands `job` to a running instance with room, or to a new one made from `start` (which
-    /// serves up to `total` requests, `at_once` at a time); says whether it made one.
+    /// serves up to `total` requests, `at_once` at a time, and waits for work only with a place
+    /// counted in `idle`); says whether it made one.
     pub(super) fn dispatch(
         &self,
         mut job: Job,
         (at_once, total): (usize, u32),
+        idle: &Arc<AtomicUsize>,
         start: impl FnOnce() -> Start,
     ) -> (Ending, bool) {
         let mut workers = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,7 +141,7 @@ impl Workers {
         let mut start = start();
         // Until its first request is registered, instantiation runs on that request's budget.
         start.store.data_mut().tasks.latest = Some(first_deadline);
-        let idle = self.idle.clone();
+        let idle = idle.clone();
         tokio::spawn(run(start, rx, (load.clone(), idle), total, end_tx));
         workers.push(Worker {
             jobs,

@@ -5,16 +5,16 @@
 //! allowance, its own outbound slots (`call::Engine::rearm`). An instance that trapped or was
 //! stopped at a budget is never kept; nor is one once the pool is full.
 //!
-//! Idle instances hold pooling-allocator slots, so they are bounded twice: [`MAX_IDLE`] per
-//! function and [`MAX_IDLE_TOTAL`] in the process (the engine reserves that many slots more).
+//! Idle instances hold pooling-allocator slots: each holds an [`IdlePlace`], within the bounds
+//! per function and per process (`idle`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::idle::{IDLE_TOTAL, MAX_IDLE, MAX_IDLE_TOTAL};
+use super::idle::IdlePlace;
 use super::shared;
 use super::state::State;
 
@@ -28,7 +28,9 @@ struct Pool {
     /// Requests one instance serves at once (`instance_concurrency`); above 1, the function's
     /// instances are `shared` workers rather than idle stores.
     at_once: usize,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<(Idle, IdlePlace)>>,
+    /// The function's idle instances, kept or shared (what its `IdlePlace`s count).
+    idle_count: Arc<AtomicUsize>,
     workers: shared::Workers,
 }
 
@@ -47,6 +49,7 @@ impl Warm {
             reuse,
             at_once: usize::try_from(at_once).unwrap_or(usize::MAX).max(1),
             idle: Mutex::new(Vec::new()),
+            idle_count: Arc::default(),
             workers: shared::Workers::default(),
         }))
     }
@@ -62,16 +65,17 @@ impl Warm {
         job: shared::Job,
         start: impl FnOnce() -> shared::Start,
     ) -> (shared::Ending, bool) {
-        self.0
-            .workers
-            .dispatch(job, (self.0.at_once, self.0.reuse), start)
+        self.0.workers.dispatch(
+            job,
+            (self.0.at_once, self.0.reuse),
+            &self.0.idle_count,
+            start,
+        )
     }
 
     /// An idle instance, if one is kept.
     pub(super) fn take(&self) -> Option<Idle> {
-        let idle = self.idle().pop()?;
-        IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
-        Some(idle)
+        self.idle().pop().map(|(idle, _place)| idle)
     }
 
     /// Keeps an instance that has served `served` requests, when it may serve more and there
@@ -80,26 +84,12 @@ impl Warm {
         if idle.served >= self.0.reuse {
             return;
         }
-        let mut kept = self.idle();
-        if kept.len() >= MAX_IDLE {
-            return;
-        }
-        let room = IDLE_TOTAL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < MAX_IDLE_TOTAL).then_some(n + 1)
-        });
-        if room.is_ok() {
-            kept.push(idle);
+        if let Some(place) = IdlePlace::take(&self.0.idle_count) {
+            self.idle().push((idle, place));
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Idle, IdlePlace)>> {
         self.0.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let n = self.idle.get_mut().map_or(0, |v| v.len());
-        IDLE_TOTAL.fetch_sub(n, Ordering::Relaxed);
     }
 }

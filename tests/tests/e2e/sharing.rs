@@ -49,9 +49,10 @@ async fn requests_share_an_instance_at_once_each_its_own_invocation() {
     }
     // So does each request's outbound request: its denial line names its own invocation.
     let url = |i: usize| {
-        server.url(&format!(
-            "/.netlify/functions/shared/overlap?ms=300&url=http://denied.invalid/m{i}"
-        ))
+        shared(
+            &server,
+            &format!("overlap?ms=300&url=http://denied.invalid/m{i}"),
+        )
     };
     let urls: Vec<String> = (0..4).map(url).collect();
     let replies = futures::future::join_all(urls.iter().map(|u| get(u))).await;
@@ -73,9 +74,7 @@ async fn requests_share_an_instance_at_once_each_its_own_invocation() {
     // One after another in the same instance too (a guest task's id is reused once it is
     // gone: each request still gets its own tag).
     for _ in 0..3 {
-        let body = get(&server.url("/.netlify/functions/shared/overlap?ms=1"))
-            .await
-            .text();
+        let body = get(&shared(&server, "overlap?ms=1")).await.text();
         let id = body.split(' ').nth(1).unwrap().to_string();
         let line = server
             .wait_for_log(&[&format!("overlap {id}")], Duration::from_secs(3))
@@ -90,6 +89,22 @@ async fn requests_share_an_instance_at_once_each_its_own_invocation() {
     );
 }
 
+/// The URL of `route` on the `shared` function.
+fn shared(server: &Server, route: &str) -> String {
+    server.url(&format!("/.netlify/functions/shared/{route}"))
+}
+
+/// The next request to `shared` is alone in its instance: the previous one was retired.
+async fn served_by_a_new_instance(server: &Server) {
+    let next = get(&shared(server, "overlap?ms=10")).await;
+    assert_eq!(
+        (next.status, most(&next.text())),
+        (200, 1),
+        "{}",
+        next.text()
+    );
+}
+
 /// `shared` (4 at once, 100 in all) with a 1 s budget.
 fn one_second_budget() -> Server {
     Server::with(&[])
@@ -101,7 +116,7 @@ fn one_second_budget() -> Server {
 #[tokio::test]
 async fn a_request_past_its_budget_gets_504_and_retires_the_instance_the_others_answer() {
     let server = one_second_budget();
-    let url = |route: &str| server.url(&format!("/.netlify/functions/shared/{route}"));
+    let url = |route: &str| shared(&server, route);
     let started = Instant::now();
     let (sleep, overlap) = (url("sleep"), url("overlap?ms=300"));
     let (parked, a, b) = tokio::join!(get(&sleep), get(&overlap), get(&overlap));
@@ -119,19 +134,13 @@ async fn a_request_past_its_budget_gets_504_and_retires_the_instance_the_others_
         "{took:?}"
     );
     // The instance took no more requests: the next one is in a new instance.
-    let next = get(&url("overlap?ms=10")).await;
-    assert_eq!(
-        (next.status, most(&next.text())),
-        (200, 1),
-        "{}",
-        next.text()
-    );
+    served_by_a_new_instance(&server).await;
 }
 
 #[tokio::test]
 async fn a_spinning_request_ends_its_instance_at_its_budget_and_the_function_serves_on() {
     let server = one_second_budget();
-    let url = |route: &str| server.url(&format!("/.netlify/functions/shared/{route}"));
+    let url = |route: &str| shared(&server, route);
     let started = Instant::now();
     let (spin, overlap) = (url("spin"), url("overlap?ms=200"));
     let (spin, other) = tokio::join!(get(&spin), async {
@@ -147,13 +156,7 @@ async fn a_spinning_request_ends_its_instance_at_its_budget_and_the_function_ser
     // Wasm cannot stop one task alone: the request sharing the spinning instance got no
     // answer from it either.
     assert!(other.status >= 500, "{} {}", other.status, other.text());
-    let next = get(&url("overlap?ms=10")).await;
-    assert_eq!(
-        (next.status, most(&next.text())),
-        (200, 1),
-        "{}",
-        next.text()
-    );
+    served_by_a_new_instance(&server).await;
     server
         .wait_for_log(
             &["invocation stopped: budget exceeded", "function=\"shared\""],
