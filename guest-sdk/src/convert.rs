@@ -76,7 +76,12 @@ pub(crate) fn uri_from_parts(
 
 /// Copies a `fields` resource into a `HeaderMap`, skipping entries `http` rejects.
 pub(crate) fn headers_from_fields(fields: &Fields) -> HeaderMap {
-    let entries = fields.entries();
+    headers_from_pairs(fields.entries())
+}
+
+/// A `HeaderMap` from `(name, value)` pairs, skipping entries `http` rejects (shared with
+/// the WASI 0.3 flavour, whose `fields` resource is another type).
+pub(crate) fn headers_from_pairs(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(entries.len());
     for (name, value) in entries {
         if let (Ok(name), Ok(value)) = (
@@ -89,13 +94,18 @@ pub(crate) fn headers_from_fields(fields: &Fields) -> HeaderMap {
     headers
 }
 
+/// A `HeaderMap`'s entries as `(name, value)` pairs, the shape `fields.from-list` takes.
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
 /// Builds a `fields` resource from a `HeaderMap`. Headers the host forbids (hop-by-hop ones
 /// such as `connection`) are dropped rather than failing the whole message.
 pub(crate) fn fields_from_headers(headers: &HeaderMap) -> Fields {
-    let entries: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
+    let entries = header_pairs(headers);
     Fields::from_list(&entries).unwrap_or_else(|_| {
         let fields = Fields::new();
         for (name, value) in &entries {

@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 use wasip3::http::types::{ErrorCode, Fields, Request as WasiRequest, Response as WasiResponse};
 use wasip3::{wit_future, wit_stream};
 
-use crate::{IntoResponse, Request, Response};
+use crate::{IntoResponse, Request, Response, convert};
 
 pub use wasip3;
 
@@ -55,7 +55,7 @@ pub async fn serve<R: IntoResponse, F: Future<Output = R>>(
 
 /// The whole request: method, URI, headers, and the body read to its end.
 async fn read_request(request: WasiRequest) -> Result<Request, String> {
-    let uri = crate::convert::uri_from_parts(
+    let uri = convert::uri_from_parts(
         request.get_scheme().as_ref().map(scheme_name),
         request.get_authority().as_deref(),
         request.get_path_with_query().as_deref(),
@@ -83,13 +83,26 @@ fn scheme_name(scheme: &wasip3::http::types::Scheme) -> &str {
 
 /// A header map from `fields`, skipping entries `http` rejects.
 fn headers_of(fields: Fields) -> HeaderMap {
-    HeaderMap::try_from(fields).unwrap_or_default()
+    convert::headers_from_pairs(fields.copy_all())
+}
+
+/// A `fields` resource from `headers`: as in the 0.2 flavour, headers the host forbids
+/// (hop-by-hop ones such as `connection`) are dropped rather than failing the message.
+fn fields_of(headers: &HeaderMap) -> Fields {
+    let entries = convert::header_pairs(headers);
+    Fields::from_list(&entries).unwrap_or_else(|_| {
+        let fields = Fields::new();
+        for (name, value) in &entries {
+            let _ = fields.append(name, value);
+        }
+        fields
+    })
 }
 
 /// The response as a `wasi:http` response whose body a spawned task writes.
 fn to_wasi_response(response: Response) -> Result<WasiResponse, ErrorCode> {
     let (parts, bytes) = response.into_parts();
-    let fields = Fields::try_from(parts.headers).map_err(|err| internal(err.to_string()))?;
+    let fields = fields_of(&parts.headers);
     let (mut writer, body) = wit_stream::new();
     let (_, trailers) = wit_future::new(|| Ok(None));
     let (wasi, _sent) = WasiResponse::new(fields, Some(body), trailers);
@@ -166,8 +179,7 @@ fn to_wasi_request(request: Request) -> Result<WasiRequest, FetchError> {
         .uri
         .authority()
         .ok_or_else(|| invalid("no authority"))?;
-    let fields = Fields::try_from(parts.headers.clone())
-        .map_err(|err| FetchError::Invalid(err.to_string()))?;
+    let fields = fields_of(&parts.headers);
     let (mut writer, body) = wit_stream::new();
     let (_, trailers) = wit_future::new(|| Ok(None));
     let (wasi, _sent) = WasiRequest::new(fields, Some(body), trailers, None);
