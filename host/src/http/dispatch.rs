@@ -107,12 +107,8 @@ pub(super) fn routed_span(
     if !trace.is_on() {
         return;
     }
-    trace.set("http.route", pattern.to_string());
-    trace.rename(format!("{method} {}", function.name));
-    trace.set("faas.name", function.name.clone());
-    trace.set("faas.invocation_id", id.to_string());
-    trace.set("faas.trigger", "http");
-    trace.set("client.address", client.to_string());
+    let client = client.to_string();
+    trace.routed(method.as_str(), pattern, &function.name, id, &client);
 }
 
 /// The span of a `_redirects` rule that applied (it ends when dropped: after a proxied answer).

@@ -112,7 +112,13 @@ async fn export_loop<E: SpanExporter>(
             () = tokio::time::sleep(LINGER) => false,
             _ = &mut stop => true,
         };
-        let batch = std::mem::take(&mut *shared.spans.lock().unwrap_or_else(|e| e.into_inner()));
+        // The next batch's room is made outside the lock, so spans ending meanwhile are pushed
+        // without growing (and copying) the buffer.
+        let mut batch = Vec::with_capacity(BATCH.min(shared.capacity));
+        std::mem::swap(
+            &mut batch,
+            &mut *shared.spans.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         send(&exporter, batch, timeout).await;
         if stopping {
             return;
@@ -124,7 +130,10 @@ async fn export_loop<E: SpanExporter>(
 /// and what did not.
 async fn send<E: SpanExporter>(exporter: &E, mut batch: Vec<SpanData>, timeout: Duration) {
     while !batch.is_empty() {
-        let chunk: Vec<SpanData> = batch.drain(..batch.len().min(BATCH)).collect();
+        // A batch that fits one request goes as it is; a longer one (the queue grew while the
+        // collector was slow) in requests of BATCH.
+        let rest = batch.split_off(batch.len().min(BATCH));
+        let chunk = std::mem::replace(&mut batch, rest);
         let n = chunk.len() as u64;
         match tokio::time::timeout(timeout, exporter.export(chunk)).await {
             Ok(Ok(())) => crate::metrics::spans_exported(n),

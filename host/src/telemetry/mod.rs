@@ -115,12 +115,32 @@ impl Trace {
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, &parent);
         let trace = Trace::of(parent.with_span(span));
-        if trace.recording {
-            trace.set("http.request.method", method_name(method));
-            trace.set("url.path", path.to_string());
-            trace.set("url.scheme", "http");
+        // Built only once the sampler has kept the span; set under one lock.
+        if let (Some(cx), true) = (&trace.cx, trace.recording) {
+            cx.span().set_attributes([
+                KeyValue::new("http.request.method", method_name(method)),
+                KeyValue::new("url.path", path.to_string()),
+                KeyValue::new("url.scheme", "http"),
+            ]);
         }
         trace
+    }
+
+    /// The server span once its request is routed: named for the method and function, with
+    /// the route, function, invocation and client (all set at once).
+    pub fn routed(&self, method: &str, route: &str, function: &str, id: &str, client: &str) {
+        let (Some(cx), true) = (&self.cx, self.recording) else {
+            return;
+        };
+        let span = cx.span();
+        span.update_name(format!("{method} {function}"));
+        span.set_attributes([
+            KeyValue::new("http.route", route.to_string()),
+            KeyValue::new("faas.name", function.to_string()),
+            KeyValue::new("faas.invocation_id", id.to_string()),
+            KeyValue::new("faas.trigger", Trigger::Http.as_str()),
+            KeyValue::new("client.address", client.to_string()),
+        ]);
     }
 
     /// A span that starts a trace: a schedule's tick of `function`.
@@ -231,13 +251,6 @@ impl Trace {
     pub fn set(&self, key: &'static str, value: impl Into<Value>) {
         if let (Some(cx), true) = (&self.cx, self.recording) {
             cx.span().set_attribute(KeyValue::new(key, value));
-        }
-    }
-
-    /// Renames the span.
-    pub fn rename(&self, name: String) {
-        if let (Some(cx), true) = (&self.cx, self.recording) {
-            cx.span().update_name(name);
         }
     }
 
