@@ -519,19 +519,19 @@ pub mod exports {
                 }
                 #[doc(hidden)]
                 #[macro_export]
-                macro_rules! __export_fnhost_function_config_0_4_0_cabi {
+                macro_rules! __export_fnhost_function_config_0_5_0_cabi {
                     ($ty:ident with_types_in $($path_to_types:tt)*) => {
                         const _ : () = { #[unsafe (export_name =
-                        "fnhost:function/config@0.4.0#describe")] unsafe extern "C" fn
+                        "fnhost:function/config@0.5.0#describe")] unsafe extern "C" fn
                         export_describe() -> * mut u8 { unsafe { $($path_to_types)*::
                         _export_describe_cabi::<$ty > () } } #[unsafe (export_name =
-                        "cabi_post_fnhost:function/config@0.4.0#describe")] unsafe extern
+                        "cabi_post_fnhost:function/config@0.5.0#describe")] unsafe extern
                         "C" fn _post_return_describe(arg0 : * mut u8,) { unsafe {
                         $($path_to_types)*:: __post_return_describe::<$ty > (arg0) } } };
                     };
                 }
                 #[doc(hidden)]
-                pub use __export_fnhost_function_config_0_4_0_cabi;
+                pub use __export_fnhost_function_config_0_5_0_cabi;
                 #[repr(align(8))]
                 struct _RetArea(
                     [::core::mem::MaybeUninit<
@@ -675,11 +675,11 @@ macro_rules! __export_config_export_impl {
     };
     ($ty:ident with_types_in $($path_to_types_root:tt)*) => {
         $($path_to_types_root)*::
-        exports::fnhost::function::config::__export_fnhost_function_config_0_4_0_cabi!($ty
+        exports::fnhost::function::config::__export_fnhost_function_config_0_5_0_cabi!($ty
         with_types_in $($path_to_types_root)*:: exports::fnhost::function::config); const
         _ : () = { #[rustfmt::skip] #[cfg(target_arch = "wasm32")] #[unsafe (link_section
         =
-        "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:config-export:imports and exportsfnhost-sdk")]
+        "component-type:wit-bindgen:0.61.1:fnhost:function@0.5.0:config-export:imports and exportsfnhost-sdk")]
         #[doc(hidden)] #[allow(clippy::octal_escapes)] pub static
         __WIT_BINDGEN_COMPONENT_TYPE : [u8; 461] = *
         b"\
@@ -689,8 +689,8 @@ s\x01r\x04\x0cwindow-limity\x10window-size-secsy\x0caggregate-by\x02\x07rewrite\
 \x04\0\x0arate-limit\x03\0\x04\x01k\x7f\x01ps\x01kw\x01ky\x01k\x05\x01r\x08\x0ab\
 ackground\x06\x05paths\x07\x07methods\x07\x0atimeout-ms\x08\x09memory-mb\x09\x08\
 schedule\x03\x0eexcluded-paths\x07\x0arate-limit\x0a\x04\0\x08settings\x03\0\x0b\
-\x01@\0\0\x0c\x04\0\x08describe\x01\x0d\x04\0\x1cfnhost:function/config@0.4.0\x05\
-\0\x04\0#fnhost:function/config-export@0.4.0\x04\0\x0b\x13\x01\0\x0dconfig-expor\
+\x01@\0\0\x0c\x04\0\x08describe\x01\x0d\x04\0\x1cfnhost:function/config@0.5.0\x05\
+\0\x04\0#fnhost:function/config-export@0.5.0\x04\0\x0b\x13\x01\0\x0dconfig-expor\
 t\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10\
 wit-bindgen-rust\x060.61.1";
         };
@@ -701,13 +701,13 @@ pub use __export_config_export_impl as export_config;
 #[rustfmt::skip]
 #[cfg(target_arch = "wasm32")]
 #[unsafe(
-    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.4.0:config-export-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
+    link_section = "component-type:wit-bindgen:0.61.1:fnhost:function@0.5.0:config-export-with-all-of-its-exports-removed:encoded worldfnhost-sdk"
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
 pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 241] = *b"\
 \0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07N\x01A\x02\x01A\0\x04\
-\0Cfnhost:function/config-export-with-all-of-its-exports-removed@0.4.0\x04\0\x0b\
+\0Cfnhost:function/config-export-with-all-of-its-exports-removed@0.5.0\x04\0\x0b\
 3\x01\0-config-export-with-all-of-its-exports-removed\x03\0\0\0G\x09producers\x01\
 \x0cprocessed-by\x02\x0dwit-component\x070.258.0\x10wit-bindgen-rust\x060.61.1";
 #[inline(never)]
