@@ -56,6 +56,7 @@ fn ctx(timeout: Duration, fuel: Option<u64>) -> InvokeContext {
         files: None,
         trace: fnhost::telemetry::Trace::none(),
         attempt: None,
+        steps: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub enum Failure {
     Timeout(Duration),
     /// The guest trapped (panic, unreachable, memory cap...): the root cause.
     Trapped(String),
+    /// A background attempt slept or waited: not a failure, it runs again later.
+    Suspended(crate::workflow::Suspension),
 }
 
 impl fmt::Display for Failure {
@@ -36,8 +38,19 @@ impl fmt::Display for Failure {
             Failure::NoResponse => f.write_str("function returned without setting a response"),
             Failure::Timeout(budget) => write!(f, "budget of {budget:?} exceeded"),
             Failure::Trapped(cause) => write!(f, "trapped: {cause}"),
+            Failure::Suspended(s) => s.fmt(f),
         }
     }
+}
+
+/// A background attempt, as the guest's run needs it.
+pub struct Attempt {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Where its output lines are kept.
+    pub capture: Capture,
+    /// Its invocation's durable steps.
+    pub steps: Arc<dyn crate::workflow::StepStore>,
 }
 
 /// Starts `function` on `request` in a fresh instance; the task holds `guard` until the guest
@@ -49,11 +62,14 @@ pub fn start<G: Send + 'static>(
     function: &Arc<Function>,
     request: Request<Bytes>,
     (params, id): (&[(String, String)], &str),
-    attempt: Option<(u32, Capture)>,
+    attempt: Option<Attempt>,
     parent: &Trace,
     guard: G,
 ) -> Running {
-    let (number, capture) = attempt.unzip();
+    let (number, capture, steps) = match attempt {
+        Some(a) => (Some(a.number), Some(a.capture), Some(a.steps)),
+        None => (None, None, None),
+    };
     let mut request = guest_request(request, &function.name, params, id, number);
     if let Some(deploy) = function
         .deploy
@@ -70,7 +86,7 @@ pub fn start<G: Send + 'static>(
     };
     traced_request(&mut request, &run);
     let mut ctx = context(function, id, capture);
-    (ctx.trace, ctx.attempt) = (run, number);
+    (ctx.trace, ctx.attempt, ctx.steps) = (run, number, steps);
     engine.invoke(&function.component, request, &ctx, guard)
 }
 
@@ -115,6 +131,7 @@ fn judge(
         Ok(Outcome::Completed { .. }) => Ok(()),
         Ok(Outcome::Timeout) => Err(Failure::Timeout(budget)),
         Ok(Outcome::Trap { cause, .. }) => Err(Failure::Trapped(cause)),
+        Ok(Outcome::Suspended(s)) => Err(Failure::Suspended(s)),
         Err(e) => Err(Failure::Trapped(e.to_string())),
     }
 }
@@ -141,6 +158,7 @@ fn context(function: &Function, id: &str, capture: Option<Capture>) -> InvokeCon
         files: (function.settings.sandbox.files.as_ref()).map(|(dir, _)| dir.clone()),
         trace: Trace::none(),
         attempt: None,
+        steps: None,
     }
 }
 

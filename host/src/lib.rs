@@ -50,3 +50,4 @@ pub mod site;
 pub mod telemetry;
 pub mod tls;
 pub mod watch;
+pub mod workflow;

@@ -44,6 +44,12 @@ pub const RETRIES: &str = "fnhost_retries_total";
 pub const DEAD: &str = "fnhost_background_dead_total";
 /// Background invocations not run: claimed past their `max_event_age`.
 pub const EXPIRED: &str = "fnhost_background_expired_total";
+/// Background attempts that ended sleeping or waiting (`fnhost:function/steps`).
+pub const SUSPENSIONS: &str = "fnhost_background_suspensions_total";
+/// Events received, and the waiting invocations they woke.
+pub const EVENTS: &str = "fnhost_events_total";
+/// Waiting invocations woken by an event.
+pub const WAKES: &str = "fnhost_event_wakes_total";
 /// Stored background invocations by state.
 pub const QUEUE: &str = "fnhost_queue_invocations";
 /// Destination deliveries attempted, by outcome.
@@ -129,6 +135,12 @@ fn describe() {
         STOPS,
         "Invocations stopped at a limit, by function, mode and limit (time, fuel, memory)"
     );
+    describe_background();
+    describe_served();
+}
+
+/// The background queue's series.
+fn describe_background() {
     describe_counter!(
         RETRIES,
         "Background attempts that failed and will run again, by function"
@@ -142,6 +154,17 @@ fn describe() {
         "Background invocations not run because they waited past their max_event_age, by \
          function"
     );
+    describe_counter!(
+        SUSPENSIONS,
+        "Background attempts that ended sleeping or waiting (durable steps), by function and \
+         kind (sleep, wait); no instance, slot or lease is held meanwhile"
+    );
+    describe_counter!(
+        EVENTS,
+        "Events received (POST /.fnhost/events/NAME), by whether they were new or a repeated \
+         Idempotency-Key"
+    );
+    describe_counter!(WAKES, "Waiting invocations woken by an event");
     describe_gauge!(
         QUEUE,
         "Stored background invocations by state (read at each scrape)"
@@ -150,6 +173,10 @@ fn describe() {
         DELIVERIES,
         "Destination deliveries attempted, by outcome (delivered, failed)"
     );
+}
+
+/// The series about what is served.
+fn describe_served() {
     describe_counter!(
         FUEL,
         "Fuel burnt by invocations, by function (when metering is on)"
@@ -184,6 +211,8 @@ pub enum Ended {
     OutOfFuel,
     /// Trapped after its memory cap refused to grow its memory.
     MemoryCap,
+    /// A background attempt slept or waited, to run again later (not a failure).
+    Suspended,
 }
 
 impl Ended {
@@ -196,6 +225,7 @@ impl Ended {
             Ended::Timeout => "timeout",
             Ended::OutOfFuel => "out_of_fuel",
             Ended::MemoryCap => "memory_cap",
+            Ended::Suspended => "suspended",
         }
     }
 }
@@ -214,6 +244,7 @@ pub fn invocation(
         Ended::Timeout => ("timeout", Some("time")),
         Ended::OutOfFuel => ("timeout", Some("fuel")),
         Ended::MemoryCap => ("memory_cap", Some("memory")),
+        Ended::Suspended => ("suspended", None),
     };
     // Labels share the name (a reference count), no copy per invocation.
     counter!(INVOCATIONS, "function" => function.clone(), "mode" => mode, "outcome" => outcome)
@@ -227,7 +258,11 @@ pub fn invocation(
     if let Some(fuel) = fuel {
         counter!(FUEL, "function" => function.clone()).increment(fuel);
     }
-    remember(function, took, ended != Ended::Completed);
+    remember(
+        function,
+        took,
+        !matches!(ended, Ended::Completed | Ended::Suspended),
+    );
 }
 
 /// Invocations remembered per function for [`last_hour`] (the oldest go first).
@@ -350,6 +385,19 @@ pub fn retry(function: &str) {
 /// Records a background invocation that failed for the last time.
 pub fn dead(function: &str) {
     counter!(DEAD, "function" => function.to_string()).increment(1);
+}
+
+/// Records a background attempt that ended sleeping (`wait: false`) or waiting.
+pub fn suspended(function: &str, wait: bool) {
+    let kind = if wait { "wait" } else { "sleep" };
+    counter!(SUSPENSIONS, "function" => function.to_string(), "kind" => kind).increment(1);
+}
+
+/// Records an event received (`new`: not a repeat) and the invocations it woke.
+pub fn event(new: bool, woke: usize) {
+    let label = if new { "new" } else { "repeat" };
+    counter!(EVENTS, "received" => label).increment(1);
+    counter!(WAKES).increment(woke as u64);
 }
 
 /// Records a background invocation that expired before it ran.

@@ -42,7 +42,7 @@ pub fn record_for(
             result,
             Some(error.as_str()),
         ),
-        Finish::Retry { .. } => return None,
+        Finish::Retry { .. } | Finish::Suspended { .. } => return None,
     };
     Some(NewDelivery {
         url: url.to_string(),
@@ -237,6 +237,8 @@ mod tests {
             body: body.to_vec(),
             deploy: None,
             created_at: 0,
+            suspensions: 0,
+            wait: None,
         }
     }
 

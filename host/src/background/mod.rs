@@ -20,6 +20,7 @@ pub mod rates;
 pub mod retention;
 pub mod retry;
 pub mod scheduler;
+mod steps;
 mod sweep;
 
 use bytes::Bytes;
@@ -363,7 +364,19 @@ impl Worker {
             Finish::Retry { .. } => crate::metrics::retry,
             Finish::Dead { .. } => crate::metrics::dead,
             Finish::Expired { .. } => crate::metrics::expired,
+            Finish::Suspended {
+                suspension: crate::workflow::Suspension::Sleep { .. },
+                ..
+            } => |f| crate::metrics::suspended(f, false),
+            Finish::Suspended { .. } => |f| crate::metrics::suspended(f, true),
         };
+        let waits = matches!(
+            &finish,
+            Finish::Suspended {
+                suspension: crate::workflow::Suspension::Wait { .. },
+                ..
+            }
+        );
         let next_began = tokio::time::Instant::now();
         let written = if shutting_down {
             (self.queue.finish(claim, finish, delivery).await).map(|held| (held, None))
@@ -377,6 +390,9 @@ impl Worker {
             Ok((held, next)) => {
                 if held {
                     count(&claim.function);
+                    if waits {
+                        self.catch_up(&claim.id).await;
+                    }
                 } else {
                     tracing::warn!(
                         id = claim.id,
@@ -392,6 +408,18 @@ impl Worker {
                 );
                 None
             }
+        }
+    }
+
+    /// Wakes `id` at once if its event was sent while the attempt that began the wait ran.
+    async fn catch_up(&self, id: &str) {
+        match self.queue.catch_up_waits(Some(id)).await {
+            Ok(0) => {}
+            Ok(_) => tracing::info!(id, "its event came while the wait began: woken"),
+            Err(e) => tracing::warn!(
+                id,
+                "cannot check for an event already sent (the sweep will): {e}"
+            ),
         }
     }
 
@@ -432,12 +460,22 @@ impl Worker {
             _ => Vec::new(),
         };
         let capture = Capture::default();
+        let limits = &function.settings.limits;
+        let steps = steps::QueueSteps::for_claim(
+            &self.queue,
+            claim,
+            (limits.max_steps, limits.max_step_size),
+        );
         let mut running = invocation::start(
             &self.engine,
             &function,
             request,
             (&params, &claim.id),
-            Some((claim.attempt, capture.clone())),
+            Some(invocation::Attempt {
+                number: claim.attempt,
+                capture: capture.clone(),
+                steps,
+            }),
             trace,
             (),
         );

@@ -87,6 +87,12 @@ pub(super) fn finish_for(
                 result: StoredResult::default(),
             };
         }
+        Err(AttemptFailure::Guest(Failure::Suspended(suspension))) => {
+            return Finish::Suspended {
+                suspension,
+                result: StoredResult::default(),
+            };
+        }
         Err(e) => (e.to_string(), StoredResult::default()),
     };
     let delays = policy.map_or(&crate::config::defaults::RETRY_DELAYS[..], |p| &p.delays);
@@ -108,6 +114,10 @@ pub(super) fn finish_for(
 /// Why `claim` must not run: accepted longer ago than its function's `max_event_age` (checked
 /// at every attempt, as Lambda's `MaximumEventAgeInSeconds` is).
 pub(super) fn expired(function: &Function, claim: &Claimed, now: i64) -> Option<AttemptFailure> {
+    if claim.suspensions > 0 {
+        // It slept or waited on purpose: its age says nothing about a backlog.
+        return None;
+    }
     let age = function.settings.max_event_age?;
     let waited = Duration::from_millis(u64::try_from(now - claim.created_at).unwrap_or(0));
     (waited > age).then_some(AttemptFailure::Expired { age, waited })
@@ -128,6 +138,10 @@ pub(super) fn traced(trace: &Trace, finish: &Finish, attempt: u32) {
         }
         Finish::Dead { .. } => "dead",
         Finish::Expired { .. } => "expired",
+        Finish::Suspended { suspension, .. } => {
+            trace.set("fnhost.suspended", suspension.to_string());
+            "suspended"
+        }
     };
     trace.set("fnhost.outcome", outcome);
     if let Some(error) = finish.error() {
@@ -155,6 +169,8 @@ mod tests {
             body: vec![],
             deploy: None,
             created_at: 0,
+            suspensions: 0,
+            wait: None,
         }
     }
 

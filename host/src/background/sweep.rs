@@ -31,6 +31,11 @@ impl Worker {
     /// Re-queues interrupted attempts (`all`: every running one; else expired leases) and
     /// reports those interrupted once too often to their `on_failure` destination.
     async fn sweep(&self, all: bool) {
+        // A wait recorded after its event came, whose own check did not run (the node died
+        // between the two commits): woken now.
+        if let Err(e) = self.queue.catch_up_waits(None).await {
+            tracing::warn!("checking waits for events already sent failed: {e}");
+        }
         let swept = match self
             .queue
             .requeue_expired(all, self.opts.max_interruptions)

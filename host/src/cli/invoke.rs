@@ -123,7 +123,7 @@ impl Payload {
         }
     }
 
-    fn read(&self) -> anyhow::Result<Bytes> {
+    pub(super) fn read(&self) -> anyhow::Result<Bytes> {
         Ok(match self {
             Payload::Inline(text) => Bytes::from(text.clone()),
             Payload::File(path) => std::fs::read(path)
@@ -160,7 +160,7 @@ pub fn parse_header(arg: &str) -> anyhow::Result<(http::HeaderName, http::Header
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -19,6 +19,7 @@ mod deploy;
 mod invoke;
 mod new;
 mod schedule;
+mod send;
 
 #[derive(Parser)]
 #[command(
@@ -127,6 +128,8 @@ enum Command {
     Invoke(invoke::InvokeArgs),
     /// Run an invocation waiting for a retry now (admin endpoint: needs the admin token)
     Retry(invoke::RetryArgs),
+    /// Send an event: wakes the background invocations waiting for it with its key (admin)
+    Send(send::SendArgs),
     /// Pause, resume, run now, or list the next runs of a scheduled function (admin)
     Schedule(schedule::ScheduleArgs),
     /// List background invocations (admin endpoint: needs the admin token)
@@ -216,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New(args) => new::run(args),
         Command::Invoke(args) => invoke::run(args),
         Command::Retry(args) => invoke::retry(args),
+        Command::Send(args) => send::run(args),
         Command::Schedule(args) => schedule::run(args),
         Command::Status { id, url, token } => {
             let url = format!("{}{}", url.trim_end_matches('/'), status_path(&id));

@@ -70,6 +70,10 @@ pub mod defaults {
     pub const MAX_FILES: u64 = 64 * 1024 * 1024;
     /// Bytes of guest output (stdout + stderr) logged per invocation.
     pub const MAX_LOG: u64 = 1024 * 1024;
+    /// Durable steps one background invocation may record.
+    pub const MAX_STEPS: u32 = crate::workflow::MAX_STEPS;
+    /// Bytes one recorded step may hold.
+    pub const MAX_STEP_SIZE: u64 = crate::workflow::MAX_STEP_SIZE;
     /// How long finished invocations, their results and delivered records are kept.
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     /// `server.max_deploy`: the components of one deploy together.
@@ -220,6 +224,10 @@ pub struct FunctionConfig {
     pub instance_concurrency: Option<u32>,
     /// Guest output (stdout + stderr) logged per invocation; the rest is dropped.
     pub max_log: Option<ByteSize>,
+    /// Durable steps one background invocation may record (`fnhost:function/steps`).
+    pub max_steps: Option<u32>,
+    /// Bytes one recorded step may hold.
+    pub max_step_size: Option<ByteSize>,
     /// Environment variables the guest sees (and only these).
     #[serde(default)]
     pub env: BTreeMap<String, String>,

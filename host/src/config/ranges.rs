@@ -50,6 +50,10 @@ pub mod bounds {
     pub const MAX_FILES: (u64, u64) = (0, 4 * GB);
     /// Guest output logged per invocation.
     pub const MAX_LOG: (u64, u64) = (0, GB);
+    /// Steps one invocation records: each a row read back on every re-run.
+    pub const MAX_STEPS: (u64, u64) = (1, 100_000);
+    /// One step's result: stored in the queue and held in memory while the guest reads it.
+    pub const MAX_STEP_SIZE: (u64, u64) = (0, 16 * MB);
     /// A deploy's components together, streamed to disk then stored in the queue database.
     pub const MAX_DEPLOY: (u64, u64) = (KB, 16 * GB);
     /// One component of a deploy.
@@ -228,6 +232,16 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
         bounds::BACKGROUND_MAX_BODY,
     )?;
     bytes(&key("max_log"), f.max_log, bounds::MAX_LOG)?;
+    count(
+        &key("max_steps"),
+        f.max_steps.map(u64::from),
+        bounds::MAX_STEPS,
+    )?;
+    bytes(
+        &key("max_step_size"),
+        f.max_step_size,
+        bounds::MAX_STEP_SIZE,
+    )?;
     bytes(&key("max_files"), f.max_files, bounds::MAX_FILES)?;
     count(&key("fuel"), f.fuel, bounds::FUEL)?;
     usize_count(&key("max_outbound"), f.max_outbound, bounds::MAX_OUTBOUND)?;

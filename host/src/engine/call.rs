@@ -90,6 +90,8 @@ pub struct InvokeContext {
     pub trace: crate::telemetry::Trace,
     /// The background attempt's number, for logs.
     pub attempt: Option<u32>,
+    /// The background invocation's durable steps (none for a synchronous call).
+    pub steps: Option<Arc<dyn crate::workflow::StepStore>>,
 }
 
 /// An invocation under way: the guest's response (once it sets one) and how it ended.
@@ -132,6 +134,7 @@ impl Engine {
             hooks: self.hooks(ctx),
             log,
             tasks: Tasks::default(),
+            steps: ctx.steps.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -146,6 +149,7 @@ impl Engine {
         *state.log.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(log_tag(ctx));
         state.hooks = self.hooks(ctx);
         state.limits.memory_refused = false;
+        state.steps = ctx.steps.clone();
         self.arm(store, ctx, deadline);
     }
 
@@ -485,6 +489,9 @@ fn log_outcome(function: &str, id: &str, outcome: &Outcome, elapsed: Duration, t
         Outcome::Trap { detail, .. } => {
             tracing::warn!(function, id, trace_id, ms, "invocation trapped: {detail}")
         }
+        Outcome::Suspended(s) => {
+            tracing::info!(function, id, trace_id, ms, "invocation suspended: {s}")
+        }
     }
 }
 
@@ -498,6 +505,7 @@ fn traced(trace: &Trace, outcome: &Outcome, ended: Ended) {
         }
         Outcome::Timeout => trace.fail(ended.as_str(), "budget exceeded"),
         Outcome::Trap { cause, .. } => trace.fail(ended.as_str(), cause.clone()),
+        Outcome::Suspended(s) => trace.set("fnhost.suspended", s.to_string()),
     }
     trace.end();
 }

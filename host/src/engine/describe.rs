@@ -2,7 +2,8 @@
 //! loads, in a throwaway instance with a short budget, and its `settings` record is read
 //! through typed bindings of the world version the component was built against: 0.1.x (no
 //! `schedule`), 0.2.x, 0.3.x (the 0.2 record; 0.3 adds the `service` world for WASI 0.3
-//! HTTP) or 0.4.x (adds `excluded-paths` and `rate-limit`). Components built against any of
+//! HTTP), 0.4.x (adds `excluded-paths` and `rate-limit`) or 0.5.x (0.4's record; 0.5 adds
+//! the `steps` import). Components built against any of
 //! them keep working, whichever HTTP world they speak.
 
 use std::sync::Arc;
@@ -198,12 +199,13 @@ impl WorldVersion {
             Ok(WorldVersion::V0_1)
         } else if version.starts_with("0.2.") || version.starts_with("0.3.") {
             Ok(WorldVersion::V0_2)
-        } else if version.starts_with("0.4.") {
+        } else if version.starts_with("0.4.") || version.starts_with("0.5.") {
+            // 0.5 adds the `steps` import; its settings record is 0.4's.
             Ok(WorldVersion::V0_4)
         } else {
             anyhow::bail!(
                 "{interface}: world version {version:?} is not supported by this fnhost \
-                 (it reads fnhost:function@0.1.x to 0.4.x); upgrade fnhost or rebuild the function"
+                 (it reads fnhost:function@0.1.x to 0.5.x); upgrade fnhost or rebuild the function"
             )
         }
     }
@@ -233,6 +235,7 @@ pub(super) async fn describe(
         files: None,
         trace: crate::telemetry::Trace::none(),
         attempt: None,
+        steps: None,
     };
     let mut store = engine.store(&ctx, Instant::now() + ctx.timeout);
     let call = async {
@@ -291,9 +294,10 @@ mod tests {
         assert_eq!(v("fnhost:function/config@0.2.0"), Ok(WorldVersion::V0_2));
         assert_eq!(v("fnhost:function/config@0.3.0"), Ok(WorldVersion::V0_2));
         assert_eq!(v("fnhost:function/config@0.4.1"), Ok(WorldVersion::V0_4));
-        let e = v("fnhost:function/config@0.5.0").unwrap_err();
+        assert_eq!(v("fnhost:function/config@0.5.0"), Ok(WorldVersion::V0_4));
+        let e = v("fnhost:function/config@0.6.0").unwrap_err();
         assert!(
-            e.contains("\"0.5.0\"") && e.contains("0.1.x to 0.4.x"),
+            e.contains("\"0.6.0\"") && e.contains("0.1.x to 0.5.x"),
             "{e}"
         );
     }

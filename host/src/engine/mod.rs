@@ -20,6 +20,7 @@ mod service;
 mod shared;
 mod state;
 mod stdio;
+mod steps;
 mod verdict;
 mod warm;
 
@@ -344,6 +345,7 @@ fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<State>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(to_anyhow)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(to_anyhow)?;
+    steps::add_to_linker(&mut linker).map_err(to_anyhow)?;
     Ok(linker)
 }
 

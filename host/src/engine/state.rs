@@ -29,6 +29,8 @@ pub(super) struct State {
     pub(super) log: stdio::SharedTag,
     /// In an instance serving several requests at once: each guest task's request.
     pub(super) tasks: Tasks,
+    /// A background attempt's durable steps (`fnhost:function/steps`); none otherwise.
+    pub(super) steps: Option<Arc<dyn crate::workflow::StepStore>>,
 }
 
 /// The store's limits, noting when the memory cap refused a growth (the trap that follows is

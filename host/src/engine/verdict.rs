@@ -21,6 +21,8 @@ pub enum Outcome {
         /// The whole chain with the wasm backtrace folded in, one line (for the log).
         detail: String,
     },
+    /// A background attempt slept or waited (`fnhost:function/steps`): it runs again later.
+    Suspended(crate::workflow::Suspension),
 }
 
 /// Marker error raised by the epoch callback when the deadline has passed.
@@ -34,6 +36,9 @@ fn past_deadline(e: &wasmtime::Error) -> bool {
 }
 
 pub(super) fn outcome_of(e: &wasmtime::Error) -> Outcome {
+    if let Some(super::steps::Suspended(s)) = e.chain().find_map(|c| c.downcast_ref()) {
+        return Outcome::Suspended(s.clone());
+    }
     if past_deadline(e)
         || matches!(
             e.downcast_ref::<wasmtime::Trap>(),
@@ -57,7 +62,9 @@ pub(super) fn outcome_of(e: &wasmtime::Error) -> Outcome {
 
 /// How a failed call counts in the metrics: which limit stopped it, if one did.
 pub(super) fn stopped_by(e: &wasmtime::Error, memory_refused: bool) -> Ended {
-    if past_deadline(e) {
+    if e.chain().any(|c| c.is::<super::steps::Suspended>()) {
+        Ended::Suspended
+    } else if past_deadline(e) {
         Ended::Timeout
     } else if matches!(
         e.downcast_ref::<wasmtime::Trap>(),

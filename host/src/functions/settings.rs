@@ -42,6 +42,10 @@ pub struct Limits {
     pub reuse: u32,
     /// Requests one instance serves at once (1: one after another).
     pub instance_concurrency: u32,
+    /// Durable steps one background invocation may record.
+    pub max_steps: u32,
+    /// Bytes one recorded step may hold.
+    pub max_step_size: u64,
 }
 
 /// What the guest sees of the host.
@@ -286,6 +290,9 @@ impl Sources<'_> {
             max_log: (table.max_log.or(site.max_log)).map_or(defaults::MAX_LOG, |b| b.0),
             reuse: self.reuse(mode)?,
             instance_concurrency: self.instance_concurrency(mode)?,
+            max_steps: (table.max_steps.or(site.max_steps)).unwrap_or(defaults::MAX_STEPS),
+            max_step_size: (table.max_step_size.or(site.max_step_size))
+                .map_or(defaults::MAX_STEP_SIZE, |b| b.0),
         })
     }
 

@@ -16,6 +16,7 @@ pub mod cors;
 pub mod deploys;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod proxy;
 pub mod rules;
 pub mod schedules;
@@ -382,6 +383,9 @@ impl App {
             && (deploys.is_empty() || deploys.starts_with('/'))
         {
             return deploys::handle(self, req, deploys).await;
+        }
+        if let Some(events) = rest.strip_prefix("/events") {
+            return events::handle(self, req, events).await;
         }
         let origin = cors::request_origin(req.headers());
         match (origin, edge.cors.is_empty()) {

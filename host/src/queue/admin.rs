@@ -177,7 +177,7 @@ impl Queue {
     /// Cancels an invocation that is waiting to run. `false` unless it was queued or retrying.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
         let sql = self.sql(
-            "UPDATE invocations SET state = 'cancelled', finished_at = $now WHERE id = $1 AND state IN ('queued', 'retrying')",
+            "UPDATE invocations SET state = 'cancelled', finished_at = $now WHERE id = $1 AND state IN ('queued', 'retrying', 'sleeping', 'waiting')",
         );
         let query = sqlx::query(&sql).bind(id.to_string());
         let done = self.noted(
@@ -265,6 +265,7 @@ impl Queue {
             format!("DELETE FROM deliveries WHERE invocation_id IN ({list})"),
             format!("DELETE FROM attempts WHERE invocation_id IN ({list})"),
             format!("DELETE FROM guest_logs WHERE invocation_id IN ({list})"),
+            format!("DELETE FROM steps WHERE invocation_id IN ({list})"),
             format!("DELETE FROM invocations WHERE id IN ({list})"),
         ] {
             let mut query = sqlx::query(&table_where);

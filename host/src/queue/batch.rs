@@ -147,7 +147,8 @@ fn result(o: &EndedAttempt) -> &super::StoredResult {
         Finish::Succeeded(r)
         | Finish::Retry { result: r, .. }
         | Finish::Dead { result: r, .. }
-        | Finish::Expired { result: r, .. } => r,
+        | Finish::Expired { result: r, .. }
+        | Finish::Suspended { result: r, .. } => r,
     }
 }
 
@@ -186,11 +187,12 @@ fn attempt_stmts(outcomes: &[&EndedAttempt]) -> Vec<Stmt> {
             holding("column1", "column5")
         ),
         |o| {
-            let error = error(o);
-            let outcome = if error.is_some() {
-                "failed"
-            } else {
-                "succeeded"
+            let (outcome, error) = match (&o.finish, error(o)) {
+                (Finish::Suspended { suspension, .. }, _) => {
+                    (o.finish.state().as_str(), Some(suspension.to_string()))
+                }
+                (_, Some(error)) => ("failed", Some(error)),
+                (_, None) => ("succeeded", None),
             };
             vec![
                 Val::Text(o.id.clone()),
@@ -273,19 +275,23 @@ fn end_stmts(outcomes: &[&EndedAttempt], now: i64) -> Vec<Stmt> {
             outcomes,
             "UPDATE invocations SET state = v.column3, last_error = v.column4, \
          run_at = COALESCE($now + v.column5, run_at), \
-         finished_at = CASE WHEN v.column3 = 'retrying' THEN NULL ELSE $now END, \
+         finished_at = CASE WHEN v.column3 IN ('retrying', 'sleeping', 'waiting') THEN NULL ELSE $now END, \
          result_status = v.column6, result_headers = v.column7, result_body = v.column8, \
-         lease_owner = NULL, lease_expires_at = NULL \
+         lease_owner = NULL, lease_expires_at = NULL, \
+         attempts = invocations.attempts - v.column9, suspensions = invocations.suspensions + v.column9, \
+         wait_step = v.column10, wait_event = v.column11, wait_key = v.column12, \
+         wait_since = v.column13, wait_until = v.column14 \
          FROM (VALUES {values}) AS v \
          WHERE invocations.id = v.column1 AND invocations.lease_token = v.column2 \
          AND invocations.state = 'running' RETURNING id AS finished",
             |o| {
                 let delay = match &o.finish {
                     Finish::Retry { run_at, .. } => Some(run_at - now),
+                    Finish::Suspended { suspension, .. } => Some(suspension.until_ms() - now),
                     _ => None,
                 };
                 let r = result(o);
-                vec![
+                let mut vals = vec![
                     Val::Text(o.id.clone()),
                     Val::Int(o.token),
                     Val::Text(o.finish.state().as_str().into()),
@@ -294,7 +300,9 @@ fn end_stmts(outcomes: &[&EndedAttempt], now: i64) -> Vec<Stmt> {
                     Val::OptInt(r.status.map(i64::from)),
                     Val::Text(serde_json::to_string(&r.headers).unwrap_or_default()),
                     Val::Bytes(r.body.clone()),
-                ]
+                ];
+                vals.extend(super::steps::suspension_vals(&o.finish));
+                vals
             },
         ),
         Rows::Finished,

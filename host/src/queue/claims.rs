@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::rows;
 use super::{
     Claimed, Finish, Interrupted, NewDelivery, Queue, QueueError, Result, batch, model, ms, now_ms,
     writer,
 };
+use super::{rows, schema};
 
 impl Queue {
     /// Claims up to `limit` due invocations for `owner`, leasing each for `lease`, oldest due
@@ -118,13 +118,14 @@ impl Queue {
     pub async fn requeue_expired(&self, all: bool, max_interruptions: u32) -> Result<Interrupted> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let bury = self.sql(
+        let bury = self.sql(&format!(
             "UPDATE invocations SET state = 'dead', interruptions = interruptions + 1, \
              finished_at = $now, last_error = $3, lease_owner = NULL, lease_expires_at = NULL \
              WHERE state = 'running' AND ($1 = 1 OR lease_expires_at < $now) \
              AND interruptions + 1 >= $2 \
-             RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at",
-        );
+             RETURNING {}",
+            schema::CLAIMED_COLUMNS
+        ));
         let error = format!(
             "interrupted {max_interruptions} times (the host stopped or lost its lease during \
              the attempt); not run again (max_interruptions)"
@@ -178,7 +179,8 @@ impl Queue {
             format!(" AND function NOT IN ({})", names.join(", "))
         };
         let sql = self.sql(&format!(
-            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN ('queued', 'retrying'){filter}"
+            "SELECT MIN(run_at) - $now FROM invocations WHERE state IN {}{filter}",
+            schema::DUE_STATES,
         ));
         let mut query = sqlx::query(&sql);
         for name in skip {

@@ -311,7 +311,7 @@ impl Queue {
              (SELECT id FROM deploys ORDER BY created_at DESC, id LIMIT $1) \
              AND id NOT IN (SELECT deploy FROM deploy_published) \
              AND id NOT IN (SELECT deploy FROM invocations WHERE deploy IS NOT NULL \
-                            AND state IN ('queued', 'running', 'retrying'))";
+                            AND state IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))";
         sqlx::query(&format!(
             "DELETE FROM deploy_functions WHERE deploy IN ({doomed})"
         ))

@@ -32,6 +32,7 @@ mod rates;
 mod rows;
 mod schedules;
 mod schema;
+mod steps;
 mod stmt;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,7 @@ pub use model::{
     UnknownState,
 };
 pub use rates::RateCount;
+pub use steps::{EventSent, EventView, NewEvent, PutStep, StepView};
 
 /// The PostgreSQL channel on which nodes announce new runnable work.
 pub const NOTIFY_CHANNEL: &str = "fnhost_work";

@@ -10,8 +10,10 @@ use super::Result;
 
 /// Where an invocation is in its life.
 ///
-/// `queued → running → succeeded | retrying | dead | expired`, `retrying → running`,
-/// `queued | retrying → cancelled` (admin), `dead → queued` (admin replay); an
+/// `queued → running → succeeded | retrying | dead | expired | sleeping | waiting`,
+/// `retrying | sleeping | waiting → running` (when due), `waiting → queued` (its event came),
+/// `queued | retrying | sleeping | waiting → cancelled` (admin), `dead → queued` (admin
+/// replay); an
 /// interrupted `running` goes back to `queued` or `retrying` without counting the attempt. An
 /// attempt claimed past the function's `max_event_age` does not run: `expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,14 +34,20 @@ pub enum InvocationState {
     /// Claimed past its function's `max_event_age`, so not run (end state: its age would
     /// only pass again, so it is not replayed).
     Expired,
+    /// An attempt slept (`fnhost:function/steps`): it runs again at `run_at`.
+    Sleeping,
+    /// An attempt waits for an event: it runs again when one comes, or at `run_at`.
+    Waiting,
 }
 
 impl InvocationState {
     /// Every state, in life order.
-    pub const ALL: [InvocationState; 7] = [
+    pub const ALL: [InvocationState; 9] = [
         InvocationState::Queued,
         InvocationState::Running,
         InvocationState::Retrying,
+        InvocationState::Sleeping,
+        InvocationState::Waiting,
         InvocationState::Succeeded,
         InvocationState::Dead,
         InvocationState::Cancelled,
@@ -56,6 +64,8 @@ impl InvocationState {
             InvocationState::Dead => "dead",
             InvocationState::Cancelled => "cancelled",
             InvocationState::Expired => "expired",
+            InvocationState::Sleeping => "sleeping",
+            InvocationState::Waiting => "waiting",
         }
     }
 
@@ -71,9 +81,15 @@ impl InvocationState {
         )
     }
 
-    /// Waiting for an attempt (queued or retrying).
+    /// Waiting for an attempt (queued, retrying, sleeping or waiting).
     pub fn is_waiting(self) -> bool {
-        matches!(self, InvocationState::Queued | InvocationState::Retrying)
+        matches!(
+            self,
+            InvocationState::Queued
+                | InvocationState::Retrying
+                | InvocationState::Sleeping
+                | InvocationState::Waiting
+        )
     }
 }
 
@@ -86,7 +102,8 @@ impl fmt::Display for InvocationState {
 /// An unknown state name (from a query string or a row).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown state {0:?}: expected queued, running, retrying, succeeded, dead, cancelled or expired"
+    "unknown state {0:?}: expected queued, running, retrying, sleeping, waiting, succeeded, dead, \
+     cancelled or expired"
 )]
 pub struct UnknownState(pub String);
 
@@ -276,6 +293,11 @@ pub struct Claimed {
     pub deploy: Option<String>,
     /// When it was accepted (ms since the epoch).
     pub created_at: i64,
+    /// Attempts that ended sleeping or waiting so far (such an invocation is not judged by
+    /// its age: it waited on purpose).
+    pub suspensions: u32,
+    /// The wait its last attempt ended in, if it waited: step, began, times out (ms).
+    pub wait: Option<(String, i64, i64)>,
 }
 
 /// What a sweep of interrupted attempts did.
@@ -341,6 +363,14 @@ pub enum Finish {
         /// Empty: nothing ran.
         result: StoredResult,
     },
+    /// Slept or waited: `sleeping` or `waiting`, due at the suspension's time; the attempt is
+    /// not counted.
+    Suspended {
+        /// What it waits for.
+        suspension: crate::workflow::Suspension,
+        /// Empty: it did not answer.
+        result: StoredResult,
+    },
 }
 
 impl Finish {
@@ -351,6 +381,11 @@ impl Finish {
             Finish::Retry { .. } => InvocationState::Retrying,
             Finish::Dead { .. } => InvocationState::Dead,
             Finish::Expired { .. } => InvocationState::Expired,
+            Finish::Suspended {
+                suspension: crate::workflow::Suspension::Sleep { .. },
+                ..
+            } => InvocationState::Sleeping,
+            Finish::Suspended { .. } => InvocationState::Waiting,
         }
     }
 
@@ -360,14 +395,15 @@ impl Finish {
             Finish::Succeeded(r)
             | Finish::Retry { result: r, .. }
             | Finish::Dead { result: r, .. }
-            | Finish::Expired { result: r, .. } => r,
+            | Finish::Expired { result: r, .. }
+            | Finish::Suspended { result: r, .. } => r,
         }
     }
 
     /// Why the attempt failed (or did not run), if it did not succeed.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Finish::Succeeded(_) => None,
+            Finish::Succeeded(_) | Finish::Suspended { .. } => None,
             Finish::Retry { error, .. }
             | Finish::Dead { error, .. }
             | Finish::Expired { error, .. } => Some(error),
@@ -483,8 +519,8 @@ mod tests {
         }
         assert_eq!(
             "done".parse::<InvocationState>().unwrap_err().to_string(),
-            "unknown state \"done\": expected queued, running, retrying, succeeded, dead, \
-             cancelled or expired"
+            "unknown state \"done\": expected queued, running, retrying, sleeping, waiting, \
+             succeeded, dead, cancelled or expired"
         );
     }
 

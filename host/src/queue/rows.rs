@@ -90,6 +90,15 @@ pub(super) fn claimed_from_row(r: &AnyRow) -> Result<Claimed> {
         body: r.try_get("body")?,
         deploy: r.try_get("deploy")?,
         created_at: r.try_get("created_at")?,
+        suspensions: count(r, "suspensions")?,
+        wait: match (
+            r.try_get::<Option<String>, _>("wait_step")?,
+            r.try_get::<Option<i64>, _>("wait_since")?,
+            r.try_get::<Option<i64>, _>("wait_until")?,
+        ) {
+            (Some(step), Some(since), Some(until)) => Some((step, since, until)),
+            _ => None,
+        },
     })
 }
 

@@ -48,7 +48,7 @@ impl Queue {
     pub async fn has_unfinished(&self, function: &str) -> Result<bool> {
         let row = sqlx::query(
             "SELECT 1 FROM invocations WHERE function = $1 \
-             AND state IN ('queued', 'running', 'retrying') AND tick IS NOT NULL LIMIT 1",
+             AND state IN ('queued', 'running', 'retrying', 'sleeping', 'waiting') AND tick IS NOT NULL LIMIT 1",
         )
         .bind(function.to_string())
         .fetch_optional(&self.pool)

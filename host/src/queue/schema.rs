@@ -187,6 +187,46 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE deliveries ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
         "",
     ),
+    // Durable steps (`fnhost:function/steps`): each invocation's recorded step results (a
+    // NULL value: a wait that timed out), purged with it; what a suspended invocation waits
+    // for (`sleeping`/`waiting` states, due at `run_at` like any other); events, kept with
+    // the invocations each woke. Unfinished now includes the two suspended states.
+    (
+        10,
+        r#"
+    CREATE TABLE steps (
+        invocation_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB,
+        size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (invocation_id, name)
+    );
+    ALTER TABLE invocations ADD COLUMN suspensions BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE invocations ADD COLUMN wait_step TEXT;
+    ALTER TABLE invocations ADD COLUMN wait_event TEXT;
+    ALTER TABLE invocations ADD COLUMN wait_key TEXT;
+    ALTER TABLE invocations ADD COLUMN wait_since BIGINT;
+    ALTER TABLE invocations ADD COLUMN wait_until BIGINT;
+    CREATE INDEX invocations_waiting ON invocations (wait_event, wait_key) WHERE state = 'waiting';
+    DROP INDEX invocations_unfinished;
+    CREATE INDEX invocations_unfinished ON invocations (function, state)
+        WHERE state IN ('queued', 'running', 'retrying', 'sleeping', 'waiting');
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        idempotency_key TEXT,
+        received_at BIGINT NOT NULL,
+        woke TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX events_by_key ON events (name, key, received_at);
+    CREATE UNIQUE INDEX events_idempotency ON events (name, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    "#,
+        "",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations on PostgreSQL ("fnhost" in ASCII).
@@ -299,6 +339,14 @@ async fn apply(
     Ok(())
 }
 
+/// The states an invocation is claimed from once its `run_at` comes: waiting for a first
+/// attempt, a retry, the end of a sleep, or an event (or its timeout).
+pub(super) const DUE_STATES: &str = "('queued', 'retrying', 'sleeping', 'waiting')";
+
+/// The columns [`super::rows::claimed_from_row`] reads.
+pub(super) const CLAIMED_COLUMNS: &str = "id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at, \
+     suspensions, wait_step, wait_since, wait_until";
+
 /// Claim due invocations. Binds: owner, lease length (ms), limit (+ now).
 ///
 /// On PostgreSQL the sub-select locks the rows it picks and skips rows another node's claim
@@ -327,9 +375,9 @@ pub(super) fn claim_template(backend: Backend, skipped: usize) -> String {
     format!(
         "UPDATE invocations SET state = 'running', attempts = attempts + 1, lease_token = lease_token + 1, \
          lease_owner = $1, lease_expires_at = $now + $2, started_at = $now \
-         WHERE id IN (SELECT id FROM invocations WHERE state IN ('queued', 'retrying') AND run_at <= $now \
+         WHERE id IN (SELECT id FROM invocations WHERE state IN {DUE_STATES} AND run_at <= $now \
                       {skip}ORDER BY run_at LIMIT $3 {lock}) \
-         RETURNING id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at"
+         RETURNING {CLAIMED_COLUMNS}"
     )
 }
 

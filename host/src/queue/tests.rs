@@ -815,3 +815,149 @@ async fn a_batch_refused_midway_is_rolled_back_and_the_queue_goes_on() {
     assert_eq!(state(&q, "a").await, InvocationState::Succeeded);
     assert_eq!(claim_one(&q).await.id, "b");
 }
+
+fn suspended(suspension: crate::workflow::Suspension) -> Finish {
+    Finish::Suspended {
+        suspension,
+        result: StoredResult::default(),
+    }
+}
+
+fn wait(step: &str, event: &str, key: &str, since_ms: i64) -> Finish {
+    suspended(crate::workflow::Suspension::Wait {
+        step: step.into(),
+        event: event.into(),
+        key: key.into(),
+        since_ms,
+        until_ms: now_ms() + 60_000,
+    })
+}
+
+#[tokio::test]
+async fn steps_are_fenced_bounded_and_keep_their_first_record() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("s", None, 3)).await.unwrap();
+    let c = claim_one(&q).await;
+    let claim = (c.id.as_str(), c.token);
+    let put = |name: &'static str, v: &'static [u8], max| {
+        let q = q.clone();
+        async move {
+            q.put_step(claim, name, Some(v.to_vec()), max)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put("a", b"1", 2).await,
+        PutStep::Stands(Some(b"1".to_vec()))
+    );
+    assert_eq!(
+        put("a", b"2", 2).await,
+        PutStep::Stands(Some(b"1".to_vec()))
+    );
+    assert_eq!(q.step("s", "a").await.unwrap(), Some(Some(b"1".to_vec())));
+    assert_eq!(q.step("s", "b").await.unwrap(), None);
+    assert_eq!(put("b", b"3", 1).await, PutStep::TooMany(1));
+    let stale = q.put_step(("s", c.token - 1), "c", None, 10).await.unwrap();
+    assert_eq!(stale, PutStep::Fenced);
+    assert_eq!(q.steps("s").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_suspended_attempt_is_not_counted_and_comes_due_at_its_time() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("z", None, 3)).await.unwrap();
+    let c = claim_one(&q).await;
+    let until = now_ms() + 300;
+    let nap = crate::workflow::Suspension::Sleep {
+        step: "nap".into(),
+        until_ms: until,
+    };
+    assert!(q.finish(&c, suspended(nap), None).await.unwrap());
+    let s = q.status("z").await.unwrap().unwrap();
+    assert_eq!((s.state, s.attempts), (InvocationState::Sleeping, 0));
+    assert!(q.claim("o", 4, LEASE, &[]).await.unwrap().is_empty());
+    assert!(q.next_due(&[]).await.unwrap().unwrap() >= until - 5);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = claim_one(&q).await;
+    assert_eq!((again.attempt, again.suspensions), (1, 1));
+    assert_eq!(again.wait, None);
+}
+
+#[tokio::test]
+async fn an_event_wakes_each_invocation_waiting_for_its_key_once() {
+    let (q, _dir) = queue().await;
+    for id in ["w1", "w2"] {
+        q.enqueue(invocation(id, None, 3)).await.unwrap();
+    }
+    let claims = q.claim("o", 4, LEASE, &[]).await.unwrap();
+    for c in &claims {
+        let key = if c.id == "w1" { "k1" } else { "k2" };
+        assert!(
+            q.finish(c, wait("ok", "approved", key, now_ms()), None)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(state(&q, "w1").await, InvocationState::Waiting);
+    let event = |key: &str, idem: Option<&str>| NewEvent {
+        name: "approved".into(),
+        key: key.into(),
+        payload: b"yes".to_vec(),
+        idempotency_key: idem.map(str::to_string),
+    };
+    let sent = q.send_event(event("k1", Some("i"))).await.unwrap();
+    assert_eq!(
+        (sent.new, sent.woke.clone()),
+        (true, vec!["w1".to_string()])
+    );
+    assert_eq!(state(&q, "w1").await, InvocationState::Queued);
+    assert_eq!(
+        q.step("w1", "ok").await.unwrap(),
+        Some(Some(b"yes".to_vec()))
+    );
+    let repeat = q.send_event(event("k1", Some("i"))).await.unwrap();
+    assert_eq!((repeat.id, repeat.new), (sent.id.clone(), false));
+    assert!(
+        q.send_event(event("k1", None))
+            .await
+            .unwrap()
+            .woke
+            .is_empty()
+    );
+    assert_eq!(state(&q, "w2").await, InvocationState::Waiting);
+    let shown = q.event(&sent.id).await.unwrap().unwrap();
+    assert_eq!((shown.woke, shown.size), (vec!["w1".to_string()], 3));
+    // The woken one is claimed with its wait, whose step now holds the payload.
+    let c = claim_one(&q).await;
+    assert_eq!(c.id, "w1");
+    assert_eq!(c.wait.as_ref().map(|w| w.0.as_str()), Some("ok"));
+}
+
+#[tokio::test]
+async fn a_wait_recorded_after_its_event_came_is_caught_up() {
+    let (q, _dir) = queue().await;
+    q.enqueue(invocation("late", None, 3)).await.unwrap();
+    let c = claim_one(&q).await;
+    let began = now_ms() - 1;
+    let early = NewEvent {
+        name: "shipped".into(),
+        key: "o1".into(),
+        payload: b"parcel".to_vec(),
+        idempotency_key: None,
+    };
+    // Sent while the attempt that begins the wait still runs: nothing waits yet.
+    assert!(q.send_event(early).await.unwrap().woke.is_empty());
+    assert!(
+        q.finish(&c, wait("ship", "shipped", "o1", began), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.catch_up_waits(Some("late")).await.unwrap(), 1);
+    assert_eq!(state(&q, "late").await, InvocationState::Queued);
+    assert_eq!(
+        q.step("late", "ship").await.unwrap(),
+        Some(Some(b"parcel".to_vec()))
+    );
+    assert_eq!(q.catch_up_waits(None).await.unwrap(), 0);
+}

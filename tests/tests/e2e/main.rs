@@ -24,6 +24,7 @@
 //! - `service`: WASI 0.3 (`wasi:http/service`) functions beside 0.2 ones, every guarantee.
 //! - `traces`: OpenTelemetry traces to a real OTLP receiver (`otlp`, HTTP/protobuf and gRPC)
 //!   and JSON logs.
+//! - `workflows`: durable steps, sleeps and events (`fnhost:function/steps`), across kill -9.
 //! - `security`: one regression test per item of the security issue (schedule keys, status
 //!   tokens, own paths, setting ranges, queue files, a full disk, `Host` and `Bearer`).
 
@@ -52,3 +53,4 @@ mod support;
 mod sync;
 mod traces;
 mod watch;
+mod workflows;

@@ -1,0 +1,333 @@
+//! Durable workflows (`fnhost:function/steps`): steps recorded once and answered on every
+//! later run, sleeps and waits that end the attempt and hold nothing, events that wake a
+//! waiting invocation by key, and all of it across `kill -9`. The guest is
+//! `tests/guests/steps`; its steps call a loopback upstream that counts each side effect.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::background::{accepted_id, post, status, wait_state};
+use crate::support::{Reply, Server, send, serve_http, wait_until};
+
+/// Short budgets, the admin token, loopback outbound allowed.
+fn config(upstream: SocketAddr) -> String {
+    format!(
+        "[server]\nadmin_token = \"t0ken\"\nlease = \"2s\"\nshutdown_grace = \"1s\"\n\
+         [defaults]\nretry_delays = [\"1s\", \"2s\"]\nbackground_timeout = \"5s\"\n\
+         allowed_outbound_hosts = [\"http://{upstream}\"]\n"
+    )
+}
+
+const ADMIN: (&str, &str) = ("authorization", "Bearer t0ken");
+
+/// A loopback upstream that counts each path it is asked for, and when.
+struct Upstream {
+    addr: SocketAddr,
+    calls: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let calls: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+        let seen = calls.clone();
+        let addr = serve_http(Arc::new(move |req: http::Request<_>| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let path = req.uri().path().trim_start_matches('/').to_string();
+                seen.lock()
+                    .unwrap()
+                    .entry(path.clone())
+                    .or_default()
+                    .push(Instant::now());
+                http::Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("{path}-ok")))))
+            })
+        }))
+        .await;
+        Upstream { addr, calls }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// When `path` was called, in order.
+    fn calls(&self, path: &str) -> Vec<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn server(upstream: &Upstream) -> Server {
+    Server::with(&[])
+        .function_as("steps-background", "guest-steps")
+        .config(&config(upstream.addr))
+        .start()
+}
+
+async fn start_run(server: &Server, query: &str) -> String {
+    accepted_id(
+        &post(
+            server,
+            &format!("/.netlify/functions/steps-background?{query}"),
+            &[],
+            "",
+        )
+        .await,
+    )
+}
+
+async fn send_event(
+    server: &Server,
+    name: &str,
+    key: &str,
+    payload: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let mut headers = vec![ADMIN];
+    headers.extend_from_slice(extra);
+    let url = server.url(&format!("/.fnhost/events/{name}?key={key}"));
+    send("POST", &url, &headers, payload.to_string()).await
+}
+
+/// The sum of `name`'s samples whose labels contain `label` (the series must exist).
+async fn metric(server: &Server, name: &str, label: &str) -> f64 {
+    let reply = send("GET", &server.url("/.fnhost/metrics"), &[ADMIN], "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    assert!(text.contains(name), "no {name} in the metrics:\n{text}");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn steps_recorded_before_a_failure_are_not_done_again_on_the_retry() {
+    let upstream = Upstream::start().await;
+    let server = server(&upstream);
+    let id = start_run(&server, &format!("op=three&upstream={}", upstream.url())).await;
+    let s = wait_state(
+        &server,
+        &id,
+        &["succeeded", "dead"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(s["attempts"], 2, "the third step failed once: {s}");
+    assert_eq!(
+        s["result"]["body"], "one=one-ok,two=two-ok,three=three-ok",
+        "{s}"
+    );
+    // Steps one and two ran on attempt 1 only; attempt 2 read their recorded results.
+    assert_eq!(upstream.calls("one").len(), 1);
+    assert_eq!(upstream.calls("two").len(), 1);
+    assert_eq!(upstream.calls("three").len(), 1);
+    let detail = crate::support::admin_detail(&server, &id).await;
+    let outcomes: Vec<&str> = (detail["attempts"].as_array().unwrap().iter())
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["failed", "succeeded"], "{detail}");
+}
+
+#[tokio::test]
+async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_finished_steps() {
+    let upstream = Upstream::start().await;
+    let server = server(&upstream);
+    let id = start_run(
+        &server,
+        &format!("op=sleep&ms=2000&upstream={}", upstream.url()),
+    )
+    .await;
+    let s = wait_state(&server, &id, &["sleeping"], Duration::from_secs(10)).await;
+    assert!(s["next_attempt_at"].is_string(), "{s}");
+    // Asleep: the attempt ended, nothing runs for it.
+    assert_eq!(
+        metric(&server, "fnhost_invocations_in_flight", "background").await,
+        0.0
+    );
+    wait_until(
+        "the sleep to be counted",
+        Duration::from_secs(2),
+        async || {
+            let n = metric(
+                &server,
+                "fnhost_background_suspensions_total",
+                "kind=\"sleep\"",
+            )
+            .await;
+            if n == 1.0 { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
+    let s = wait_state(&server, &id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(s["attempts"], 1, "a sleep spends no attempt: {s}");
+    let (before, after) = (upstream.calls("before"), upstream.calls("after"));
+    assert_eq!((before.len(), after.len()), (1, 1), "each step's call once");
+    let slept = after[0] - before[0];
+    assert!(
+        slept >= Duration::from_millis(1800) && slept <= Duration::from_millis(2600),
+        "re-run {slept:?} after the first run (asked: 2 s)"
+    );
+    assert_eq!(server.count_log(&["steps run", &id]), 2);
+}
+
+#[tokio::test]
+async fn a_thirty_day_sleep_is_stored_shown_and_cancelled() {
+    let upstream = Upstream::start().await;
+    let server = server(&upstream);
+    let id = start_run(
+        &server,
+        &format!("op=sleep&ms=2592000000&upstream={}", upstream.url()),
+    )
+    .await;
+    let s = wait_state(&server, &id, &["sleeping"], Duration::from_secs(10)).await;
+    let next = s["next_attempt_at"].as_str().unwrap().to_string();
+    let wake = humantime::parse_rfc3339(&next).unwrap();
+    let ahead = wake.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(
+        ahead > Duration::from_secs(29 * 24 * 3600),
+        "wakes at {next}"
+    );
+    let cancel = send(
+        "POST",
+        &server.url(&format!("/.fnhost/invocations/{id}/cancel")),
+        &[ADMIN],
+        "",
+    )
+    .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.text());
+    assert_eq!(status(&server, &id).await["state"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_wait_is_woken_by_its_event_with_the_right_key_only() {
+    let upstream = Upstream::start().await;
+    let server = server(&upstream);
+    let id = start_run(
+        &server,
+        "op=wait&event=order.approved&key=A-17&timeout_ms=60000",
+    )
+    .await;
+    wait_state(&server, &id, &["waiting"], Duration::from_secs(10)).await;
+    let other = send_event(&server, "order.approved", "B-2", "no", &[]).await;
+    assert_eq!(other.status, 201, "{}", other.text());
+    assert_eq!(other.json()["woke"], Value::Array(vec![]));
+    assert_eq!(status(&server, &id).await["state"], "waiting");
+    let right = send_event(
+        &server,
+        "order.approved",
+        "A-17",
+        "yes",
+        &[("idempotency-key", "k1")],
+    )
+    .await;
+    assert_eq!(right.status, 201, "{}", right.text());
+    assert_eq!(right.json()["woke"], serde_json::json!([id]));
+    let s = wait_state(&server, &id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(s["result"]["body"], format!("steps got yes {id}"), "{s}");
+    // The same send again is a repeat: stored once, wakes nothing new.
+    let again = send_event(
+        &server,
+        "order.approved",
+        "A-17",
+        "yes",
+        &[("idempotency-key", "k1")],
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["id"], right.json()["id"]);
+    let event = send(
+        "GET",
+        &server.url(&format!(
+            "/.fnhost/events/{}",
+            right.json()["id"].as_str().unwrap()
+        )),
+        &[ADMIN],
+        "",
+    )
+    .await;
+    assert_eq!(
+        event.json()["woke"],
+        serde_json::json!([id]),
+        "{}",
+        event.text()
+    );
+    assert_eq!(server.count_log(&["steps run", &id]), 2);
+    // Without the token: refused.
+    let anonymous = send(
+        "POST",
+        &server.url("/.fnhost/events/order.approved?key=A-17"),
+        &[],
+        "x",
+    )
+    .await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_gets_none() {
+    let upstream = Upstream::start().await;
+    let server = server(&upstream);
+    let id = start_run(&server, "op=wait&event=never&key=k&timeout_ms=1000").await;
+    wait_state(&server, &id, &["waiting"], Duration::from_secs(10)).await;
+    let s = wait_state(&server, &id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(s["result"]["body"], format!("steps timed out {id}"), "{s}");
+}
+
+#[tokio::test]
+async fn sleeping_and_waiting_invocations_survive_kill_9_and_finish_once() {
+    let upstream = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::with(&[])
+            .function_as("steps-background", "guest-steps")
+            .config(&config(upstream.addr))
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    let sleeper = start_run(
+        &server,
+        &format!("op=sleep&ms=4000&upstream={}", upstream.url()),
+    )
+    .await;
+    let waiter = start_run(&server, "op=wait&event=shipped&key=o1&timeout_ms=60000").await;
+    wait_state(&server, &sleeper, &["sleeping"], Duration::from_secs(10)).await;
+    wait_state(&server, &waiter, &["waiting"], Duration::from_secs(10)).await;
+    server.kill9();
+
+    let server = start();
+    let sent = send_event(&server, "shipped", "o1", "parcel", &[]).await;
+    assert_eq!(
+        sent.json()["woke"],
+        serde_json::json!([waiter]),
+        "{}",
+        sent.text()
+    );
+    let s = wait_state(&server, &waiter, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(s["result"]["body"], format!("steps got parcel {waiter}"));
+    wait_state(&server, &sleeper, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(
+        (
+            upstream.calls("before").len(),
+            upstream.calls("after").len()
+        ),
+        (1, 1)
+    );
+    wait_until("nothing left to run", Duration::from_secs(2), async || {
+        let n = metric(&server, "fnhost_invocations_in_flight", "background").await;
+        if n == 0.0 { Ok(()) } else { Err(n) }
+    })
+    .await;
+}
