@@ -146,7 +146,7 @@ impl Db {
         rows[0][0].clone()
     }
 
-    fn int(&self, sql: &str) -> i64 {
+    pub(crate) fn int(&self, sql: &str) -> i64 {
         self.value(sql).parse().unwrap()
     }
 }
@@ -196,7 +196,8 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
             ["6"],
             ["7"],
             ["8"],
-            ["9"]
+            ["9"],
+            ["10"]
         ]
     );
     for (table, column) in [("invocations", "body"), ("deploy_blob_chunks", "data")] {
@@ -214,7 +215,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 9);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 10);
 }
 
 #[tokio::test]
@@ -630,6 +631,111 @@ fn background_body_limit() {
         "body_limit",
         background::over_the_body_limit_is_413_and_nothing_is_enqueued,
     );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+fn workflow_steps_once_across_a_retry() {
+    on_postgres(
+        "steps_retry",
+        crate::workflows::steps_recorded_before_a_failure_are_not_done_again_on_the_retry,
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+fn workflow_sleep() {
+    on_postgres(
+        "steps_sleep",
+        crate::workflows::a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_finished_steps,
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+fn workflow_wait_by_key() {
+    on_postgres(
+        "steps_wait",
+        crate::workflows::a_wait_is_woken_by_its_event_with_the_right_key_only,
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+fn workflow_kill_9() {
+    on_postgres(
+        "steps_kill9",
+        crate::workflows::sleeping_and_waiting_invocations_survive_kill_9_and_finish_once,
+    );
+}
+
+/// Two nodes on one PostgreSQL: 200 invocations waiting on 200 keys, each event sent to one
+/// node and then again to the other: every invocation woken exactly once, by the first.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+async fn two_nodes_wake_each_of_200_waits_exactly_once() {
+    const N: usize = 200;
+    let db = database("events");
+    let config = crate::workflows::config("127.0.0.1:9".parse().unwrap());
+    let node = || {
+        Server::with(&[])
+            .function_as("steps-background", "guest-steps")
+            .config(&config)
+            .queue(&db.url)
+    };
+    let nodes = start_all(vec![node(), node()]);
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let query = format!("op=wait&event=paid&key=k{i}&timeout_ms=600000");
+        ids.push(crate::workflows::start_run(&nodes[i % 2], &query).await);
+    }
+    wait_until("all 200 to wait", Duration::from_secs(60), async || {
+        let n = db.int("SELECT COUNT(*) FROM invocations WHERE state = 'waiting'");
+        if n == N as i64 { Ok(()) } else { Err(n) }
+    })
+    .await;
+    let nodes = std::sync::Arc::new(nodes);
+    let mut sends = Vec::new();
+    for c in 0..8 {
+        let nodes = nodes.clone();
+        sends.push(tokio::spawn(async move {
+            let mut woke = Vec::new();
+            for i in (c..N).step_by(8) {
+                for n in [i % 2, (i + 1) % 2] {
+                    let key = format!("k{i}");
+                    let reply = crate::workflows::send_event(
+                        &nodes[n],
+                        "paid",
+                        &key,
+                        &format!("p{i}"),
+                        &[],
+                    )
+                    .await;
+                    assert_eq!(reply.status, 201, "{}", reply.text());
+                    for id in reply.json()["woke"].as_array().unwrap() {
+                        woke.push((i, id.as_str().unwrap().to_string()));
+                    }
+                }
+            }
+            woke
+        }));
+    }
+    let mut woke: Vec<(usize, String)> = Vec::new();
+    for s in sends {
+        woke.extend(s.await.unwrap());
+    }
+    woke.sort();
+    let expected: Vec<(usize, String)> = ids.iter().cloned().enumerate().collect();
+    assert_eq!(
+        woke, expected,
+        "each invocation woken once, by its own key's first event"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let s = wait_state(&nodes[i % 2], id, &["succeeded"], Duration::from_secs(60)).await;
+        assert_eq!(s["result"]["body"], format!("steps got p{i} {id}"));
+        let runs: usize = nodes.iter().map(|n| n.count_log(&["steps run", id])).sum();
+        assert_eq!(runs, 2, "{id}: the waiting run and the woken one");
+    }
 }
 
 /// Two nodes on one PostgreSQL, a schedule every second: each tick is one invocation (unique

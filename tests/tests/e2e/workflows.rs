@@ -16,7 +16,7 @@ use crate::background::{accepted_id, post, status, wait_state};
 use crate::support::{Reply, Server, send, serve_http, wait_until};
 
 /// Short budgets, the admin token, loopback outbound allowed.
-fn config(upstream: SocketAddr) -> String {
+pub(crate) fn config(upstream: SocketAddr) -> String {
     format!(
         "[server]\nadmin_token = \"t0ken\"\nlease = \"2s\"\nshutdown_grace = \"1s\"\n\
          [defaults]\nretry_delays = [\"1s\", \"2s\"]\nbackground_timeout = \"5s\"\n\
@@ -74,7 +74,7 @@ fn server(upstream: &Upstream) -> Server {
         .start()
 }
 
-async fn start_run(server: &Server, query: &str) -> String {
+pub(crate) async fn start_run(server: &Server, query: &str) -> String {
     accepted_id(
         &post(
             server,
@@ -86,7 +86,7 @@ async fn start_run(server: &Server, query: &str) -> String {
     )
 }
 
-async fn send_event(
+pub(crate) async fn send_event(
     server: &Server,
     name: &str,
     key: &str,
@@ -112,7 +112,7 @@ async fn metric(server: &Server, name: &str, label: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn steps_recorded_before_a_failure_are_not_done_again_on_the_retry() {
+pub(crate) async fn steps_recorded_before_a_failure_are_not_done_again_on_the_retry() {
     let upstream = Upstream::start().await;
     let server = server(&upstream);
     let id = start_run(&server, &format!("op=three&upstream={}", upstream.url())).await;
@@ -141,7 +141,7 @@ async fn steps_recorded_before_a_failure_are_not_done_again_on_the_retry() {
 }
 
 #[tokio::test]
-async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_finished_steps() {
+pub(crate) async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_finished_steps() {
     let upstream = Upstream::start().await;
     let server = server(&upstream);
     let id = start_run(
@@ -211,7 +211,7 @@ async fn a_thirty_day_sleep_is_stored_shown_and_cancelled() {
 }
 
 #[tokio::test]
-async fn a_wait_is_woken_by_its_event_with_the_right_key_only() {
+pub(crate) async fn a_wait_is_woken_by_its_event_with_the_right_key_only() {
     let upstream = Upstream::start().await;
     let server = server(&upstream);
     let id = start_run(
@@ -286,7 +286,7 @@ async fn a_wait_that_times_out_gets_none() {
 }
 
 #[tokio::test]
-async fn sleeping_and_waiting_invocations_survive_kill_9_and_finish_once() {
+pub(crate) async fn sleeping_and_waiting_invocations_survive_kill_9_and_finish_once() {
     let upstream = Upstream::start().await;
     let data = tempfile::tempdir().unwrap();
     let start = || {
