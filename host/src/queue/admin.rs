@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::model;
 use super::rows::{self, STATUS_COLUMNS};
 use super::{
     Backend, Delivery, DeliveryAttempt, InvocationState, Queue, Result, Status, now_ms, schema,
@@ -46,11 +45,15 @@ impl Queue {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(rows::status_from_row).transpose()
+        let Some(mut status) = row.as_ref().map(rows::status_from_row).transpose()? else {
+            return Ok(None);
+        };
+        status.steps = self.steps(id).await?;
+        Ok(Some(status))
     }
 
     /// Everything stored about one invocation (status, request, attempts, deliveries, logs).
-    pub async fn detail(&self, id: &str) -> Result<Option<model::Detail>> {
+    pub async fn detail(&self, id: &str) -> Result<Option<super::Detail>> {
         let Some(status) = self.status(id).await? else {
             return Ok(None);
         };
@@ -87,7 +90,7 @@ impl Queue {
                 rows::log_view,
             )
             .await?;
-        Ok(Some(model::Detail {
+        Ok(Some(super::Detail {
             status,
             request,
             attempts,

@@ -36,6 +36,7 @@ mod steps;
 mod stmt;
 #[cfg(test)]
 mod tests;
+mod views;
 mod writer;
 
 use std::sync::Arc;
@@ -48,12 +49,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub use deploys::{CHUNK, CreateError, DeployRecord, Published};
 pub use health::{QueueFault, QueueHealth};
 pub use model::{
-    Claimed, Dedup, Delivery, DeliveryAttempt, DeliveryState, Detail, Enqueued, Finish, GuestLine,
-    Interrupted, InvocationState, NewDelivery, NewInvocation, ResultView, Status, StoredResult,
-    UnknownState,
+    Claimed, Dedup, Delivery, DeliveryAttempt, DeliveryState, Enqueued, Finish, GuestLine,
+    Interrupted, InvocationState, NewDelivery, NewInvocation, StoredResult, UnknownState,
 };
 pub use rates::RateCount;
-pub use steps::{EventSent, EventView, NewEvent, PutStep, StepView};
+pub use steps::{EventSent, NewEvent, PutStep};
+pub use views::{Detail, EventView, ResultView, Status, StepView, WaitView};
 
 /// The PostgreSQL channel on which nodes announce new runnable work.
 pub const NOTIFY_CHANNEL: &str = "fnhost_work";

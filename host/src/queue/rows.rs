@@ -4,14 +4,14 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Result;
-use super::model::{
-    AttemptView, Claimed, DETAIL_BODY, Delivery, DeliveryView, InvocationState, LogView,
-    RequestView, ResultView, Status, UnknownState,
+use super::model::{Claimed, Delivery, InvocationState, UnknownState};
+use super::views::{
+    AttemptView, DETAIL_BODY, DeliveryView, LogView, RequestView, ResultView, Status, WaitView,
 };
 
 /// The columns [`status_from_row`] reads.
 pub(super) const STATUS_COLUMNS: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, result_body, deploy";
+     last_error, result_status, result_headers, result_body, deploy, wait_step, wait_event, wait_key, wait_until";
 
 pub(super) use crate::ids::rfc3339_ms as rfc3339;
 
@@ -27,7 +27,8 @@ pub(super) fn state_from_row(r: &AnyRow, column: &str) -> Result<InvocationState
 
 /// [`STATUS_COLUMNS`] with the result body cut to nothing (lists without bodies).
 pub(super) const STATUS_COLUMNS_NO_BODY: &str = "id, function, state, attempts, max_attempts, created_at, started_at, finished_at, run_at, \
-     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body, deploy";
+     last_error, result_status, result_headers, substr(result_body, 1, 0) AS result_body, deploy, \
+     wait_step, wait_event, wait_key, wait_until";
 
 pub(super) fn status_from_row(r: &AnyRow) -> Result<Status> {
     status_from_row_with(r, true)
@@ -72,9 +73,34 @@ pub(super) fn status_from_row_with(r: &AnyRow, body: bool) -> Result<Status> {
         },
         last_error: r.try_get("last_error")?,
         result,
+        waiting_for: if state == InvocationState::Waiting {
+            wait_view(r)?
+        } else {
+            None
+        },
         state,
         deploy: r.try_get("deploy")?,
+        steps: Vec::new(),
     })
+}
+
+/// What a waiting invocation's row says it waits for.
+fn wait_view(r: &AnyRow) -> Result<Option<WaitView>> {
+    let step: Option<String> = r.try_get("wait_step")?;
+    let (Some(step), Some(event), Some(key), Some(until)) = (
+        step,
+        r.try_get::<Option<String>, _>("wait_event")?,
+        r.try_get::<Option<String>, _>("wait_key")?,
+        r.try_get::<Option<i64>, _>("wait_until")?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(WaitView {
+        step,
+        event,
+        key,
+        until: rfc3339(until),
+    }))
 }
 
 pub(super) fn claimed_from_row(r: &AnyRow) -> Result<Claimed> {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::stmt::Val;
+use super::views::{EventView, StepView};
 use super::{Finish, Queue, Result, now_ms, rows};
 
 /// What recording a step did.
@@ -42,34 +43,6 @@ pub struct EventSent {
     pub new: bool,
     /// The invocations it woke.
     pub woke: Vec<String>,
-}
-
-/// A stored event, as `GET /.fnhost/events/ID` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventView {
-    /// Its id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Its key.
-    pub key: String,
-    /// Payload bytes.
-    pub size: u64,
-    /// When it was received (RFC 3339).
-    pub received_at: String,
-    /// The invocations it woke.
-    pub woke: Vec<String>,
-}
-
-/// One recorded step, for the status resource.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StepView {
-    /// Its name.
-    pub name: String,
-    /// When it was recorded (RFC 3339).
-    pub at: String,
-    /// Bytes recorded (0 for a wait that timed out).
-    pub size: u64,
 }
 
 impl Queue {

@@ -151,6 +151,11 @@ pub(crate) async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_fi
     .await;
     let s = wait_state(&server, &id, &["sleeping"], Duration::from_secs(10)).await;
     assert!(s["next_attempt_at"].is_string(), "{s}");
+    // The steps recorded so far: the first fetch, and the sleep's wake time.
+    let steps: Vec<&str> = (s["steps"].as_array().unwrap().iter())
+        .map(|st| st["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["before", "nap"], "{s}");
     // Asleep: the attempt ended, nothing runs for it.
     assert_eq!(
         metric(&server, "fnhost_invocations_in_flight", "background").await,
@@ -180,6 +185,12 @@ pub(crate) async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_fi
         "re-run {slept:?} after the first run (asked: 2 s)"
     );
     assert_eq!(server.count_log(&["steps run", &id]), 2);
+    // The timeline: the run that slept, the run that finished.
+    let detail = crate::support::admin_detail(&server, &id).await;
+    let outcomes: Vec<&str> = (detail["attempts"].as_array().unwrap().iter())
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["sleeping", "succeeded"], "{detail}");
 }
 
 #[tokio::test]
@@ -219,7 +230,10 @@ pub(crate) async fn a_wait_is_woken_by_its_event_with_the_right_key_only() {
         "op=wait&event=order.approved&key=A-17&timeout_ms=60000",
     )
     .await;
-    wait_state(&server, &id, &["waiting"], Duration::from_secs(10)).await;
+    let s = wait_state(&server, &id, &["waiting"], Duration::from_secs(10)).await;
+    assert_eq!(s["waiting_for"]["event"], "order.approved", "{s}");
+    assert_eq!(s["waiting_for"]["key"], "A-17", "{s}");
+    assert_eq!(s["waiting_for"]["step"], "approval", "{s}");
     let other = send_event(&server, "order.approved", "B-2", "no", &[]).await;
     assert_eq!(other.status, 201, "{}", other.text());
     assert_eq!(other.json()["woke"], Value::Array(vec![]));
