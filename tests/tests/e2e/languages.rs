@@ -1,6 +1,6 @@
 //! Functions written in JavaScript (jco / componentize-js) and Python (componentize-py), built
-//! from `examples/js-hello`, `examples/python-hello` and `examples/python-background` by the
-//! same `fnhost build` as the Rust ones, and served unchanged.
+//! from `examples/js-hello`, `examples/python-hello`, `examples/python-background` and
+//! `examples/python-workflow` by the same `fnhost build` as the Rust ones, and served unchanged.
 
 use std::time::{Duration, Instant};
 
@@ -191,6 +191,51 @@ async fn a_python_background_function_is_acknowledged_then_reports_to_its_destin
     assert_eq!(payload["words"], 3, "{record}");
     assert_eq!(payload["attempt"], 1, "{record}");
     assert_eq!(payload["invocation"], id.as_str(), "{record}");
+}
+
+/// The Python workflow example imports `fnhost:function/steps` through componentize-py's
+/// bindings: it waits for its event, sleeps, and charges and asks for a review once each
+/// across its three runs.
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_python_workflow_waits_sleeps_and_does_each_step_once() {
+    let server = serve(&["python-workflow"], "[server]\nadmin_token = \"t0ken\"\n");
+    let reply = post(
+        &server,
+        "/.netlify/functions/python-workflow?order=o-1&settle_ms=500",
+        &[],
+        "",
+    )
+    .await;
+    let id = accepted_id(&reply);
+    let s =
+        crate::background::wait_state(&server, &id, &["waiting"], Duration::from_secs(30)).await;
+    assert_eq!(s["waiting_for"]["event"], "order.shipped", "{s}");
+    let sent = crate::workflows::send_event(&server, "order.shipped", "o-1", "TRK-9", &[]).await;
+    assert_eq!(
+        sent.json()["woke"],
+        serde_json::json!([id]),
+        "{}",
+        sent.text()
+    );
+    let s =
+        crate::background::wait_state(&server, &id, &["succeeded"], Duration::from_secs(30)).await;
+    let body: serde_json::Value =
+        serde_json::from_str(s["result"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"order": "o-1", "receipt": "receipt-o-1", "tracking": "TRK-9", "review": "sent"})
+    );
+    assert_eq!(
+        server.count_log(&["workflow run o-1", &id]),
+        3,
+        "waited, slept, finished"
+    );
+    assert_eq!(server.count_log(&["charged o-1", &id]), 1);
+    assert_eq!(
+        server.count_log(&["review requested for o-1 (TRK-9)", &id]),
+        1
+    );
 }
 
 #[tokio::test]
