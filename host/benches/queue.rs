@@ -74,6 +74,7 @@ async fn enqueue(queue: Arc<Queue>, clients: usize, total: usize) -> (f64, f64, 
                         body: vec![b'x'; 256],
                         max_attempts: 3,
                         deploy: None,
+                        priority: 0,
                     };
                     let s = Instant::now();
                     q.enqueue(inv).await.unwrap();

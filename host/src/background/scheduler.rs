@@ -150,6 +150,7 @@ pub fn tick_invocation(
             .into_bytes(),
         max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
         deploy: function.deploy.as_deref().map(str::to_string),
+        priority: function.settings.priority,
     }
 }
 

@@ -250,6 +250,9 @@ pub struct FunctionConfig {
     /// A background invocation not started within this age of its acceptance is not run: it
     /// ends `expired` (and goes to `on_failure`) [default: no limit].
     pub max_event_age: Option<Humantime>,
+    /// Among due background invocations, higher first: each point counts as a minute of
+    /// waiting (−50 to +50) [default 0].
+    pub priority: Option<i32>,
     /// `[functions.NAME.cors]`: merged key by key over `[cors]`.
     pub cors: Option<CorsConfig>,
     /// When the function runs on its own (cron in UTC, or `@daily` and the like).

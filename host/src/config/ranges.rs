@@ -50,6 +50,9 @@ pub mod bounds {
     pub const MAX_FILES: (u64, u64) = (0, 4 * GB);
     /// Guest output logged per invocation.
     pub const MAX_LOG: (u64, u64) = (0, GB);
+    /// A background function's priority: minutes of waiting it counts as (so the lowest
+    /// waits at most 100 minutes behind the highest).
+    pub const PRIORITY: (i32, i32) = (-50, 50);
     /// Steps one invocation records: each a row read back on every re-run.
     pub const MAX_STEPS: (u64, u64) = (1, 100_000);
     /// One step's result: stored in the queue and held in memory while the guest reads it.
@@ -117,6 +120,16 @@ fn count(key: &str, value: Option<u64>, (lo, hi): (u64, u64)) -> Result<(), Stri
     value.map_or(Ok(()), |v| {
         within(key, Value::Count(v), Value::Count(lo), Value::Count(hi))
     })
+}
+
+/// A signed count (no unit).
+fn signed(key: &str, value: Option<i32>, (lo, hi): (i32, i32)) -> Result<(), String> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => Err(format!(
+            "{key} = {v} is out of range: accepted from {lo} to {hi}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn bytes(key: &str, value: Option<ByteSize>, (lo, hi): (u64, u64)) -> Result<(), String> {
@@ -265,6 +278,7 @@ pub fn function(table: &str, f: &FunctionConfig) -> Result<(), String> {
     positive(&key("timeout"), f.timeout)?;
     positive(&key("background_timeout"), f.background_timeout)?;
     positive(&key("max_event_age"), f.max_event_age)?;
+    signed(&key("priority"), f.priority, bounds::PRIORITY)?;
     if let Some(token) = &f.invoke_token {
         secret(&key("invoke_token"), token)?;
     }

@@ -104,6 +104,8 @@ pub struct Settings {
     pub rate_limit: Option<RateLimitConfig>,
     /// How long a background invocation may wait for an attempt before it expires.
     pub max_event_age: Option<Duration>,
+    /// Among due background invocations, higher first (a point counts as a minute waited).
+    pub priority: i32,
 }
 
 /// Who may read a function's background results (`status`, `invoke_token`).
@@ -149,6 +151,7 @@ pub fn resolve(
         access: from.access(),
         rate_limit: from.rate_limit()?,
         max_event_age: from.max_event_age(mode)?,
+        priority: from.table.priority.or(from.site.priority).unwrap_or(0),
     })
 }
 

@@ -178,6 +178,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String, trace: &Trace)
         body: body.to_vec(),
         max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
         deploy: function.deploy.as_deref().map(str::to_string),
+        priority: function.settings.priority,
     }
 }
 

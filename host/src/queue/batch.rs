@@ -89,8 +89,8 @@ fn insert_stmts(invs: &[&NewInvocation], order: &[usize], hashes: &[String]) -> 
     returning(
         multi_row(
             order,
-            "INSERT INTO invocations (id, function, idempotency_key, tick, state, method, uri, headers, body, max_attempts, request_hash, deploy, created_at, run_at) \
-         SELECT v.column1, v.column2, v.column3, v.column4, 'queued', v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, v.column11, $now, $now \
+            "INSERT INTO invocations (id, function, idempotency_key, tick, state, method, uri, headers, body, max_attempts, request_hash, deploy, priority, created_at, run_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, 'queued', v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, v.column11, v.column12, $now, $now \
          FROM (VALUES {values}) AS v WHERE v.column1 <> '' ON CONFLICT DO NOTHING RETURNING id AS enqueued",
             |&i| {
                 let inv = invs[i];
@@ -106,6 +106,7 @@ fn insert_stmts(invs: &[&NewInvocation], order: &[usize], hashes: &[String]) -> 
                     Val::Int(i64::from(inv.max_attempts)),
                     Val::Text(hashes[i].clone()),
                     Val::OptText(inv.deploy.clone()),
+                    Val::Int(i64::from(inv.priority)),
                 ]
             },
         ),

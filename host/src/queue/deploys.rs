@@ -512,6 +512,7 @@ mod tests {
             body: vec![],
             max_attempts: 2,
             deploy: Some("old".into()),
+            priority: 0,
         })
         .await
         .unwrap();

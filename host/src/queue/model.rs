@@ -220,6 +220,8 @@ pub struct NewInvocation {
     /// The deploy it was accepted under (every attempt runs that one); `None` for a site
     /// served from a directory.
     pub deploy: Option<String>,
+    /// Among due invocations, higher is claimed first (see [`super::schema::PRIORITY_MS`]).
+    pub priority: i32,
 }
 
 impl NewInvocation {

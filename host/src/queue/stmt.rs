@@ -171,8 +171,9 @@ pub(super) fn positional(sql: &str, vals: Vec<Val>, now: i64) -> (String, Vec<Va
 /// Most parameters one PostgreSQL statement takes (the protocol's limit is 65,535).
 pub(super) const PG_MAX_PARAMS: usize = 30_000;
 
-/// The columns every row of [`pg_single`] has, NULL where a kind of row has none.
-pub(super) const PG_COLUMNS: [(&str, &str); 12] = [
+/// The columns every row of [`pg_single`] has, NULL where a kind of row has none: a claim's
+/// are [`super::schema::CLAIMED_COLUMNS`], then `claim_for`.
+pub(super) const PG_COLUMNS: [(&str, &str); 16] = [
     ("id", "text"),
     ("function", "text"),
     ("attempts", "bigint"),
@@ -184,6 +185,10 @@ pub(super) const PG_COLUMNS: [(&str, &str); 12] = [
     ("body", "bytea"),
     ("deploy", "text"),
     ("created_at", "bigint"),
+    ("suspensions", "bigint"),
+    ("wait_step", "text"),
+    ("wait_since", "bigint"),
+    ("wait_until", "bigint"),
     ("claim_for", "bigint"),
 ];
 
@@ -283,6 +288,17 @@ pub(super) fn shift_params(sql: &str, by: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_row_on_postgres_has_every_column_a_claim_reads() {
+        let claimed: Vec<&str> = super::super::schema::CLAIMED_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let single: Vec<&str> = PG_COLUMNS.iter().map(|(c, _)| *c).collect();
+        assert_eq!(single[..single.len() - 1], claimed[..]);
+        assert_eq!(single.last(), Some(&"claim_for"));
+    }
 
     #[test]
     fn a_batch_is_cut_into_chunks_padded_to_powers_of_two() {

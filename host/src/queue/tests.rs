@@ -23,6 +23,7 @@ fn invocation(id: &str, key: Option<&str>, max_attempts: u32) -> NewInvocation {
         body: br#"{"n":1}"#.to_vec(),
         max_attempts,
         deploy: None,
+        priority: 0,
     }
 }
 
@@ -960,4 +961,41 @@ async fn a_wait_recorded_after_its_event_came_is_caught_up() {
         Some(Some(b"parcel".to_vec()))
     );
     assert_eq!(q.catch_up_waits(None).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn higher_priority_is_claimed_first_and_a_point_counts_as_a_minute_waited() {
+    let (q, _dir) = queue().await;
+    let of = |id: &str, priority: i32| NewInvocation {
+        priority,
+        ..invocation(id, None, 1)
+    };
+    for id in ["low1", "low2", "low3"] {
+        q.enqueue(of(id, -5)).await.unwrap();
+    }
+    q.enqueue(of("high", 5)).await.unwrap();
+    q.enqueue(of("plain", 0)).await.unwrap();
+    let order = |n| {
+        let q = q.clone();
+        async move {
+            let claimed = q.claim("w", n, LEASE, &[]).await.unwrap();
+            claimed.into_iter().map(|c| c.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(order(1).await, ["high"]);
+    assert_eq!(order(1).await, ["plain"]);
+    // A low priority is not starved: waited longer than the range, it goes ahead of the
+    // highest priority that came after it.
+    q.enqueue(of("top", 50)).await.unwrap();
+    sqlx::query(
+        "UPDATE invocations SET run_at = run_at - 101 * 60000, priority = -50 WHERE id = 'low3'",
+    )
+    .execute(&q.pool)
+    .await
+    .unwrap();
+    assert_eq!(order(1).await, ["low3"]);
+    assert_eq!(order(1).await, ["top"]);
+    let mut rest = order(3).await;
+    rest.sort();
+    assert_eq!(rest, ["low1", "low2"]);
 }

@@ -197,7 +197,8 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
             ["7"],
             ["8"],
             ["9"],
-            ["10"]
+            ["10"],
+            ["11"]
         ]
     );
     for (table, column) in [("invocations", "body"), ("deploy_blob_chunks", "data")] {
@@ -215,7 +216,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 10);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 11);
 }
 
 #[tokio::test]
@@ -666,6 +667,15 @@ fn workflow_kill_9() {
     on_postgres(
         "steps_kill9",
         crate::workflows::sleeping_and_waiting_invocations_survive_kill_9_and_finish_once,
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (installed by .ci/run); run with --ignored"]
+fn workflow_priority() {
+    on_postgres(
+        "priority",
+        crate::workflows::with_one_slot_a_high_priority_invocation_goes_before_the_backlog,
     );
 }
 

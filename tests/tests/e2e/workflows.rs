@@ -345,3 +345,54 @@ pub(crate) async fn sleeping_and_waiting_invocations_survive_kill_9_and_finish_o
     })
     .await;
 }
+
+/// One worker slot, a backlog of low-priority work: a high-priority invocation sent after it
+/// is the next one claimed.
+#[tokio::test]
+pub(crate) async fn with_one_slot_a_high_priority_invocation_goes_before_the_backlog() {
+    let server = Server::with(&[])
+        .function_as("low-background", "guest-sleep")
+        .function_as("high-background", "guest-sleep")
+        .config(
+            "[server]\nbackground_concurrency = 1\n\
+             [functions.low-background]\npriority = -10\n\
+             [functions.high-background]\npriority = 10\n",
+        )
+        .start();
+    let mut lows = Vec::new();
+    for _ in 0..5 {
+        lows.push(accepted_id(
+            &post(
+                &server,
+                "/.netlify/functions/low-background?ms=300",
+                &[],
+                "",
+            )
+            .await,
+        ));
+    }
+    wait_state(&server, &lows[0], &["running"], Duration::from_secs(10)).await;
+    let high = accepted_id(
+        &post(
+            &server,
+            "/.netlify/functions/high-background?ms=10",
+            &[],
+            "",
+        )
+        .await,
+    );
+    let started = |s: &Value| humantime::parse_rfc3339(s["started_at"].as_str().unwrap()).unwrap();
+    let high_at =
+        started(&wait_state(&server, &high, &["succeeded"], Duration::from_secs(20)).await);
+    let mut before = 0;
+    for id in &lows {
+        let s = wait_state(&server, id, &["succeeded"], Duration::from_secs(20)).await;
+        if started(&s) < high_at {
+            before += 1;
+        }
+    }
+    assert_eq!(
+        before, 1,
+        "only the low one already running went before the high one"
+    );
+}
