@@ -220,7 +220,7 @@ pub struct NewInvocation {
     /// The deploy it was accepted under (every attempt runs that one); `None` for a site
     /// served from a directory.
     pub deploy: Option<String>,
-    /// Among due invocations, higher is claimed first (see [`super::schema::PRIORITY_MS`]).
+    /// Among due invocations, higher is claimed first (a point counts as a minute of waiting: `PRIORITY_MS` in the schema).
     pub priority: i32,
 }
 

@@ -359,7 +359,7 @@ async fn apply(
 /// attempt, a retry, the end of a sleep, or an event (or its timeout).
 pub(super) const DUE_STATES: &str = "('queued', 'retrying', 'sleeping', 'waiting')";
 
-/// The columns [`super::rows::claimed_from_row`] reads.
+/// The columns a claimed row is read from (`rows::claimed_from_row`).
 pub(super) const CLAIMED_COLUMNS: &str = "id, function, attempts, max_attempts, lease_token, method, uri, headers, body, deploy, created_at, \
      suspensions, wait_step, wait_since, wait_until";
 

@@ -1,5 +1,5 @@
 //! What the queue shows people: the status resource of an invocation, its detail view (the
-//! dashboard's), recorded steps and stored events. Built from rows in [`super::rows`].
+//! dashboard's), recorded steps and stored events. Built from rows by the `rows` module.
 
 use serde::{Deserialize, Serialize};
 
