@@ -26,10 +26,10 @@
 //! - [`config`]: fnhost.toml parsing and validation (the accepted range of every number), its
 //!   values, the one path-pattern type,
 //!   CORS policies and `_redirects` rules as read from the site.
-//! - [`body`], [`ids`], [`metrics`], [`logs`], [`tls`]: leaves every layer shares: the HTTP
-//!   body, ids, header names, the Prometheus metrics (named and recorded in one place), the
-//!   guest output kept for people (live tail, per-attempt capture), and the certificates TLS
-//!   clients trust.
+//! - [`body`], [`ids`], [`metrics`], [`logs`], [`tls`], [`workflow`]: leaves every layer
+//!   shares: the HTTP body, ids, header names, the Prometheus metrics (named and recorded in
+//!   one place), the guest output kept for people (live tail, per-attempt capture), the
+//!   certificates TLS clients trust, and durable steps' suspensions, bounds and store trait.
 
 pub mod background;
 pub mod body;

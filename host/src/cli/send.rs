@@ -32,7 +32,7 @@ pub struct SendArgs {
     token: Option<String>,
 }
 
-/// Sends the event; prints `NAME KEY: event ID, woke N invocation(s)` and their ids.
+/// Sends the event; prints `NAME KEY: event ID, woke N, started M` and the ids.
 pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let Some(token) = args.token.as_deref() else {
         bail!("send is an admin action: pass --token or set FNHOST_ADMIN_TOKEN");
@@ -68,23 +68,30 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let sent: serde_json::Value = serde_json::from_slice(&answer.body)?;
-    let woke: Vec<&str> = (sent["woke"].as_array().into_iter().flatten())
-        .filter_map(|v| v.as_str())
-        .collect();
+    let ids = |field: &str| -> Vec<String> {
+        (sent[field].as_array().into_iter().flatten())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (woke, started) = (ids("woke"), ids("started"));
     let repeat = if sent["new"] == false {
         " (a repeat: nothing new)"
     } else {
         ""
     };
     println!(
-        "{} {}: event {}{repeat}, woke {} invocation(s)",
+        "{} {}: event {}{repeat}, woke {}, started {}",
         args.name,
         args.key,
         sent["id"].as_str().unwrap_or("?"),
-        woke.len()
+        woke.len(),
+        started.len()
     );
     for id in woke {
-        println!("{id}");
+        println!("woke {id}");
+    }
+    for id in started {
+        println!("started {id}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -253,6 +253,9 @@ pub struct FunctionConfig {
     /// Among due background invocations, higher first: each point counts as a minute of
     /// waiting (−50 to +50) [default 0].
     pub priority: Option<i32>,
+    /// Events (`POST /.fnhost/events/NAME`) that start this background function: one
+    /// invocation per event, its payload as the body [default: none].
+    pub events: Option<Vec<String>>,
     /// `[functions.NAME.cors]`: merged key by key over `[cors]`.
     pub cors: Option<CorsConfig>,
     /// When the function runs on its own (cron in UTC, or `@daily` and the like).

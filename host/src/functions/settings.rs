@@ -106,6 +106,8 @@ pub struct Settings {
     pub max_event_age: Option<Duration>,
     /// Among due background invocations, higher first (a point counts as a minute waited).
     pub priority: i32,
+    /// Events that start it (background functions only).
+    pub events: Vec<String>,
 }
 
 /// Who may read a function's background results (`status`, `invoke_token`).
@@ -152,6 +154,7 @@ pub fn resolve(
         rate_limit: from.rate_limit()?,
         max_event_age: from.max_event_age(mode)?,
         priority: from.table.priority.or(from.site.priority).unwrap_or(0),
+        events: from.events(mode)?,
     })
 }
 
@@ -324,6 +327,29 @@ impl Sources<'_> {
         };
         limit.check("config export: rate-limit")?;
         Ok(Some(limit))
+    }
+
+    /// The events that start the function: a background function's only, each a name an
+    /// event can have.
+    fn events(&self, mode: Mode) -> Result<Vec<String>, String> {
+        let events = self.table.events.clone().unwrap_or_default();
+        if !events.is_empty() && mode == Mode::Sync {
+            return Err(format!(
+                "functions.{}.events: only a background function is started by events; this \
+                 one is sync",
+                self.name
+            ));
+        }
+        if let Some(bad) =
+            (events.iter()).find(|e| e.is_empty() || e.len() > 256 || e.contains(['/', '?', '#']))
+        {
+            return Err(format!(
+                "functions.{}.events: {bad:?} is not an event name (1 to 256 bytes, no '/', \
+                 '?' or '#')",
+                self.name
+            ));
+        }
+        Ok(events)
     }
 
     /// The event age: only a background function waits in the queue. Set for one function
@@ -528,6 +554,31 @@ mod tests {
         assert!(
             err.contains("functions.c.concurrency = 0 is out of range"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn events_and_priority_are_for_background_functions_and_checked() {
+        let toml = "[defaults]\npriority = 3\n[functions.b-background]\nevents = [\"order.paid\"]\n\
+                    priority = -7\n[functions.s]\nevents = [\"x\"]\n\
+                    [functions.bad-background]\nevents = [\"a/b\"]\n";
+        let of = |name: &str| merge(name, &Declared::default(), toml);
+        let b = of("b-background").unwrap();
+        assert_eq!((b.events, b.priority), (vec!["order.paid".to_string()], -7));
+        assert_eq!(of("c-background").unwrap().priority, 3);
+        let e = of("s").unwrap_err();
+        assert!(
+            e.contains("functions.s.events: only a background function"),
+            "{e}"
+        );
+        let e = of("bad-background").unwrap_err();
+        assert!(e.contains("\"a/b\" is not an event name"), "{e}");
+        let e = Config::from_str("[defaults]\npriority = 51\n", Path::new("fnhost.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("defaults.priority = 51 is out of range: accepted from -50 to 50"),
+            "{e}"
         );
     }
 

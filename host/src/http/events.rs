@@ -1,9 +1,10 @@
 //! `/.fnhost/events`: events that wake waiting background invocations
-//! (`fnhost:function/steps.wait-for-event`). The admin token sends and reads them.
+//! (`fnhost:function/steps.wait-for-event`) and start the functions subscribed to them
+//! (`events = [...]`). The admin token sends and reads them.
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /.fnhost/events/NAME?key=KEY` (body: the payload) | `201` stored, with the invocations it woke; `200` a repeated `Idempotency-Key` (nothing new) |
+//! | `POST /.fnhost/events/NAME?key=KEY[&priority=N]` (body: the payload) | `201` stored, with the invocations it woke and those it started; `200` a repeated `Idempotency-Key` (nothing new) |
 //! | `GET /.fnhost/events/ID` | `200` the event: name, key, size, when, what it woke |
 
 use http::{Method, Request, Response, StatusCode};
@@ -14,7 +15,9 @@ use super::deploys::Incoming;
 use super::dispatch::read_body;
 use super::error::{ApiError, json, queue_error};
 use crate::body::Body;
-use crate::queue::NewEvent;
+use crate::functions::FunctionTable;
+use crate::ids::new_id;
+use crate::queue::{NewEvent, NewInvocation};
 
 /// The longest event name and key.
 pub const MAX_NAME: usize = 256;
@@ -59,15 +62,28 @@ async fn send<B: Incoming>(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     checked("key", &key)?;
+    let priority = match params.iter().find(|(k, _)| k == "priority") {
+        Some((_, p)) => Some(
+            (p.parse::<i32>().ok())
+                .filter(|p| (-50..=50).contains(p))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("priority {p:?}: a whole number from -50 to 50"))
+                })?,
+        ),
+        None => None,
+    };
     let idempotency_key = (req.headers().get("idempotency-key"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let req = read_body(req, crate::workflow::MAX_STEP_SIZE, app.body_timeout).await?;
+    let payload = req.into_body().to_vec();
+    let starts = subscribers(&app.table.current(), (&name, &key), &payload, priority);
     let event = NewEvent {
         name,
         key,
-        payload: req.into_body().to_vec(),
+        payload,
         idempotency_key,
+        starts,
     };
     let sent = (app.queue.send_event(event).await).map_err(|e| queue_error("/events", e))?;
     crate::metrics::event(sent.new, sent.woke.len());
@@ -77,6 +93,36 @@ async fn send<B: Incoming>(
         StatusCode::OK
     };
     Ok(json(status, &sent))
+}
+
+/// One invocation for each function subscribed to event `name` (`events = [...]`): a `POST`
+/// of the payload to its own path, with the event's name and key as `fnhost-event-*`
+/// headers, at `priority` if the sender gave one, else the function's.
+fn subscribers(
+    table: &FunctionTable,
+    (name, key): (&str, &str),
+    payload: &[u8],
+    priority: Option<i32>,
+) -> Vec<NewInvocation> {
+    (table.functions.iter())
+        .filter(|f| f.settings.events.iter().any(|e| e == name))
+        .map(|f| NewInvocation {
+            id: new_id(),
+            function: f.name.clone(),
+            dedup: None,
+            method: "POST".into(),
+            uri: format!("/.netlify/functions/{}", f.name),
+            headers: vec![
+                ("content-type".into(), "application/octet-stream".into()),
+                ("fnhost-event-name".into(), name.to_string()),
+                ("fnhost-event-key".into(), key.to_string()),
+            ],
+            body: payload.to_vec(),
+            max_attempts: u32::try_from(f.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
+            deploy: f.deploy.as_deref().map(str::to_string),
+            priority: priority.unwrap_or(f.settings.priority),
+        })
+        .collect()
 }
 
 async fn show(app: &App, id: &str) -> Result<Response<Body>, ApiError> {

@@ -237,6 +237,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     "#,
         "",
     ),
+    // Functions started by an event (`events = [...]`): one invocation per subscriber and
+    // event (unique), and the event keeps the ids it started.
+    (
+        12,
+        r#"
+    ALTER TABLE invocations ADD COLUMN event_id TEXT;
+    CREATE UNIQUE INDEX invocations_event ON invocations (function, event_id)
+        WHERE event_id IS NOT NULL;
+    ALTER TABLE events ADD COLUMN started TEXT NOT NULL DEFAULT '[]';
+    "#,
+        "",
+    ),
 ];
 
 /// What one point of priority is worth in the claim order: a minute of waiting. Among due

@@ -32,6 +32,9 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
     /// A sender's `Idempotency-Key`: the same key again stores and wakes nothing.
     pub idempotency_key: Option<String>,
+    /// One invocation per function it starts (`events = [...]`), stored with it; each gets
+    /// the event's id as its `fnhost-event-id` header.
+    pub starts: Vec<super::NewInvocation>,
 }
 
 /// What sending an event did.
@@ -43,6 +46,8 @@ pub struct EventSent {
     pub new: bool,
     /// The invocations it woke.
     pub woke: Vec<String>,
+    /// The invocations it started (functions subscribed to it).
+    pub started: Vec<String>,
 }
 
 impl Queue {
@@ -156,26 +161,71 @@ impl Queue {
         let woke = self
             .wake(&mut tx, (&event.name, &event.key), &event.payload)
             .await?;
-        sqlx::query("UPDATE events SET woke = $1 WHERE id = $2")
+        let started = self.start_subscribers(&mut tx, &id, event.starts).await?;
+        sqlx::query("UPDATE events SET woke = $1, started = $2 WHERE id = $3")
             .bind(serde_json::to_string(&woke).unwrap_or_default())
+            .bind(serde_json::to_string(&started).unwrap_or_default())
             .bind(id.clone())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        if !woke.is_empty() {
+        if !woke.is_empty() || !started.is_empty() {
             self.announce().await;
         }
         Ok(EventSent {
             id,
             new: true,
             woke,
+            started,
         })
+    }
+
+    /// Stores one invocation per subscriber of event `event_id` (unique per function and
+    /// event); their ids.
+    async fn start_subscribers(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        event_id: &str,
+        starts: Vec<super::NewInvocation>,
+    ) -> Result<Vec<String>> {
+        let sql = self.sql(
+            "INSERT INTO invocations (id, function, event_id, state, method, uri, headers, body, \
+             max_attempts, deploy, priority, created_at, run_at) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $now, $now) \
+             ON CONFLICT DO NOTHING",
+        );
+        let mut started = Vec::with_capacity(starts.len());
+        for mut inv in starts {
+            inv.headers
+                .push(("fnhost-event-id".to_string(), event_id.to_string()));
+            let query = sqlx::query(&sql)
+                .bind(inv.id.clone())
+                .bind(inv.function)
+                .bind(event_id.to_string())
+                .bind(inv.method)
+                .bind(inv.uri)
+                .bind(serde_json::to_string(&inv.headers).unwrap_or_default())
+                .bind(inv.body)
+                .bind(i64::from(inv.max_attempts))
+                .bind(inv.deploy)
+                .bind(i64::from(inv.priority));
+            if self
+                .now(query, now_ms())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                == 1
+            {
+                started.push(inv.id);
+            }
+        }
+        Ok(started)
     }
 
     /// The stored event `id`, if any.
     pub async fn event(&self, id: &str) -> Result<Option<EventView>> {
         let row = sqlx::query(
-            "SELECT id, name, key, LENGTH(payload) AS size, received_at, woke FROM events WHERE id = $1",
+            "SELECT id, name, key, LENGTH(payload) AS size, received_at, woke, started FROM events WHERE id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -188,6 +238,8 @@ impl Queue {
                 size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
                 received_at: rows::rfc3339(r.try_get("received_at")?),
                 woke: serde_json::from_str(&r.try_get::<String, _>("woke")?).unwrap_or_default(),
+                started: serde_json::from_str(&r.try_get::<String, _>("started")?)
+                    .unwrap_or_default(),
             })
         })
         .transpose()
@@ -195,16 +247,19 @@ impl Queue {
 
     /// The event an idempotency key stored before, with what it woke then.
     async fn earlier_event(&self, event: &NewEvent) -> Result<EventSent> {
-        let row =
-            sqlx::query("SELECT id, woke FROM events WHERE name = $1 AND idempotency_key = $2")
-                .bind(event.name.clone())
-                .bind(event.idempotency_key.clone())
-                .fetch_one(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, woke, started FROM events WHERE name = $1 AND idempotency_key = $2",
+        )
+        .bind(event.name.clone())
+        .bind(event.idempotency_key.clone())
+        .fetch_one(&self.pool)
+        .await?;
         Ok(EventSent {
             id: row.try_get("id")?,
             new: false,
             woke: serde_json::from_str(&row.try_get::<String, _>("woke")?).unwrap_or_default(),
+            started: serde_json::from_str(&row.try_get::<String, _>("started")?)
+                .unwrap_or_default(),
         })
     }
 

@@ -906,6 +906,7 @@ async fn an_event_wakes_each_invocation_waiting_for_its_key_once() {
         key: key.into(),
         payload: b"yes".to_vec(),
         idempotency_key: idem.map(str::to_string),
+        starts: Vec::new(),
     };
     let sent = q.send_event(event("k1", Some("i"))).await.unwrap();
     assert_eq!(
@@ -946,6 +947,7 @@ async fn a_wait_recorded_after_its_event_came_is_caught_up() {
         key: "o1".into(),
         payload: b"parcel".to_vec(),
         idempotency_key: None,
+        starts: Vec::new(),
     };
     // Sent while the attempt that begins the wait still runs: nothing waits yet.
     assert!(q.send_event(early).await.unwrap().woke.is_empty());

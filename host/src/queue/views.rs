@@ -83,6 +83,8 @@ pub struct EventView {
     pub received_at: String,
     /// The invocations it woke.
     pub woke: Vec<String>,
+    /// The invocations it started (functions subscribed to it).
+    pub started: Vec<String>,
 }
 
 /// One recorded step, for the status resource.

@@ -687,9 +687,11 @@ async fn two_nodes_wake_each_of_200_waits_exactly_once() {
     const N: usize = 200;
     let db = database("events");
     let config = crate::workflows::config("127.0.0.1:9".parse().unwrap());
+    let config = format!("{config}[functions.audit-background]\nevents = [\"paid\"]\n");
     let node = || {
         Server::with(&[])
             .function_as("steps-background", "guest-steps")
+            .function_as("audit-background", "echo")
             .config(&config)
             .queue(&db.url)
     };
@@ -746,6 +748,12 @@ async fn two_nodes_wake_each_of_200_waits_exactly_once() {
         let runs: usize = nodes.iter().map(|n| n.count_log(&["steps run", id])).sum();
         assert_eq!(runs, 2, "{id}: the waiting run and the woken one");
     }
+    // Every send was a new event: each started the subscriber once.
+    let audits = "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM invocations WHERE function = 'audit-background'";
+    assert_eq!(
+        db.query(audits),
+        [[(2 * N).to_string(), (2 * N).to_string()]]
+    );
 }
 
 /// Two nodes on one PostgreSQL, a schedule every second: each tick is one invocation (unique

@@ -322,13 +322,20 @@ pub(crate) async fn sleeping_and_waiting_invocations_survive_kill_9_and_finish_o
     server.kill9();
 
     let server = start();
-    let sent = send_event(&server, "shipped", "o1", "parcel", &[]).await;
-    assert_eq!(
-        sent.json()["woke"],
-        serde_json::json!([waiter]),
-        "{}",
-        sent.text()
+    // Sent with the CLI: `fnhost send NAME --key KEY --data PAYLOAD`.
+    let out = std::process::Command::new(crate::support::fnhost_bin())
+        .args(["send", "shipped", "--key", "o1", "--data", "parcel"])
+        .args(["--url", &server.url(""), "--token", "t0ken"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("woke 1, started 0"), "{stdout}");
+    assert!(stdout.contains(&format!("woke {waiter}")), "{stdout}");
     let s = wait_state(&server, &waiter, &["succeeded"], Duration::from_secs(15)).await;
     assert_eq!(s["result"]["body"], format!("steps got parcel {waiter}"));
     wait_state(&server, &sleeper, &["succeeded"], Duration::from_secs(15)).await;
@@ -394,5 +401,51 @@ pub(crate) async fn with_one_slot_a_high_priority_invocation_goes_before_the_bac
     assert_eq!(
         before, 1,
         "only the low one already running went before the high one"
+    );
+}
+
+/// A function subscribed to an event (`events = [...]`) gets one durable invocation per event,
+/// the payload as its body and the event in `fnhost-event-*` headers; a repeated send (same
+/// `Idempotency-Key`) starts nothing new.
+#[tokio::test]
+pub(crate) async fn an_event_starts_each_subscribed_function_once() {
+    let server = Server::with(&[])
+        .function_as("audit-background", "echo")
+        .function_as("mail-background", "echo")
+        .function_as("other-background", "echo")
+        .config(
+            "[server]\nadmin_token = \"t0ken\"\n\
+             [functions.audit-background]\nevents = [\"order.created\"]\n\
+             [functions.mail-background]\nevents = [\"order.created\", \"order.paid\"]\n\
+             [functions.other-background]\nevents = [\"order.paid\"]\n",
+        )
+        .start();
+    let headers = [("idempotency-key", "send-1")];
+    let sent = send_event(&server, "order.created", "o-7", "{\"order\":7}", &headers).await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let started: Vec<String> = (sent.json()["started"].as_array().unwrap().iter())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started.len(), 2, "audit and mail: {}", sent.text());
+    let mut functions = Vec::new();
+    for id in &started {
+        let s = wait_state(&server, id, &["succeeded"], Duration::from_secs(15)).await;
+        functions.push(s["function"].as_str().unwrap().to_string());
+        let echoed: Value = serde_json::from_str(s["result"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(echoed["body"], "{\"order\":7}", "{echoed}");
+        assert_eq!(echoed["headers"]["fnhost-event-name"], "order.created");
+        assert_eq!(echoed["headers"]["fnhost-event-key"], "o-7");
+        assert_eq!(echoed["headers"]["fnhost-event-id"], sent.json()["id"]);
+    }
+    functions.sort();
+    assert_eq!(functions, ["audit-background", "mail-background"]);
+    let again = send_event(&server, "order.created", "o-7", "{\"order\":7}", &headers).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["started"], sent.json()["started"]);
+    let all = crate::support::admin_list(&server).await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "nothing new started: {all}"
     );
 }
