@@ -487,7 +487,8 @@ fn build_app(
     let body_timeout = server.body_timeout.map_or(defaults::BODY_TIMEOUT, |d| d.0);
     let sync_cap = opts.caps().0;
     let auth = crate::http::auth::Auth::new(server.admin_token.clone())
-        .with_deploy_token(server.deploy_token.clone());
+        .with_deploy_token(server.deploy_token.clone())
+        .with_event_tokens(server.event_tokens.clone());
     let app = App::new(engine, table, queue, auth, sync_cap, body_timeout, shutdown);
     let trusted = (server.trusted_proxies.iter()).map(|p| p.0).collect();
     Ok(app

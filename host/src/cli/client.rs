@@ -68,6 +68,25 @@ pub async fn send(call: Call<'_>) -> anyhow::Result<Answer> {
     exchange(call, body).await
 }
 
+/// [`send`] on a runtime of its own, for a command that makes one call: the answer when it
+/// is a success, else `None` after printing `error: URL answered STATUS: BODY`.
+pub fn send_or_report(call: Call<'_>) -> anyhow::Result<Option<Answer>> {
+    let url = call.url.to_string();
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(send(call))?;
+    if answer.status.is_success() {
+        return Ok(Some(answer));
+    }
+    eprintln!(
+        "error: {url} answered {}: {}",
+        answer.status,
+        answer.text().trim()
+    );
+    Ok(None)
+}
+
 /// [`send`] with the file at `path` as the body, streamed in 64 KB pieces: never held whole.
 pub async fn send_file(call: Call<'_>, path: &std::path::Path) -> anyhow::Result<Answer> {
     use tokio::io::AsyncReadExt as _;

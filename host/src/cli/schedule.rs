@@ -56,21 +56,13 @@ pub fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
         Action::Next { name, count } => (http::Method::GET, format!("{name}/schedule?n={count}")),
     };
     let url = format!("{base}{API_PREFIX}/functions/{url}");
-    let answer = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(client::send(Call {
-            method,
-            ..Call::get(&url, Some(token))
-        }))?;
-    if !answer.status.is_success() {
-        eprintln!(
-            "error: {url} answered {}: {}",
-            answer.status,
-            answer.text().trim()
-        );
+    let call = Call {
+        method,
+        ..Call::get(&url, Some(token))
+    };
+    let Some(answer) = client::send_or_report(call)? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     match &args.action {
         Action::Run { name } => {
             let id = answer.headers.get("fnhost-invocation-id");

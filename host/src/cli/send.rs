@@ -50,23 +50,15 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             http::HeaderValue::from_str(k)?,
         ));
     }
-    let answer = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(client::send(Call {
-            method: http::Method::POST,
-            headers,
-            body: Payload::parse(&args.data).read()?,
-            ..Call::get(&url, Some(token))
-        }))?;
-    if !answer.status.is_success() {
-        eprintln!(
-            "error: {url} answered {}: {}",
-            answer.status,
-            answer.text().trim()
-        );
+    let call = Call {
+        method: http::Method::POST,
+        headers,
+        body: Payload::parse(&args.data).read()?,
+        ..Call::get(&url, Some(token))
+    };
+    let Some(answer) = client::send_or_report(call)? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let sent: serde_json::Value = serde_json::from_slice(&answer.body)?;
     let ids = |field: &str| -> Vec<String> {
         (sent[field].as_array().into_iter().flatten())

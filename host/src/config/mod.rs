@@ -167,6 +167,10 @@ pub struct ServerConfig {
     pub deployed: Option<bool>,
     /// A bearer token that may create and publish deploys (besides the admin token).
     pub deploy_token: Option<String>,
+    /// Per event name, a bearer token that may send that event (`POST /.fnhost/events/NAME`)
+    /// and nothing else, besides the admin token.
+    #[serde(default)]
+    pub event_tokens: BTreeMap<String, String>,
     /// Largest deploy accepted: all its new components together.
     pub max_deploy: Option<ByteSize>,
     /// Largest component accepted in a deploy.

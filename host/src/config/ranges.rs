@@ -194,6 +194,9 @@ pub fn server(config: &Config) -> Result<(), String> {
     if let Some(token) = &s.deploy_token {
         secret("server.deploy_token", token)?;
     }
+    for (event, token) in &s.event_tokens {
+        secret(&format!("server.event_tokens.{event:?}"), token)?;
+    }
     bytes("server.max_deploy", s.max_deploy, bounds::MAX_DEPLOY)?;
     bytes(
         "server.max_component",

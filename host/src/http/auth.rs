@@ -8,10 +8,12 @@ use crate::functions::Access;
 
 use super::error::ApiError;
 
-/// The admin token and the deploy token, if configured.
+/// The admin token, the deploy token and the event tokens, if configured.
 pub struct Auth {
     admin_token: Option<String>,
     deploy_token: Option<String>,
+    /// Per event name, a token that may send it.
+    event_tokens: std::collections::BTreeMap<String, String>,
 }
 
 impl Auth {
@@ -20,6 +22,27 @@ impl Auth {
         Auth {
             admin_token,
             deploy_token: None,
+            event_tokens: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Adds, per event name, a token that may send that event (and nothing else).
+    pub fn with_event_tokens(mut self, tokens: std::collections::BTreeMap<String, String>) -> Auth {
+        self.event_tokens = tokens;
+        self
+    }
+
+    /// Whether the request may send event `name`: the admin token or that event's token.
+    /// `Err` when neither is configured or the token is wrong.
+    pub fn event_sender(&self, name: &str, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let own = self.event_tokens.get(name).map(String::as_str);
+        if self.admin_token.is_none() && own.is_none() {
+            return Err(ApiError::AdminOff);
+        }
+        if bears_one_of(headers, [self.admin_token.as_deref(), own]) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
         }
     }
 

@@ -1,10 +1,11 @@
 //! `/.fnhost/events`: events that wake waiting background invocations
 //! (`fnhost:function/steps.wait-for-event`) and start the functions subscribed to them
-//! (`events = [...]`). The admin token sends and reads them.
+//! (`events = [...]`). The admin token sends and reads them; `server.event_tokens` names a
+//! token per event that may send that event only.
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /.fnhost/events/NAME?key=KEY[&priority=N]` (body: the payload) | `201` stored, with the invocations it woke and those it started; `200` a repeated `Idempotency-Key` (nothing new) |
+//! | `POST /.fnhost/events/NAME?key=KEY` or `?key_from=/json/pointer` (`&priority=N`; body: the payload) | `201` stored, with the invocations it woke and those it started; `200` a repeated `Idempotency-Key` (nothing new) |
 //! | `GET /.fnhost/events/ID` | `200` the event: name, key, size, when, what it woke |
 
 use http::{Method, Request, Response, StatusCode};
@@ -28,11 +29,17 @@ pub async fn handle<B: Incoming>(
     req: Request<B>,
     rest: &str,
 ) -> Result<Response<Body>, ApiError> {
-    app.auth.admin(req.headers())?;
     let name = rest.trim_start_matches('/');
     match (req.method(), name) {
-        (&Method::POST, name) if !name.is_empty() => send(app, req, decode(name)).await,
-        (&Method::GET, id) if !id.is_empty() => show(app, id).await,
+        (&Method::POST, name) if !name.is_empty() => {
+            let name = decode(name);
+            app.auth.event_sender(&name, req.headers())?;
+            send(app, req, name).await
+        }
+        (&Method::GET, id) if !id.is_empty() => {
+            app.auth.admin(req.headers())?;
+            show(app, id).await
+        }
         _ => Err(ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             allow: vec!["POST".into(), "GET".into()],
@@ -57,13 +64,13 @@ async fn send<B: Incoming>(
 ) -> Result<Response<Body>, ApiError> {
     checked("name", &name)?;
     let params = parse_query(req.uri().query().unwrap_or(""));
-    let key = (params.iter())
-        .find(|(k, _)| k == "key")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    checked("key", &key)?;
-    let priority = match params.iter().find(|(k, _)| k == "priority") {
-        Some((_, p)) => Some(
+    let param = |name: &str| {
+        (params.iter())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let priority = match param("priority") {
+        Some(p) => Some(
             (p.parse::<i32>().ok())
                 .filter(|p| (-50..=50).contains(p))
                 .ok_or_else(|| {
@@ -77,6 +84,11 @@ async fn send<B: Incoming>(
         .map(str::to_string);
     let req = read_body(req, crate::workflow::MAX_STEP_SIZE, app.body_timeout).await?;
     let payload = req.into_body().to_vec();
+    let key = match param("key_from") {
+        Some(pointer) => key_from(&payload, &pointer)?,
+        None => param("key").unwrap_or_default(),
+    };
+    checked("key", &key)?;
     let starts = subscribers(&app.table.current(), (&name, &key), &payload, priority);
     let event = NewEvent {
         name,
@@ -93,6 +105,22 @@ async fn send<B: Incoming>(
         StatusCode::OK
     };
     Ok(json(status, &sent))
+}
+
+/// The key an event's JSON payload holds at `pointer` (RFC 6901, `/order/id`): a string, or a
+/// number or boolean as written.
+fn key_from(payload: &[u8], pointer: &str) -> Result<String, ApiError> {
+    let refused = |why: &str| ApiError::BadRequest(format!("key_from={pointer:?}: {why}"));
+    let json: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|_| refused("the payload is not JSON"))?;
+    match json.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Ok(v.to_string()),
+        Some(_) => Err(refused(
+            "the value there is not a string, number or boolean",
+        )),
+        None => Err(refused("the payload has no value there")),
+    }
 }
 
 /// One invocation for each function subscribed to event `name` (`events = [...]`): a `POST`

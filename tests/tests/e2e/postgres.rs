@@ -198,7 +198,8 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
             ["8"],
             ["9"],
             ["10"],
-            ["11"]
+            ["11"],
+            ["12"]
         ]
     );
     for (table, column) in [("invocations", "body"), ("deploy_blob_chunks", "data")] {
@@ -216,7 +217,7 @@ async fn nodes_starting_together_migrate_once_and_report_synchronous_commit() {
     // A restart finds the schema current and applies nothing.
     drop(nodes);
     let _again = node(&db, "").start();
-    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 11);
+    assert_eq!(db.int("SELECT COUNT(*) FROM fnhost_schema"), 12);
 }
 
 #[tokio::test]

@@ -99,6 +99,14 @@ pub(crate) async fn send_event(
     send("POST", &url, &headers, payload.to_string()).await
 }
 
+/// How each run of invocation `id` ended, oldest first (the detail view's timeline).
+async fn timeline(server: &Server, id: &str) -> Vec<String> {
+    let detail = crate::support::admin_detail(server, id).await;
+    (detail["attempts"].as_array().unwrap().iter())
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The sum of `name`'s samples whose labels contain `label` (the series must exist).
 async fn metric(server: &Server, name: &str, label: &str) -> f64 {
     let reply = send("GET", &server.url("/.fnhost/metrics"), &[ADMIN], "").await;
@@ -133,11 +141,7 @@ pub(crate) async fn steps_recorded_before_a_failure_are_not_done_again_on_the_re
     assert_eq!(upstream.calls("one").len(), 1);
     assert_eq!(upstream.calls("two").len(), 1);
     assert_eq!(upstream.calls("three").len(), 1);
-    let detail = crate::support::admin_detail(&server, &id).await;
-    let outcomes: Vec<&str> = (detail["attempts"].as_array().unwrap().iter())
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["failed", "succeeded"], "{detail}");
+    assert_eq!(timeline(&server, &id).await, ["failed", "succeeded"]);
 }
 
 #[tokio::test]
@@ -186,11 +190,7 @@ pub(crate) async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_fi
     );
     assert_eq!(server.count_log(&["steps run", &id]), 2);
     // The timeline: the run that slept, the run that finished.
-    let detail = crate::support::admin_detail(&server, &id).await;
-    let outcomes: Vec<&str> = (detail["attempts"].as_array().unwrap().iter())
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["sleeping", "succeeded"], "{detail}");
+    assert_eq!(timeline(&server, &id).await, ["sleeping", "succeeded"]);
 }
 
 #[tokio::test]
@@ -448,4 +448,116 @@ pub(crate) async fn an_event_starts_each_subscribed_function_once() {
         2,
         "nothing new started: {all}"
     );
+}
+
+/// `server.event_tokens`: a token sends its own event and nothing else; `?key_from=` takes the
+/// key from the JSON payload.
+#[tokio::test]
+async fn an_event_token_sends_its_event_only_and_a_key_can_come_from_the_payload() {
+    let upstream = Upstream::start().await;
+    // `event_tokens` goes in [server], before [defaults].
+    let config = config(upstream.addr).replacen(
+        "[defaults]",
+        "event_tokens = { \"order.approved\" = \"appr0ve\" }\n[defaults]",
+        1,
+    );
+    let server = Server::with(&[])
+        .function_as("steps-background", "guest-steps")
+        .config(&config)
+        .start();
+    let id = start_run(
+        &server,
+        "op=wait&event=order.approved&key=o-3&timeout_ms=60000",
+    )
+    .await;
+    wait_state(&server, &id, &["waiting"], Duration::from_secs(10)).await;
+    let token = ("authorization", "Bearer appr0ve");
+    let post = |path: &str, body: &str| {
+        let url = server.url(path);
+        let body = body.to_string();
+        async move { send("POST", &url, &[token], body).await }
+    };
+    // The token opens no other event and no admin endpoint.
+    assert_eq!(
+        post("/.fnhost/events/order.paid?key=o-3", "x").await.status,
+        401
+    );
+    let list = send("GET", &server.url("/.fnhost/invocations"), &[token], "").await;
+    assert_eq!(list.status, 401, "{}", list.text());
+    // A key the payload does not hold is refused, naming the pointer.
+    let missing = post("/.fnhost/events/order.approved?key_from=/order/id", "{}").await;
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert!(missing.text().contains("/order/id"), "{}", missing.text());
+    let sent = post(
+        "/.fnhost/events/order.approved?key_from=/order/id",
+        "{\"order\": {\"id\": \"o-3\"}}",
+    )
+    .await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    assert_eq!(sent.json()["woke"], serde_json::json!([id]));
+    let s = wait_state(&server, &id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(
+        s["result"]["body"],
+        format!("steps got {{\"order\": {{\"id\": \"o-3\"}}}} {id}")
+    );
+}
+
+/// `kill -9` while a step's work is under way (its call to the upstream unanswered): after the
+/// restart the step runs again — its side effect is at-least-once until `put` commits — and
+/// its result is recorded once; the invocation completes.
+#[tokio::test]
+pub(crate) async fn kill_9_mid_step_runs_the_step_again_and_records_it_once() {
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = calls.clone();
+    let addr = serve_http(Arc::new(move |req: http::Request<_>| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let path = req.uri().path().trim_start_matches('/').to_string();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(path.clone());
+                seen.len() == 1
+            };
+            if first {
+                // The first call hangs: the host is killed while it waits.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            http::Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("{path}-ok")))))
+        })
+    }))
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::with(&[])
+            .function_as("steps-background", "guest-steps")
+            .config(&config(addr))
+            .data_dir(data.path())
+            .start()
+    };
+    let mut server = start();
+    let id = start_run(&server, &format!("op=sleep&ms=1500&upstream=http://{addr}")).await;
+    wait_until(
+        "the first step's call",
+        Duration::from_secs(10),
+        async || {
+            if calls.lock().unwrap().len() == 1 {
+                Ok(())
+            } else {
+                Err(calls.lock().unwrap().join(", "))
+            }
+        },
+    )
+    .await;
+    server.kill9();
+    let server = start();
+    let s = wait_state(&server, &id, &["succeeded"], Duration::from_secs(20)).await;
+    assert_eq!(
+        s["result"]["body"], "before=before-ok,after=after-ok",
+        "{s}"
+    );
+    assert_eq!(*calls.lock().unwrap(), ["before", "before", "after"]);
+    let steps: Vec<&str> = (s["steps"].as_array().unwrap().iter())
+        .map(|st| st["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["before", "nap", "after"], "{s}");
 }
