@@ -13,7 +13,9 @@
 (function () {
   // --- pure view logic -------------------------------------------------------------------------
 
-  const STATES = ['queued', 'running', 'retrying', 'succeeded', 'dead', 'cancelled', 'expired'];
+  const STATES = ['queued', 'running', 'retrying', 'sleeping', 'waiting', 'succeeded', 'dead', 'cancelled', 'expired'];
+  /** A run that ended one of these slept or waited (durable steps): it runs again later. */
+  const SUSPENDED = ['sleeping', 'waiting'];
   const FINAL = ['succeeded', 'dead', 'cancelled', 'expired'];
 
   /** `1234` → `1.23 s`; null → `–`. Milliseconds in, a short human reading out. */
@@ -103,6 +105,8 @@
       case 'retrying':
         return ['run-now', 'cancel'];
       case 'queued':
+      case 'sleeping':
+      case 'waiting':
         return ['cancel'];
       default:
         return [];
@@ -136,6 +140,13 @@
       }
       out.push({ state: 'running', at: a.started_at, note: `attempt ${a.attempt}` });
       if (!a.finished_at) return;
+      if (SUSPENDED.includes(a.outcome)) {
+        // Slept or waited (no attempt spent): it runs again from the top when due.
+        const entry = { state: a.outcome, at: a.finished_at, note: a.error || a.outcome };
+        if (last && status.state === a.outcome) entry.next = status.next_attempt_at || null;
+        out.push(entry);
+        return;
+      }
       if (a.outcome === 'succeeded') {
         out.push({ state: 'succeeded', at: a.finished_at, note: `attempt ${a.attempt} succeeded` });
         return;
@@ -253,6 +264,8 @@
         return c.function
           ? `no output from ${c.function} yet: what it prints to stdout or stderr appears here as it runs`
           : 'no output yet: what functions print to stdout or stderr appears here as they run';
+      case 'steps':
+        return 'no durable steps recorded (fnhost:function/steps)';
       case 'attempts':
         return 'no attempts yet: it is waiting for a worker';
       case 'deliveries':
@@ -298,7 +311,7 @@
   };
 
   const logic = {
-    STATES, FINAL, ACTIONS, formatDuration, formatBytes, formatTime, relativeTime, between,
+    STATES, FINAL, SUSPENDED, ACTIONS, formatDuration, formatBytes, formatTime, relativeTime, between,
     functionMode, actionsFor, scheduleActionsFor, SCHEDULE_ACTIONS, buildTimeline, parseFragment, parseRoute, routePath,
     invocationsUrl, emptyMessage, routesLine, appendCapped, newIds,
   };
@@ -658,6 +671,8 @@
       h('dt', {}, 'Started'), h('dd', {}, timeEl(s.started_at)),
       h('dt', {}, 'Finished'), h('dd', {}, timeEl(s.finished_at)),
       s.next_attempt_at ? [h('dt', {}, 'Next attempt'), h('dd', {}, timeEl(s.next_attempt_at))] : null,
+      s.waiting_for ? [h('dt', {}, 'Waiting for'), h('dd', { id: 'waiting-for' }, 'event ', h('code', {}, s.waiting_for.event),
+        ' with key ', h('code', {}, s.waiting_for.key), ' (step ', h('code', {}, s.waiting_for.step), ') until ', timeEl(s.waiting_for.until))] : null,
       s.last_error ? [h('dt', {}, 'Last error'), h('dd', { class: 'error' }, s.last_error)] : null);
 
     const timeline = h('ol', { class: 'timeline', id: 'timeline' }, buildTimeline(s, d.attempts).map((e) =>
@@ -671,6 +686,11 @@
         td('Outcome', a.outcome ? stateBadge(a.outcome) : h('span', { class: 'muted' }, 'running')),
         td('Error', a.error ? h('span', { class: 'error' }, a.error) : h('span', { class: 'muted' }, '–')))))
       : empty(emptyMessage('attempts'));
+
+    const steps = s.steps && s.steps.length
+      ? table('list', ['Step', 'Recorded', 'Size'], s.steps.map((st) => h('tr', { 'data-step': st.name },
+        td('Step', h('code', {}, st.name)), td('Recorded', timeEl(st.at)), td('Size', formatBytes(st.size)))))
+      : empty(emptyMessage('steps'));
 
     const result = s.result
       ? [h('p', {}, 'Status ', h('b', {}, String(s.result.status))), headersTable(s.result.headers),
@@ -695,6 +715,7 @@
     return [
       h('div', { class: 'grid' }, section('Summary', summary), section('Timeline', timeline)),
       h('section', { class: 'panel', id: 'attempts' }, h('h2', {}, 'Attempts'), attempts),
+      h('section', { class: 'panel', id: 'steps' }, h('h2', {}, 'Durable steps'), steps),
       section('Logs', logs),
       section('Result', ...result),
       h('section', { class: 'panel', id: 'deliveries' }, h('h2', {}, 'Destination deliveries'), deliveries),

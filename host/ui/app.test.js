@@ -187,3 +187,21 @@ test('the live tail keeps the newest lines; new rows are found', () => {
   assert.deepEqual(ui.appendCapped([], [1], 4), [1]);
   assert.deepEqual(ui.newIds([{ id: 'a' }], [{ id: 'b' }, { id: 'a' }]), ['b']);
 });
+
+test('a run that slept or waited shows as such, and the invocation can be cancelled meanwhile', () => {
+  const status = {
+    state: 'sleeping', created_at: '2026-12-04T07:00:00.000Z', attempts: 0, max_attempts: 3,
+    next_attempt_at: '2026-12-11T07:00:01.000Z',
+  };
+  const attempts = [
+    { attempt: 1, started_at: '2026-12-04T07:00:00.100Z', finished_at: '2026-12-04T07:00:00.200Z', outcome: 'waiting', error: 'waiting for event "order.shipped" with key "o-1" until 2026-12-18T07:00:00.100Z (step "shipped")' },
+    { attempt: 1, started_at: '2026-12-04T07:00:05.000Z', finished_at: '2026-12-04T07:00:05.100Z', outcome: 'sleeping', error: 'sleeping until 2026-12-11T07:00:01.000Z (step "settle")' },
+  ];
+  const t = ui.buildTimeline(status, attempts);
+  assert.deepEqual(t.map((e) => e.state), ['queued', 'running', 'waiting', 'running', 'sleeping']);
+  assert.match(t[2].note, /order\.shipped/);
+  assert.equal(t[4].next, '2026-12-11T07:00:01.000Z');
+  assert.deepEqual(ui.actionsFor('sleeping'), ['cancel']);
+  assert.deepEqual(ui.actionsFor('waiting'), ['cancel']);
+  assert.ok(ui.STATES.includes('waiting'));
+});

@@ -592,3 +592,53 @@ fn the_view_logic_passes_its_node_unit_tests() {
     );
     assert!(report.contains("# fail 0"), "{report}");
 }
+
+/// A durable workflow's invocation in the detail view: its sleep in the timeline, the steps it
+/// recorded, and a cancel that works while it sleeps.
+#[tokio::test]
+#[ignore = "needs chromium (installed by .ci/run); run with --ignored"]
+async fn the_detail_view_shows_a_sleeping_invocation_s_steps_and_cancels_it() {
+    let binary = chromium();
+    let upstream = Arrivals::start().await;
+    let server = Server::with(&[])
+        .function_as("steps-background", "guest-steps")
+        .config(&crate::workflows::config(upstream.addr))
+        .start();
+    let path = format!(
+        "/.netlify/functions/steps-background?op=sleep&ms=600000&upstream=http://{}",
+        upstream.addr
+    );
+    let id = start_background(&server, &path, &[]).await;
+    wait_state(&server, &id, &["sleeping"], WAIT).await;
+    let ui = format!("http://localhost:{}/.fnhost/ui/", server.addr.port());
+    let browser = Browser::launch(&binary, 1280, 860).await;
+    browser.viewport(1280, 860, false).await;
+    browser
+        .navigate(&format!("{ui}#token=t0ken&view=/invocations/{id}"))
+        .await;
+    let steps = until(
+        &browser,
+        "the recorded steps",
+        "document.querySelectorAll('#steps [data-step]').length === 2 && [...document.querySelectorAll('#steps [data-step]')].map(r => r.dataset.step)",
+    )
+    .await;
+    assert_eq!(steps, serde_json::json!(["before", "nap"]));
+    let timeline = browser
+        .value("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state)")
+        .await;
+    assert_eq!(
+        timeline,
+        serde_json::json!(["queued", "running", "sleeping"])
+    );
+    shoot(&browser, "workflow").await;
+    browser
+        .value("window.confirm = () => true; document.querySelector('#actions button[data-action=\"cancel\"]').click(); true")
+        .await;
+    until(
+        &browser,
+        "the cancelled sleeper",
+        "[...document.querySelectorAll('#timeline li')].map(li => li.dataset.state).join(' ') === 'queued running sleeping cancelled'",
+    )
+    .await;
+    wait_state(&server, &id, &["cancelled"], WAIT).await;
+}
