@@ -1,6 +1,7 @@
 //! Functions written in JavaScript (jco / componentize-js) and Python (componentize-py), built
-//! from `examples/js-hello`, `examples/python-hello`, `examples/python-background` and
-//! `examples/python-workflow` by the same `fnhost build` as the Rust ones, and served unchanged.
+//! from `examples/js-hello`, `examples/js-workflow`, `examples/python-hello`,
+//! `examples/python-background` and `examples/python-workflow` by the same `fnhost build` as
+//! the Rust ones, and served unchanged.
 
 use std::time::{Duration, Instant};
 
@@ -193,21 +194,16 @@ async fn a_python_background_function_is_acknowledged_then_reports_to_its_destin
     assert_eq!(payload["invocation"], id.as_str(), "{record}");
 }
 
-/// The Python workflow example imports `fnhost:function/steps` through componentize-py's
+/// A workflow example (`name`) imports `fnhost:function/steps` through its language's
 /// bindings: it waits for its event, sleeps, and charges and asks for a review once each
 /// across its three runs.
-#[tokio::test]
-#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
-async fn a_python_workflow_waits_sleeps_and_does_each_step_once() {
-    let server = serve(&["python-workflow"], "[server]\nadmin_token = \"t0ken\"\n");
-    let reply = post(
-        &server,
-        "/.netlify/functions/python-workflow?order=o-1&settle_ms=500",
-        &[],
-        "",
-    )
-    .await;
-    let id = accepted_id(&reply);
+async fn a_workflow_waits_sleeps_and_does_each_step_once(name: &str, config: &str) {
+    let server = serve(
+        &[name],
+        &format!("[server]\nadmin_token = \"t0ken\"\n{config}"),
+    );
+    let path = format!("/.netlify/functions/{name}?order=o-1&settle_ms=500");
+    let id = accepted_id(&post(&server, &path, &[], "").await);
     let s =
         crate::background::wait_state(&server, &id, &["waiting"], Duration::from_secs(30)).await;
     assert_eq!(s["waiting_for"]["event"], "order.shipped", "{s}");
@@ -236,6 +232,20 @@ async fn a_python_workflow_waits_sleeps_and_does_each_step_once() {
         server.count_log(&["review requested for o-1 (TRK-9)", &id]),
         1
     );
+}
+
+#[tokio::test]
+#[ignore = "needs componentize-py (installed by .ci/run); run with --ignored"]
+async fn a_python_workflow_waits_sleeps_and_does_each_step_once() {
+    // Background by its config export.
+    a_workflow_waits_sleeps_and_does_each_step_once("python-workflow", "").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and npm (installed by .ci/run); run with --ignored"]
+async fn a_javascript_workflow_waits_sleeps_and_does_each_step_once() {
+    let config = "[functions.js-workflow]\nbackground = true\n";
+    a_workflow_waits_sleeps_and_does_each_step_once("js-workflow", config).await;
 }
 
 #[tokio::test]
