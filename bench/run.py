@@ -6,6 +6,7 @@ Usage: python3 bench/run.py [--duration 5] [--rounds 3] [--conns 1,16,64] [--out
        python3 bench/run.py --p3 [--skip-build]  # WASI 0.3: fresh vs reused instances
        python3 bench/run.py --p3-wait [--skip-build]  # WASI 0.3 handlers that wait: instances, memory
        python3 bench/run.py --traces [--baseline BIN]  # tracing off / sampled out / exported
+       python3 bench/run.py --wakes [--rounds 10] [--skip-build]  # durable steps: sleep and event wake times
        python3 bench/run.py --background [--duration 5] [--rounds 2] [--backlog 5000]
                             [--queues sqlite,pg1,pg2]   # background functions vs sync
 
@@ -256,6 +257,8 @@ def main():
     ap.add_argument("--traces", action="store_true",
                     help="instead: tracing's cost: off, on at 0 %% sampling, on at 100 %% to a live receiver")
     ap.add_argument("--baseline", help="--traces: a fnhost binary from before traces, measured beside")
+    ap.add_argument("--wakes", action="store_true",
+                    help="instead: durable steps: how late a 2 s sleep re-runs, how soon an event wakes a wait")
     ap.add_argument("--languages", action="store_true",
                     help="instead: the JS and Python examples vs the Rust hello (size, start, latency)")
     args = ap.parse_args()
@@ -269,6 +272,8 @@ def main():
         return p3_wait(args)
     if args.traces:
         return traces(args)
+    if args.wakes:
+        return wakes(args)
     conns = [int(c) for c in args.conns.split(",")]
 
     if args.skip_build:
@@ -1075,6 +1080,109 @@ def languages(args):
     print("\n" + report)
     write_section(args.out, "Functions in other languages (JS, Python) vs the Rust hello", report)
 
+class Calls:
+    """A loopback upstream that notes when each path is asked for (the steps' side effects)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        calls = self
+        self.times = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                calls.times.setdefault(self.path.split("?")[0], []).append(time.monotonic())
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def first(self, path, within=60):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.times.get(path):
+                return self.times[path][0]
+            time.sleep(0.002)
+        raise RuntimeError(f"{path} never called")
+
+
+def wakes(args):
+    """Durable steps (tests/guests/steps on release fnhost): a 2 s sleep's re-run, measured
+    from the step before it to the step after it (at the upstream), and an event's wake: from
+    the POST of the event to the woken run's answer being stored."""
+    import json
+    import urllib.request
+    if not args.skip_build:
+        run(["cargo", "build", "--release", "-p", "fnhost"], cwd=ROOT)
+        run(["cargo", "build", "--release", "-p", "guest-steps", "--target", "wasm32-wasip2"], cwd=ROOT)
+    guest = ROOT / "target/wasm32-wasip2/release/guest_steps.wasm"
+    work = BENCH / "run-wakes"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "functions").mkdir(parents=True)
+    shutil.copy(guest, work / "functions/steps-background.wasm")
+    calls = Calls()
+    (work / "fnhost.toml").write_text(
+        f'[server]\nadmin_token = "t0ken"\n[defaults]\nallowed_outbound_hosts = ["http://127.0.0.1:{calls.port}"]\n')
+    port = free_port()
+    proc = subprocess.Popen([FNHOST, "serve", work / "functions", "--listen", f"127.0.0.1:{port}",
+                             "--config", work / "fnhost.toml", "--data-dir", work / "data",
+                             "--cache-dir", work / "cache"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path, method="POST", data=b"", headers=None):
+        req = urllib.request.Request(base + path, method=method, data=data if method == "POST" else None,
+                                     headers={"authorization": "Bearer t0ken", **(headers or {})})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+
+    def state(id_):
+        return json.loads(call(f"/.fnhost/invocations/{id_}", "GET")[2])["state"]
+
+    def until(id_, want, within=30):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if state(id_) == want:
+                return time.monotonic()
+            time.sleep(0.002)
+        raise RuntimeError(f"{id_} never {want}")
+
+    try:
+        wait_port(port, proc)
+        late, woken = [], []
+        for i in range(args.rounds):
+            calls.times.clear()
+            _, h, _ = call(f"/.netlify/functions/steps-background?op=sleep&ms=2000&upstream=http://127.0.0.1:{calls.port}")
+            late.append((calls.first("/after") - calls.first("/before")) * 1000 - 2000)
+            _, h, _ = call(f"/.netlify/functions/steps-background?op=wait&event=go&key=k{i}&timeout_ms=600000")
+            id_ = h["fnhost-invocation-id"]
+            until(id_, "waiting")
+            sent = time.monotonic()
+            call(f"/.fnhost/events/go?key=k{i}", data=b"yes")
+            woken.append((until(id_, "succeeded") - sent) * 1000)
+            print(f"round {i + 1}: sleep re-run {late[-1]:+.0f} ms late, event to answer stored {woken[-1]:.0f} ms", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+    fmt = lambda xs: f"median {statistics.median(xs):.0f}, max {max(xs):.0f}"
+    lines = [
+        f"Machine: {machine()}. Release fnhost, embedded SQLite queue, tests/guests/steps; {args.rounds} rounds.",
+        f"Command: `python3 bench/run.py --wakes --rounds {args.rounds}`",
+        "",
+        "| what | ms |",
+        "|---|---:|",
+        f"| a 2 s sleep: its re-run starts this late (step before → step after, minus 2000) | {fmt(late)} |",
+        f"| an event: POST `/.fnhost/events/NAME` → the woken run's answer stored (status polled every 2 ms) | {fmt(woken)} |",
+    ]
+    print("\n".join(lines))
+    write_section(args.out, "Workflows: how late a sleep wakes, how soon an event does", "\n".join(lines))
 
 if __name__ == "__main__":
     sys.exit(main())
+
