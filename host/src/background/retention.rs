@@ -1,5 +1,5 @@
-//! Retention: finished invocations, their results and delivered records are purged once they
-//! are older than `[server] retention`, in small batches so no transaction holds the queue for
+//! Retention: finished invocations, their results and delivered records, and events, are
+//! purged once they are older than `[server] retention`, in small batches so no transaction holds the queue for
 //! long. A scheduled function's last tick is kept: catch-up at startup reads it. Deploys past
 //! the newest `keep_deploys` go too, unless published or run by an unfinished invocation, and
 //! this node's copies of the components no deploy names any more.
@@ -43,6 +43,11 @@ pub async fn purge_loop(
         }
         if purged > 0 {
             tracing::info!("purged {purged} finished invocation(s) older than {retention:?}");
+        }
+        match queue.purge_events(retention, BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("purged {n} event(s) older than {retention:?}"),
+            Err(e) => tracing::error!("purging old events failed: {e}"),
         }
         match queue.purge_deploys(keep_deploys).await {
             Ok(0) => {}

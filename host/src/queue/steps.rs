@@ -222,6 +222,23 @@ impl Queue {
         Ok(started)
     }
 
+    /// Deletes up to `batch` events received more than `older_than` ago (what they woke and
+    /// started has its own rows); how many went.
+    pub async fn purge_events(&self, older_than: std::time::Duration, batch: u32) -> Result<u64> {
+        let sql = self.sql(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at < $now - $1 \
+             ORDER BY received_at LIMIT $2)",
+        );
+        let query = sqlx::query(&sql)
+            .bind(super::ms(older_than))
+            .bind(i64::from(batch));
+        Ok(self
+            .now(query, now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// The stored event `id`, if any.
     pub async fn event(&self, id: &str) -> Result<Option<EventView>> {
         let row = sqlx::query(

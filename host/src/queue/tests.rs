@@ -1001,3 +1001,31 @@ async fn higher_priority_is_claimed_first_and_a_point_counts_as_a_minute_waited(
     rest.sort();
     assert_eq!(rest, ["low1", "low2"]);
 }
+
+#[tokio::test]
+async fn events_older_than_retention_are_purged() {
+    let (q, _dir) = queue().await;
+    for key in ["old", "new"] {
+        let event = NewEvent {
+            name: "e".into(),
+            key: key.into(),
+            payload: b"p".to_vec(),
+            idempotency_key: None,
+            starts: Vec::new(),
+        };
+        q.send_event(event).await.unwrap();
+    }
+    sqlx::query("UPDATE events SET received_at = received_at - 3600000 WHERE key = 'old'")
+        .execute(&q.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.purge_events(Duration::from_secs(60), 10).await.unwrap(),
+        1
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM events")
+        .fetch_all(&q.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new"]);
+}
