@@ -99,6 +99,13 @@ pub(crate) async fn send_event(
     send("POST", &url, &headers, payload.to_string()).await
 }
 
+/// The names of the steps a status resource lists, oldest first.
+fn step_names(status: &Value) -> Vec<String> {
+    (status["steps"].as_array().unwrap().iter())
+        .map(|st| st["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// How each run of invocation `id` ended, oldest first (the detail view's timeline).
 async fn timeline(server: &Server, id: &str) -> Vec<String> {
     let detail = crate::support::admin_detail(server, id).await;
@@ -156,9 +163,7 @@ pub(crate) async fn a_sleep_holds_no_instance_and_reruns_at_its_time_skipping_fi
     let s = wait_state(&server, &id, &["sleeping"], Duration::from_secs(10)).await;
     assert!(s["next_attempt_at"].is_string(), "{s}");
     // The steps recorded so far: the first fetch, and the sleep's wake time.
-    let steps: Vec<&str> = (s["steps"].as_array().unwrap().iter())
-        .map(|st| st["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&s);
     assert_eq!(steps, ["before", "nap"], "{s}");
     // Asleep: the attempt ended, nothing runs for it.
     assert_eq!(
@@ -556,8 +561,6 @@ pub(crate) async fn kill_9_mid_step_runs_the_step_again_and_records_it_once() {
         "{s}"
     );
     assert_eq!(*calls.lock().unwrap(), ["before", "before", "after"]);
-    let steps: Vec<&str> = (s["steps"].as_array().unwrap().iter())
-        .map(|st| st["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&s);
     assert_eq!(steps, ["before", "nap", "after"], "{s}");
 }
