@@ -201,6 +201,9 @@ pub(super) async fn outcome(
     match tokio::time::timeout_at(deadline.into(), answered).await {
         Ok(Ok(())) => (Outcome::Completed { fuel_used: None }, Ended::Completed),
         Err(_elapsed) => timeout(),
+        // Given up at its deadline by the instance (whose timer may fire before this one):
+        // out of time, whatever the instance ends with afterwards.
+        Ok(Err(_dropped)) if Instant::now() >= deadline => timeout(),
         Ok(Err(_dropped)) => {
             let ended = ending.wait_for(Option::is_some);
             match tokio::time::timeout_at(deadline.into(), ended).await {
