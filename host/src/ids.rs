@@ -6,6 +6,12 @@ pub fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Milliseconds since the Unix epoch, on this host's clock.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// `ms` since the epoch as RFC 3339 with milliseconds, UTC: how every time fnhost shows reads.
 pub fn rfc3339_ms(ms: i64) -> String {
     let t =

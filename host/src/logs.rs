@@ -118,11 +118,7 @@ pub fn recent(function: Option<&str>, after: u64, limit: usize) -> (Vec<Line>, u
     (lines, next)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::ids::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! Durable steps of background invocations (`fnhost:function/steps`): why an attempt ended
-//! suspended, the bounds on what one invocation stores, and the [`StepStore`] the engine
+//! suspended, and the [`StepStore`] the engine
 //! reads and writes steps through (the queue, behind it). A leaf shared by the engine (which
 //! ends the attempt), the queue (which stores the state) and the background workers.
 
@@ -7,10 +7,18 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 
-/// Steps one invocation may record, by default (`max_steps`).
-pub const MAX_STEPS: u32 = 1_000;
-/// Bytes one step's result may hold, by default (`max_step_size`).
-pub const MAX_STEP_SIZE: u64 = 256 * 1024;
+/// The longest event name (and key).
+pub const MAX_EVENT_NAME: usize = 256;
+
+/// Whether `name` can name an event, as fnhost.toml's `events` and the path of
+/// `POST /.fnhost/events/NAME` both take it: 1 to 256 bytes, no `/`, `?`, `#` or control
+/// character.
+pub fn is_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME
+        && !name.contains(['/', '?', '#'])
+        && !name.chars().any(char::is_control)
+}
 
 /// Why an attempt ended without an answer, to run again later: it sleeps or waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +41,6 @@ impl Suspension {
     pub fn until_ms(&self) -> i64 {
         match self {
             Suspension::Sleep { until_ms, .. } | Suspension::Wait { until_ms, .. } => *until_ms,
-        }
-    }
-
-    /// The step that suspended the attempt.
-    pub fn step(&self) -> &str {
-        match self {
-            Suspension::Sleep { step, .. } | Suspension::Wait { step, .. } => step,
         }
     }
 }

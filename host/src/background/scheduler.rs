@@ -148,7 +148,7 @@ pub fn tick_invocation(
         body: serde_json::json!({ "next_run": next_run })
             .to_string()
             .into_bytes(),
-        max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
+        max_attempts: function.settings.retry.max_attempts(),
         deploy: function.deploy.as_deref().map(str::to_string),
         priority: function.settings.priority,
     }

@@ -71,9 +71,9 @@ pub mod defaults {
     /// Bytes of guest output (stdout + stderr) logged per invocation.
     pub const MAX_LOG: u64 = 1024 * 1024;
     /// Durable steps one background invocation may record.
-    pub const MAX_STEPS: u32 = crate::workflow::MAX_STEPS;
+    pub const MAX_STEPS: u32 = 1_000;
     /// Bytes one recorded step may hold.
-    pub const MAX_STEP_SIZE: u64 = crate::workflow::MAX_STEP_SIZE;
+    pub const MAX_STEP_SIZE: u64 = 256 * 1024;
     /// How long finished invocations, their results and delivered records are kept.
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     /// `server.max_deploy`: the components of one deploy together.

@@ -52,10 +52,7 @@ fn store_of(store: &StoreContextMut<'_, State>) -> Option<Arc<dyn StepStore>> {
 /// The latest wake time kept: 9999-12-31T23:59:59.999Z (what RFC 3339 can write).
 const LATEST_MS: i64 = 253_402_300_799_999;
 
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::ids::now_ms;
 
 /// A trap naming the call and why it cannot go on.
 fn refused(call: &str, why: impl std::fmt::Display) -> wasmtime::Error {

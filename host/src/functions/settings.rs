@@ -68,6 +68,13 @@ pub struct RetryPolicy {
     pub on_5xx: bool,
 }
 
+impl RetryPolicy {
+    /// Attempts an invocation gets in all: one, then one per delay.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.delays.len() + 1).unwrap_or(u32::MAX)
+    }
+}
+
 /// Where background outcomes are POSTed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Destinations {
@@ -340,12 +347,10 @@ impl Sources<'_> {
                 self.name
             ));
         }
-        if let Some(bad) =
-            (events.iter()).find(|e| e.is_empty() || e.len() > 256 || e.contains(['/', '?', '#']))
-        {
+        if let Some(bad) = events.iter().find(|e| !crate::workflow::is_event_name(e)) {
             return Err(format!(
                 "functions.{}.events: {bad:?} is not an event name (1 to 256 bytes, no '/', \
-                 '?' or '#')",
+                 '?', '#' or control character)",
                 self.name
             ));
         }

@@ -107,8 +107,13 @@ pub(super) fn routed_span(
     if !trace.is_on() {
         return;
     }
-    let client = client.to_string();
-    trace.routed(method.as_str(), pattern, &function.name, id, &client);
+    trace.routed(
+        method.as_str(),
+        pattern,
+        &function.name,
+        id,
+        client.to_string(),
+    );
 }
 
 /// The span of a `_redirects` rule that applied (it ends when dropped: after a proxied answer).
@@ -176,7 +181,7 @@ fn to_store(function: &Function, req: Request<Bytes>, id: String, trace: &Trace)
             .to_string(),
         headers,
         body: body.to_vec(),
-        max_attempts: u32::try_from(function.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
+        max_attempts: function.settings.retry.max_attempts(),
         deploy: function.deploy.as_deref().map(str::to_string),
         priority: function.settings.priority,
     }

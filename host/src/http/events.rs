@@ -16,12 +16,12 @@ use super::deploys::Incoming;
 use super::dispatch::read_body;
 use super::error::{ApiError, json, queue_error};
 use crate::body::Body;
+use crate::config::defaults;
+use crate::config::ranges::bounds;
 use crate::functions::FunctionTable;
 use crate::ids::new_id;
 use crate::queue::{NewEvent, NewInvocation};
-
-/// The longest event name and key.
-pub const MAX_NAME: usize = 256;
+use crate::workflow::{MAX_EVENT_NAME, is_event_name};
 
 /// Answers `/.fnhost/events{rest}`.
 pub async fn handle<B: Incoming>(
@@ -47,11 +47,11 @@ pub async fn handle<B: Incoming>(
     }
 }
 
-/// Checks an event's name or key: printable, no longer than [`MAX_NAME`].
-fn checked(what: &str, value: &str) -> Result<(), ApiError> {
-    if value.len() > MAX_NAME || value.chars().any(char::is_control) {
+/// Checks an event's key: printable, no longer than [`MAX_EVENT_NAME`].
+fn checked_key(key: &str) -> Result<(), ApiError> {
+    if key.len() > MAX_EVENT_NAME || key.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(format!(
-            "event {what} {value:?}: at most {MAX_NAME} bytes, no control characters"
+            "event key {key:?}: at most {MAX_EVENT_NAME} bytes, no control characters"
         )));
     }
     Ok(())
@@ -62,19 +62,26 @@ async fn send<B: Incoming>(
     req: Request<B>,
     name: String,
 ) -> Result<Response<Body>, ApiError> {
-    checked("name", &name)?;
+    if !is_event_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "event name {name:?}: 1 to {MAX_EVENT_NAME} bytes, no '/', '?', '#' or control character"
+        )));
+    }
     let params = parse_query(req.uri().query().unwrap_or(""));
     let param = |name: &str| {
         (params.iter())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
+    let (lo, hi) = bounds::PRIORITY;
     let priority = match param("priority") {
         Some(p) => Some(
             (p.parse::<i32>().ok())
-                .filter(|p| (-50..=50).contains(p))
+                .filter(|p| (lo..=hi).contains(p))
                 .ok_or_else(|| {
-                    ApiError::BadRequest(format!("priority {p:?}: a whole number from -50 to 50"))
+                    ApiError::BadRequest(format!(
+                        "priority {p:?}: a whole number from {lo} to {hi}"
+                    ))
                 })?,
         ),
         None => None,
@@ -82,13 +89,14 @@ async fn send<B: Incoming>(
     let idempotency_key = (req.headers().get("idempotency-key"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let req = read_body(req, crate::workflow::MAX_STEP_SIZE, app.body_timeout).await?;
+    // As much as one step may hold by default: the payload becomes the woken ones' step.
+    let req = read_body(req, defaults::MAX_STEP_SIZE, app.body_timeout).await?;
     let payload = req.into_body().to_vec();
     let key = match param("key_from") {
         Some(pointer) => key_from(&payload, &pointer)?,
         None => param("key").unwrap_or_default(),
     };
-    checked("key", &key)?;
+    checked_key(&key)?;
     let starts = subscribers(&app.table.current(), (&name, &key), &payload, priority);
     let event = NewEvent {
         name,
@@ -146,7 +154,7 @@ fn subscribers(
                 ("fnhost-event-key".into(), key.to_string()),
             ],
             body: payload.to_vec(),
-            max_attempts: u32::try_from(f.settings.retry.delays.len() + 1).unwrap_or(u32::MAX),
+            max_attempts: f.settings.retry.max_attempts(),
             deploy: f.deploy.as_deref().map(str::to_string),
             priority: priority.unwrap_or(f.settings.priority),
         })

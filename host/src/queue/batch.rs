@@ -144,13 +144,7 @@ fn lookup_stmts(
 
 /// What the attempt returned, however it ended.
 fn result(o: &EndedAttempt) -> &super::StoredResult {
-    match &o.finish {
-        Finish::Succeeded(r)
-        | Finish::Retry { result: r, .. }
-        | Finish::Dead { result: r, .. }
-        | Finish::Expired { result: r, .. }
-        | Finish::Suspended { result: r, .. } => r,
-    }
+    o.finish.result()
 }
 
 /// The join that keeps only the outcomes whose claim still holds (columns `id`, `token` of

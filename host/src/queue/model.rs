@@ -392,6 +392,17 @@ impl Finish {
     }
 
     /// What the attempt produced.
+    pub fn result(&self) -> &StoredResult {
+        match self {
+            Finish::Succeeded(r)
+            | Finish::Retry { result: r, .. }
+            | Finish::Dead { result: r, .. }
+            | Finish::Expired { result: r, .. }
+            | Finish::Suspended { result: r, .. } => r,
+        }
+    }
+
+    /// What the attempt produced, to add to.
     pub fn result_mut(&mut self) -> &mut StoredResult {
         match self {
             Finish::Succeeded(r)

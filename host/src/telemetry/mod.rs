@@ -128,7 +128,7 @@ impl Trace {
 
     /// The server span once its request is routed: named for the method and function, with
     /// the route, function, invocation and client (all set at once).
-    pub fn routed(&self, method: &str, route: &str, function: &str, id: &str, client: &str) {
+    pub fn routed(&self, method: &str, route: &str, function: &str, id: &str, client: String) {
         let (Some(cx), true) = (&self.cx, self.recording) else {
             return;
         };
@@ -139,7 +139,7 @@ impl Trace {
             KeyValue::new("faas.name", function.to_string()),
             KeyValue::new("faas.invocation_id", id.to_string()),
             KeyValue::new("faas.trigger", Trigger::Http.as_str()),
-            KeyValue::new("client.address", client.to_string()),
+            KeyValue::new("client.address", client),
         ]);
     }
 
